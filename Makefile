@@ -1,0 +1,45 @@
+# image-bot — two commands do all the set-up on a fresh Debian machine:
+#   make demo   run the main job end to end on local servers
+#   make test   install everything, then lint, type-check, import contracts and tests
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := git docker-registry apache2-utils
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo deps system-deps lint typecheck contracts pytest clean
+
+test: deps lint typecheck contracts pytest
+
+demo: deps
+	$(PY) scripts/demo.py
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint:
+	$(VENV)/bin/ruff check image_bot tests tools scripts
+
+typecheck:
+	$(VENV)/bin/mypy
+
+contracts:
+	$(VENV)/bin/lint-imports
+
+pytest:
+	$(VENV)/bin/pytest -W error
+
+clean:
+	rm -rf $(VENV) .image-bot .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,49 @@
+"""What a cycle did, per repository and per policy: the value the CLI prints (pure data)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["updated", "planned", "current", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutcome:
+    policy: str
+    file: str
+    status: Status
+    message: str
+    image: str | None = None
+    changes: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryReport:
+    repository: str
+    branch: str
+    outcomes: tuple[PolicyOutcome, ...] = ()
+    commits: tuple[str, ...] = ()
+    skipped: tuple[dict[str, str], ...] = ()
+    diff: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(o.status != "failed" for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    repositories: tuple[RepositoryReport, ...] = field(default_factory=tuple)
+    dry_run: bool = False
+    registry_requests: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(repo.ok for repo in self.repositories)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data

@@ -1,0 +1,159 @@
+"""Semver ranges with npm semantics: ``>=1.2 <2``, ``^1.2``, ``~1.2``, ``1.x``, ``*``,
+hyphen ranges and ``||`` alternatives (pure).
+
+A pre-release version satisfies a range only when the caller allows pre-releases or a
+comparator of the same alternative names a pre-release of the same major.minor.patch.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import semver
+
+_OPS: dict[str, Callable[[semver.Version, semver.Version], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq,
+}
+_PARTIAL = re.compile(
+    r"^[vV=]?(?P<major>\d+|[xX*])?(?:\.(?P<minor>\d+|[xX*]))?(?:\.(?P<patch>\d+|[xX*]))?"
+    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
+)
+_COMPARATOR = re.compile(r"^(?P<op>>=|<=|>|<|=|\^|~>?|)\s*(?P<version>\S*)$")
+
+
+class RangeError(ValueError):
+    """The range text does not parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Comparator:
+    op: str
+    version: semver.Version
+    explicit_pre: bool  # the user wrote a pre-release here (not a synthetic ``-0`` bound)
+
+    def test(self, version: semver.Version) -> bool:
+        return _OPS[self.op](version, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    text: str
+    alternatives: tuple[tuple[_Comparator, ...], ...]
+
+    def contains(self, version: semver.Version, *, prerelease: bool = False) -> bool:
+        return any(self._in_set(cs, version, prerelease) for cs in self.alternatives)
+
+    @staticmethod
+    def _in_set(comparators: tuple[_Comparator, ...], v: semver.Version, pre: bool) -> bool:
+        if not all(c.test(v) for c in comparators):
+            return False
+        if v.prerelease is None or pre:
+            return True
+        same = (v.major, v.minor, v.patch)
+        return any(
+            c.explicit_pre and (c.version.major, c.version.minor, c.version.patch) == same
+            for c in comparators
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    numbers: tuple[int, ...]  # the components written as numbers, left to right
+    pre: str | None
+
+    def floor(self) -> semver.Version:
+        major, minor, patch = (*self.numbers, 0, 0, 0)[:3]
+        return semver.Version(major, minor, patch, prerelease=self.pre)
+
+    def next_up(self) -> semver.Version:
+        """The first version above everything this partial covers (``1.2`` → ``1.3.0-0``)."""
+        if len(self.numbers) == 1:
+            return semver.Version(self.numbers[0] + 1, 0, 0, prerelease="0")
+        major, minor = self.numbers[:2]
+        return semver.Version(major, minor + 1, 0, prerelease="0")
+
+
+def parse(text: str) -> Range:
+    """Parse an npm-style range or raise :class:`RangeError` naming the bad part."""
+    alternatives = tuple(_parse_set(part.strip(), text) for part in text.split("||"))
+    return Range(text=text, alternatives=alternatives)
+
+
+def _parse_set(text: str, whole: str) -> tuple[_Comparator, ...]:
+    hyphen = re.fullmatch(r"(\S+)\s+-\s+(\S+)", text)
+    if hyphen:
+        return _hyphen(_partial(hyphen[1], whole), _partial(hyphen[2], whole))
+    tokens = re.sub(r"(>=|<=|>|<|=|\^|~>?)\s+", r"\1", text).split()
+    if not tokens:
+        return (_Comparator(">=", semver.Version(0, 0, 0), False),)
+    comparators: list[_Comparator] = []
+    for token in tokens:
+        match = _COMPARATOR.match(token)
+        if not match:
+            raise RangeError(f"invalid semver range {whole!r}: cannot read {token!r}")
+        comparators.extend(_desugar(match["op"], _partial(match["version"], whole)))
+    return tuple(comparators)
+
+
+def _partial(text: str, whole: str) -> _Partial:
+    match = _PARTIAL.match(text)
+    if not match or text in {"v", "V"}:
+        raise RangeError(f"invalid semver range {whole!r}: {text!r} is not a version")
+    numbers: list[int] = []
+    for name in ("major", "minor", "patch"):
+        part = match[name]
+        if part is None or not part.isdigit():
+            break
+        numbers.append(int(part))
+    if match["pre"] and len(numbers) < 3:
+        raise RangeError(f"invalid semver range {whole!r}: a pre-release needs x.y.z in {text!r}")
+    return _Partial(tuple(numbers), match["pre"])
+
+
+def _cmp(op: str, version: semver.Version, explicit: bool = False) -> _Comparator:
+    return _Comparator(op, version, explicit and version.prerelease is not None)
+
+
+def _desugar(op: str, p: _Partial) -> list[_Comparator]:
+    n = len(p.numbers)
+    if n == 0:
+        return [_cmp(">=", semver.Version(0, 0, 0))] if op not in {"<", ">"} else [
+            _cmp("<", semver.Version(0, 0, 0, prerelease="0"))]
+    if op == "^":
+        return [_cmp(">=", p.floor(), True), _cmp("<", _caret_ceiling(p))]
+    if op in {"~", "~>"}:
+        ceiling = _Partial(p.numbers[:2], None).next_up() if n > 1 else p.next_up()
+        return [_cmp(">=", p.floor(), True), _cmp("<", ceiling)]
+    if n == 3:
+        return [_cmp(op or "=", p.floor(), True)]
+    # a partial version stands for the whole span it covers
+    if op in {"", "="}:
+        return [_cmp(">=", p.floor()), _cmp("<", p.next_up())]
+    if op == ">":
+        return [_cmp(">=", p.next_up().replace(prerelease=None))]
+    if op == "<=":
+        return [_cmp("<", p.next_up())]
+    if op == "<":
+        return [_cmp("<", p.floor().replace(prerelease="0"))]
+    return [_cmp(">=", p.floor())]
+
+
+def _caret_ceiling(p: _Partial) -> semver.Version:
+    major, minor, patch = (*p.numbers, 0, 0)[:3]
+    if major > 0 or len(p.numbers) == 1:
+        return semver.Version(major + 1, 0, 0, prerelease="0")
+    if minor > 0 or len(p.numbers) == 2:
+        return semver.Version(0, minor + 1, 0, prerelease="0")
+    return semver.Version(0, 0, patch + 1, prerelease="0")
+
+
+def _hyphen(low: _Partial, high: _Partial) -> tuple[_Comparator, ...]:
+    lower = _cmp(">=", low.floor(), True)
+    if not high.numbers:
+        return (lower,)
+    if len(high.numbers) == 3:
+        return (lower, _cmp("<=", high.floor(), True))
+    return (lower, _cmp("<", high.next_up()))

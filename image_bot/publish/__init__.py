@@ -1,0 +1,1 @@
+"""Publish stage: a cached Git workspace, commits and pushes (Git I/O; knows no registry)."""

@@ -1,0 +1,45 @@
+"""The contract between update and publish: what changed where, and what was skipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One value rewritten in one file."""
+
+    file: str  # path relative to the checkout root, with forward slashes
+    line: int  # 1-based
+    image: str  # host/repository
+    old: str  # the whole old value as written, e.g. "ghcr.io/x/app:1.0.0"
+    new: str
+    old_tag: str | None
+    new_tag: str
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file or value that was left untouched, and why."""
+
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    changes: tuple[Change, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    diffs: dict[str, str] = field(default_factory=dict)  # file → unified diff of the edit
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(change.file for change in self.changes))
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def merged(self, other: UpdateResult) -> UpdateResult:
+        return UpdateResult(self.changes + other.changes, self.skipped + other.skipped,
+                            {**self.diffs, **other.diffs})

@@ -1,0 +1,70 @@
+"""Fixtures: real servers on free loopback ports (docker-registry, git smart HTTP)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import devservers
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.Registry]:
+    server = devservers.start_registry(tmp_path_factory.mktemp("registry"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.Registry]:
+    """A registry that requires Basic auth as ``tester`` / ``s3cret-pw``."""
+    directory = tmp_path_factory.mktemp("auth-registry")
+    htpasswd = devservers.write_htpasswd(directory / "htpasswd", "tester", "s3cret-pw")
+    server = devservers.start_registry(directory, htpasswd=htpasswd)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.GitServer]:
+    server = devservers.start_git_server(tmp_path_factory.mktemp("git-root"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def config_repo(git_server: devservers.GitServer) -> Callable[[dict[str, str | bytes]], str]:
+    """Create a bare repo served over HTTP with the given files; returns its clone URL."""
+
+    def create(files: dict[str, str | bytes]) -> str:
+        name = f"config-{uuid.uuid4().hex[:12]}.git"
+        devservers.create_repo(git_server.root, name, files)
+        return git_server.url(name)
+
+    return create
+
+
+@pytest.fixture
+def bot_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a bot config file for one repository and return its path."""
+
+    def write(url: str, *, registries: list[dict[str, Any]] | None = None,
+              policies: str = "policies/") -> Path:
+        path = tmp_path / "bot.yaml"
+        path.write_text(json.dumps({
+            "repositories": [{"url": url, "branch": "main", "policies": policies}],
+            "registries": registries or [],
+            "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
+            "state_dir": str(tmp_path / "state"),
+        }))
+        return path
+
+    return write

@@ -1,0 +1,77 @@
+"""Config loading: breadcrumb errors, broken documents isolated, our own policies/ valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from image_bot import cli
+from image_bot.config import loading
+from image_bot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {name: good}
+spec:
+  image: ghcr.io/x/good
+  select: {semver: {range: "^1"}}
+"""
+
+
+def test_every_shipped_policy_is_valid() -> None:
+    result = CliRunner().invoke(cli.main, ["validate", str(ROOT / "policies")])
+    assert result.exit_code == 0, result.output
+    shipped = len(list((ROOT / "policies").glob("*.yaml")))
+    assert f"{shipped} valid polic" in result.output
+
+
+def test_errors_are_breadcrumbs_and_good_policies_still_load(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD + "---\n" + GOOD.replace("good", "other").replace(
+        'range: "^1"', "rnge: 1"))
+    (tmp_path / "b.yaml").write_text("kind: ImagePolicy\n  x: [\n")
+    (tmp_path / "c.yaml").write_text(GOOD.replace("ghcr.io/x/good", "ghcr.io/x/good:1.0"))
+
+    policy_set = loading.load_policies(tmp_path)
+
+    assert [p.policy.name for p in policy_set.policies] == ["good"]
+    assert [str(e) for e in policy_set.errors] == [
+        "==> File a.yaml ==> At ImagePolicy(name='other') ==> At key: spec.select.semver.range:"
+        " Field required (and 1 more)",
+        "==> File b.yaml: invalid YAML (line 2, column 4): mapping values are not allowed here",
+        "==> File c.yaml ==> At ImagePolicy(name='good') ==> At key: spec.image: must name the "
+        "image without a tag or digest",
+    ]
+
+
+def test_duplicate_names_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD)
+    errors = loading.load_policies(tmp_path).errors
+    assert [str(e) for e in errors] == [
+        "==> File b.yaml ==> At ImagePolicy(name='good') ==> At key: metadata.name: duplicate "
+        "name, first defined in a.yaml"]
+
+
+def test_bot_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text("repositories:\n  - branch: main\n")
+    with pytest.raises(ConfigError) as caught:
+        loading.load_bot_config(path)
+    assert str(caught.value) == f"==> File {path} ==> At key: repositories[0].url: Field required"
+
+
+def test_relative_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text("repositories: [{url: 'file:///x'}]\nstate_dir: .image-bot\n")
+    assert loading.load_bot_config(path).state_dir == tmp_path / ".image-bot"
+
+
+def test_validate_command_reports_bad_range(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD.replace('"^1"', '">>1"'))
+    result = CliRunner().invoke(cli.main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert ("==> File p.yaml ==> At ImagePolicy(name='good') ==> At key: "
+            "spec.select.semver.range: invalid semver range '>>1'") in result.output

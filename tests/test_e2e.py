@@ -1,0 +1,247 @@
+"""End to end against the real registry and git server: run, plan, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from image_bot import cli
+
+import devservers
+
+pytestmark = pytest.mark.e2e
+
+DEPLOYMENT = """\
+# the app, as a human wrote it
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app   # keep this comment
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: "{host}/team/{image}:1.0.0"   # quoted, with a comment
+      containers:
+        - name: app
+          image: {host}/team/{image}:1.0.0
+          args: ['--port', "8080"]
+        - name: sidecar
+          image: {host}/team/other:0.1.0
+"""
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata:
+  name: {name}
+spec:
+  image: {host}/team/{image}
+  select:
+    semver:
+      range: "{range}"
+  paths: ["deploy/**"]
+  publish:
+    mode: commit
+    branch: main
+    message: "chore: update {{{{ image }}}} to {{{{ new_tag }}}}"
+"""
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+def _remote_log(url: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    clone = tmp_path / "check"
+    if clone.exists():
+        devservers.git("fetch", "-q", "origin", cwd=clone)
+        devservers.git("reset", "-q", "--hard", "origin/main", cwd=clone)
+    else:
+        subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+    return clone, devservers.git("log", "--format=%H %s", cwd=clone).splitlines()
+
+
+def _seed(registry: devservers.Registry, image: str, tags: list[str]) -> None:
+    for tag in tags:
+        devservers.push_image(registry.url, f"team/{image}", tag)
+
+
+def test_run_once_commits_exactly_the_tag_change_and_is_idempotent(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    _seed(registry, "app", ["1.0.0", "1.1.0", "2.0.0"])
+    url = config_repo({
+        "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="app"),
+        "policies/app.yaml": POLICY.format(name="app", host=registry.host, image="app",
+                                           range="^1.0"),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone, log = _remote_log(url, tmp_path)
+    assert len(log) == 2
+    assert log[0].split(" ", 1)[1] == f"chore: update {registry.host}/team/app to 1.1.0"
+    diff = devservers.git("show", "--format=", "--unified=0", "HEAD", cwd=clone)
+    changed = [line for line in diff.splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == [
+        f'-          image: "{registry.host}/team/app:1.0.0"   # quoted, with a comment',
+        f'+          image: "{registry.host}/team/app:1.1.0"   # quoted, with a comment',
+        f'-          image: {registry.host}/team/app:1.0.0',
+        f'+          image: {registry.host}/team/app:1.1.0',
+    ]
+    expected = DEPLOYMENT.format(host=registry.host, image="app").replace(
+        "team/app:1.0.0", "team/app:1.1.0")
+    assert (clone / "deploy/app.yaml").read_bytes() == expected.encode()
+
+    again = _invoke("run", "--once", "--config", str(config), "--json")
+
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.output)
+    assert report["ok"] is True
+    assert report["repositories"][0]["commits"] == []
+    assert report["repositories"][0]["outcomes"][0]["status"] == "current"
+    assert len(_remote_log(url, tmp_path)[1]) == 2
+
+
+def test_crlf_and_bom_survive_byte_for_byte(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str | bytes]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    _seed(registry, "crlf", ["1.0.0", "1.0.1"])
+    original = ("\ufeff" + DEPLOYMENT.format(host=registry.host, image="crlf")).replace(
+        "\n", "\r\n").encode()
+    url = config_repo({
+        "deploy/app.yaml": original,
+        "policies/p.yaml": POLICY.format(name="crlf", host=registry.host, image="crlf",
+                                         range=">=1.0.0 <2"),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone, _ = _remote_log(url, tmp_path)
+    assert (clone / "deploy/app.yaml").read_bytes() == original.replace(
+        b"team/crlf:1.0.0", b"team/crlf:1.0.1")
+
+
+def test_plan_prints_the_diff_and_commits_nothing(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    _seed(registry, "planned", ["1.0.0", "1.2.0"])
+    url = config_repo({
+        "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="planned"),
+        "policies/p.yaml": POLICY.format(name="planned", host=registry.host, image="planned",
+                                         range="~1"),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("plan", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    assert f"+          image: {registry.host}/team/planned:1.2.0" in result.output
+    assert f"-          image: {registry.host}/team/planned:1.0.0" in result.output
+    assert len(_remote_log(url, tmp_path)[1]) == 1
+
+
+def test_basic_auth_registry(
+    auth_registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for tag in ["1.0.0", "1.3.0"]:
+        devservers.push_image(auth_registry.url, "team/private", tag,
+                              auth=("tester", "s3cret-pw"))
+    url = config_repo({
+        "deploy/app.yaml": DEPLOYMENT.format(host=auth_registry.host, image="private"),
+        "policies/p.yaml": POLICY.format(name="private", host=auth_registry.host,
+                                         image="private", range="^1"),
+    })
+    registries = [{"host": auth_registry.host, "insecure": True,
+                   "username_env": "REG_USER", "password_env": "REG_PASSWORD"}]
+    config = bot_config(url, registries=registries)
+
+    denied = _invoke("run", "--once", "--config", str(config))
+    assert denied.exit_code == 1
+    assert f"registry {auth_registry.host}: credentials required for team/private" in (
+        denied.output)
+    assert "s3cret-pw" not in denied.output
+
+    monkeypatch.setenv("REG_USER", "tester")
+    monkeypatch.setenv("REG_PASSWORD", "s3cret-pw")
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone, log = _remote_log(url, tmp_path)
+    assert len(log) == 2
+    assert "team/private:1.3.0" in (clone / "deploy/app.yaml").read_text()
+
+
+def test_one_broken_policy_does_not_stop_the_others(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    _seed(registry, "good", ["1.0.0", "1.0.5"])
+    url = config_repo({
+        "deploy/good.yaml": DEPLOYMENT.format(host=registry.host, image="good"),
+        "deploy/bad.yaml": DEPLOYMENT.format(host=registry.host, image="bad"),
+        "policies/good.yaml": POLICY.format(name="good", host=registry.host, image="good",
+                                            range="^1"),
+        "policies/bad.yaml": POLICY.format(name="bad", host=registry.host, image="bad",
+                                           range=">>1"),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 1
+    assert ("error: bad: ==> File policies/bad.yaml ==> At ImagePolicy(name='bad') "
+            "==> At key: spec.select.semver.range: invalid semver range '>>1': "
+            "'>1' is not a version") in result.output
+    clone, log = _remote_log(url, tmp_path)
+    assert len(log) == 2
+    assert "team/good:1.0.5" in (clone / "deploy/good.yaml").read_text()
+    assert "team/bad:1.0.0" in (clone / "deploy/bad.yaml").read_text()
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("unreachable", "registry 127.0.0.1:{dead} unreachable while reading team/app"),
+    ("missing", "registry {host}, image team/does-not-exist: not found (HTTP 404 NAME_UNKNOWN)"),
+    ("unparsable", "deploy/broken.yaml: does not parse as YAML"),
+])
+def test_bad_input_fails_clearly_and_changes_nothing(
+    case: str, expected: str, registry: devservers.Registry,
+    config_repo: Callable[[dict[str, str]], str], bot_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    _seed(registry, "app", ["1.0.0", "1.1.0"])
+    dead = devservers.free_port()
+    host = {"unreachable": f"127.0.0.1:{dead}"}.get(case, registry.host)
+    image = {"missing": "does-not-exist"}.get(case, "app")
+    files = {
+        "deploy/app.yaml": DEPLOYMENT.format(host=host, image=image),
+        "policies/p.yaml": POLICY.format(name="p", host=host, image=image, range="^1"),
+    }
+    if case == "unparsable":
+        files["deploy/broken.yaml"] = f"image: {host}/team/app:1.0.0\n  bad: [indent\n"
+    url = config_repo(files)
+    registries = [{"host": host, "insecure": True}]
+    config = bot_config(url, registries=registries)
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.output
+    assert expected.format(dead=dead, host=registry.host) in errors[0]
+    assert len(_remote_log(url, tmp_path)[1]) == 1

@@ -1,0 +1,88 @@
+"""Tag selection (pure): ranges with npm semantics, versions, and the current-tag rules."""
+
+from __future__ import annotations
+
+import pytest
+import semver
+from image_bot.config import models
+from image_bot.policy import ranges, strategies, versions
+
+
+@pytest.mark.parametrize(("text", "version", "expected"), [
+    ("^1.0", "1.1.0", True), ("^1.0", "2.0.0", False), ("^1.0", "1.5.0-rc.1", False),
+    ("^0.2.3", "0.2.9", True), ("^0.2.3", "0.3.0", False), ("^0.0.3", "0.0.4", False),
+    (">=1.2 <2", "1.9.9", True), (">=1.2 <2", "2.0.0-rc.1", False), ("~1.2", "1.2.7", True),
+    ("~1.2", "1.3.0", False), ("~1", "1.9.0", True), ("1.x", "1.9.0", True),
+    ("1.2.x", "1.3.0", False), ("*", "3.0.0", True), ("", "0.0.1", True),
+    ("1.2 - 1.4", "1.4.9", True), ("1.2 - 1.4", "1.5.0", False),
+    ("1.2.3 - 2.3.4", "2.3.4", True), ("1.2.3 - 2.3.4", "2.3.5", False),
+    ("<1 || >=3", "3.1.0", True), ("<1 || >=3", "2.0.0", False),
+    (">=1.0.0-rc.1 <2", "1.0.0-rc.2", True), (">=1.0.0-rc.1 <2", "1.1.0-rc.1", False),
+    (">1.2", "1.2.9", False), (">1.2", "1.3.0", True), ("<=1.2", "1.2.9", True),
+    ("<=1.2", "1.3.0", False), ("<1.2", "1.1.9", True), ("<1.2", "1.2.0-rc.1", False),
+    ("= 1.2.3", "1.2.3", True), ("v1.2.3", "1.2.3", True),
+])
+def test_range_contains(text: str, version: str, expected: bool) -> None:
+    assert ranges.parse(text).contains(semver.Version.parse(version)) is expected
+
+
+def test_prerelease_flag_admits_prereleases() -> None:
+    assert ranges.parse("^1.0").contains(semver.Version.parse("1.5.0-rc.1"), prerelease=True)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (">>1", "invalid semver range '>>1': '>1' is not a version"),
+    ("^1.2.a", "invalid semver range '^1.2.a': '1.2.a' is not a version"),
+    ("1.2-rc1", "invalid semver range '1.2-rc1': a pre-release needs x.y.z in '1.2-rc1'"),
+])
+def test_invalid_ranges_name_the_text(text: str, message: str) -> None:
+    with pytest.raises(ranges.RangeError) as caught:
+        ranges.parse(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("tag", "expected"), [
+    ("1.2.3", (semver.Version(1, 2, 3), 3)), ("v1.2", (semver.Version(1, 2, 0), 2)),
+    ("V8", (semver.Version(8, 0, 0), 1)),
+    ("1.0.0-rc.1+build.5", (semver.Version(1, 0, 0, "rc.1", "build.5"), 3)),
+    ("latest", None), ("1.2.3.4.5", None), ("sha-abc123", None),
+])
+def test_version_parsing(tag: str, expected: tuple[semver.Version, int] | None) -> None:
+    parsed = versions.parse(tag)
+    assert (parsed and (parsed.version, parsed.precision)) == expected
+
+
+def _policy(range_text: str, prerelease: bool = False) -> strategies.Policy:
+    spec = models.PolicySpec.model_validate({
+        "image": "ghcr.io/x/app",
+        "select": {"semver": {"range": range_text, "prerelease": prerelease}},
+    })
+    return strategies.build(spec)
+
+
+def test_select_highest_in_range() -> None:
+    decision = _policy("^1.0").select(["1.0.0", "1.1.0", "2.0.0", "latest", "1.2.0-rc.1"],
+                                      current="1.0.0")
+    assert decision == strategies.Decision("1.1.0", "1.1.0 is the highest tag in '^1.0'")
+
+
+def test_select_never_downgrades() -> None:
+    decision = _policy("^1.0").select(["1.0.0", "1.1.0"], current="1.5.0")
+    assert decision.tag is None
+    assert decision.reason == "current 1.5.0 is not older than 1.1.0; no downgrade"
+
+
+def test_select_current_is_latest() -> None:
+    decision = _policy("^1.0").select(["1.0.0", "1.1.0"], current="1.1.0")
+    assert decision == strategies.Decision(None, "1.1.0 is the latest tag in '^1.0'")
+
+
+def test_select_nothing_in_range() -> None:
+    decision = _policy("^3").select(["1.0.0", "2.0.0"], current="1.0.0")
+    assert decision == strategies.Decision(None, "no tag matches semver range '^3'")
+
+
+def test_build_reports_the_key_of_a_bad_range() -> None:
+    with pytest.raises(strategies.InvalidSpec) as caught:
+        _policy("not a range")
+    assert caught.value.key == "spec.select.semver.range"
