@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,21 @@ import pytest
 import devservers
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def _find_corpus() -> Path:
+    """``shared/corpus/yaml`` beside the checkout (or beside a parent, for worktrees)."""
+    override = os.environ.get("IMAGE_BOT_CORPUS")
+    if override:
+        return Path(override)
+    for parent in ROOT.parents:
+        candidate = parent / "shared" / "corpus" / "yaml"
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "corpus" / "yaml"
+
+
+CORPUS = _find_corpus()
 
 
 @pytest.fixture(scope="session")

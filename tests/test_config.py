@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from image_bot import cli
 from image_bot.config import loading
 from image_bot.errors import ConfigError

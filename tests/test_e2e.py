@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from image_bot import cli
 
 import devservers
+from image_bot import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import semver
+
 from image_bot.config import models
 from image_bot.policy import ranges, strategies, versions
 

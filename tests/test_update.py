@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from image_bot import refs
-from image_bot.update import rewriting, scanning
 from ruamel.yaml.error import YAMLError
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "yaml"
+from conftest import CORPUS
+from image_bot import refs
+from image_bot.update import rewriting, scanning
+
 APP = refs.parse("ghcr.io/team/app")
 
 
