@@ -19,7 +19,7 @@ BASE_URL = "https://dl.k8s.io/release"
 
 
 def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 (fixed https base)
+    with urllib.request.urlopen(url, timeout=120) as response:
         return bytes(response.read())
 
 

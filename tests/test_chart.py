@@ -5,15 +5,20 @@ helm comes from `make tools` (.tools/helm/helm, see the Makefile); $HELM overrid
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from ruamel.yaml import YAML
 
+import devservers
+from image_bot import cli
 from image_bot.config import loading
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,3 +326,55 @@ def test_every_pod_is_hardened(values: Path) -> None:
 ])
 def test_bad_values_are_refused(args: list[str], message: str) -> None:
     assert message in render_error(*args)
+
+
+# --- the chart's config wiring, end to end against the real registry and git server --------
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata:
+  name: web
+spec:
+  image: {host}/team/web
+  select:
+    semver:
+      range: "^1.0"
+"""
+
+
+@pytest.mark.e2e
+def test_rendered_config_and_policy_config_map_drive_a_real_run(
+        registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+        tmp_path: Path) -> None:
+    """Mount the rendered ConfigMaps as the kubelet would, then `run --once` with them."""
+    for tag in ("1.0.0", "1.2.0", "2.0.0"):
+        devservers.push_image(registry.url, "team/web", tag)
+    url = config_repo({"deploy/web.yaml": f"image: {registry.host}/team/web:1.0.0\n"})
+    mounted = tmp_path / "etc-image-bot"
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({
+        "mode": "cronjob",
+        "config": {"bot": {
+            "repositories": [{"url": url, "policies": str(mounted / "policies")}],
+            "registries": [{"host": registry.host, "insecure": True}],
+            "state_dir": str(tmp_path / "state")}},
+        "policies": {"source": "configMap",
+                     "files": {"web.yaml": POLICY.format(host=registry.host)}},
+    }))
+    objects = render("-f", str(values))
+    for volume in pod_spec(one(objects, "CronJob"))["volumes"]:
+        if "configMap" in volume:
+            folder = mounted / volume["name"]
+            folder.mkdir(parents=True)
+            for key, text in one(objects, "ConfigMap", volume["configMap"]["name"])[
+                    "data"].items():
+                (folder / key).write_text(text)
+
+    result = CliRunner().invoke(cli.main, ["run", "--once", "--config",
+                                           str(mounted / "config" / "bot.yaml")])
+
+    assert result.exit_code == 0, result.output
+    clone = tmp_path / "check"
+    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+    assert (clone / "deploy/web.yaml").read_text() == f"image: {registry.host}/team/web:1.2.0\n"

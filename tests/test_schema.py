@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import imagepolicy_schema
 import jsonschema
 import pytest
 from ruamel.yaml import YAML
+
+import imagepolicy_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))
