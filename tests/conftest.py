@@ -83,3 +83,23 @@ def bot_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.TokenServer]:
+    """A Docker-style token server: ``tester`` / ``s3cret-pw`` may pull and push anything;
+    anonymous clients may pull ``public/*``."""
+    server = devservers.start_token_server(tmp_path_factory.mktemp("token-server"),
+                                           {"tester": "s3cret-pw"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory,
+                   token_server: devservers.TokenServer) -> Iterator[devservers.Registry]:
+    """The real registry with ``auth.token`` pointing at :func:`token_server`."""
+    server = devservers.start_registry(tmp_path_factory.mktemp("token-registry"),
+                                       token=token_server)
+    yield server
+    server.stop()

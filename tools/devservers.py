@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -81,7 +82,7 @@ class Registry:
 
 
 def start_registry(directory: Path, *, port: int | None = None,
-                   htpasswd: Path | None = None,
+                   htpasswd: Path | None = None, token: TokenServer | None = None,
                    extra: Mapping[str, Any] | None = None) -> Registry:
     """Start ``docker-registry serve`` on loopback with its storage under ``directory``."""
     binary = shutil.which("docker-registry")
@@ -98,6 +99,10 @@ def start_registry(directory: Path, *, port: int | None = None,
     }
     if htpasswd:
         config["auth"] = {"htpasswd": {"realm": "image-bot-tests", "path": str(htpasswd)}}
+    if token:
+        config["auth"] = {"token": {"realm": token.realm, "service": token.service,
+                                    "issuer": token.issuer,
+                                    "rootcertbundle": str(token.certificate)}}
     config.update(extra or {})
     config_file = directory / "config.yml"
     config_file.write_text(json.dumps(config))  # JSON is YAML
@@ -146,28 +151,272 @@ def _push_blob(http: httpx.Client, base: str, name: str, data: bytes) -> str:
     return digest
 
 
-def push_image(base: str, name: str, tag: str, *, auth: tuple[str, str] | None = None,
-               created: str = "2026-01-01T00:00:00Z") -> str:
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+RegistryAuth = httpx.Auth | tuple[str, str] | None
+
+
+def _push_manifest(http: httpx.Client, base: str, name: str, reference: str | None, *,
+                   platform: str = "linux/amd64", created: str, oci: bool = False,
+                   labels: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Push config, one layer and a manifest for ``platform`` (by digest when ``reference``
+    is None); returns (digest, size)."""
+    os_name, arch, *variant = platform.split("/")
+    layer = _tiny_layer(f"{name}:{reference}:{platform}:{created}\n".encode())
+    layer_digest = _push_blob(http, base, name, layer)
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+    config_doc: dict[str, Any] = {
+        "architecture": arch, "os": os_name, "created": created,
+        "config": {"Labels": dict(labels or {})},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    if variant:
+        config_doc["variant"] = variant[0]
+    config = json.dumps(config_doc, sort_keys=True).encode()
+    config_digest = _push_blob(http, base, name, config)
+    media, config_media, layer_media = ((OCI_MANIFEST, OCI_CONFIG, OCI_LAYER) if oci else
+                                        (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": media,
+        "config": {"mediaType": config_media, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": layer_media, "size": len(layer), "digest": layer_digest}],
+    }).encode()
+    reference = reference or "sha256:" + hashlib.sha256(manifest).hexdigest()
+    response = http.put(f"{base}/v2/{name}/manifests/{reference}", content=manifest,
+                        headers={"Content-Type": media})
+    response.raise_for_status()
+    return str(response.headers["Docker-Content-Digest"]), len(manifest)
+
+
+def push_image(base: str, name: str, tag: str, *, auth: RegistryAuth = None,
+               created: str = "2026-01-01T00:00:00Z", oci: bool = False,
+               labels: Mapping[str, str] | None = None) -> str:
     """Push a one-layer image ``name:tag`` (unique per tag); returns the manifest digest."""
     with httpx.Client(auth=auth, timeout=30) as http:
-        layer = _tiny_layer(f"{name}:{tag}\n".encode())
-        layer_digest = _push_blob(http, base, name, layer)
-        diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
-        config = json.dumps({
-            "architecture": "amd64", "os": "linux", "created": created,
-            "config": {"Labels": {"org.opencontainers.image.version": tag}},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }, sort_keys=True).encode()
-        config_digest = _push_blob(http, base, name, config)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": config_digest},
-            "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer), "digest": layer_digest}],
-        }).encode()
-        response = http.put(f"{base}/v2/{name}/manifests/{tag}", content=manifest,
-                            headers={"Content-Type": DOCKER_MANIFEST})
+        labels = {"org.opencontainers.image.version": tag, **(labels or {})}
+        return _push_manifest(http, base, name, tag, created=created, oci=oci,
+                              labels=labels)[0]
+
+
+def push_index(base: str, name: str, tag: str, platforms: list[str], *,
+               auth: RegistryAuth = None, created: str = "2026-01-01T00:00:00Z",
+               oci: bool = True, attestation: bool = False) -> tuple[str, dict[str, str]]:
+    """Push a multi-arch image: one manifest per platform, then an OCI index (``oci``) or a
+    Docker manifest list. ``attestation`` adds a buildkit-style ``unknown/unknown`` entry.
+    Returns the index digest and the child digest of each platform."""
+    with httpx.Client(auth=auth, timeout=30) as http:
+        children: dict[str, str] = {}
+        entries = []
+        for platform in [*platforms, *(["unknown/unknown"] if attestation else [])]:
+            labels = {"org.opencontainers.image.version": tag, "platform": platform}
+            digest, size = _push_manifest(http, base, name, None,
+                                          platform=platform, created=created, oci=oci,
+                                          labels=labels)
+            os_name, arch, *variant = platform.split("/")
+            entry: dict[str, Any] = {"mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+                                     "size": size, "digest": digest,
+                                     "platform": {"os": os_name, "architecture": arch}}
+            if variant:
+                entry["platform"]["variant"] = variant[0]
+            entries.append(entry)
+            if platform != "unknown/unknown":
+                children[platform] = digest
+        media = OCI_INDEX if oci else DOCKER_LIST
+        index = json.dumps({"schemaVersion": 2, "mediaType": media, "manifests": entries})
+        response = http.put(f"{base}/v2/{name}/manifests/{tag}", content=index.encode(),
+                            headers={"Content-Type": media})
         response.raise_for_status()
-        return str(response.headers["Docker-Content-Digest"])
+        return str(response.headers["Docker-Content-Digest"]), children
+
+
+# --- token server (the Docker Hub / GHCR Bearer flow) -------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    method: str
+    user: str | None
+    scopes: tuple[str, ...]
+
+
+@dataclass
+class TokenServer:
+    """Issues RS256 JWTs for ``docker-registry``'s ``auth.token`` (x5c header, access claim).
+
+    Users in ``users`` get pull and push everywhere; anonymous clients get pull on
+    repositories under ``public/``. ``identity_tokens`` maps OAuth2 refresh tokens (the
+    Docker config's ``identitytoken``) to users. Every request is recorded in ``requests``.
+    """
+
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+    certificate: Path
+    key: Any
+    cert_der: bytes
+    users: dict[str, str]
+    identity_tokens: dict[str, str] = field(default_factory=dict)
+    expires_in: int = 300
+    service: str = "image-bot-tests"
+    issuer: str = "image-bot-token-server"
+    requests: list[TokenRequest] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)  # every token, to prove none leaks
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/token"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        import jwt  # dev dependency: only the test suite signs tokens
+
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            repo, _, actions = rest.rpartition(":")
+            wanted = [a for a in actions.split(",") if a]
+            allowed = {"pull", "push"} if user else (
+                {"pull"} if repo.startswith("public/") else set())
+            granted = [a for a in wanted if a in allowed or (a == "*" and user)]
+            access.append({"type": kind, "name": repo, "actions": granted})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service,
+                  "exp": now + self.expires_in, "nbf": now - 5, "iat": now,
+                  "jti": secrets.token_hex(8), "access": access}
+        headers = {"x5c": [base64.b64encode(self.cert_der).decode()]}
+        token = str(jwt.encode(claims, self.key, algorithm="RS256", headers=headers))
+        self.issued.append(token)
+        return token
+
+
+class _TokenHandler(BaseHTTPRequestHandler):
+    owner: TokenServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(self.path).query)
+        user = self._basic_user()
+        if user == "":
+            return self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+        scopes = query.get("scope", [])
+        self.owner.requests.append(TokenRequest("GET", user, tuple(scopes)))
+        token = self.owner.issue(user, scopes)
+        self._answer(200, {"token": token, "access_token": token,
+                           "expires_in": self.owner.expires_in})
+
+    def do_POST(self) -> None:
+        from urllib.parse import parse_qs
+
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        user: str | None = None
+        if form.get("grant_type") == "refresh_token":
+            user = self.owner.identity_tokens.get(form.get("refresh_token", ""))
+        elif form.get("grant_type") == "password":
+            name = form.get("username", "")
+            if self.owner.users.get(name) == form.get("password"):
+                user = name
+        scopes = form.get("scope", "").split()
+        self.owner.requests.append(TokenRequest("POST", user, tuple(scopes)))
+        if user is None or not form.get("client_id"):
+            return self._answer(401, {"error": "invalid_grant"})
+        self._answer(200, {"access_token": self.owner.issue(user, scopes),
+                           "expires_in": self.owner.expires_in})
+
+    def _basic_user(self) -> str | None:
+        """The authenticated user; None when anonymous; "" when the password is wrong."""
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return name if self.owner.users.get(name) == password else ""
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def start_token_server(directory: Path, users: Mapping[str, str], *,
+                       port: int | None = None) -> TokenServer:
+    """Start a token server on loopback; its signing certificate is written to ``directory``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "image-bot token signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    certificate = directory / "token-signer.pem"
+    certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    handler = type("TokenHandler", (_TokenHandler,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", port or 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    owner = TokenServer(server, thread, certificate, key,
+                        cert.public_bytes(serialization.Encoding.DER), dict(users))
+    handler.owner = owner
+    thread.start()
+    return owner
+
+
+class BearerAuth(httpx.Auth):
+    """httpx auth for pushing seed images through the token flow (Basic to the realm)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._basic = f"Basic {raw}"
+        self._tokens: dict[str, str] = {}
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        repository = _repository_of(request.url.path)
+        if repository in self._tokens:
+            request.headers["Authorization"] = f"Bearer {self._tokens[repository]}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        params = dict(_CHALLENGE_PARAM.findall(response.headers.get("WWW-Authenticate", "")))
+        token_response = yield httpx.Request("GET", params["realm"], params={
+            "service": params.get("service", ""), "scope": params.get("scope", "")},
+            headers={"Authorization": self._basic})
+        token_response.read()
+        self._tokens[repository] = token_response.json()["token"]
+        request.headers["Authorization"] = f"Bearer {self._tokens[repository]}"
+        yield request
+
+
+def _repository_of(path: str) -> str:
+    name = path.removeprefix("/v2/")
+    for marker in ("/manifests/", "/blobs/", "/tags/"):
+        if marker in name:
+            return name.split(marker, 1)[0]
+    return name
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 # --- git over smart HTTP -----------------------------------------------------------------

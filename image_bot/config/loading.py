@@ -61,7 +61,22 @@ def load_bot_config(path: Path) -> models.BotConfig:
         raise ConfigError(_first_error(exc, str(path), None)) from None
     if not config.state_dir.is_absolute():
         config = config.model_copy(update={"state_dir": path.parent.resolve() / config.state_dir})
-    return config
+    registries = [_resolve_registry_paths(r, path.parent.resolve()) for r in config.registries]
+    return config.model_copy(update={"registries": registries})
+
+
+def _resolve_registry_paths(registry: models.RegistryConfig,
+                            base: Path) -> models.RegistryConfig:
+    """Relative ``ca_bundle``, ``credentials_file`` and ``docker_config`` are relative to the
+    bot config file, like ``state_dir``."""
+    update: dict[str, Path] = {}
+    for key in ("ca_bundle", "credentials_file", "docker_config"):
+        value = getattr(registry, key)
+        if isinstance(value, Path) and not value.expanduser().is_absolute():
+            update[key] = base / value
+        elif isinstance(value, Path):
+            update[key] = value.expanduser()
+    return registry.model_copy(update=update) if update else registry
 
 
 def load_policies(directory: Path, *, display_root: Path | None = None) -> PolicySet:

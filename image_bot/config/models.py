@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from image_bot import refs
 
@@ -34,16 +34,68 @@ class RepositoryConfig(_Model):
         return self.name or self.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
 
 
+_DURATION = r"^\d+(\.\d+)?(ms|s|m|h)$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1.5h"`` → seconds (the string was validated by ``_DURATION``)."""
+    unit = "ms" if duration.endswith("ms") else duration[-1]
+    return float(duration[: -len(unit)]) * _DURATION_UNITS[unit]
+
+
 class RegistryConfig(_Model):
+    """How to reach one registry; every field is documented in docs/registries.md."""
+
     host: str = Field(min_length=1)
-    insecure: bool = False
+    aliases: list[str] = []          # other names of the same registry in image references
+    mirror: str | None = None        # send requests here instead (host[:port] or URL)
+    insecure: bool = False           # plain HTTP
+    ca_bundle: Path | None = None    # PEM file of CAs to trust for this registry
+    # credentials: at most one source; ``username`` completes sources that give a secret only
+    username: str | None = None
     username_env: str | None = None
     password_env: str | None = None
+    credentials_file: Path | None = None
+    docker_config: bool | Path = False   # true: $DOCKER_CONFIG or ~/.docker/config.json
+    credentials_command: list[str] | None = Field(default=None, min_length=1)
+    credentials_refresh: Annotated[str, Field(pattern=_DURATION)] = "1h"
+    # limits
+    rate_limit: float | None = Field(default=None, gt=0)   # requests per second (token bucket)
+    burst: int | None = Field(default=None, ge=1)          # bucket size (default: rate, ≥ 1)
+    concurrency: int = Field(default=8, ge=1, le=256)      # requests in flight to this host
+    page_size: int | None = Field(default=None, ge=1, le=10000)  # ``n`` of tags/list
 
     @field_validator("host")
     @classmethod
     def _normalise(cls, value: str) -> str:
         return refs.normalise_host(value.strip().removeprefix("https://").removeprefix("http://"))
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: str | None) -> str | None:
+        return value.strip().rstrip("/") if value else None
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        return [refs.normalise_host(a.strip().removeprefix("https://")
+                                    .removeprefix("http://")) for a in value]
+
+    @model_validator(mode="after")
+    def _one_credentials_source(self) -> RegistryConfig:
+        sources = [name for name, given in (
+            ("username_env", self.username_env or self.password_env),
+            ("credentials_file", self.credentials_file),
+            ("docker_config", self.docker_config is not False),
+            ("credentials_command", self.credentials_command)) if given]
+        if len(sources) > 1:
+            raise ValueError(f"choose one credentials source, not {' and '.join(sources)}")
+        return self
+
+    @property
+    def refresh_seconds(self) -> float:
+        return seconds(self.credentials_refresh)
 
 
 class GitConfig(_Model):
@@ -65,7 +117,7 @@ class BotConfig(_Model):
     def registry_for(self, host: str) -> RegistryConfig:
         """The settings for ``host``, or defaults (HTTPS, anonymous) when it is not listed."""
         for registry in self.registries:
-            if registry.host == host:
+            if host == registry.host or host in registry.aliases:
                 return registry
         return RegistryConfig(host=host)
 

@@ -21,6 +21,7 @@ from image_bot.policy import strategies
 from image_bot.publish import committing, messages
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
+from image_bot.state import State
 from image_bot.update import rewriting, scanning
 from image_bot.update.result import Change, UpdateResult
 
@@ -41,13 +42,16 @@ async def run_once(config: models.BotConfig, *, dry_run: bool = False,
                    client: registry.RegistryClient | None = None) -> CycleReport:
     """Run every repository of ``config`` once; with ``dry_run`` nothing is written to Git."""
     owned = client is None
-    client = client or registry.RegistryClient({r.host: r for r in config.registries})
+    state = State.in_dir(config.state_dir) if owned else None
+    client = client or registry.RegistryClient(config.registries, state=state)
     try:
         reports = [await _run_repository(config, repo, client, dry_run=dry_run)
                    for repo in config.repositories]
     finally:
         if owned:
             await client.aclose()
+        if state:
+            state.close()
     return CycleReport(tuple(reports), dry_run=dry_run, registry_requests=client.requests)
 
 

@@ -1,38 +1,52 @@
-"""Registry authentication: credentials from the environment, and the 401 challenge flow.
+"""Registry authentication: the 401 challenge, Basic headers and the Bearer token flow.
 
-Handles ``WWW-Authenticate: Basic`` and ``Bearer realm=…,service=…,scope=…`` (the Docker
-Hub / GHCR token flow). Tokens are cached per scope until they expire. Secrets never
-appear in messages or logs.
+Handles ``WWW-Authenticate: Basic`` and ``Bearer realm=…,service=…,scope=…`` (Docker Hub,
+GHCR, GAR, ACR, Quay, Harbor, GitLab). Tokens come from the realm by ``GET`` (Basic
+credentials or anonymous) or, with an identity token from the Docker config, by the OAuth2
+``POST`` (``grant_type=refresh_token``); either ``token`` or ``access_token`` is accepted.
+Tokens are cached per (realm, service, scope) until shortly before they expire. Nothing
+here ever puts a token or a password into a message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 
-from image_bot.config import models
-from image_bot.errors import AuthError, RegistryError
+from image_bot.errors import AuthError, RegistryError, RegistryUnavailable
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
-_TOKEN_TTL_DEFAULT = 60.0
+_TOKEN_TTL_DEFAULT = 60.0  # the distribution spec's default when expires_in is absent
+_EXPIRY_MARGIN = 10.0
+CLIENT_ID = "image-bot"
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """A username and a secret; ``identity_token`` is an OAuth2 refresh token (ACR, Docker
+    Desktop) used instead of the password at the token server."""
+
     username: str
-    password: str = ""
+    password: str = field(default="", repr=False)
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
-    def __repr__(self) -> str:  # never print the password
+    def __repr__(self) -> str:  # never print a secret
         return f"Credentials(username={self.username!r}, password=***)"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The secret strings, so callers can scrub them from anything they print."""
+        return tuple(s for s in (self.password, self.identity_token) if s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +54,13 @@ class Challenge:
     scheme: str  # "basic" or "bearer"
     params: dict[str, str]
 
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
 
-def credentials_for(settings: models.RegistryConfig) -> Credentials | None:
-    """Basic credentials named by ``username_env``/``password_env``, if both are set."""
-    if not settings.username_env:
-        return None
-    username = os.environ.get(settings.username_env)
-    if not username:
-        return None
-    password = os.environ.get(settings.password_env or "", "")
-    return Credentials(username, password)
+    @property
+    def service(self) -> str:
+        return self.params.get("service", "")
 
 
 def parse_challenge(header: str) -> Challenge | None:
@@ -60,48 +71,92 @@ def parse_challenge(header: str) -> Challenge | None:
     return Challenge(scheme.lower(), params)
 
 
+def pull_scope(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+TokenKey = tuple[str, str, str]  # realm, service, scope
+
+
 class TokenCache:
-    """Bearer tokens by (realm, service, scope), dropped shortly before they expire."""
+    """Bearer tokens by (realm, service, scope), dropped shortly before they expire.
 
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+    Concurrent requests for one scope share a single token request (one lock per key).
+    """
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tokens: dict[TokenKey, tuple[str, float]] = {}
+        self._locks: dict[TokenKey, asyncio.Lock] = {}
+
+    def get(self, key: TokenKey) -> str | None:
         entry = self._tokens.get(key)
-        if entry and entry[1] > time.monotonic():
+        if entry and entry[1] > self._clock():
             return entry[0]
         return None
 
-    def put(self, key: tuple[str, str, str], token: str, expires_in: float) -> None:
-        self._tokens[key] = (token, time.monotonic() + max(expires_in - 10.0, 1.0))
+    def put(self, key: TokenKey, token: str, expires_in: float) -> None:
+        lifetime = max(expires_in - _EXPIRY_MARGIN, min(expires_in, 1.0))
+        self._tokens[key] = (token, self._clock() + lifetime)
+
+    def drop(self, key: TokenKey) -> None:
+        self._tokens.pop(key, None)
+
+    def lock(self, key: TokenKey) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    value: str
+    expires_in: float
 
 
 async def fetch_token(
     http: httpx.AsyncClient, challenge: Challenge, *, scope: str,
     credentials: Credentials | None, host: str,
-) -> tuple[str, float]:
+) -> Token:
     """Ask the token server named in a Bearer challenge for a token with ``scope``."""
-    realm = challenge.params.get("realm")
+    realm = challenge.realm
     if not realm:
         raise RegistryError(f"registry {host}: Bearer challenge without a realm")
-    params = {"scope": scope}
-    if "service" in challenge.params:
-        params["service"] = challenge.params["service"]
-    auth = (credentials.username, credentials.password) if credentials else None
     try:
-        response = await http.get(realm, params=params, auth=auth)
+        if credentials and credentials.identity_token:
+            response = await http.post(realm, data={
+                "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
+                "service": challenge.service, "scope": scope, "client_id": CLIENT_ID})
+        else:
+            params = {"scope": scope, "service": challenge.service}
+            if credentials:
+                params["account"] = credentials.username
+            auth = (credentials.username, credentials.password) if credentials else None
+            response = await http.get(realm, params=params, auth=auth)
     except httpx.HTTPError as exc:
-        raise AuthError(f"registry {host}: token server {realm} unreachable: "
-                        f"{type(exc).__name__}") from exc
+        raise RegistryUnavailable(f"registry {host}: token server {_origin(realm)} "
+                                  f"unreachable: {type(exc).__name__}") from exc
+    return _token_from(response, host=host, realm=realm, anonymous=credentials is None)
+
+
+def _token_from(response: httpx.Response, *, host: str, realm: str,
+                anonymous: bool) -> Token:
+    where = f"registry {host}: token server {_origin(realm)}"
     if response.status_code in {401, 403}:
-        raise AuthError(f"registry {host}: token server refused the credentials "
-                        f"(HTTP {response.status_code})")
+        what = "refused anonymous access" if anonymous else "refused the credentials"
+        raise AuthError(f"{where} {what} (HTTP {response.status_code})")
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RegistryUnavailable(f"{where} answered HTTP {response.status_code}")
     try:
         body = response.json()
         token = body.get("token") or body.get("access_token")
-    except ValueError:
-        token = None
-    if response.status_code != 200 or not isinstance(token, str):
-        raise RegistryError(f"registry {host}: token server {realm} answered "
-                            f"HTTP {response.status_code} without a token")
-    return token, float(body.get("expires_in") or _TOKEN_TTL_DEFAULT)
+        expires_in = float(body.get("expires_in") or _TOKEN_TTL_DEFAULT)
+    except (ValueError, AttributeError, TypeError):
+        token, expires_in = None, 0.0
+    if response.status_code != 200 or not isinstance(token, str) or not token:
+        raise RegistryError(f"{where} answered HTTP {response.status_code} without a token")
+    return Token(token, expires_in)
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and path of ``url``: never its query (it may carry an account name)."""
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"

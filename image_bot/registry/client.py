@@ -1,16 +1,30 @@
-"""OCI distribution v2 client: list tags (with ``Link`` pagination) and resolve digests.
+"""OCI distribution v2 client: tags, digests and image metadata with the fewest requests.
+
+Per host: one ``GET /v2/`` learns how the registry wants to be addressed (anonymous,
+Basic or a Bearer realm), so every later request is sent once, already authorised; a
+Bearer token is fetched once per scope and reused until it expires. Tags come from
+``tags/list`` following ``Link`` pages; a digest from ``HEAD`` (on Docker Hub a ``GET``
+counts as a pull); manifests and config blobs are addressed by digest, hence immutable and
+cached forever in :class:`image_bot.state.State`.
 
 Every failure becomes an :mod:`image_bot.errors` exception naming the registry and image:
-unreachable or 5xx/429 → ``RegistryUnavailable`` (retried with backoff first), 404 →
-``ImageNotFound``, 401/403 → ``AuthError``, garbage → ``RegistryError``.
+unreachable or 5xx/429 → ``RegistryUnavailable`` (retried with backoff first, honouring
+``Retry-After``), 404 → ``ImageNotFound``, 401/403 → ``AuthError``, garbage →
+``RegistryError``. No message, log line or ``on_request`` call carries a secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+import collections
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 import tenacity
@@ -19,37 +33,75 @@ from image_bot import refs
 from image_bot.config import models
 from image_bot.errors import (
     AuthError,
+    ConfigError,
     ImageNotFound,
     RegistryError,
     RegistryUnavailable,
 )
-from image_bot.registry import auth
+from image_bot.registry import auth, credentials, limits, manifests, quirks
+from image_bot.registry.manifests import ImageInfo
+from image_bot.state import State
 
-_DOCKER_HUB_API = "registry-1.docker.io"
+__all__ = ["MANIFEST_ACCEPT", "ImageInfo", "OnRequest", "RegistryClient", "redact_url"]
+
+MANIFEST_ACCEPT = manifests.ACCEPT
+OnRequest = Callable[[str, str, int, float], None]  # method, redacted URL, status, seconds
+
 _MAX_PAGES = 1000
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+_SAFE_QUERY_KEYS = frozenset({"n", "last", "scope", "service", "digest", "ns"})
+_START = "image_bot.started"
+_log = logging.getLogger("image_bot.registry")
+
+
+@dataclass
+class _Host:
+    """Everything the client knows about one registry host."""
+
+    name: str
+    settings: models.RegistryConfig
+    base: str
+    http: httpx.AsyncClient
+    limits: limits.HostLimits
+    credentials: credentials.CredentialProvider
+    quirks: quirks.Quirks
+    challenge: auth.Challenge | None = None
+    probed: bool = False
+    probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class RegistryClient:
-    """One client for all registries; per-host settings come from the bot config."""
+    """One client for all registries; per-host settings come from the bot config.
+
+    ``state`` caches manifests and config blobs by digest across runs; ``on_request`` is
+    called after every HTTP request with (method, URL without secrets, status or 0 when
+    no answer came, seconds), which is what ``image-bot test --verbose`` prints.
+    """
 
     def __init__(
-        self, registries: Mapping[str, models.RegistryConfig] | None = None, *,
-        attempts: int = 3, backoff: float = 0.5, timeout: float = 10.0,
+        self,
+        registries: Iterable[models.RegistryConfig] | Mapping[str, models.RegistryConfig]
+        | None = None,
+        *, state: State | None = None, attempts: int = 3, backoff: float = 0.5,
+        timeout: float = 10.0, max_wait: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_request: OnRequest | None = None,
     ) -> None:
-        self._registries = dict(registries or {})
+        configs = registries.values() if isinstance(registries, Mapping) else registries
+        self._settings: dict[str, models.RegistryConfig] = {}
+        for config in configs or ():
+            for name in (config.host, *config.aliases):
+                self._settings[name] = config
+        self._state = state
         self._attempts = attempts
         self._backoff = backoff
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
-                                       follow_redirects=True)
+        self._timeout = timeout
+        self._max_wait = max_wait
+        self._transport = transport
+        self._on_request = on_request
+        self._hosts: dict[str, _Host] = {}
         self._tokens = auth.TokenCache()
-        self.requests = 0  # every HTTP request sent to a registry, for benchmarks and status
+        self.requests = 0  # every HTTP request sent, for benchmarks and status
+        self.counts: collections.Counter[str] = collections.Counter()  # by kind
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -59,11 +111,17 @@ class RegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for host in self._hosts.values():
+            await host.http.aclose()
+
+    # --- the API the engine uses ------------------------------------------------------
 
     async def list_tags(self, image: refs.ImageRef) -> list[str]:
         """Every tag of ``image``, de-duplicated, in the order the registry sent them."""
-        url: str | None = f"{self._base(image.host)}/v2/{image.repository}/tags/list"
+        host = self._host(image.host)
+        url: str | None = f"{host.base}/v2/{image.repository}/tags/list"
+        if size := _page_size(host):
+            url = f"{url}?n={size}"
         tags: dict[str, None] = {}
         seen: set[str] = set()
         while url:
@@ -71,41 +129,146 @@ class RegistryClient:
                 raise RegistryError(f"registry {image.host}: pagination loop listing tags "
                                     f"of {image.repository}")
             seen.add(url)
-            response = await self._get(image, url)
+            response = await self._request(image, "GET", url)
             for tag in _tags_from(response, image):
                 tags[tag] = None
-            url = self._next_page(response, image)
+            url = _next_page(response, image)
         return list(tags)
 
     async def digest(self, image: refs.ImageRef, tag: str) -> str:
         """The manifest digest of ``image:tag``, by HEAD (a GET would count as a pull)."""
-        url = f"{self._base(image.host)}/v2/{image.repository}/manifests/{tag}"
-        response = await self._request(image, "HEAD", url, headers={"Accept": MANIFEST_ACCEPT})
+        if tag.startswith("sha256:"):
+            return tag
+        url = f"{self._host(image.host).base}/v2/{image.repository}/manifests/{tag}"
+        response = await self._request(image, "HEAD", url,
+                                       headers={"Accept": MANIFEST_ACCEPT})
         digest = response.headers.get("Docker-Content-Digest")
-        if not isinstance(digest, str) or not digest:
-            raise RegistryError(f"registry {image.host}: no Docker-Content-Digest for "
-                                f"{image.repository}:{tag}")
+        if not isinstance(digest, str) or not digest.startswith("sha"):
+            # a registry that does not say: fetch once, hash, and keep it (by digest)
+            data = await self._fetch_manifest(image, tag)
+            digest = manifests.sha256(data)
+            self._store(digest, "manifest", data)
         return digest
 
-    # --- plumbing ---------------------------------------------------------------------
+    async def image_info(self, image: refs.ImageRef, tag: str, *,
+                         platform: str | None = None) -> ImageInfo:
+        """Digest, creation time, labels and platforms of ``image:tag``.
 
-    def _settings(self, host: str) -> models.RegistryConfig:
-        return self._registries.get(host) or models.RegistryConfig(host=host)
+        Costs one ``HEAD`` when the manifests and config are already in the state store;
+        ``platform`` picks the image of an index (default linux/amd64, else the first).
+        """
+        digest = await self.digest(image, tag)
+        top = await self._manifest(image, digest)
+        chosen, platforms = top, tuple[str, ...]()
+        if top.is_index:
+            platforms = manifests.platforms(top)
+            entry = manifests.resolve(top, platform)
+            if entry is None:
+                raise ImageNotFound(f"registry {image.host}, image {image.repository}:{tag}: "
+                                    f"no {platform or 'usable'} image (it has "
+                                    f"{', '.join(platforms) or 'none'})")
+            chosen = await self._manifest(image, entry.digest)
+        if chosen.is_index or chosen.config_digest is None:
+            raise RegistryError(f"registry {image.host}, image {image.repository}:{tag}: "
+                                f"an index inside an index is not supported")
+        config = await self._config(image, chosen.config_digest)
+        if not top.is_index:
+            platforms = (config.platform,) if config.platform else ()
+            if platform and config.platform and (manifests.normalise_platform(platform)
+                                                 != manifests.normalise_platform(
+                                                     config.platform)):
+                raise ImageNotFound(f"registry {image.host}, image {image.repository}:{tag}: "
+                                    f"no {platform} image (it has {config.platform})")
+        return ImageInfo(digest, config.created, config.labels, platforms)
 
-    def _base(self, host: str) -> str:
-        scheme = "http" if self._settings(host).insecure else "https"
-        api_host = _DOCKER_HUB_API if host == refs.DOCKER_HUB else host
-        return f"{scheme}://{api_host}"
+    def host_status(self) -> dict[str, dict[str, Any]]:
+        """Rate-limit quota and pause of every host contacted (for status and reports)."""
+        status = {}
+        for name, host in self._hosts.items():
+            quota = host.limits.quota
+            status[name] = {
+                "rate_limit": quota.limit if quota else None,
+                "rate_limit_remaining": quota.remaining if quota else None,
+                "paused_until": host.limits.paused_until_utc(),
+                "pause_reason": host.limits.pause_reason or None,
+            }
+        return status
 
-    async def _get(self, image: refs.ImageRef, url: str) -> httpx.Response:
-        return await self._request(image, "GET", url)
+    # --- manifests and blobs, cached by digest ----------------------------------------
+
+    async def _manifest(self, image: refs.ImageRef, digest: str) -> manifests.Manifest:
+        data = self._cached(digest, "manifest")
+        if data is None:
+            data = await self._fetch_manifest(image, digest)
+            self._store(digest, "manifest", data)
+        try:
+            return manifests.parse(data)
+        except manifests.InvalidManifest as exc:
+            raise RegistryError(f"registry {image.host}, image {image.repository}@{digest}: "
+                                f"{exc}") from None
+
+    async def _fetch_manifest(self, image: refs.ImageRef, reference: str) -> bytes:
+        url = f"{self._host(image.host).base}/v2/{image.repository}/manifests/{reference}"
+        response = await self._request(image, "GET", url, headers={"Accept": MANIFEST_ACCEPT})
+        kind = _content_type(response)
+        if kind not in manifests.INDEX_TYPES | manifests.IMAGE_TYPES | {"application/json", ""}:
+            raise RegistryError(f"registry {image.host}, image {image.repository}:{reference}: "
+                                f"answered {_describe_type(kind)} instead of a manifest")
+        _check_digest(response.content, reference, image)
+        return response.content
+
+    async def _config(self, image: refs.ImageRef, digest: str) -> manifests.Config:
+        data = self._cached(digest, "config")
+        if data is None:
+            url = f"{self._host(image.host).base}/v2/{image.repository}/blobs/{digest}"
+            data = (await self._request(image, "GET", url)).content
+            _check_digest(data, digest, image)
+            self._store(digest, "config", data)
+        try:
+            return manifests.parse_config(data)
+        except manifests.InvalidManifest as exc:
+            raise RegistryError(f"registry {image.host}, image {image.repository}@{digest}: "
+                                f"{exc}") from None
+
+    def _cached(self, digest: str, kind: str) -> bytes | None:
+        return self._state.get_blob(digest, kind) if self._state else None
+
+    def _store(self, digest: str, kind: str, data: bytes) -> None:
+        if self._state:
+            self._state.put_blob(digest, kind, data)
+
+    # --- hosts --------------------------------------------------------------------------
+
+    def _host(self, name: str) -> _Host:
+        host = self._hosts.get(name)
+        if host is None:
+            host = self._hosts[name] = self._new_host(name)
+        return host
+
+    def _new_host(self, name: str) -> _Host:
+        settings = self._settings.get(name) or models.RegistryConfig(host=name)
+        quirk = quirks.for_host(settings.host)
+        base = _base_url(settings, quirk)
+        hooks = _Hooks(self, name)
+        http = httpx.AsyncClient(
+            timeout=self._timeout, transport=self._transport, follow_redirects=True,
+            verify=_verify(settings), event_hooks={"request": [hooks.request],
+                                                   "response": [hooks.response]},
+            limits=httpx.Limits(max_connections=settings.concurrency + 4,
+                                max_keepalive_connections=settings.concurrency + 4))
+        host_limits = limits.HostLimits(name, concurrency=settings.concurrency,
+                                        rate=settings.rate_limit, burst=settings.burst)
+        return _Host(name, settings, base, http, host_limits,
+                     credentials.CredentialProvider(settings), quirk)
+
+    # --- one request: retries, authorisation, limits ------------------------------------
 
     async def _request(self, image: refs.ImageRef, method: str, url: str,
                        headers: dict[str, str] | None = None) -> httpx.Response:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._attempts),
             wait=_wait_retry_after(self._backoff),
-            retry=tenacity.retry_if_exception_type(RegistryUnavailable),
+            retry=tenacity.retry_if_exception(self._retryable),
             reraise=True,
         )
         async for attempt in retrying:
@@ -113,59 +276,200 @@ class RegistryClient:
                 return await self._authorized(image, method, url, dict(headers or {}))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _retryable(self, error: BaseException) -> bool:
+        return isinstance(error, RegistryUnavailable) and (
+            error.retry_after is None or error.retry_after <= self._max_wait)
+
     async def _authorized(self, image: refs.ImageRef, method: str, url: str,
                           headers: dict[str, str]) -> httpx.Response:
-        settings = self._settings(image.host)
-        credentials = auth.credentials_for(settings)
-        scope = f"repository:{image.repository}:pull"
-        token_key = (image.host, "", scope)
-        token = self._tokens.get(token_key)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        elif credentials and self._tokens.get((image.host, "basic", "")):
-            headers["Authorization"] = credentials.basic_header()
-        response = await self._send(image, method, url, headers)
+        host = self._host(image.host)
+        await self._probe(host, image)
+        scope = auth.pull_scope(image.repository)
+        headers.update(await self._auth_headers(host, image, scope))
+        response = await self._send(host, image, method, url, headers)
         if response.status_code == 401:
-            challenge = auth.parse_challenge(response.headers.get("WWW-Authenticate", ""))
-            if challenge is None:
-                raise AuthError(f"registry {image.host}: 401 without a usable challenge "
-                                f"for {image.repository}")
-            if challenge.scheme == "basic":
-                if not credentials:
-                    raise AuthError(f"registry {image.host}: credentials required for "
-                                    f"{image.repository} (set username_env/password_env)")
-                self._tokens.put((image.host, "basic", ""), "basic", 3600.0)
-                headers["Authorization"] = credentials.basic_header()
-            else:
-                token, ttl = await auth.fetch_token(self._http, challenge, scope=scope,
-                                                    credentials=credentials, host=image.host)
-                self.requests += 1
-                self._tokens.put(token_key, token, ttl)
-                headers["Authorization"] = f"Bearer {token}"
-            response = await self._send(image, method, url, headers)
+            response = await self._reauthorize(host, image, method, url, headers, response)
         _raise_for_status(response, image)
         return response
 
-    async def _send(self, image: refs.ImageRef, method: str, url: str,
-                    headers: dict[str, str]) -> httpx.Response:
-        self.requests += 1
-        try:
-            return await self._http.request(method, url, headers=headers)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(
-                f"registry {image.host} unreachable while reading {image.repository}: "
-                f"{type(exc).__name__}: {exc}") from exc
+    async def _probe(self, host: _Host, image: refs.ImageRef) -> None:
+        """``GET /v2/`` once per host to learn its challenge before the first real request."""
+        if host.probed:
+            return
+        async with host.probe_lock:
+            if host.probed:
+                return
+            response = await self._send(host, image, "GET", f"{host.base}/v2/", {})
+            if response.status_code == 429 or response.status_code >= 500:
+                _raise_for_status(response, image)
+            if response.status_code == 401:
+                host.challenge = auth.parse_challenge(
+                    response.headers.get("WWW-Authenticate", ""))
+            host.probed = True
 
-    @staticmethod
-    def _next_page(response: httpx.Response, image: refs.ImageRef) -> str | None:
-        link = response.links.get("next")
-        if not link or not link.get("url"):
-            return None
-        url = urljoin(str(response.url), link["url"])
-        if urlsplit(url).netloc != response.url.netloc.decode("ascii"):
-            raise RegistryError(f"registry {image.host}: refusing a next-page link to "
-                                f"another host ({urlsplit(url).netloc})")
-        return url
+    async def _auth_headers(self, host: _Host, image: refs.ImageRef,
+                            scope: str) -> dict[str, str]:
+        challenge = host.challenge
+        if challenge is None:
+            return {}
+        if challenge.scheme == "basic":
+            creds = await host.credentials.get()
+            return {"Authorization": creds.basic_header()} if creds else {}
+        key = (challenge.realm, challenge.service, scope)
+        token = self._tokens.get(key)
+        if token is None:
+            async with self._tokens.lock(key):  # one token request per scope
+                token = self._tokens.get(key)
+                if token is None:
+                    fetched = await self._fetch_token(host, image, challenge, scope)
+                    self._tokens.put(key, fetched.value, fetched.expires_in)
+                    token = fetched.value
+        return {"Authorization": f"Bearer {token}"}
+
+    async def _fetch_token(self, host: _Host, image: refs.ImageRef,
+                           challenge: auth.Challenge, scope: str) -> auth.Token:
+        creds = await host.credentials.get()
+        try:
+            return await auth.fetch_token(host.http, challenge, scope=scope,
+                                          credentials=creds, host=image.host)
+        except AuthError:
+            if creds is None:
+                raise
+            host.credentials.invalidate()  # expired or rotated: read the source once more
+            fresh = await host.credentials.get()
+            if fresh == creds:
+                raise
+            return await auth.fetch_token(host.http, challenge, scope=scope,
+                                          credentials=fresh, host=image.host)
+
+    async def _reauthorize(self, host: _Host, image: refs.ImageRef, method: str, url: str,
+                           headers: dict[str, str], refused: httpx.Response) -> httpx.Response:
+        """A 401: learn the challenge, or fetch fresh credentials and token; send once more."""
+        challenge = auth.parse_challenge(refused.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise AuthError(f"registry {image.host}: 401 without a usable challenge for "
+                            f"{image.repository}")
+        scope = challenge.params.get("scope") or auth.pull_scope(image.repository)
+        if headers.pop("Authorization", None):  # ours was refused: it expired or was revoked
+            self._tokens.drop((challenge.realm, challenge.service, scope))
+            host.credentials.invalidate()
+        host.challenge = challenge
+        fresh = await self._auth_headers(host, image, scope)
+        if not fresh:
+            raise AuthError(f"registry {image.host}: credentials required for "
+                            f"{image.repository} (configure a credentials source for this "
+                            f"registry; see docs/registries.md)")
+        response = await self._send(host, image, method, url, {**headers, **fresh})
+        if response.status_code == 401:
+            who = ("the configured credentials" if await host.credentials.get() else
+                   "anonymous access (its credentials source gave none)"
+                   if host.credentials.configured else
+                   "anonymous access (no credentials configured)")
+            raise AuthError(f"registry {image.host}, image {image.repository}: access denied "
+                            f"to {who} (HTTP 401; the repository may also not exist)")
+        return response
+
+    async def _send(self, host: _Host, image: refs.ImageRef, method: str, url: str,
+                    headers: dict[str, str]) -> httpx.Response:
+        async with host.limits.slot(max_wait=self._max_wait):
+            try:
+                response = await host.http.request(method, url, headers=headers)
+            except httpx.HTTPError as exc:
+                self._record(method, url, 0, 0.0)
+                raise RegistryUnavailable(
+                    f"registry {image.host} unreachable while reading {image.repository}: "
+                    f"{type(exc).__name__}") from exc
+        host.limits.observe(response.headers)
+        wait = limits.retry_after(response.headers)
+        if response.status_code == 429 and wait is not None:  # nobody sends until then
+            host.limits.pause(wait, "HTTP 429 Too Many Requests")
+        return response
+
+    def _record(self, method: str, url: str, status: int, seconds: float) -> None:
+        self.requests += 1
+        self.counts[_kind(method, url)] += 1
+        shown = redact_url(url)
+        _log.debug("%s %s → %s in %.3fs", method, shown, status or "no answer", seconds)
+        if self._on_request:
+            self._on_request(method, shown, status, seconds)
+
+
+class _Hooks:
+    """httpx event hooks: time, count and report every request (tokens and redirects too)."""
+
+    def __init__(self, client: RegistryClient, host: str) -> None:
+        self._client = client
+        self._host = host
+
+    async def request(self, request: httpx.Request) -> None:
+        request.extensions[_START] = time.monotonic()
+
+    async def response(self, response: httpx.Response) -> None:
+        started = response.request.extensions.get(_START, time.monotonic())
+        self._client._record(response.request.method, str(response.request.url),
+                             response.status_code, time.monotonic() - started)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info and with every query value but harmless ones hidden
+    (blob redirects carry signatures; token requests carry the account name)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode([(k, v if k in _SAFE_QUERY_KEYS else "***")
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe=":/*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _kind(method: str, url: str) -> str:
+    path = urlsplit(url).path
+    if path.rstrip("/") == "/v2":
+        return "ping"
+    if path.endswith("/tags/list"):
+        return "tags"
+    if "/manifests/" in path:
+        return "manifest-head" if method == "HEAD" else "manifest"
+    if "/blobs/" in path:
+        return "blob"
+    return "token" if "/v2/" not in path else "other"
+
+
+def _base_url(settings: models.RegistryConfig, quirk: quirks.Quirks) -> str:
+    scheme = "http" if settings.insecure else "https"
+    if settings.mirror:
+        return settings.mirror if "://" in settings.mirror else f"{scheme}://{settings.mirror}"
+    return f"{scheme}://{quirk.api_host or settings.host}"
+
+
+def _verify(settings: models.RegistryConfig) -> ssl.SSLContext | bool:
+    if settings.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"registry {settings.host}: ca_bundle {settings.ca_bundle} is not "
+                          f"a readable PEM file ({type(exc).__name__})") from None
+
+
+def _page_size(host: _Host) -> int | None:
+    size = host.settings.page_size or host.quirks.page_size
+    if size and host.quirks.max_page_size:
+        size = min(size, host.quirks.max_page_size)
+    return size
+
+
+def _next_page(response: httpx.Response, image: refs.ImageRef) -> str | None:
+    link = response.links.get("next")
+    if not link or not link.get("url"):
+        return None
+    url = urljoin(str(response.url), link["url"])
+    if urlsplit(url).netloc != response.url.netloc.decode("ascii"):
+        raise RegistryError(f"registry {image.host}: refusing a next-page link to "
+                            f"another host ({urlsplit(url).netloc}) listing tags of "
+                            f"{image.repository}")
+    return url
 
 
 def _raise_for_status(response: httpx.Response, image: refs.ImageRef) -> None:
@@ -178,37 +482,48 @@ def _raise_for_status(response: httpx.Response, image: refs.ImageRef) -> None:
     if status == 404:
         raise ImageNotFound(f"{where}: not found (HTTP 404{_error_code(response)})")
     if status == 429 or status >= 500:
-        retry_after = _retry_after(response)
-        raise RegistryUnavailable(f"{where}: HTTP {status}", retry_after=retry_after)
+        raise RegistryUnavailable(f"{where}: HTTP {status}",
+                                  retry_after=limits.retry_after(response.headers))
     raise RegistryError(f"{where}: unexpected HTTP {status}{_error_code(response)}")
 
 
 def _error_code(response: httpx.Response) -> str:
     try:
         errors = response.json().get("errors") or []
-        return f" {errors[0]['code']}" if errors else ""
+        code = errors[0]["code"] if errors else ""
     except (ValueError, AttributeError, KeyError, IndexError, TypeError):
         return ""
+    return f" {code}" if isinstance(code, str) and code.isidentifier() else ""
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+def _content_type(response: httpx.Response) -> str:
+    return str(response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower())
+
+
+def _describe_type(kind: str) -> str:
+    return "an HTML page" if kind == "text/html" else f"Content-Type {kind or 'none'}"
+
+
+def _check_digest(data: bytes, reference: str, image: refs.ImageRef) -> None:
+    if ":" in reference and not manifests.verify(data, reference):
+        raise RegistryError(f"registry {image.host}, image {image.repository}: content "
+                            f"does not match its digest {reference}")
 
 
 def _tags_from(response: httpx.Response, image: refs.ImageRef) -> list[str]:
+    where = f"registry {image.host}: tag list of {image.repository}"
+    if _content_type(response) == "text/html":
+        raise RegistryError(f"{where} is an HTML page, not JSON")
     try:
         body: Any = response.json()
     except ValueError:
-        kind = response.headers.get("Content-Type", "unknown type")
-        raise RegistryError(f"registry {image.host}: tag list of {image.repository} is not "
-                            f"JSON ({kind})") from None
+        raise RegistryError(f"{where} is not JSON "
+                            f"({_describe_type(_content_type(response))})") from None
     tags = body.get("tags") if isinstance(body, dict) else None
     if tags is None and isinstance(body, dict) and "name" in body:
         return []  # a repository without tags answers "tags": null
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise RegistryError(f"registry {image.host}: tag list of {image.repository} has no "
-                            f"'tags' array")
+        raise RegistryError(f"{where} has no 'tags' array")
     return tags
 
 
@@ -219,7 +534,7 @@ def _wait_retry_after(backoff: float) -> Callable[[tenacity.RetryCallState], flo
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RegistryUnavailable) and error.retry_after is not None:
-            return min(error.retry_after, 300.0)
+            return error.retry_after
         return float(exponential(state))
 
     return wait
