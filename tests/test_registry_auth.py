@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
+import devservers
 from image_bot import cli, refs
 from image_bot.config import models
 from image_bot.errors import AuthError, ConfigError
 from image_bot.registry import client as registry_client
 from image_bot.registry import credentials
-
-import devservers
 
 REGISTRY_USER, REGISTRY_PASSWORD = "tester", "s3cret-pw"  # see conftest's fixtures
 PUSH_AUTH = devservers.BearerAuth(REGISTRY_USER, REGISTRY_PASSWORD)
