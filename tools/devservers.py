@@ -83,6 +83,7 @@ class Registry:
 
 def start_registry(directory: Path, *, port: int | None = None,
                    htpasswd: Path | None = None, token: TokenServer | None = None,
+                   tls: tuple[Path, Path] | None = None,
                    extra: Mapping[str, Any] | None = None) -> Registry:
     """Start ``docker-registry serve`` on loopback with its storage under ``directory``."""
     binary = shutil.which("docker-registry")
@@ -99,6 +100,8 @@ def start_registry(directory: Path, *, port: int | None = None,
     }
     if htpasswd:
         config["auth"] = {"htpasswd": {"realm": "image-bot-tests", "path": str(htpasswd)}}
+    if tls:  # (certificate, key): serve HTTPS
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if token:
         config["auth"] = {"token": {"realm": token.realm, "service": token.service,
                                     "issuer": token.issuer,
@@ -191,11 +194,16 @@ def _push_manifest(http: httpx.Client, base: str, name: str, reference: str | No
     return str(response.headers["Docker-Content-Digest"]), len(manifest)
 
 
+def _http(auth: RegistryAuth, http: httpx.Client | None) -> contextlib.AbstractContextManager[
+        httpx.Client]:
+    return contextlib.nullcontext(http) if http else httpx.Client(auth=auth, timeout=30)
+
+
 def push_image(base: str, name: str, tag: str, *, auth: RegistryAuth = None,
                created: str = "2026-01-01T00:00:00Z", oci: bool = False,
-               labels: Mapping[str, str] | None = None) -> str:
+               labels: Mapping[str, str] | None = None, http: httpx.Client | None = None) -> str:
     """Push a one-layer image ``name:tag`` (unique per tag); returns the manifest digest."""
-    with httpx.Client(auth=auth, timeout=30) as http:
+    with _http(auth, http) as http:
         labels = {"org.opencontainers.image.version": tag, **(labels or {})}
         return _push_manifest(http, base, name, tag, created=created, oci=oci,
                               labels=labels)[0]
@@ -203,11 +211,12 @@ def push_image(base: str, name: str, tag: str, *, auth: RegistryAuth = None,
 
 def push_index(base: str, name: str, tag: str, platforms: list[str], *,
                auth: RegistryAuth = None, created: str = "2026-01-01T00:00:00Z",
-               oci: bool = True, attestation: bool = False) -> tuple[str, dict[str, str]]:
+               oci: bool = True, attestation: bool = False,
+               http: httpx.Client | None = None) -> tuple[str, dict[str, str]]:
     """Push a multi-arch image: one manifest per platform, then an OCI index (``oci``) or a
     Docker manifest list. ``attestation`` adds a buildkit-style ``unknown/unknown`` entry.
     Returns the index digest and the child digest of each platform."""
-    with httpx.Client(auth=auth, timeout=30) as http:
+    with _http(auth, http) as http:
         children: dict[str, str] = {}
         entries = []
         for platform in [*platforms, *(["unknown/unknown"] if attestation else [])]:
@@ -381,6 +390,52 @@ def start_token_server(directory: Path, users: Mapping[str, str], *,
     handler.owner = owner
     thread.start()
     return owner
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1: (ca.pem, server.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("image-bot test CA"))
+          .issuer_name(name("image-bot test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder().subject_name(name("127.0.0.1"))
+              .issuer_name(ca.subject).public_key(key.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(x509.SubjectAlternativeName(
+                  [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                  ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
 
 
 class BearerAuth(httpx.Auth):
