@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from ruamel import yaml
 
 import devservers
 from image_bot import cli, refs
@@ -437,3 +439,14 @@ def test_cli_json_output_never_shows_the_password(
     report = json.loads(result.stdout)
     assert "refused the credentials (HTTP 401)" in json.dumps(report)
     assert REGISTRY_PASSWORD not in result.output
+
+
+def test_every_example_in_docs_registries_validates() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "registries.md").read_text()
+    blocks = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", page, re.S)
+              if lang == "yaml"]
+    checked = [models.RegistryConfig.model_validate(entry)
+               for body in blocks for entry in yaml.YAML(typ="safe").load(body)["registries"]]
+    assert len(checked) >= 9
+    hosts = {entry.host for entry in checked}
+    assert {"docker.io", "ghcr.io", "europe-docker.pkg.dev", "myregistry.azurecr.io"} <= hosts
