@@ -1,12 +1,14 @@
 """Command line: reads flags and environment once, runs the engine, maps errors to exit codes.
 
 Exit codes: 0 everything ran (updated or already current); 1 at least one policy or
-repository failed (the reason is printed); 2 the command line or bot config is invalid.
+repository failed (the reason is printed); 2 the command line or bot config is invalid;
+3 another image-bot process holds the state dir.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -15,15 +17,19 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from image_bot import __version__
 from image_bot.config import loading, models
-from image_bot.engine import cycle
+from image_bot.engine import cycle, history, locking, observing, scheduling, selecting
 from image_bot.engine.report import CycleReport
-from image_bot.errors import ConfigError, ImageBotError
+from image_bot.errors import ConfigError, ImageBotError, StateDirLocked
+from image_bot.registry import client as registry
+from image_bot.server import app, page
+from image_bot.state import State
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 _STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "failed": "red"}
 
 _config_option = click.option(
@@ -32,6 +38,18 @@ _config_option = click.option(
     help="Bot config file (YAML): repositories, registries, git author, state_dir.")
 _json_option = click.option("--json", "as_json", is_flag=True,
                             help="Print one JSON document instead of a table.")
+_listen_option = click.option(
+    "--listen", envvar="IMAGE_BOT_LISTEN", show_envvar=True, default=None,
+    help="HOST:PORT for webhooks, /metrics, /healthz and the status page "
+         "[default: daemon.listen in the config, 0.0.0.0:8080].")
+_shard_option = click.option(
+    "--shard", metavar="I/N", default=None,
+    help="Take only the policies whose stable hash falls in shard I of N (0-based). "
+         "Default: JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set (Kubernetes Indexed Job).")
+_log_format_option = click.option(
+    "--log-format", type=click.Choice(["auto", "json", "human"]), default="auto",
+    show_default=True, help="Logs on stderr: JSON lines, or human lines (auto: human on a "
+                            "terminal).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +62,8 @@ def main() -> None:
       image-bot validate --config bot.yaml        check the config and the policies
       image-bot plan --config bot.yaml            show what would change (a diff)
       image-bot run --once --config bot.yaml      update the YAML, commit and push
+      image-bot run --config bot.yaml             the daemon: intervals, webhooks, /metrics
+      image-bot status --config bot.yaml          what each policy last did
 
     Policies (kind: ImagePolicy) live in the config repository; see README.md.
     """
@@ -53,20 +73,83 @@ def main() -> None:
 @_config_option
 @_json_option
 @click.option("--once", is_flag=True, help="Run one cycle and exit (for cron jobs and CI).")
-@click.option("--interval", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
-              help="Seconds between cycles when not --once.")
-def run(config_path: Path, as_json: bool, once: bool, interval: float) -> None:
+@click.option("--interval", type=click.FloatRange(min=1.0), default=None,
+              help="Daemon: poll every policy every SECONDS instead of its spec.interval.")
+@_listen_option
+@_shard_option
+@_log_format_option
+def run(config_path: Path, as_json: bool, once: bool, interval: float | None, listen: str | None,
+        shard: str | None, log_format: observing.LogFormat) -> None:
     """Update image references, commit and push.
 
-    Exits 0 when every policy ran (updated or already current) and 1 when any failed.
+    \b
+    With --once: one cycle over every policy, then exit 0 when every policy ran (updated or
+    already current) and 1 when any failed.
+    Without --once: the daemon. Each policy is polled on its spec.interval (with jitter),
+    registry webhooks trigger scans within about a second, and HTTP is served on --listen:
+    /webhook/<receiver>, /healthz, /readyz, /metrics and a status page at /.
+    SIGTERM finishes running scans (up to daemon.grace seconds) and exits.
+
+    One process per state dir: a second run on the same state dir exits 3.
     """
     config = _load_config(config_path)
-    while True:
-        report = asyncio.run(cycle.run_once(config))
-        _print_report(report, as_json=as_json)
-        if once:
-            sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
-        time.sleep(interval)
+    selection = selecting.Selection(shard=_shard(shard))
+    if not once:
+        _daemon(config, polling=True, interval=interval, listen=listen,
+                shard=selection.shard, log_format=log_format)
+        return
+    report = _cycle(config, dry_run=False, selection=selection, show_progress=not as_json,
+                    purpose="run --once")
+    _print_report(report, as_json=as_json)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@main.command()
+@_config_option
+@_listen_option
+@_shard_option
+@_log_format_option
+def webhook(config_path: Path, listen: str | None, shard: str | None,
+            log_format: observing.LogFormat) -> None:
+    """Serve the webhook receiver alone: scan only when a registry says an image changed.
+
+    Same HTTP endpoints as `run` (no interval polling). Receivers are configured in the bot
+    config under `receivers:` (name, kind, secret_env); see docs/webhooks.md.
+    """
+    config = _load_config(config_path)
+    _daemon(config, polling=False, interval=None, listen=listen, shard=_shard(shard),
+            log_format=log_format)
+
+
+@main.command()
+@_config_option
+@_json_option
+def status(config_path: Path, as_json: bool) -> None:
+    """Every policy: its tag in Git, the latest eligible tag, open PR, last error, last run.
+
+    Read from the state dir, which `run` (with or without --once) keeps up to date; safe to
+    run while the daemon works.
+    """
+    config = _load_config(config_path)
+    with State.in_dir(config.state_dir) as state:
+        rows = history.statuses(state)
+    if as_json:
+        click.echo(json.dumps({"policies": [row.to_dict() for row in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no policy has run yet (state dir {config.state_dir})")
+        return
+    table = Table(title="image-bot status", title_justify="left")
+    for column in ("policy", "image", "in Git", "latest", "status", "PR", "last error",
+                   "last run"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        behind = row.latest and row.current != row.latest
+        table.add_row(row.policy, row.image, row.current or "—",
+                      f"[yellow]{row.latest}[/]" if behind else (row.latest or "—"),
+                      f"[{_STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
+                      row.pull_request or "—", row.last_error or "", page.ago(row.last_run))
+    Console(highlight=False).print(table)
 
 
 @main.command()
@@ -75,7 +158,8 @@ def run(config_path: Path, as_json: bool, once: bool, interval: float) -> None:
 def plan(config_path: Path, as_json: bool) -> None:
     """Show what `run` would change, as a diff, without committing anything."""
     config = _load_config(config_path)
-    report = asyncio.run(cycle.run_once(config, dry_run=True))
+    report = _cycle(config, dry_run=True, selection=selecting.EVERYTHING,
+                    show_progress=not as_json, purpose="plan")
     _print_report(report, as_json=as_json)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
@@ -119,6 +203,79 @@ def validate(path: Path | None, config_path: Path | None, as_json: bool) -> None
         click.echo(f"{count} valid polic{'y' if count == 1 else 'ies'}, "
                    f"{len(problems)} problem(s)")
     sys.exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+def _shard(text: str | None) -> selecting.Shard | None:
+    try:
+        return selecting.parse_shard(text) if text else selecting.shard_from_env()
+    except selecting.InvalidShard as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+
+
+def _cycle(config: models.BotConfig, *, dry_run: bool, selection: selecting.Selection,
+           show_progress: bool, purpose: str) -> CycleReport:
+    """One cycle under the state dir lock, with a progress line on a terminal."""
+    console = Console(stderr=True)
+    try:
+        with locking.hold(config.state_dir, purpose=purpose), \
+                console.status("starting", spinner="dots") if show_progress and \
+                console.is_terminal else contextlib.nullcontext() as progress:
+            started = time.monotonic()
+            report = asyncio.run(_cycle_async(config, dry_run=dry_run, selection=selection,
+                                              progress=progress))
+            if not dry_run:
+                with State.in_dir(config.state_dir) as state:
+                    history.record(state, report, trigger=purpose,
+                                   seconds=time.monotonic() - started)
+    except StateDirLocked as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    return report
+
+
+async def _cycle_async(config: models.BotConfig, *, dry_run: bool,
+                       selection: selecting.Selection, progress: Status | None) -> CycleReport:
+    started, requests = time.monotonic(), [0]
+
+    def counted(host: str, status: int | None) -> None:
+        requests[0] += 1
+        if progress is not None:
+            progress.update(f"scanning {len(config.repositories)} repositories: "
+                            f"{requests[0]} registry requests, "
+                            f"{time.monotonic() - started:.0f}s (last: {host} {status})")
+
+    if progress is not None:
+        progress.update(f"fetching {len(config.repositories)} repositories")
+    transport = observing.MeteredTransport(counted)
+    async with registry.RegistryClient({r.host: r for r in config.registries},
+                                       transport=transport) as client:
+        return await cycle.run_once(config, dry_run=dry_run, client=client, selection=selection)
+
+
+def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,
+            listen: str | None, shard: selecting.Shard | None,
+            log_format: observing.LogFormat) -> None:
+    observing.setup_logging(log_format)
+    try:
+        with locking.hold(config.state_dir, purpose="daemon"), \
+                State.in_dir(config.state_dir) as state:
+            asyncio.run(_daemon_async(config, state, polling=polling, interval=interval,
+                                      listen=listen or config.daemon.listen, shard=shard))
+    except StateDirLocked as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+async def _daemon_async(config: models.BotConfig, state: State, *, polling: bool,
+                        interval: float | None, listen: str,
+                        shard: selecting.Shard | None) -> None:
+    metrics = observing.Metrics()
+    scheduler = scheduling.Scheduler(config, state=state, metrics=metrics, shard=shard,
+                                     polling=polling, interval=interval)
+    await app.serve(config, scheduler=scheduler, state=state, metrics=metrics, listen=listen)
 
 
 def _load_config(path: Path) -> models.BotConfig:

@@ -11,6 +11,7 @@
     └── TemporaryError        try again later (``retry_after`` seconds, when known)
         ├── RegistryUnavailable   connection refused, timeouts, 5xx, 429
         └── PushRejected          the remote moved while we were working
+    StateDirLocked            another process runs on the same state dir
 
 Third-party exceptions (httpx, git, ruamel) are translated at the stage boundary with
 ``raise ... from exc``. Messages never carry a token or a password.
@@ -65,3 +66,7 @@ class RegistryUnavailable(TemporaryError):
 
 class PushRejected(TemporaryError):
     """The push was rejected because the remote branch moved (non-fast-forward)."""
+
+
+class StateDirLocked(ImageBotError):
+    """Another image-bot process works on the same state dir (its clone and its cache)."""

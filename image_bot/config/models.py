@@ -108,11 +108,62 @@ def _default_state_dir() -> Path:
     return Path(base) / "image-bot"
 
 
+ReceiverKind = Literal["distribution", "dockerhub", "github", "gitlab", "harbor", "quay",
+                      "generic"]
+
+
+class ReceiverConfig(_Model):
+    """One webhook endpoint, ``POST /webhook/<name>``; see docs/webhooks.md."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: ReceiverKind
+    secret_env: str | None = None  # environment variable holding the shared secret
+    allow_unsigned: bool = False  # explicit opt-out: accept requests without a secret
+    registry: str | None = None  # registry host for payloads that do not name one
+
+    @model_validator(mode="after")
+    def _secret_required(self) -> ReceiverConfig:
+        if not self.secret_env and not self.allow_unsigned:
+            raise ValueError(f"receiver {self.name!r} needs secret_env (or allow_unsigned: "
+                             f"true to accept unauthenticated requests)")
+        return self
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_host(cls, value: str | None) -> str | None:
+        return refs.normalise_host(value) if value else None
+
+
+class DaemonConfig(_Model):
+    """Settings of ``image-bot run`` without ``--once`` (and ``image-bot webhook``)."""
+
+    listen: str = Field(default="0.0.0.0:8080", pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
+    max_concurrent_scans: int = Field(default=4, ge=1, le=256)
+    registry_concurrency: dict[str, int] = {}  # host → concurrent scans touching it
+    default_registry_concurrency: int = Field(default=2, ge=1, le=256)
+    jitter: float = Field(default=0.1, ge=0.0, le=0.5)  # ± fraction of each interval
+    debounce: float = Field(default=0.2, ge=0.0, le=60.0)  # seconds to gather events
+    reload_interval: float = Field(default=60.0, ge=1.0)  # seconds between policy reloads
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    grace: float = Field(default=25.0, ge=0.0)  # seconds a cycle may finish after SIGTERM
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
     git: GitConfig = GitConfig()
     state_dir: Path = Field(default_factory=_default_state_dir)
+    receivers: list[ReceiverConfig] = []
+    daemon: DaemonConfig = DaemonConfig()
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique_receivers(cls, value: list[ReceiverConfig]) -> list[ReceiverConfig]:
+        names = [receiver.name for receiver in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate receiver name(s): {', '.join(duplicates)}")
+        return value
 
     def registry_for(self, host: str) -> RegistryConfig:
         """The settings for ``host``, or defaults (HTTPS, anonymous) when it is not listed."""

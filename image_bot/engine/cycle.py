@@ -15,6 +15,7 @@ from pathlib import Path
 
 from image_bot import refs
 from image_bot.config import loading, models
+from image_bot.engine import selecting
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport, Status
 from image_bot.errors import ConfigError, ImageBotError, PushRejected
 from image_bot.policy import strategies
@@ -39,13 +40,18 @@ class _Planned:
 
 
 async def run_once(config: models.BotConfig, *, dry_run: bool = False,
-                   client: registry.RegistryClient | None = None) -> CycleReport:
-    """Run every repository of ``config`` once; with ``dry_run`` nothing is written to Git."""
+                   client: registry.RegistryClient | None = None,
+                   selection: selecting.Selection = selecting.EVERYTHING) -> CycleReport:
+    """Run every repository of ``config`` once; with ``dry_run`` nothing is written to Git.
+
+    ``selection`` narrows the run to some policies (a webhook's image, a shard).
+    """
     owned = client is None
     state = State.in_dir(config.state_dir) if owned else None
     client = client or registry.RegistryClient(config.registries, state=state)
     try:
-        reports = [await _run_repository(config, repo, client, dry_run=dry_run)
+        reports = [await _run_repository(config, repo, client, dry_run=dry_run,
+                                         selection=selection)
                    for repo in config.repositories]
     finally:
         if owned:
@@ -56,7 +62,8 @@ async def run_once(config: models.BotConfig, *, dry_run: bool = False,
 
 
 async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfig,
-                          client: registry.RegistryClient, *, dry_run: bool) -> RepositoryReport:
+                          client: registry.RegistryClient, *, dry_run: bool,
+                          selection: selecting.Selection) -> RepositoryReport:
     name = workspaces.redact(repo.url)
     try:
         # 1. the config repository at its remote tip
@@ -64,6 +71,7 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
                                      config.state_dir)
         # 2. policies from Git; broken ones become failed outcomes
         policy_set = loading.load_policies(ws.root / repo.policies, display_root=ws.root)
+        policy_set = _select(policy_set, name, selection)
         planned, failed = _build_policies(policy_set, repo.branch)
         # 3. tags, once per image, concurrently
         planned = await _fetch_tags(client, planned)
@@ -85,6 +93,15 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
             return _report(name, repo, failed, outcomes, result, error=str(exc))
         return _report(name, repo, failed, outcomes, result, commits=commits)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _select(policy_set: loading.PolicySet, repository: str,
+            selection: selecting.Selection) -> loading.PolicySet:
+    if selection == selecting.EVERYTHING:
+        return policy_set
+    chosen = tuple(p for p in policy_set.policies
+                   if selection.covers(repository, p.policy.name, p.policy.spec.image_ref.name))
+    return loading.PolicySet(chosen, policy_set.errors if selection.reports_load_errors else ())
 
 
 def _build_policies(policy_set: loading.PolicySet,
@@ -173,7 +190,10 @@ def _decide(root: Path, p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit
         if decision.tag:
             new_value = refs.replace_tag(reference.value, decision.tag)
             edits.append(rewriting.Edit(reference, new_value, decision.tag, name))
-    return dataclasses.replace(base, message="; ".join(dict.fromkeys(reasons))), edits
+    current = scan.references[0].ref.tag
+    latest = edits[0].new_tag if edits else current
+    return dataclasses.replace(base, message="; ".join(dict.fromkeys(reasons)),
+                               current=current, latest=latest), edits
 
 
 def _settle(outcome: PolicyOutcome, result: UpdateResult, *, dry_run: bool) -> PolicyOutcome:

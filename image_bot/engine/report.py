@@ -16,6 +16,8 @@ class PolicyOutcome:
     message: str
     image: str | None = None
     changes: tuple[dict[str, Any], ...] = ()
+    current: str | None = None  # the tag written in Git before this run (for status)
+    latest: str | None = None  # the tag the policy chose, or ``current`` when it is the best
 
 
 @dataclass(frozen=True, slots=True)

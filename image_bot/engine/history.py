@@ -1,0 +1,106 @@
+"""What the engine remembers between runs: the last decision per policy and an event log.
+
+Written after every real (not dry) run into :mod:`image_bot.state`; read by
+``image-bot status`` and the status page. Deleting the state loses only this history.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from image_bot.engine.report import CycleReport, PolicyOutcome
+from image_bot.state import State
+
+EVENT_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """One row of ``image-bot status``."""
+
+    repository: str
+    policy: str
+    image: str
+    current: str | None  # the tag written in Git
+    latest: str | None  # the newest tag the policy accepts
+    status: str  # updated, current, failed (the last outcome)
+    message: str
+    pull_request: str | None
+    last_error: str | None
+    last_error_at: float | None
+    last_run: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.__slots__}
+
+
+def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -> None:
+    """Store every policy's decision and one event per scan, commit and failure."""
+    previous = state.decisions()
+    now = time.time()
+    for repo in report.repositories:
+        for outcome in repo.outcomes:
+            if outcome.policy == "?":  # a broken document: no policy to attach it to
+                state.log_event("error", {"repository": repo.repository,
+                                          "message": outcome.message})
+                continue
+            key = _key(repo.repository, outcome.policy)
+            old = previous.get(key, ({}, 0.0))[0]
+            state.record_decision(key, _decision(repo.repository, outcome, old, now))
+            if outcome.status == "failed":
+                state.log_event("error", {"repository": repo.repository,
+                                          "policy": outcome.policy, "message": outcome.message})
+        for sha in repo.commits:
+            changed = [o.policy for o in repo.outcomes if o.status == "updated"]
+            state.log_event("commit", {"repository": repo.repository, "branch": repo.branch,
+                                       "commit": sha, "policies": changed})
+        if repo.error:
+            state.log_event("error", {"repository": repo.repository, "message": repo.error})
+        state.log_event("scan", {
+            "repository": repo.repository, "trigger": trigger, "seconds": round(seconds, 3),
+            "policies": len(repo.outcomes),
+            "updated": sum(1 for o in repo.outcomes if o.status == "updated"),
+            "failed": sum(1 for o in repo.outcomes if o.status == "failed") + bool(repo.error),
+        })
+
+
+def _key(repository: str, policy: str) -> str:
+    return f"{repository}#{policy}"
+
+
+def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
+              now: float) -> dict[str, Any]:
+    failed = outcome.status == "failed"
+    current = outcome.latest if outcome.status == "updated" else outcome.current
+    return {
+        "repository": repository, "policy": outcome.policy, "file": outcome.file,
+        "image": outcome.image or old.get("image", ""),
+        # a failed scan knows nothing new about the tags: keep what we knew
+        "current": old.get("current") if failed else current,
+        "latest": old.get("latest") if failed else outcome.latest,
+        "status": outcome.status, "message": outcome.message,
+        "pull_request": old.get("pull_request"),
+        "last_error": outcome.message if failed else old.get("last_error"),
+        "last_error_at": now if failed else old.get("last_error_at"),
+    }
+
+
+def statuses(state: State) -> list[PolicyStatus]:
+    """Every policy the state knows, sorted by repository and name."""
+    rows = []
+    for data, at in state.decisions().values():
+        if "repository" not in data:  # written by something else than this module
+            continue
+        rows.append(PolicyStatus(
+            repository=data["repository"], policy=data["policy"], image=data.get("image", ""),
+            current=data.get("current"), latest=data.get("latest"),
+            status=data.get("status", "?"), message=data.get("message", ""),
+            pull_request=data.get("pull_request"), last_error=data.get("last_error"),
+            last_error_at=data.get("last_error_at"), last_run=at))
+    return sorted(rows, key=lambda row: (row.repository, row.policy))
+
+
+def recent_events(state: State, limit: int = EVENT_LIMIT) -> list[dict[str, Any]]:
+    return [{"at": at, "kind": kind, **data} for at, kind, data in state.events(limit)]

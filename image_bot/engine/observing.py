@@ -1,0 +1,183 @@
+"""Observability of the engine: Prometheus metrics, structured logs, metered registry I/O.
+
+The metrics live in their own ``CollectorRegistry`` (not the process-global one) so tests
+and several apps in one process never share counters. Logs are one JSON object per line
+(``event`` plus context such as ``policy``, ``image``, ``registry``) unless stderr is a
+terminal, where they are short human lines. Nothing logged here carries a secret: URLs
+are shown without credentials and webhook bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from image_bot.engine.report import CycleReport, PolicyOutcome
+
+LogFormat = Literal["auto", "json", "human"]
+CONTEXT_FIELDS = ("repository", "policy", "image", "registry", "tag", "receiver", "outcome",
+                  "status", "commit", "seconds", "trigger", "count", "shard", "listen")
+_CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class Metrics:
+    """Every metric image-bot exports (``/metrics``), registered in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.scans = Counter("image_bot_scans", "Policy scans, by outcome "
+                             "(updated, proposed, current, failed).", ["outcome"], registry=r)
+        self.registry_requests = Counter(
+            "image_bot_registry_requests", "HTTP requests sent to registries, by host and "
+            "status code ('error' when no answer came).", ["host", "status"], registry=r)
+        self.rate_limit_waits = Counter(
+            "image_bot_rate_limit_waits", "Registry answers asking us to wait (HTTP 429).",
+            ["host"], registry=r)
+        self.updates = Counter("image_bot_updates", "Image updates, by stage (proposed: "
+                               "decided and edited; committed: pushed to Git).", ["stage"],
+                               registry=r)
+        self.pull_requests = Counter("image_bot_pull_requests_opened",
+                                     "Pull/merge requests opened.", registry=r)
+        self.errors = Counter("image_bot_errors", "Errors, by kind (registry, git, config, "
+                              "update, internal).", ["kind"], registry=r)
+        self.cycle_duration = Histogram("image_bot_cycle_duration_seconds",
+                                        "Duration of one scan of a repository's policies.",
+                                        buckets=_CYCLE_BUCKETS, registry=r)
+        self.webhook_events = Counter(
+            "image_bot_webhook_events", "Webhook requests, by receiver and outcome (accepted, "
+            "ignored, reload, unauthorized, too_large, malformed).", ["receiver", "outcome"],
+            registry=r)
+        self.policies = Gauge("image_bot_policies", "Policies scheduled by this instance.",
+                              registry=r)
+        self.queued = Gauge("image_bot_queued_scans", "Policies waiting for a scan.",
+                            registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe_report(self, report: CycleReport, seconds: float) -> None:
+        self.cycle_duration.observe(seconds)
+        for repo in report.repositories:
+            for outcome in repo.outcomes:
+                self.scans.labels(outcome.status).inc()
+                if outcome.status in ("updated", "planned"):
+                    self.updates.labels("proposed").inc()
+                if outcome.status == "failed":
+                    self.errors.labels(error_kind(outcome.message)).inc()
+            if repo.commits:
+                committed = sum(1 for o in repo.outcomes if o.status == "updated")
+                self.updates.labels("committed").inc(committed)
+            if repo.error:
+                self.errors.labels(error_kind(repo.error)).inc()
+
+    def on_registry_response(self, host: str, status: int | None) -> None:
+        self.registry_requests.labels(host, str(status) if status else "error").inc()
+        if status == 429:
+            self.rate_limit_waits.labels(host).inc()
+
+
+def error_kind(message: str) -> str:
+    """A coarse kind for a failure message (our messages start by naming the party)."""
+    if message.startswith("registry "):
+        return "registry"
+    if message.startswith("git "):
+        return "git"
+    if message.startswith("==>"):
+        return "config"
+    return "update"
+
+
+def outcome_fields(outcome: PolicyOutcome, repository: str) -> dict[str, object]:
+    """The log context of one policy outcome."""
+    image = outcome.image or ""
+    return {"repository": repository, "policy": outcome.policy, "image": image,
+            "registry": image.split("/", 1)[0] if image else "", "status": outcome.status}
+
+
+# --- metered registry transport ---------------------------------------------------------
+
+
+ResponseHook = Callable[[str, int | None], None]
+
+
+class MeteredTransport(httpx.AsyncBaseTransport):
+    """Counts every registry request by host and status, then hands the answer back as is."""
+
+    def __init__(self, hook: ResponseHook,
+                 inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self._hook = hook
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.netloc.decode("ascii", "replace")
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError:
+            self._hook(host, None)
+            raise
+        self._hook(host, response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+# --- logs -------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event, and the context fields that are set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key in CONTEXT_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None and value != "":
+                data[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            data["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return json.dumps(data, default=str)
+
+
+class HumanFormatter(logging.Formatter):
+    """``12:00:01 info  scan finished  policy=web image=…`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        context = " ".join(f"{key}={record.__dict__[key]}" for key in CONTEXT_FIELDS
+                           if record.__dict__.get(key) not in (None, ""))
+        line = f"{stamp} {record.levelname.lower():<7} {record.getMessage()}"
+        if context:
+            line += f"  {context}"
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f"  error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return line
+
+
+def setup_logging(fmt: LogFormat = "auto", *, level: int = logging.INFO) -> None:
+    """Send image-bot's logs to stderr as JSON lines, or human lines on a terminal."""
+    human = fmt == "human" or (fmt == "auto" and sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter())
+    logger = logging.getLogger("image_bot")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    for noisy in ("uvicorn.access",):  # requests are counted in metrics instead
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.handlers[:] = [handler]
+    uvicorn_logger.propagate = False

@@ -1,0 +1,320 @@
+"""The daemon's scheduler: when each policy is scanned, and how many scans run at once.
+
+Sits above ``engine.cycle`` (which it calls with a selection of policies) and below the
+server (which only calls the non-blocking ``request_*`` methods). Rules:
+
+- every policy is polled on its own ``interval``, spread by ± ``jitter`` so that a fleet of
+  policies with the same interval does not hit a registry at the same second;
+- a webhook event enqueues the policies of one image; events arriving within ``debounce``
+  seconds of the first (or while that repository is busy) join the same scan;
+- one scan per repository at a time (they share a clone), at most ``max_concurrent_scans``
+  overall and ``registry_concurrency[host]`` per registry;
+- the policy files are re-read every ``reload_interval`` (or on a forge push event); new or
+  changed policies are scanned at once, removed ones are dropped;
+- ``stop()`` starts no new scan; running ones get ``grace`` seconds to finish (a cycle
+  edits only the cached clone until its push, and the clone is reset before every cycle,
+  so an abandoned cycle leaves nothing half-written in Git).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_bot.config import loading, models
+from image_bot.engine import cycle, history, observing, selecting
+from image_bot.engine.report import CycleReport
+from image_bot.errors import ConfigError, ImageBotError
+from image_bot.publish import workspace as workspaces
+from image_bot.registry import client as registry
+from image_bot.state import State
+
+log = logging.getLogger("image_bot.scheduler")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_SLEEP = 30.0
+
+
+def parse_duration(text: str) -> float:
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1.5h"`` → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use 30s, 5m, 1h)")
+    return float(match[1]) * _UNIT[match[2]]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One scheduled policy."""
+
+    repository: int  # index into config.repositories
+    name: str
+    image: str  # host/repository
+    host: str
+    interval: float  # seconds
+    fingerprint: str  # changes when the policy document changes
+
+
+class Scheduler:
+    """Runs scans of a bot config's policies, on intervals and on request."""
+
+    def __init__(self, config: models.BotConfig, *, state: State, metrics: observing.Metrics,
+                 shard: selecting.Shard | None = None, polling: bool = True,
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.shard = shard
+        self.polling = polling
+        self._settings = config.daemon
+        self._state, self._metrics = state, metrics
+        self._interval_override = interval
+        self._clock, self._rng = clock, rng or random.Random()
+        self._client = registry.RegistryClient(
+            {r.host: r for r in config.registries},
+            transport=observing.MeteredTransport(metrics.on_registry_response))
+        indexes = range(len(config.repositories))
+        self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
+        self._fingerprints: dict[int, str] = {}
+        self._due: dict[tuple[int, str], float] = {}
+        self._requested: dict[int, set[str]] = {i: set() for i in indexes}
+        self._ready_at: dict[int, float] = {}
+        self._reload_at: dict[int, float] = dict.fromkeys(indexes, 0.0)
+        self._busy: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(self._settings.max_concurrent_scans)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loaded: set[int] = set()
+        self.scans = 0  # finished scans, for tests and benchmarks
+
+    # --- requests from outside: never block, never touch a registry or Git ----------------
+
+    @property
+    def ready(self) -> bool:
+        """Every repository's policies were loaded at least once."""
+        return len(self._loaded) == len(self.config.repositories)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for entries in self._entries.values() for e in entries.values()]
+
+    def request_image(self, image: str) -> list[str]:
+        """Enqueue a scan of the policies for ``image`` (``host/repository``); their names."""
+        ready_at = self._clock() + self._settings.debounce
+        names: list[str] = []
+        for index, entries in self._entries.items():
+            hits = [e.name for e in entries.values() if e.image == image]
+            if hits:
+                self._requested[index].update(hits)
+                self._ready_at.setdefault(index, ready_at)
+                names += hits
+        if names:
+            self._metrics.queued.set(sum(map(len, self._requested.values())))
+            self._wake.set()
+        return names
+
+    def request_reload(self) -> None:
+        """Re-read every repository's policy files now (a forge push event)."""
+        for index in self._reload_at:
+            self._reload_at[index] = 0.0
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Start nothing new; ``run`` returns once running scans finish (or grace ends)."""
+        self._stopping = True
+        self._wake.set()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                now = self._clock()
+                self._launch(now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._next_wake(now))
+        finally:
+            await self._drain()
+            await self._client.aclose()
+
+    def _launch(self, now: float) -> None:
+        for index in self._entries:
+            if index in self._busy:
+                continue
+            reload = self._reload_at[index] <= now
+            names: set[str] = set()
+            if self._ready_at.get(index, math.inf) <= now:
+                names |= self._requested[index]
+                self._requested[index] = set()
+                del self._ready_at[index]
+                trigger = "webhook"
+            else:
+                trigger = "interval"
+            if self.polling:
+                names |= {n for n in self._entries[index] if self._due[(index, n)] <= now}
+            if reload or names:
+                self._busy.add(index)
+                task = asyncio.create_task(self._job(index, names, reload=reload,
+                                                     trigger=trigger))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self._metrics.queued.set(sum(map(len, self._requested.values())))
+
+    def _next_wake(self, now: float) -> float:
+        times = list(self._ready_at.values())
+        idle = [i for i in self._entries if i not in self._busy]
+        times += [self._reload_at[i] for i in idle]
+        if self.polling:
+            times += [self._due[(i, n)] for i in idle for n in self._entries[i]]
+        return min(max(min(times, default=now + _MAX_SLEEP) - now, 0.0), _MAX_SLEEP)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info("waiting for running scans to finish", extra={"count": len(self._tasks)})
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self._settings.grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("abandoned scans after the grace period; the next run redoes them",
+                        extra={"count": len(pending)})
+            await asyncio.wait(pending)
+
+    # --- one job: reload and/or scan one repository ---------------------------------------
+
+    async def _job(self, index: int, names: set[str], *, reload: bool, trigger: str) -> None:
+        repository = workspaces.redact(self.config.repositories[index].url)
+        try:
+            if reload:
+                self._reload_at[index] = self._clock() + self._settings.reload_interval
+                changed = await self._reload(index)
+                if self.polling:
+                    names |= changed
+            names &= set(self._entries[index])
+            if names and not self._stopping:
+                await self._scan(index, names, trigger=trigger)
+        except ImageBotError as exc:
+            self._metrics.errors.labels(observing.error_kind(str(exc))).inc()
+            log.error("repository failed: %s", exc, extra={"repository": repository})
+        except Exception:
+            self._metrics.errors.labels("internal").inc()
+            log.exception("internal error", extra={"repository": repository})
+        finally:
+            self._busy.discard(index)
+            self._wake.set()
+
+    async def _scan(self, index: int, names: set[str], *, trigger: str) -> None:
+        entries = [self._entries[index][n] for n in sorted(names)]
+        try:
+            async with self._global, contextlib.AsyncExitStack() as stack:
+                for host in sorted({e.host for e in entries}):
+                    await stack.enter_async_context(self._host_limit(host))
+                started = self._clock()
+                config = self.config.model_copy(
+                    update={"repositories": [self.config.repositories[index]]})
+                report = await cycle.run_once(
+                    config, client=self._client,
+                    selection=selecting.Selection(policies=frozenset(names)))
+                seconds = self._clock() - started
+        finally:
+            now = self._clock()
+            for entry in entries:
+                self._due[(index, entry.name)] = now + self._jittered(entry.interval)
+        self.scans += 1
+        self._metrics.observe_report(report, seconds)
+        history.record(self._state, report, trigger=trigger, seconds=seconds)
+        _log_report(report, trigger=trigger, seconds=seconds)
+
+    def _host_limit(self, host: str) -> asyncio.Semaphore:
+        if host not in self._hosts:
+            limit = self._settings.registry_concurrency.get(
+                host, self._settings.default_registry_concurrency)
+            self._hosts[host] = asyncio.Semaphore(limit)
+        return self._hosts[host]
+
+    def _jittered(self, interval: float) -> float:
+        spread = self._settings.jitter
+        return interval * (1.0 + self._rng.uniform(-spread, spread))
+
+    async def _reload(self, index: int) -> set[str]:
+        """Re-read the policies of one repository; the names that are new or changed."""
+        repo = self.config.repositories[index]
+        repository = workspaces.redact(repo.url)
+        ws = await asyncio.to_thread(workspaces.Workspace.open, repo.url, repo.branch,
+                                     self.config.state_dir)
+        source = ws.root / repo.policies
+        fingerprint = await asyncio.to_thread(_fingerprint, source)
+        if self._fingerprints.get(index) == fingerprint and index in self._loaded:
+            return set()
+        policy_set = loading.load_policies(source, display_root=ws.root)
+        fresh = {e.name: e for e in self._entries_of(index, repository, policy_set)}
+        old = self._entries[index]
+        changed = {name for name, entry in fresh.items() if old.get(name) != entry}
+        now = self._clock()
+        for name in set(old) - set(fresh):
+            del self._due[(index, name)]
+        for name in changed:
+            self._due[(index, name)] = now + self._jittered(fresh[name].interval)
+        self._entries[index], self._fingerprints[index] = fresh, fingerprint
+        self._loaded.add(index)
+        self._metrics.policies.set(len(self.entries))
+        removed = sorted(set(old) - set(fresh))
+        log.info("policies loaded", extra={"repository": repository, "count": len(fresh)})
+        self._state.log_event("reload", {"repository": repository, "policies": len(fresh),
+                                         "changed": sorted(changed), "removed": removed,
+                                         "errors": [str(e) for e in policy_set.errors]})
+        return changed
+
+    def _entries_of(self, index: int, repository: str,
+                    policy_set: loading.PolicySet) -> Iterable[Entry]:
+        for loaded in policy_set.policies:
+            policy = loaded.policy
+            if self.shard and not self.shard.owns(repository, policy.name):
+                continue
+            try:
+                interval = self._interval_override or parse_duration(policy.spec.interval)
+            except ValueError as exc:
+                raise ConfigError(f"{loaded.where('spec.interval')}: {exc}") from None
+            image = policy.spec.image_ref
+            fingerprint = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+            yield Entry(index, policy.name, image.name, image.host, interval, fingerprint)
+
+
+def _fingerprint(source: Path) -> str:
+    """A hash of the policy files under ``source`` (names and bytes)."""
+    digest = hashlib.sha256()
+    files = [source] if source.is_file() else sorted(
+        p for p in source.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
+    for file in files:
+        digest.update(str(file.relative_to(source.parent)).encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
+    for repo in report.repositories:
+        for outcome in repo.outcomes:
+            fields = {**observing.outcome_fields(outcome, repo.repository), "trigger": trigger}
+            if outcome.status == "failed":
+                log.warning("policy failed: %s", outcome.message, extra=fields)
+            elif outcome.status == "updated":
+                log.info("image updated: %s", outcome.message, extra=fields)
+            else:
+                log.debug("policy scanned: %s", outcome.message, extra=fields)
+        for sha in repo.commits:
+            log.info("pushed commit", extra={"repository": repo.repository, "commit": sha[:12],
+                                             "seconds": round(seconds, 3)})
+        if repo.error:
+            log.error("repository failed: %s", repo.error,
+                      extra={"repository": repo.repository, "trigger": trigger})

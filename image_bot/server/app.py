@@ -1,0 +1,242 @@
+"""The daemon's HTTP app (Starlette on uvicorn): webhooks, health, metrics, status page.
+
+Routes: ``POST /webhook/<receiver>``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
+``GET /`` (status page) and ``GET /api/status`` (the same as JSON). A webhook request is
+answered after parsing and enqueueing only: it never waits for a registry or Git.
+
+Webhook answers: 404 unknown receiver, 413 body over ``daemon.max_body_bytes``, 401 bad or
+missing secret, 400 malformed payload, 202 accepted (with the policies queued) or ignored
+(image not covered by any policy, or an event kind that is not a push).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from image_bot.config import models
+from image_bot.engine import history, observing, scheduling
+from image_bot.errors import ConfigError
+from image_bot.server import page, receivers
+from image_bot.state import State
+
+log = logging.getLogger("image_bot.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    config: models.ReceiverConfig
+    secret: str | None  # None only with allow_unsigned
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Receiver(name={self.config.name!r}, kind={self.config.kind!r})"
+
+
+def load_receivers(config: models.BotConfig,
+                   env: Mapping[str, str] | None = None) -> dict[str, Receiver]:
+    """Receivers with their secrets read from the environment, or a :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    loaded = {}
+    for number, receiver in enumerate(config.receivers):
+        secret = env.get(receiver.secret_env) if receiver.secret_env else None
+        if receiver.secret_env and not secret:
+            raise ConfigError(f"receivers[{number}] ({receiver.name}): environment variable "
+                              f"{receiver.secret_env} is not set or empty")
+        loaded[receiver.name] = Receiver(receiver, secret)
+    return loaded
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"0.0.0.0:8080"`` or ``"[::]:8080"`` → host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen {listen!r}: expected HOST:PORT, for example 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Handlers:
+    def __init__(self, config: models.BotConfig, scheduler: scheduling.Scheduler,
+                 state: State, metrics: observing.Metrics,
+                 receivers_by_name: Mapping[str, Receiver]) -> None:
+        self.config, self.scheduler, self.state, self.metrics = config, scheduler, state, metrics
+        self.receivers = receivers_by_name
+        self.stopping = False
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(self, request: Request) -> Response:
+        if self.stopping:
+            return PlainTextResponse("shutting down\n", status_code=503)
+        if not self.scheduler.ready:
+            return PlainTextResponse("loading policies\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def status_page(self, request: Request) -> Response:
+        policies = history.statuses(self.state)
+        events = history.recent_events(self.state)
+        return HTMLResponse(page.render(policies, events, summary=self._summary()))
+
+    async def status_json(self, request: Request) -> Response:
+        return JSONResponse({
+            "ready": self.scheduler.ready, "scheduled": len(self.scheduler.entries),
+            "policies": [p.to_dict() for p in history.statuses(self.state)],
+            "events": history.recent_events(self.state, 20),
+        })
+
+    def _summary(self) -> str:
+        shard = f", shard {self.scheduler.shard}" if self.scheduler.shard else ""
+        mode = "polling and webhooks" if self.scheduler.polling else "webhooks only"
+        return (f"{len(self.scheduler.entries)} policies scheduled in "
+                f"{len(self.config.repositories)} repositories ({mode}{shard})")
+
+    async def webhook(self, request: Request) -> Response:
+        name = request.path_params["receiver"]
+        receiver = self.receivers.get(name)
+        if receiver is None:
+            return JSONResponse({"error": f"no receiver named {name!r}"}, status_code=404)
+        status, answer = await self._webhook(receiver, request)
+        self.metrics.webhook_events.labels(name, answer.pop("outcome")).inc()
+        return JSONResponse(answer, status_code=status)
+
+    async def _webhook(self, receiver: Receiver,
+                       request: Request) -> tuple[int, dict[str, Any]]:
+        body = await _read_limited(request, self.config.daemon.max_body_bytes)
+        if body is None:
+            return 413, {"outcome": "too_large", "error": "body too large"}
+        incoming = receivers.Request({k.lower(): v for k, v in request.headers.items()},
+                                     dict(request.query_params), body)
+        kind = receiver.config.kind
+        if receiver.secret is not None:
+            try:
+                receivers.authenticate(kind, incoming, receiver.secret)
+            except receivers.Unauthorized as exc:
+                log.warning("webhook refused: %s", exc, extra={"receiver": receiver.config.name})
+                return 401, {"outcome": "unauthorized", "error": "unauthorized"}
+        try:
+            parsed = receivers.parse(kind, incoming, receiver.config.registry)
+        except receivers.MalformedPayload as exc:
+            return 400, {"outcome": "malformed", "error": f"malformed {kind} payload: {exc}"}
+        return 202, self._enqueue(receiver, parsed)
+
+    def _enqueue(self, receiver: Receiver, parsed: receivers.Parsed) -> dict[str, Any]:
+        if parsed.reload:
+            self.scheduler.request_reload()
+            log.info("policy reload requested", extra={"receiver": receiver.config.name})
+            return {"outcome": "reload", "reload": True}
+        queued: dict[str, list[str]] = {}
+        ignored: list[str] = []
+        for push in parsed.pushes:
+            names = self.scheduler.request_image(push.image)
+            if names:
+                queued.setdefault(push.image, []).extend(names)
+            else:
+                ignored.append(push.image)
+            log.info("webhook push %s", "queued" if names else "ignored (no policy)",
+                     extra={"receiver": receiver.config.name, "image": push.image,
+                            "tag": push.tag, "count": len(names)})
+        outcome = "accepted" if queued else "ignored"
+        answer: dict[str, Any] = {"outcome": outcome, "queued": queued,
+                                  "ignored": sorted(set(ignored))}
+        if parsed.note:
+            answer["note"] = parsed.note
+        return answer
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is longer than ``limit`` (never buffer more)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def create_app(config: models.BotConfig, *, scheduler: scheduling.Scheduler, state: State,
+               metrics: observing.Metrics,
+               receivers_by_name: Mapping[str, Receiver]) -> Starlette:
+    handlers = _Handlers(config, scheduler, state, metrics, receivers_by_name)
+    app = Starlette(routes=[
+        Route("/", handlers.status_page),
+        Route("/api/status", handlers.status_json),
+        Route("/healthz", handlers.healthz),
+        Route("/readyz", handlers.readyz),
+        Route("/metrics", handlers.metrics_page),
+        Route("/webhook/{receiver}", handlers.webhook, methods=["POST"]),
+    ])
+    app.state.handlers = handlers
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon decides how to shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(config: models.BotConfig, *, scheduler: scheduling.Scheduler, state: State,
+                metrics: observing.Metrics, listen: str) -> None:
+    """Run the scheduler and the HTTP app until SIGTERM/SIGINT, then shut down cleanly."""
+    receivers_by_name = load_receivers(config)
+    host, port = parse_listen(listen)
+    app = create_app(config, scheduler=scheduler, state=state, metrics=metrics,
+                     receivers_by_name=receivers_by_name)
+    sock = _bind(host, port)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        log.info("received %s: finishing running scans, then exiting",
+                 signal.Signals(signum).name)
+        app.state.handlers.stopping = True
+        scheduler.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    http = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("listening", extra={"listen": f"{host}:{port}", "count": len(receivers_by_name)})
+    try:
+        await scheduler.run()
+    finally:
+        server.should_exit = True
+        await http
+        sock.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a taken port is a clear error and not a dead task."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"listen {host}:{port}: cannot bind: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock

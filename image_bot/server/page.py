@@ -1,0 +1,91 @@
+"""The read-only status page at ``/``: server-rendered HTML, no JavaScript, no build step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jinja2
+
+from image_bot.engine import history
+
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+
+_TEMPLATE = _ENV.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="15">
+<title>image-bot status</title>
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1b1f24;background:#fafbfc}
+ h1{font-size:1.4rem;margin:0 0 .2rem} h2{font-size:1.1rem;margin:1.6rem 0 .4rem}
+ .meta{color:#57606a} table{border-collapse:collapse;width:100%;background:#fff}
+ th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
+ th{background:#f3f4f6} code{font-size:13px}
+ .updated{color:#1a7f37;font-weight:600} .failed{color:#cf222e;font-weight:600}
+ .current{color:#57606a} .behind{background:#fff8c5} .error{color:#cf222e}
+ .pill{display:inline-block;padding:0 .5rem;border-radius:1rem;background:#eaeef2}
+</style></head>
+<body>
+<h1>image-bot</h1>
+<p class="meta">{{ summary }} · page rendered {{ now }} · refreshes every 15 s</p>
+
+<h2>Policies</h2>
+{% if policies %}
+<table id="policies">
+<tr><th>policy</th><th>image</th><th>in Git</th><th>latest eligible</th><th>status</th>
+<th>open PR</th><th>last error</th><th>last run</th></tr>
+{% for p in policies %}
+<tr class="{{ 'behind' if p.latest and p.current != p.latest else '' }}">
+<td><b>{{ p.policy }}</b><br><span class="meta">{{ p.repository }}</span></td>
+<td><code>{{ p.image }}</code></td>
+<td><code>{{ p.current or '—' }}</code></td>
+<td><code>{{ p.latest or '—' }}</code></td>
+<td class="{{ p.status }}">{{ p.status }}</td>
+<td>{{ p.pull_request or '—' }}</td>
+<td class="error">{{ p.last_error or '' }}{% if p.last_error_at %}
+<br><span class="meta">{{ ago(p.last_error_at) }}</span>{% endif %}</td>
+<td>{{ ago(p.last_run) }}</td>
+</tr>
+{% endfor %}
+</table>
+{% else %}
+<p>No policy has run yet.</p>
+{% endif %}
+
+<h2>Sync agent</h2>
+{% if sync %}<p><span class="pill">{{ sync.kind }}</span> {{ sync.text }}
+<span class="meta">{{ ago(sync.at) }}</span></p>
+{% else %}<p class="meta">No sync agent reports to this state dir.</p>{% endif %}
+
+<h2>Recent events</h2>
+<table id="events">
+<tr><th>when</th><th>kind</th><th>details</th></tr>
+{% for e in events %}
+<tr><td>{{ ago(e.at) }}</td><td>{{ e.kind }}</td><td>{{ e.text }}</td></tr>
+{% else %}<tr><td colspan="3" class="meta">none yet</td></tr>{% endfor %}
+</table>
+</body></html>
+""")
+
+
+def ago(at: float, now: float | None = None) -> str:
+    seconds = max(0, int((now or time.time()) - at))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _event_text(event: dict[str, Any]) -> str:
+    skip = {"at", "kind"}
+    return ", ".join(f"{key}={value}" for key, value in sorted(event.items())
+                     if key not in skip and value not in (None, "", [], {}))
+
+
+def render(policies: Sequence[history.PolicyStatus], events: Sequence[dict[str, Any]], *,
+           summary: str) -> str:
+    shown = [{"at": e["at"], "kind": e["kind"], "text": _event_text(e)} for e in events]
+    sync = next((e for e in shown if e["kind"].startswith("sync")), None)
+    return _TEMPLATE.render(policies=policies, events=shown[:30], sync=sync, summary=summary,
+                            now=time.strftime("%Y-%m-%d %H:%M:%S %Z"), ago=ago)
