@@ -304,6 +304,9 @@ def _fingerprint(source: Path) -> str:
 
 def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
     for repo in report.repositories:
+        log.info("scan finished", extra={"repository": repo.repository, "trigger": trigger,
+                                         "count": len(repo.outcomes),
+                                         "seconds": round(seconds, 3)})
         for outcome in repo.outcomes:
             fields = {**observing.outcome_fields(outcome, repo.repository), "trigger": trigger}
             if outcome.status == "failed":

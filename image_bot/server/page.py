@@ -79,8 +79,12 @@ def ago(at: float, now: float | None = None) -> str:
 
 def _event_text(event: dict[str, Any]) -> str:
     skip = {"at", "kind"}
-    return ", ".join(f"{key}={value}" for key, value in sorted(event.items())
+    return ", ".join(f"{key}={_plain(value)}" for key, value in sorted(event.items())
                      if key not in skip and value not in (None, "", [], {}))
+
+
+def _plain(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def render(policies: Sequence[history.PolicyStatus], events: Sequence[dict[str, Any]], *,

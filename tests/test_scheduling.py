@@ -1,0 +1,230 @@
+"""Scheduling: intervals with jitter, concurrency caps, shards, and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import devservers
+from image_bot.config import models
+from image_bot.engine import cycle, observing, scheduling, selecting
+from image_bot.engine.report import CycleReport, RepositoryReport
+from image_bot.state import State
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: {name}}}
+spec:
+  image: {host}/team/{image}
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+  interval: {interval}
+"""
+
+
+def test_durations() -> None:
+    assert [scheduling.parse_duration(t) for t in ("500ms", "30s", "5m", "1.5h")] == [
+        0.5, 30.0, 300.0, 5400.0]
+    with pytest.raises(ValueError, match="not a duration: '5 minutes'"):
+        scheduling.parse_duration("5 minutes")
+
+
+def test_shards_split_policies_exactly_once_and_stably() -> None:
+    names = [f"policy-{n}" for n in range(300)]
+    shards = [selecting.Shard(i, 3) for i in range(3)]
+    owners = [[s for s in shards if s.owns("https://git/x.git", n)] for n in names]
+    assert all(len(found) == 1 for found in owners)
+    sizes = [sum(1 for found in owners if found[0] is s) for s in shards]
+    assert min(sizes) > 70  # roughly even
+    # the hash is fixed: the same policy lands on the same shard in every process/version
+    # (documented in docs/operations.md: sha256 of "<repository>\0<policy>", first 8 bytes)
+    digest = hashlib.sha256(b"https://git/x.git\0web").digest()
+    assert selecting.shard_of("https://git/x.git", "web", 4) == int.from_bytes(
+        digest[:8], "big") % 4
+    assert selecting.parse_shard(" 1 / 4 ") == selecting.Shard(1, 4)
+    assert selecting.shard_from_env({"JOB_COMPLETION_INDEX": "2",
+                                     "JOB_COMPLETIONS": "5"}) == selecting.Shard(2, 5)
+    assert selecting.shard_from_env({}) is None
+    for bad, message in [("3/3", "need 0 <= I < N"), ("a/b", "expected I/N"),
+                         ("0/0", "need 0 <= I < N")]:
+        with pytest.raises(selecting.InvalidShard, match=message):
+            selecting.parse_shard(bad)
+
+
+def test_selection_reports_broken_files_only_once() -> None:
+    assert selecting.Selection().reports_load_errors
+    assert selecting.Selection(shard=selecting.Shard(0, 2)).reports_load_errors
+    assert not selecting.Selection(shard=selecting.Shard(1, 2)).reports_load_errors
+    assert not selecting.Selection(images=frozenset({"h.io/a"})).reports_load_errors
+
+
+def _repo_config(urls: list[str], host: str, state_dir: Path, **daemon: Any) -> (
+        models.BotConfig):
+    return models.BotConfig.model_validate({
+        "repositories": [{"url": url} for url in urls],
+        "registries": [{"host": host, "insecure": True}],
+        "state_dir": str(state_dir), "daemon": daemon,
+    })
+
+
+def test_polling_picks_up_a_new_tag_on_the_policy_interval(
+        registry: devservers.Registry, git_server: devservers.GitServer,
+        config_repo: Callable[[dict[str, str]], str], tmp_path: Path) -> None:
+    image = f"poll{time.monotonic_ns()}"
+    devservers.push_image(registry.url, f"team/{image}", "1.0.0")
+    url = config_repo({
+        "deploy/a.yaml": f"image: {registry.host}/team/{image}:1.0.0\n",
+        "policies/a.yaml": POLICY.format(name="a", host=registry.host, image=image,
+                                         interval="1s"),
+    })
+    bare = git_server.root / url.rsplit("/", 1)[1]
+    config = _repo_config([url], registry.host, tmp_path, jitter=0.2)
+
+    async def scenario() -> float:
+        with State.in_dir(tmp_path) as state:
+            scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics())
+            running = asyncio.create_task(scheduler.run())
+            await _until(lambda: scheduler.ready)
+            [entry] = scheduler.entries
+            assert entry.interval == 1.0
+            await _until(lambda: scheduler.scans >= 1)  # the start-up scan: nothing new
+            devservers.push_image(registry.url, f"team/{image}", "1.1.0")
+            pushed = time.monotonic()
+            await _until(lambda: "1.1.0" in devservers.git("show", "main:deploy/a.yaml",
+                                                           cwd=bare))
+            seconds = time.monotonic() - pushed
+            scheduler.stop()
+            await running
+            return seconds
+
+    assert asyncio.run(scenario()) < 1.2 + 1.0  # interval + jitter + one scan
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_jitter_spreads_intervals_within_bounds(tmp_path: Path) -> None:
+    config = _repo_config(["file:///x"], "h.io", tmp_path, jitter=0.1)
+
+    async def spreads() -> list[float]:
+        with State.in_dir(tmp_path) as state:
+            scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics(),
+                                             rng=random.Random(7))
+            return [scheduler._jittered(300.0) for _ in range(500)]
+
+    values = asyncio.run(spreads())
+    assert 270.0 <= min(values) < 275.0 and 325.0 < max(values) <= 330.0
+
+
+class _SlowCycle:
+    """Stands in for ``cycle.run_once`` to observe how many scans overlap (no Git, no I/O)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+        self.finished: list[frozenset[str]] = []
+
+    async def __call__(self, config: models.BotConfig, **kwargs: Any) -> CycleReport:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
+        policies = kwargs["selection"].policies
+        self.finished.append(policies)
+        return CycleReport((RepositoryReport(config.repositories[0].url, "main"),))
+
+
+def _scheduler_with(config: models.BotConfig, state: State, entries: dict[int, list[str]],
+                    host: str) -> scheduling.Scheduler:
+    scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics(),
+                                     polling=False)
+    for index, names in entries.items():
+        scheduler._entries[index] = {
+            n: scheduling.Entry(index, n, f"{host}/{n}", host, 3600.0, "f") for n in names}
+        scheduler._loaded.add(index)
+        scheduler._reload_at[index] = float("inf")
+    return scheduler
+
+
+@pytest.mark.parametrize(("daemon", "most"), [
+    ({"max_concurrent_scans": 1}, 1),
+    ({"max_concurrent_scans": 4, "default_registry_concurrency": 2}, 2),
+    ({"max_concurrent_scans": 4, "registry_concurrency": {"h.io": 3}}, 3),
+])
+def test_global_and_per_registry_caps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                      daemon: dict[str, Any], most: int) -> None:
+    slow = _SlowCycle(0.2)
+    monkeypatch.setattr(cycle, "run_once", slow)
+    config = _repo_config([f"file:///repo{i}" for i in range(4)], "h.io", tmp_path,
+                          debounce=0.0, **daemon)
+
+    async def scenario() -> None:
+        with State.in_dir(tmp_path) as state:
+            scheduler = _scheduler_with(config, state, {i: [f"p{i}"] for i in range(4)},
+                                        "h.io")
+            running = asyncio.create_task(scheduler.run())
+            for i in range(4):
+                assert scheduler.request_image(f"h.io/p{i}") == [f"p{i}"]
+            await _until(lambda: scheduler.scans == 4)
+            scheduler.stop()
+            await running
+
+    asyncio.run(scenario())
+    assert slow.most == most
+
+
+def test_one_scan_per_repository_at_a_time_and_events_meanwhile_join_the_next(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    slow = _SlowCycle(0.3)
+    monkeypatch.setattr(cycle, "run_once", slow)
+    config = _repo_config(["file:///repo"], "h.io", tmp_path, debounce=0.0)
+
+    async def scenario() -> None:
+        with State.in_dir(tmp_path) as state:
+            scheduler = _scheduler_with(config, state, {0: ["a", "b", "c"]}, "h.io")
+            running = asyncio.create_task(scheduler.run())
+            scheduler.request_image("h.io/a")
+            await asyncio.sleep(0.1)  # the scan of "a" runs; these two wait for it
+            scheduler.request_image("h.io/b")
+            scheduler.request_image("h.io/c")
+            await _until(lambda: scheduler.scans == 2)
+            scheduler.stop()
+            await running
+
+    asyncio.run(scenario())
+    assert slow.most == 1
+    assert slow.finished == [frozenset({"a"}), frozenset({"b", "c"})]
+
+
+def test_stop_lets_a_running_scan_finish_within_the_grace_period(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    slow = _SlowCycle(0.5)
+    monkeypatch.setattr(cycle, "run_once", slow)
+    config = _repo_config(["file:///repo"], "h.io", tmp_path, debounce=0.0, grace=5.0)
+
+    async def scenario() -> None:
+        with State.in_dir(tmp_path) as state:
+            scheduler = _scheduler_with(config, state, {0: ["a"]}, "h.io")
+            running = asyncio.create_task(scheduler.run())
+            scheduler.request_image("h.io/a")
+            await asyncio.sleep(0.1)
+            scheduler.stop()
+            scheduler.request_image("h.io/a")  # too late: nothing new starts
+            await running
+            assert scheduler.scans == 1
+
+    asyncio.run(scenario())
+    assert slow.finished == [frozenset({"a"})]
