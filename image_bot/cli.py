@@ -237,19 +237,20 @@ async def _cycle_async(config: models.BotConfig, *, dry_run: bool,
                        selection: selecting.Selection, progress: Status | None) -> CycleReport:
     started, requests = time.monotonic(), [0]
 
-    def counted(host: str, status: int | None) -> None:
+    def counted(method: str, url: str, status: int, seconds: float) -> None:
         requests[0] += 1
         if progress is not None:
             progress.update(f"scanning {len(config.repositories)} repositories: "
                             f"{requests[0]} registry requests, "
-                            f"{time.monotonic() - started:.0f}s (last: {host} {status})")
+                            f"{time.monotonic() - started:.0f}s")
 
     if progress is not None:
         progress.update(f"fetching {len(config.repositories)} repositories")
-    transport = observing.MeteredTransport(counted)
-    async with registry.RegistryClient({r.host: r for r in config.registries},
-                                       transport=transport) as client:
-        return await cycle.run_once(config, dry_run=dry_run, client=client, selection=selection)
+    with State.in_dir(config.state_dir) as state:
+        async with registry.RegistryClient(config.registries, state=state,
+                                           on_request=counted) as client:
+            return await cycle.run_once(config, dry_run=dry_run, client=client,
+                                        selection=selection)
 
 
 def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,

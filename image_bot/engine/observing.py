@@ -1,4 +1,4 @@
-"""Observability of the engine: Prometheus metrics, structured logs, metered registry I/O.
+"""Observability of the engine: Prometheus metrics (fed by the registry client's hook) and logs.
 
 The metrics live in their own ``CollectorRegistry`` (not the process-global one) so tests
 and several apps in one process never share counters. Logs are one JSON object per line
@@ -13,11 +13,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from image_bot.engine.report import CycleReport, PolicyOutcome
@@ -79,7 +78,9 @@ class Metrics:
             if repo.error:
                 self.errors.labels(error_kind(repo.error)).inc()
 
-    def on_registry_response(self, host: str, status: int | None) -> None:
+    def on_registry_request(self, method: str, url: str, status: int, seconds: float) -> None:
+        """The registry client's ``on_request`` hook (``status`` 0: no answer came)."""
+        host = urlsplit(url).netloc.rpartition("@")[2]
         self.registry_requests.labels(host, str(status) if status else "error").inc()
         if status == 429:
             self.rate_limit_waits.labels(host).inc()
@@ -101,34 +102,6 @@ def outcome_fields(outcome: PolicyOutcome, repository: str) -> dict[str, object]
     image = outcome.image or ""
     return {"repository": repository, "policy": outcome.policy, "image": image,
             "registry": image.split("/", 1)[0] if image else "", "status": outcome.status}
-
-
-# --- metered registry transport ---------------------------------------------------------
-
-
-ResponseHook = Callable[[str, int | None], None]
-
-
-class MeteredTransport(httpx.AsyncBaseTransport):
-    """Counts every registry request by host and status, then hands the answer back as is."""
-
-    def __init__(self, hook: ResponseHook,
-                 inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self._hook = hook
-        self._inner = inner or httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.netloc.decode("ascii", "replace")
-        try:
-            response = await self._inner.handle_async_request(request)
-        except httpx.TransportError:
-            self._hook(host, None)
-            raise
-        self._hook(host, response.status_code)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 # --- logs -------------------------------------------------------------------------------

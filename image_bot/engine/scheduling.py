@@ -78,9 +78,8 @@ class Scheduler:
         self._state, self._metrics = state, metrics
         self._interval_override = interval
         self._clock, self._rng = clock, rng or random.Random()
-        self._client = registry.RegistryClient(
-            {r.host: r for r in config.registries},
-            transport=observing.MeteredTransport(metrics.on_registry_response))
+        self._client = registry.RegistryClient(config.registries, state=state,
+                                               on_request=metrics.on_registry_request)
         indexes = range(len(config.repositories))
         self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
         self._fingerprints: dict[int, str] = {}
