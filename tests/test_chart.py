@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from ruamel.yaml import YAML
@@ -255,7 +257,8 @@ def test_sync_agent_gets_its_own_account_and_namespaced_role() -> None:
     sync = one(objects, "Deployment", "rel-image-bot-sync")
     assert container(sync)["args"] == [
         "sync", "--repo", REPO, "--branch", "main", "--path", "clusters/prod",
-        "--target", "kubernetes", "--interval", "1m"]
+        "--target", "kubernetes", "--interval", "1m", "--namespace", "bots"]
+    assert env(sync)["IMAGE_BOT_CONFIG"] == "/etc/image-bot/config/bot.yaml"
     spec = pod_spec(sync)
     assert spec["serviceAccountName"] == "rel-image-bot-sync"
     assert spec["automountServiceAccountToken"] is True
@@ -278,6 +281,8 @@ def test_sync_agent_cluster_wide() -> None:
                      "--set", "sync.rbac.clusterWide=true")
     assert one(objects, "ClusterRole")["metadata"]["name"] == "rel-image-bot-sync"
     assert one(objects, "ClusterRoleBinding")["roleRef"]["kind"] == "ClusterRole"
+    sync = one(objects, "Deployment", "rel-image-bot-sync")
+    assert "--namespace" not in container(sync)["args"]  # the manifests name their own
     assert not [o for o in objects if o["kind"] in {"Role", "RoleBinding"}]
 
 
@@ -378,3 +383,43 @@ def test_rendered_config_and_policy_config_map_drive_a_real_run(
     clone = tmp_path / "check"
     subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
     assert (clone / "deploy/web.yaml").read_text() == f"image: {registry.host}/team/web:1.2.0\n"
+
+
+# --- the command lines the chart renders are accepted by the real CLI ----------------------
+
+
+def _expand(value: str, variables: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in args."""
+    return re.sub(r"\$\((\w+)\)", lambda m: variables.get(m[1], m[0]), value)
+
+
+def parse_command_line(args: list[str], variables: dict[str, str],
+                       monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Have image-bot's click CLI parse a container's args and env, without running them."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    root = click.Context(cli.main, info_name="image-bot")
+    command = cli.main.get_command(root, args[0])
+    assert command is not None, f"image-bot has no command {args[0]!r}"
+    expanded = [_expand(a, variables) for a in args[1:]]
+    with command.make_context(args[0], expanded, parent=root) as context:
+        return dict(context.params)
+
+
+@pytest.mark.parametrize("values", [*CI_VALUES, "shards=3"], ids=lambda v: getattr(v, "stem", v))
+def test_rendered_command_lines_parse(values: Path | str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = ["-f", str(values)] if isinstance(values, Path) else [*BASE, "--set", values]
+    workloads = [o for o in render(*extra) if o["kind"] in WORKLOADS]
+    for workload in workloads:
+        bot = container(workload)
+        variables = {e["name"]: e["value"] for e in bot["env"] if "value" in e}
+        variables["IMAGE_BOT_SHARD_INDEX"] = "1"  # what the downward API would give pod 1
+        params = parse_command_line(bot["args"], variables, monkeypatch)
+        if bot["args"][0] == "run":
+            assert str(params["config_path"]) == "/etc/image-bot/config/bot.yaml"
+            assert params["once"] is (workload["kind"] == "CronJob")
+            assert bool(params.get("shard")) is ("--shard" in bot["args"])
+        else:
+            assert bot["args"][0] == "sync"
+            assert (params["url"], params["target"]) == (REPO, "kubernetes")
