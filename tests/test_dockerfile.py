@@ -17,16 +17,21 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
+import devservers
 from image_bot import cli
 from image_bot.config import models
 
@@ -266,9 +271,12 @@ def test_healthcheck_command_passes_and_fails(
 # --- install exactly as the image's build stage does --------------------------------------
 
 
-def test_clean_venv_install_like_the_image(stages: list[Stage], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def installed(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build stage, replayed: its COPY sources → `pip wheel` → clean venv → install."""
     build = stages[0]
-    context = tmp_path / "context"  # the build stage's WORKDIR, holding what it copies
+    work = tmp_path_factory.mktemp("image-build")
+    context = work / "context"  # the build stage's WORKDIR, holding what it copies
     for instruction in build.all("COPY"):
         _, sources, dest = copy_parts(instruction)
         for source in sources:
@@ -280,21 +288,24 @@ def test_clean_venv_install_like_the_image(stages: list[Stage], tmp_path: Path) 
                                 ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(ROOT / source, target)
-    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    wheels, venv = work / "wheels", work / "venv"
     built = _run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels),
                  str(context))
     assert built.returncode == 0, built.stderr
     assert _run(sys.executable, "-m", "venv", str(venv)).returncode == 0
-    installed = _run(str(venv / "bin" / "pip"), "install", "-q", "--no-index",
-                     "--find-links", str(wheels), "image-bot")
-    assert installed.returncode == 0, installed.stderr
+    done = _run(str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
+                str(wheels), "image-bot")
+    assert done.returncode == 0, done.stderr
+    return venv
 
+
+def test_clean_venv_install_like_the_image(installed: Path, tmp_path: Path) -> None:
     def image_bot(*args: str) -> subprocess.CompletedProcess[str]:
-        return _run(str(venv / "bin" / "image-bot"), *args, cwd=tmp_path)
+        return _run(str(installed / "bin" / "image-bot"), *args, cwd=tmp_path)
 
-    where = _run(str(venv / "bin" / "python"), "-c", "import image_bot; print(image_bot.__file__)",
-                 cwd=tmp_path)
-    assert where.stdout.startswith(str(venv)), "imported the source tree, not the wheel"
+    where = _run(str(installed / "bin" / "python"), "-c",
+                 "import image_bot; print(image_bot.__file__)", cwd=tmp_path)
+    assert where.stdout.startswith(str(installed)), "imported the source tree, not the wheel"
     helped = image_bot("--help")
     assert helped.returncode == 0, helped.stderr
     assert "Usage: image-bot" in helped.stdout and " run " in helped.stdout
@@ -304,8 +315,76 @@ def test_clean_venv_install_like_the_image(stages: list[Stage], tmp_path: Path) 
     assert f"{shipped} valid polic" in validated.stdout
 
 
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: web}}
+spec:
+  image: {host}/team/web
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+"""
+
+
+@pytest.mark.e2e
+def test_the_daemon_from_the_wheel_passes_the_image_healthcheck(
+        installed: Path, stages: list[Stage], registry: devservers.Registry,
+        config_repo: Callable[[dict[str, str]], str], tmp_path: Path) -> None:
+    """`image-bot run` as the image starts it (ENV, CMD), probed by its HEALTHCHECK command."""
+    devservers.push_image(registry.url, "team/web", "1.0.0")
+    url = config_repo({"policies/web.yaml": POLICY.format(host=registry.host),
+                       "deploy/web.yaml": f"image: {registry.host}/team/web:1.0.0\n"})
+    config = tmp_path / "bot.yaml"
+    config.write_text(json.dumps({
+        "repositories": [{"url": url}],
+        "registries": [{"host": registry.host, "insecure": True}],
+        "state_dir": str(tmp_path / "state")}))
+    runtime = stages[-1]
+    port = devservers.free_port()
+    env = {**_clean_env(), "IMAGE_BOT_CONFIG": str(config),
+           "IMAGE_BOT_LISTEN": f"127.0.0.1:{port}",
+           "PATH": f"{installed / 'bin'}:{os.environ['PATH']}"}
+    command = runtime.last("CMD").exec_form  # ["run"] after ENTRYPOINT ["image-bot"]
+    daemon = subprocess.Popen([str(installed / "bin" / "image-bot"), *command], env=env,
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        health = runtime.last("HEALTHCHECK").args
+        probe = json.loads(health[health.index("CMD") + 3:])
+        assert _wait_for(lambda: subprocess.run(probe, env=env, capture_output=True,
+                                                check=False).returncode == 0), "never healthy"
+        assert _wait_for(lambda: _get(port, "/readyz") == 200), "never ready"
+        assert _get(port, "/") == 200  # the status page renders from the installed wheel
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        logs = daemon.communicate(timeout=60)[0]
+    assert daemon.returncode == 0, logs
+
+
+def _get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+
+
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """A child process outside this venv and source tree (as in the image)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run(list(args), cwd=cwd, env=_clean_env(), capture_output=True, text=True,
                           timeout=600, check=False)
