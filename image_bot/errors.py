@@ -7,10 +7,12 @@
     │   ├── ConfigError       a bot config or policy document is invalid
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
-    │   └── UpdateError       a file could not be edited safely (left untouched)
+    │   ├── UpdateError       a file could not be edited safely (left untouched)
+    │   └── SyncError         the sync target refused a change (pull, create, health)
     └── TemporaryError        try again later (``retry_after`` seconds, when known)
         ├── RegistryUnavailable   connection refused, timeouts, 5xx, 429
-        └── PushRejected          the remote moved while we were working
+        ├── PushRejected          the remote moved while we were working
+        └── TargetUnavailable     the Docker engine or Kubernetes API cannot be reached
     StateDirLocked            another process runs on the same state dir
 
 Third-party exceptions (httpx, git, ruamel) are translated at the stage boundary with
@@ -60,6 +62,10 @@ class PublishError(PermanentError):
     """Git refused our change for a reason that retrying will not fix."""
 
 
+class SyncError(PermanentError):
+    """The sync target refused a change: pull, create or health check failed."""
+
+
 class RegistryUnavailable(TemporaryError):
     """The registry could not be reached or answered 5xx/429."""
 
@@ -70,3 +76,7 @@ class PushRejected(TemporaryError):
 
 class StateDirLocked(ImageBotError):
     """Another image-bot process works on the same state dir (its clone and its cache)."""
+
+
+class TargetUnavailable(TemporaryError):
+    """The sync target (Docker engine, Kubernetes API, kubectl) cannot be reached."""

@@ -1,4 +1,4 @@
-"""Fixtures: real servers on free loopback ports (docker-registry, git smart HTTP)."""
+"""Fixtures: real servers on free loopback ports (docker-registry, git smart HTTP, dockerd)."""
 
 from __future__ import annotations
 
@@ -103,3 +103,11 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory,
                                        token=token_server)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[devservers.Dockerd]:
+    """A private Docker engine (no bridge, no iptables, vfs) for the sync agent's tests."""
+    daemon = devservers.start_dockerd()
+    yield daemon
+    daemon.stop()

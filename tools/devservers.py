@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -472,6 +473,160 @@ def _repository_of(path: str) -> str:
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "true", "false", "wget", "ls", "env")
+
+
+def _busybox_layer(name: str, tag: str) -> bytes:
+    """One layer: static busybox, a few applet links, and /www/index.html naming the image."""
+    if not BUSYBOX.exists():
+        raise RuntimeError("busybox-static is not installed (apt-get install busybox-static)")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for directory in ("bin", "www", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o1777 if directory == "tmp" \
+                else 0o755, 0
+            tar.addfile(info)
+        data = BUSYBOX.read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode, info.mtime = len(data), 0o755, 0
+        tar.addfile(info, io.BytesIO(data))
+        for applet in BUSYBOX_APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname, link.mode, link.mtime = tarfile.SYMTYPE, "busybox", 0o777, 0
+            tar.addfile(link)
+        page = f"{name}:{tag}\n".encode()
+        info = tarfile.TarInfo("www/index.html")
+        info.size, info.mode, info.mtime = len(page), 0o644, 0
+        tar.addfile(info, io.BytesIO(page))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def push_busybox_image(base: str, name: str, tag: str, *,
+                       entrypoint: list[str] | None = None,
+                       cmd: list[str] | None = None,
+                       auth: tuple[str, str] | None = None) -> str:
+    """Push a runnable one-layer busybox image ``name:tag``; returns the manifest digest.
+
+    ``/www/index.html`` holds ``name:tag``, so ``httpd -h /www`` shows which version runs.
+    An ``entrypoint`` of ``["false"]`` makes an image whose containers exit at once.
+    """
+    with httpx.Client(auth=auth, timeout=60) as http:
+        layer = _busybox_layer(name, tag)
+        layer_digest = _push_blob(http, base, name, layer)
+        diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+        container: dict[str, Any] = {
+            "Env": ["PATH=/bin", f"IMAGE_VERSION={tag}"],
+            "Cmd": cmd or ["sleep", "3600"],
+            "Labels": {"org.opencontainers.image.version": tag},
+        }
+        if entrypoint:
+            container["Entrypoint"] = entrypoint
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+            "config": container, "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }, sort_keys=True).encode()
+        config_digest = _push_blob(http, base, name, config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": config_digest},
+            "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer), "digest": layer_digest}],
+        }).encode()
+        response = http.put(f"{base}/v2/{name}/manifests/{tag}", content=manifest,
+                            headers={"Content-Type": DOCKER_MANIFEST})
+        response.raise_for_status()
+        return str(response.headers["Docker-Content-Digest"])
+
+
+# --- Docker Engine ----------------------------------------------------------------------
+
+
+@dataclass
+class Dockerd:
+    process: subprocess.Popen[bytes]
+    directory: Path
+    log: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        """The value for ``DOCKER_HOST``."""
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        """Stop every container, then the daemon, then remove its files."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            ids = subprocess.run(["docker", "-H", self.host, "ps", "-aq"], capture_output=True,
+                                 text=True, timeout=30).stdout.split()
+            if ids:
+                subprocess.run(["docker", "-H", self.host, "rm", "-f", *ids],
+                               capture_output=True, timeout=60)
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        for mount in _mounts_under(self.directory):  # vfs leaves none; be safe with overlay
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1] for line in lines if len(line.split()) > 1]
+    return sorted((p for p in points if p.startswith(str(directory))), reverse=True)
+
+
+def start_dockerd(*, timeout: float = 30.0) -> Dockerd:
+    """Start a private ``dockerd`` (no bridge, no iptables, vfs) on its own socket.
+
+    Its files live in a short /tmp directory because unix socket paths are limited to 108
+    bytes and dockerd puts containerd's sockets under the exec root.
+    """
+    binary = shutil.which("dockerd")
+    if not binary:
+        raise RuntimeError("dockerd is not installed (apt-get install docker.io)")
+    directory = Path(tempfile.mkdtemp(prefix="ib-dockerd-", dir="/tmp"))
+    log = directory / "dockerd.log"
+    command = [binary, "--data-root", str(directory / "data"),
+               "--exec-root", str(directory / "exec"), "--pidfile", str(directory / "pid"),
+               "-H", f"unix://{directory / 'docker.sock'}", "--iptables=false",
+               "--ip-masq=false", "--bridge=none", "--storage-driver=vfs"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    daemon = Dockerd(process, directory, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if daemon.socket.exists() and _docker_ping(daemon.socket):
+            return daemon
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:]
+    daemon.stop()
+    raise RuntimeError(f"dockerd did not start: {tail}")
+
+
+def _docker_ping(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(1)
+            client.connect(str(sock))
+            client.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b" 200 " in client.recv(64)
+    except OSError:
+        return False
 
 
 # --- git over smart HTTP -----------------------------------------------------------------

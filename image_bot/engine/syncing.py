@@ -1,0 +1,93 @@
+"""Engine, sync loop: fetch the config repo (publish's workspace) and hand it to the sync stage.
+
+Composes two stages that must not know each other: ``publish.workspace`` for the Git fetch
+and ``sync.agent`` for the apply. The agent's checkout lives in its own folder of the state
+dir, so a bot and an agent sharing a state dir never reset each other's clone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_bot.config import models
+from image_bot.errors import ImageBotError
+from image_bot.publish import workspace as workspaces
+from image_bot.registry import auth
+from image_bot.sync import agent, status
+from image_bot.sync.settings import AgentSettings
+
+
+@dataclass(frozen=True, slots=True)
+class SyncJob:
+    url: str
+    branch: str
+    path: str
+    state_dir: Path
+    settings: AgentSettings
+
+    @property
+    def source(self) -> agent.Source:
+        return agent.Source(workspaces.redact(self.url), self.branch, self.path)
+
+    @property
+    def status_file(self) -> Path:
+        return status_dir(self.state_dir) / f"{self.settings.agent}.json"
+
+
+def status_dir(state_dir: Path) -> Path:
+    return state_dir / "sync" / "status"
+
+
+def agent_name(url: str, branch: str, path: str, target: str) -> str:
+    """A stable default name: the repository's name and a hash of what it syncs where."""
+    clean = workspaces.redact(url)
+    base = re.sub(r"[^a-z0-9-]+", "-", clean.rstrip("/").rsplit("/", 1)[-1].lower()
+                  .removesuffix(".git")).strip("-")[:30] or "repo"
+    digest = hashlib.sha256(f"{clean}\n{branch}\n{path}\n{target}".encode()).hexdigest()[:8]
+    return f"{base}-{digest}"
+
+
+def credentials(config: models.BotConfig | None) -> dict[str, tuple[str, str]]:
+    """Registry credentials of the bot config, by host, for the target's pulls."""
+    found = {}
+    for registry in config.registries if config else ():
+        creds = auth.credentials_for(registry)
+        if creds is not None:
+            found[registry.host] = (creds.username, creds.password)
+    return found
+
+
+def run_pass(job: SyncJob, target: agent.Target) -> status.SyncReport:
+    """Fetch, apply, write the status file; never raises for a failed pass."""
+    previous = status.read(job.status_file)
+    blank = status.SyncReport(agent=job.settings.agent, target=job.settings.target,
+                              repository=job.source.repository, branch=job.branch,
+                              path=job.path, started_at=time.time())
+    try:
+        # 1. the config repository at the tip of the branch
+        ws = workspaces.Workspace.open(job.url, job.branch, job.state_dir / "sync")
+        try:
+            revision = ws.head
+        finally:
+            ws.repo.close()  # GitPython keeps cat-file processes until closed
+        # 2-5. render, compare, apply, prune, check health
+        report = agent.apply(target, ws.root, source=job.source, revision=revision,
+                             settings=job.settings, previous=previous)
+    except ImageBotError as exc:
+        report = agent.failed(blank, previous, str(exc))
+    status.write(job.status_file, report)
+    return report
+
+
+def run_forever(job: SyncJob, target: agent.Target, *, interval: float,
+                on_report: Callable[[status.SyncReport], None],
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Pass after pass, ``interval`` seconds apart, until interrupted."""
+    while True:
+        on_report(run_pass(job, target))
+        sleep(interval)

@@ -1,0 +1,1 @@
+"""Sync stage: make a Docker host or a Kubernetes cluster match the config repository."""

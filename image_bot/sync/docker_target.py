@@ -1,0 +1,468 @@
+"""Sync stage, Docker target: make the containers of one Docker host match the Compose files.
+
+Talks to the engine through the docker SDK (``DOCKER_HOST`` or a socket). It only ever
+touches containers carrying its ``io.image-bot.sync.agent`` label. A changed service is
+pulled, the old container is stopped and set aside, the new one started and waited on; if it
+does not become healthy, the old one is put back and the service reported Degraded.
+Docker errors are translated here (``SyncError``, ``TargetUnavailable``); no credentials
+appear in messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from image_bot import refs
+from image_bot.errors import ImageBotError, SyncError, TargetUnavailable
+from image_bot.sync import compose, health
+from image_bot.sync.status import Health, ServiceStatus, TargetResult
+
+LABEL = "io.image-bot.sync"
+LABEL_AGENT = f"{LABEL}.agent"
+LABEL_PROJECT = f"{LABEL}.project"
+LABEL_SERVICE = f"{LABEL}.service"
+LABEL_HASH = f"{LABEL}.config-hash"
+LABEL_REVISION = f"{LABEL}.revision"
+LABEL_IMAGE = f"{LABEL}.image"
+_DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+PREVIOUS = "-previous"  # suffix of a container set aside while its successor starts
+_STARTED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+@dataclass(frozen=True, slots=True)
+class DockerSettings:
+    agent: str
+    host: str | None = None  # DOCKER_HOST value; None: the environment's
+    credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    prune: bool = True
+    self_heal: bool = True
+    min_running: float = 5.0  # a service without a healthcheck is healthy after this long
+    health_timeout: float = 60.0
+    stop_timeout: int = 10
+
+
+class DockerTarget:
+    """One pass = :meth:`apply`; the engine client is created once per target."""
+
+    name = "docker"
+
+    def __init__(self, settings: DockerSettings, *,
+                 client: docker.DockerClient | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            host = self.settings.host or os.environ.get("DOCKER_HOST") or _DEFAULT_SOCKET
+            if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+                raise TargetUnavailable(f"docker: engine unreachable (no socket at "
+                                        f"{host.removeprefix('unix://')})")
+            with _translated("connecting to the Docker engine"):
+                self._client = (docker.DockerClient(base_url=self.settings.host)
+                                if self.settings.host else docker.from_env())
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def apply(self, checkout: Path, path: str, *, revision: str,
+              previous: Mapping[tuple[str, str], ServiceStatus]) -> TargetResult:
+        """Render, compare, apply, prune, check health: one pass over ``checkout/path``."""
+        # 1. desired state; a broken file keeps its project exactly as it runs
+        desired = compose.load(checkout, path)
+        # 2. live state (only our containers), after repairing an interrupted replacement
+        with _translated("listing containers"):
+            self._recover_set_aside()
+            live = self._live()
+        # 3. each service in dependency order
+        services: list[ServiceStatus] = []
+        for app in desired.applications:
+            services += self._apply_application(app, live, revision=revision,
+                                                previous=previous)
+        for broken in desired.broken:
+            services += self._keep_broken(broken, live, previous)
+        # 4. prune what Git no longer has
+        wanted = {(a.name, s.name) for a in desired.applications for s in a.services}
+        keep = {b.name for b in desired.broken}
+        orphans = {k: c for k, c in live.items() if k not in wanted and k[0] not in keep}
+        removed, kept = self._prune(orphans)
+        errors = tuple(b.error for b in desired.broken)
+        return TargetResult(tuple(services + kept), errors, removed)
+
+    # --- live state ----------------------------------------------------------------------
+
+    def _ours(self) -> list[Any]:
+        return list(self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_AGENT}={self.settings.agent}"}))
+
+    def _live(self) -> dict[tuple[str, str], Any]:
+        return {(c.labels[LABEL_PROJECT], c.labels[LABEL_SERVICE]): c for c in self._ours()
+                if LABEL_PROJECT in c.labels and not c.name.endswith(PREVIOUS)}
+
+    def _recover_set_aside(self) -> None:
+        """A crash between stop and start leaves ``X-previous``: put it back, or drop it."""
+        containers = self._ours()
+        names = {c.name for c in containers}
+        for container in containers:
+            if not container.name.endswith(PREVIOUS):
+                continue
+            primary = container.name.removesuffix(PREVIOUS)
+            if primary in names:
+                container.remove(force=True)
+            else:
+                container.rename(primary)
+                container.start()
+
+    # --- one application -----------------------------------------------------------------
+
+    def _apply_application(self, app: compose.Application, live: Mapping[tuple[str, str], Any],
+                           *, revision: str,
+                           previous: Mapping[tuple[str, str], ServiceStatus]
+                           ) -> list[ServiceStatus]:
+        try:
+            with _translated(f"creating volumes and networks of {app.name}"):
+                self._ensure_volumes_and_networks(app)
+        except ImageBotError as exc:
+            return [ServiceStatus(app.name, s.name, "OutOfSync", "Unknown", error=str(exc))
+                    for s in app.services]
+        results = []
+        for service in app.services:
+            key = (app.name, service.name)
+            try:
+                results.append(self._apply_service(service, live.get(key), revision=revision,
+                                                   before=previous.get(key)))
+            except TargetUnavailable:
+                raise
+            except ImageBotError as exc:
+                results.append(ServiceStatus(app.name, service.name, "OutOfSync", "Unknown",
+                                             image=service.image, error=str(exc)))
+        return results
+
+    def _ensure_volumes_and_networks(self, app: compose.Application) -> None:
+        labels = {LABEL_AGENT: self.settings.agent, LABEL_PROJECT: app.name}
+        for volume in app.volumes:
+            try:
+                self.client.volumes.get(volume)
+            except docker.errors.NotFound:
+                self.client.volumes.create(volume, labels=labels)
+        networks = set(app.networks) | {_default_network(s) for s in app.services
+                                        if not s.network_mode and not s.networks}
+        for network in sorted(networks):
+            if not self.client.networks.list(names=[network]):
+                self.client.networks.create(network, driver="bridge", labels=labels)
+
+    def _apply_service(self, service: compose.Service, container: Any | None, *,
+                       revision: str, before: ServiceStatus | None) -> ServiceStatus:
+        desired = service.config_hash
+        if container is None:
+            deployed_before = before is not None and before.config_hash is not None
+            if deployed_before and not self.settings.self_heal:
+                return ServiceStatus(service.project, service.name, "OutOfSync", "Missing",
+                                     image=service.image, drift="container removed by hand")
+            drift = "container removed by hand" if deployed_before else None
+            return self._replace(service, None, revision=revision, drift=drift)
+        live_hash = container.labels.get(LABEL_HASH)
+        if before is not None and before.failed_hash == desired and live_hash != desired:
+            return self._hold_failed(service, container, before)
+        if live_hash != desired:
+            return self._replace(service, container, revision=revision, drift=None)
+        drift = _drift(service, container)
+        if drift is None:
+            return self._status(service, container, "Synced",
+                                self._assess(container).health, "none")
+        if not self.settings.self_heal:
+            return self._status(service, container, "OutOfSync",
+                                self._assess(container).health, "none", drift=drift)
+        if drift.startswith("container is"):  # stopped or paused: start it again
+            with _translated(f"starting {container.name}"):
+                _unpause_or_start(container)
+            verdict = self._wait(container)
+            return self._status(service, container, "Synced", verdict.health, "restarted",
+                                drift=drift, error=_unless_healthy(verdict))
+        return self._replace(service, container, revision=revision, drift=drift)
+
+    def _hold_failed(self, service: compose.Service, container: Any,
+                     before: ServiceStatus) -> ServiceStatus:
+        """The desired config failed before and was rolled back: keep the old one running."""
+        action = "none"
+        if self.settings.self_heal and container.status != "running":
+            with _translated(f"starting {container.name}"):
+                _unpause_or_start(container)
+            self._wait(container)
+            action = "restarted"
+        live = self._status(service, container, "OutOfSync", "Degraded", action)
+        return ServiceStatus(**{**_fields(live), "error": before.error,
+                                "failed_hash": before.failed_hash})
+
+    def _replace(self, service: compose.Service, old: Any | None, *, revision: str,
+                 drift: str | None) -> ServiceStatus:
+        """Pull, set the old container aside, start the new one; roll back if unhealthy."""
+        self._pull(service.image)  # a failed pull raises: the running container is untouched
+        aside = self._set_aside(old) if old is not None else None
+        new = None
+        try:
+            new = self._create(service, revision)
+            with _translated(f"starting {new.name}"):
+                new.start()
+            verdict = self._wait(new)
+        except ImageBotError as exc:
+            verdict = health.Verdict("Degraded", str(exc))
+        if verdict.health == "Healthy":
+            if aside is not None:
+                with _translated(f"removing {aside.name}"):
+                    aside.remove(force=True)
+            action = "created" if old is None else "updated"
+            return self._status(service, new, "Synced", "Healthy", action, drift=drift)
+        return self._roll_back(service, new, aside, verdict.reason)
+
+    def _roll_back(self, service: compose.Service, new: Any | None, aside: Any | None,
+                   reason: str) -> ServiceStatus:
+        if new is not None:
+            with _translated(f"removing {new.name}"):
+                new.remove(force=True)
+        error = f"{service.container_name}: {service.image} failed: {reason}"
+        if aside is None:
+            return ServiceStatus(service.project, service.name, "OutOfSync", "Degraded",
+                                 image=service.image, action="failed", error=error,
+                                 failed_hash=service.config_hash)
+        with _translated(f"restoring {aside.name}"):
+            aside.rename(service.container_name)
+            aside.start()
+        self._wait(aside)
+        revision = aside.labels.get(LABEL_REVISION, "?")
+        live = self._status(service, aside, "OutOfSync", "Degraded", "rolled-back")
+        return ServiceStatus(**{**_fields(live), "failed_hash": service.config_hash,
+                                "error": f"{error}; rolled back to the previous container "
+                                         f"(revision {revision[:12]})"})
+
+    def _set_aside(self, container: Any) -> Any:
+        with _translated(f"stopping {container.name}"):
+            container.stop(timeout=self.settings.stop_timeout)
+            container.rename(container.name + PREVIOUS)
+            container.reload()
+        return container
+
+    def _create(self, service: compose.Service, revision: str) -> Any:
+        labels = {**dict(service.labels), LABEL_AGENT: self.settings.agent,
+                  LABEL_PROJECT: service.project, LABEL_SERVICE: service.name,
+                  LABEL_HASH: service.config_hash, LABEL_REVISION: revision,
+                  LABEL_IMAGE: service.image}
+        try:
+            container = self.client.containers.create(**_create_arguments(service, labels))
+        except docker.errors.APIError as exc:
+            raise _api_error(f"creating {service.container_name}", exc) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise TargetUnavailable(f"docker: creating {service.container_name}: "
+                                    f"{type(exc).__name__}") from None
+        for network in service.networks[1:]:
+            with _translated(f"connecting {service.container_name} to {network}"):
+                self.client.networks.get(network).connect(container)
+        return container
+
+    def _pull(self, image: str) -> None:
+        host = refs.parse(image).host
+        credentials = self.settings.credentials.get(host)
+        auth = {"username": credentials[0], "password": credentials[1]} if credentials else None
+        try:
+            self.client.images.pull(image, auth_config=auth)
+        except docker.errors.APIError as exc:
+            raise _api_error(f"pulling {image}", exc) from None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise TargetUnavailable(f"docker: pulling {image}: {type(exc).__name__}") from None
+
+    # --- health and status -----------------------------------------------------------------
+
+    def _assess(self, container: Any) -> health.Verdict:
+        return health.assess(observe(container), min_running=self.settings.min_running,
+                             baseline_restarts=int(container.attrs.get("RestartCount", 0)))
+
+    def _wait(self, container: Any) -> health.Verdict:
+        with _translated(f"inspecting {container.name}"):
+            return health.wait(lambda: observe(container), min_running=self.settings.min_running,
+                               timeout=self.settings.health_timeout,
+                               baseline_restarts=int(container.attrs.get("RestartCount", 0)))
+
+    def _status(self, service: compose.Service, container: Any, sync: Any, state: Health,
+                action: str, *, drift: str | None = None,
+                error: str | None = None) -> ServiceStatus:
+        labels = container.labels
+        return ServiceStatus(service.project, service.name, sync, state,
+                             revision=labels.get(LABEL_REVISION), image=labels.get(LABEL_IMAGE),
+                             config_hash=labels.get(LABEL_HASH), action=action, drift=drift,
+                             error=error)
+
+    def _keep_broken(self, broken: compose.Broken, live: Mapping[tuple[str, str], Any],
+                     previous: Mapping[tuple[str, str], ServiceStatus]) -> list[ServiceStatus]:
+        """A file that does not load: report its running services, change nothing."""
+        statuses = []
+        for (project, name), container in sorted(live.items()):
+            if project != broken.name:
+                continue
+            labels = container.labels
+            statuses.append(ServiceStatus(
+                project, name, "OutOfSync", self._assess(container).health,
+                revision=labels.get(LABEL_REVISION), image=labels.get(LABEL_IMAGE),
+                config_hash=labels.get(LABEL_HASH), error=broken.error,
+                failed_hash=getattr(previous.get((project, name)), "failed_hash", None)))
+        return statuses
+
+    def _prune(self, orphans: Mapping[tuple[str, str], Any]
+               ) -> tuple[tuple[str, ...], list[ServiceStatus]]:
+        removed, kept = [], []
+        for (project, name), container in sorted(orphans.items()):
+            if self.settings.prune:
+                with _translated(f"removing {container.name}"):
+                    container.stop(timeout=self.settings.stop_timeout)
+                    container.remove()
+                removed.append(f"{project}/{name}")
+            else:
+                labels = container.labels
+                kept.append(ServiceStatus(
+                    project, name, "OutOfSync", self._assess(container).health,
+                    revision=labels.get(LABEL_REVISION), image=labels.get(LABEL_IMAGE),
+                    config_hash=labels.get(LABEL_HASH),
+                    drift="not in Git any more (kept: --no-prune)"))
+        return tuple(removed), kept
+
+
+# --- helpers (pure, or one Docker call) -------------------------------------------------
+
+
+def observe(container: Any) -> health.Observation:
+    container.reload()
+    state = container.attrs.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    return health.Observation(
+        status=status, health=(state.get("Health") or {}).get("Status"),
+        restart_count=int(container.attrs.get("RestartCount", 0)),
+        exit_code=int(state.get("ExitCode", 0)),
+        running_for=seconds_since(state.get("StartedAt", "")) if status == "running" else 0.0,
+        error=str(state.get("Error", "")))
+
+
+def seconds_since(timestamp: str, *, now: float | None = None) -> float:
+    """Seconds since Docker's RFC 3339 timestamp (nanoseconds allowed); 0 if unparseable."""
+    match = _STARTED.match(timestamp or "")
+    if not match:
+        return 0.0
+    base, fraction, zone = match.groups()
+    parsed = datetime.fromisoformat(f"{base}.{(fraction or '0')[:6]:0<6}"
+                                    f"{'+00:00' if zone == 'Z' else zone}")
+    return max(0.0, (time.time() if now is None else now) - parsed.timestamp())
+
+
+def _drift(service: compose.Service, container: Any) -> str | None:
+    """Why the live container no longer matches its own label's config, or ``None``."""
+    config = container.attrs.get("Config") or {}
+    host = container.attrs.get("HostConfig") or {}
+    status = container.status
+    if status != "running":
+        return f"container is {status} (exit code {container.attrs['State'].get('ExitCode')})"
+    if config.get("Image") != service.image:
+        return f"image changed by hand to {config.get('Image')}"
+    env = set(config.get("Env") or [])
+    for key, value in service.environment:
+        if f"{key}={value}" not in env:
+            return f"environment variable {key} changed by hand"
+    if service.command is not None and tuple(config.get("Cmd") or ()) != service.command:
+        return "command changed by hand"
+    policy = host.get("RestartPolicy") or {}
+    if _restart_name(policy) != service.restart:
+        return f"restart policy changed by hand to {_restart_name(policy)}"
+    if service.network_mode and host.get("NetworkMode") != service.network_mode:
+        return f"network mode changed by hand to {host.get('NetworkMode')}"
+    return None
+
+
+def _restart_name(policy: Mapping[str, Any]) -> str:
+    name = str(policy.get("Name") or "no")
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    return f"{name}:{retries}" if name == "on-failure" and retries else name
+
+
+def _create_arguments(service: compose.Service, labels: Mapping[str, str]) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "image": service.image, "name": service.container_name, "detach": True,
+        "labels": dict(labels), "environment": [f"{k}={v}" for k, v in service.environment],
+        "restart_policy": _restart_policy(service.restart),
+        "network_mode": service.network_mode or (service.networks[0] if service.networks
+                                                 else _default_network(service)),
+        "mounts": [docker.types.Mount(m.target, m.source, type=m.type, read_only=m.read_only)
+                   for m in service.mounts],
+    }
+    if service.command is not None:
+        arguments["command"] = list(service.command)
+    if service.entrypoint is not None:
+        arguments["entrypoint"] = list(service.entrypoint)
+    if service.ports and service.network_mode not in ("host", "none"):
+        arguments["ports"] = {p.container: (p.host_ip, int(p.host_port)) if p.host_ip and
+                              p.host_port else int(p.host_port) if p.host_port else None
+                              for p in service.ports}
+    if service.healthcheck is not None:
+        check = service.healthcheck
+        arguments["healthcheck"] = {"test": list(check.test), "interval": check.interval_ns,
+                                    "timeout": check.timeout_ns, "retries": check.retries,
+                                    "start_period": check.start_period_ns}
+    for key in ("user", "working_dir"):
+        if getattr(service, key) is not None:
+            arguments[key] = getattr(service, key)
+    return arguments
+
+
+def _restart_policy(restart: str) -> dict[str, Any]:
+    name, _, retries = restart.partition(":")
+    policy: dict[str, Any] = {"Name": "" if name == "no" else name}
+    if retries:
+        policy["MaximumRetryCount"] = int(retries)
+    return policy
+
+
+def _default_network(service: compose.Service) -> str:
+    return f"{service.project}_default"
+
+
+def _unpause_or_start(container: Any) -> None:
+    if container.status == "paused":
+        container.unpause()
+    else:
+        container.start()
+
+
+def _unless_healthy(verdict: health.Verdict) -> str | None:
+    return None if verdict.health == "Healthy" else verdict.reason
+
+
+def _fields(status: ServiceStatus) -> dict[str, Any]:
+    return {name: getattr(status, name) for name in status.__dataclass_fields__}
+
+
+def _api_error(doing: str, exc: docker.errors.APIError) -> SyncError:
+    explanation = str(exc.explanation or exc).strip().replace("\n", " ")
+    return SyncError(f"docker: {doing}: {explanation}")
+
+
+@contextmanager
+def _translated(doing: str) -> Iterator[None]:
+    """Docker SDK and transport errors as ours, naming what we were doing."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise _api_error(doing, exc) from None
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        raise TargetUnavailable(f"docker: {doing}: engine unreachable "
+                                f"({type(exc).__name__})") from None

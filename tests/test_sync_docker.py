@@ -1,0 +1,295 @@
+"""Sync agent, Docker target: a real dockerd, the real registry and git server, the real CLI.
+
+The sequence of the issue: deploy v1 → the bot updates the tag in Git → the agent deploys v2
+→ a broken v3 (exits at once) is rolled back to v2 and reported Degraded → a hand-killed
+container is restarted → a service removed from Git is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from image_bot import cli
+from image_bot.sync import docker_target
+
+import devservers
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+COMPOSE = """\
+# the demo app, as a human wrote it
+services:
+  web:
+    image: {host}/team/{image}:1.0.0   # updated by image-bot
+    command: ["httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "/www"]
+    network_mode: host
+    restart: unless-stopped
+    environment:
+      GREETING: hello
+    labels:
+      com.example.team: platform
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/"]
+      interval: 300ms
+      timeout: 2s
+      retries: 3
+  worker:
+    image: {host}/team/{image}-worker:1.0.0
+    command: sleep 3600
+    network_mode: none
+    depends_on: [web]
+"""
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata:
+  name: web
+spec:
+  image: {host}/team/{image}
+  select:
+    semver:
+      range: "^1.0"
+  paths: ["deploy/**"]
+  publish:
+    mode: commit
+    branch: main
+"""
+
+
+@pytest.fixture
+def engine(dockerd: devservers.Dockerd) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=dockerd.host)
+    yield client
+    client.close()
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+class Agent:
+    """``image-bot sync`` against one repository, with quick health settings for tests."""
+
+    def __init__(self, url: str, dockerd: devservers.Dockerd, state: Path, name: str) -> None:
+        self.url, self.dockerd, self.state, self.name = url, dockerd, state, name
+
+    def once(self, *extra: str) -> tuple[int, dict[str, Any]]:
+        result = _invoke("sync", "--repo", self.url, "--branch", "main", "--path", "deploy",
+                         "--target", "docker", "--once", "--json", "--name", self.name,
+                         "--docker-host", self.dockerd.host, "--state-dir", str(self.state),
+                         "--healthy-after", "1s", "--health-timeout", "15s",
+                         "--stop-timeout", "1", *extra)
+        report = json.loads(result.stdout)["agents"][0]
+        return result.exit_code, report
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        result = _invoke("sync", "status", "--state-dir", str(self.state), "--json")
+        return result.exit_code, json.loads(result.stdout)
+
+
+def _services(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["service"]: s for s in report["services"]}
+
+
+def _page(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text.strip()
+
+
+def _edit_repo(url: str, tmp_path: Path, edit: Callable[[Path], None], message: str) -> str:
+    clone = tmp_path / "edit"
+    if not clone.exists():
+        subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+    devservers.git("pull", "-q", "--ff-only", cwd=clone)
+    edit(clone)
+    devservers.git("commit", "-q", "-am", message, cwd=clone)
+    devservers.git("push", "-q", "origin", "main", cwd=clone)
+    return devservers.git("rev-parse", "HEAD", cwd=clone).strip()
+
+
+def _head(url: str) -> str:
+    return subprocess.run(["git", "ls-remote", url, "refs/heads/main"], check=True,
+                          capture_output=True, text=True).stdout.split()[0]
+
+
+def test_deploy_update_rollback_self_heal_and_prune(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], bot_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    port = devservers.free_port()
+    devservers.push_busybox_image(registry.url, "team/seq", "1.0.0")
+    devservers.push_busybox_image(registry.url, "team/seq-worker", "1.0.0")
+    url = config_repo({
+        "deploy/app/compose.yaml": COMPOSE.format(host=registry.host, image="seq", port=port),
+        "policies/web.yaml": POLICY.format(host=registry.host, image="seq"),
+    })
+    bystander = engine.containers.run(f"{registry.host}/team/seq:1.0.0", ["sleep", "3600"],
+                                      name="app-bystander", network_mode="none", detach=True)
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "seq")
+
+    # 1. deploy v1
+    code, report = agent.once()
+    assert code == 0, report
+    services = _services(report)
+    assert {(s["sync"], s["health"], s["action"]) for s in services.values()} == {
+        ("Synced", "Healthy", "created")}
+    assert services["web"]["revision"] == _head(url)
+    assert _page(port) == "team/seq:1.0.0"
+    web = engine.containers.get("app-web")
+    assert web.labels[docker_target.LABEL_PROJECT] == "app"
+    assert web.labels[docker_target.LABEL_SERVICE] == "web"
+    assert web.labels[docker_target.LABEL_REVISION] == _head(url)
+    assert web.labels[docker_target.LABEL_HASH] == services["web"]["config_hash"]
+    assert web.labels["com.example.team"] == "platform"
+    assert "GREETING=hello" in web.attrs["Config"]["Env"]
+    first_web_id = web.id
+
+    # a second pass changes nothing
+    code, report = agent.once()
+    assert code == 0
+    assert {s["action"] for s in report["services"]} == {"none"}
+    assert engine.containers.get("app-web").id == first_web_id
+
+    # 2. the bot updates the tag in Git, the agent deploys v2
+    devservers.push_busybox_image(registry.url, "team/seq", "1.1.0")
+    bot = _invoke("run", "--once", "--config",
+                  str(bot_config(url, registries=[{"host": registry.host, "insecure": True}])))
+    assert bot.exit_code == 0, bot.output
+    v2_revision = _head(url)
+    code, report = agent.once()
+    assert code == 0, report
+    services = _services(report)
+    assert services["web"]["action"] == "updated"
+    assert services["web"]["revision"] == v2_revision
+    assert services["worker"]["action"] == "none"
+    assert _page(port) == "team/seq:1.1.0"
+    assert [c.name for c in engine.containers.list(all=True, filters={
+        "label": f"{docker_target.LABEL_SERVICE}=web"})] == ["app-web"]
+
+    # 3. a broken v3 (exits at once) is rolled back to v2 and reported Degraded
+    devservers.push_busybox_image(registry.url, "team/seq", "1.2.0", entrypoint=["false"])
+    bot = _invoke("run", "--once", "--config", str(tmp_path / "bot.yaml"))
+    assert bot.exit_code == 0, bot.output
+    code, report = agent.once()
+    assert code == 1
+    web_status = _services(report)["web"]
+    assert (web_status["sync"], web_status["health"], web_status["action"]) == (
+        "OutOfSync", "Degraded", "rolled-back")
+    assert web_status["revision"] == v2_revision
+    assert f"{registry.host}/team/seq:1.2.0 failed: container" in web_status["error"]
+    assert f"rolled back to the previous container (revision {v2_revision[:12]})" in (
+        web_status["error"])
+    assert _page(port) == "team/seq:1.1.0"
+    assert engine.containers.get("app-web").labels[docker_target.LABEL_REVISION] == v2_revision
+
+    # the failed config is not retried every pass; the status survives in the status file
+    code, report = agent.once()
+    assert code == 1
+    assert _services(report)["web"]["action"] == "none"
+    assert _services(report)["web"]["health"] == "Degraded"
+    code, status = agent.status()
+    assert code == 1
+    assert _services(status["agents"][0])["web"]["error"] == web_status["error"]
+    assert status["agents"][0]["summary"] == {"sync": "OutOfSync", "health": "Degraded",
+                                              "services": 2}
+
+    # 4. a hand-killed container is restarted
+    engine.containers.get("app-worker").kill()
+    code, report = agent.once()
+    worker = _services(report)["worker"]
+    assert (worker["sync"], worker["health"], worker["action"]) == (
+        "Synced", "Healthy", "restarted")
+    assert worker["drift"].startswith("container is exited")
+    assert engine.containers.get("app-worker").status == "running"
+
+    # with --no-self-heal drift is only reported
+    engine.containers.get("app-worker").kill()
+    code, report = agent.once("--no-self-heal")
+    assert code == 1
+    assert _services(report)["worker"]["sync"] == "OutOfSync"
+    assert engine.containers.get("app-worker").status == "exited"
+    agent.once()
+    assert engine.containers.get("app-worker").status == "running"
+
+    # 5. a service removed from Git is removed (the bystander, not ours, is left alone)
+    def drop_worker(clone: Path) -> None:
+        compose = clone / "deploy/app/compose.yaml"
+        text = compose.read_text()
+        compose.write_text(text[: text.index("  worker:")])
+
+    _edit_repo(url, tmp_path, drop_worker, "retire the worker")
+    code, report = agent.once("--no-prune")
+    assert _services(report)["worker"]["drift"] == "not in Git any more (kept: --no-prune)"
+    assert engine.containers.get("app-worker").status == "running"
+    code, report = agent.once()
+    assert report["removed"] == ["app/worker"]
+    assert "worker" not in _services(report)
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get("app-worker")
+    bystander.reload()
+    assert bystander.status == "running"
+    bystander.remove(force=True)
+
+
+def test_invalid_compose_file_and_unpullable_image_leave_running_containers_alone(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+) -> None:
+    devservers.push_busybox_image(registry.url, "team/safe", "1.0.0")
+    service = (f"services:\n  api:\n    image: {registry.host}/team/safe:1.0.0\n"
+               f"    command: sleep 3600\n    network_mode: none\n")
+    url = config_repo({"deploy/safe.yaml": service})
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "safe")
+    assert agent.once()[0] == 0
+    running = engine.containers.get("safe-api")
+
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
+        service + "    ports: [banana]\n"), "break the file")
+    code, report = agent.once()
+
+    assert code == 1
+    assert report["errors"] == [
+        "==> File deploy/safe.yaml ==> At service 'api' ==> At key: ports[0]: 'banana' is "
+        "not HOST_IP:HOST_PORT:PORT[/PROTO]"]
+    assert _services(report)["api"]["sync"] == "OutOfSync"
+    assert engine.containers.get("safe-api").id == running.id  # neither pruned nor touched
+
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
+        service.replace("safe:1.0.0", "safe:9.9.9")), "an image that does not exist")
+    code, report = agent.once()
+
+    assert code == 1
+    api = _services(report)["api"]
+    assert api["error"].startswith(f"docker: pulling {registry.host}/team/safe:9.9.9: ")
+    assert "manifest unknown" in api["error"]
+    assert engine.containers.get("safe-api").id == running.id
+    assert engine.containers.get("safe-api").status == "running"
+    running.remove(force=True)
+
+
+def test_sync_reports_an_unreachable_engine_and_keeps_the_last_status(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    url = config_repo({"deploy/x.yaml": "services:\n  a:\n    image: busybox:1\n"})
+    result = _invoke("sync", "--repo", url, "--path", "deploy", "--once", "--json",
+                     "--docker-host", f"unix://{tmp_path}/nothing.sock",
+                     "--state-dir", str(tmp_path / "s"), "--name", "down")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)["agents"][0]
+    assert len(report["errors"]) == 1
+    assert report["errors"][0].startswith("docker: ")
+    assert "engine unreachable" in report["errors"][0]
+    assert report["revision"] == _head(url)
+    assert json.loads(_invoke("sync", "status", "--state-dir", str(tmp_path / "s"),
+                              "--json").stdout)["agents"][0]["errors"] == report["errors"]
