@@ -17,10 +17,10 @@ import docker
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from image_bot import cli
-from image_bot.sync import docker_target
 
 import devservers
+from image_bot import cli
+from image_bot.sync import docker_target
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 

@@ -153,14 +153,15 @@ def project_name(file: Path) -> str:
 
 
 def _check_unique(apps: list[Application], broken: list[Broken]) -> None:
-    seen: dict[str, str] = {}
-    for app in list(apps):
-        if app.name in seen:
-            apps.remove(app)
-            broken.append(Broken(app.name, app.file, f"{breadcrumb(app.file)}: project name "
-                                 f"{app.name!r} is also used by {seen[app.name]}"))
-        else:
-            seen[app.name] = app.file
+    """Two files naming one project would fight over its containers: both are broken."""
+    files: dict[str, list[str]] = {}
+    for app in apps:
+        files.setdefault(app.name, []).append(app.file)
+    for app in [a for a in apps if len(files[a.name]) > 1]:
+        apps.remove(app)
+        others = ", ".join(f for f in files[app.name] if f != app.file)
+        broken.append(Broken(app.name, app.file, f"{breadcrumb(app.file)}: project name "
+                             f"{app.name!r} is also used by {others}"))
 
 
 def _read(file: Path, display: str) -> dict[str, Any] | None:
