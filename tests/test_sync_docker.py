@@ -293,3 +293,33 @@ def test_sync_reports_an_unreachable_engine_and_keeps_the_last_status(
     assert report["revision"] == _head(url)
     assert json.loads(_invoke("sync", "status", "--state-dir", str(tmp_path / "s"),
                               "--json").stdout)["agents"][0]["errors"] == report["errors"]
+
+
+def test_pulls_use_the_registry_credentials_of_the_bot_config(
+    auth_registry: devservers.Registry, dockerd: devservers.Dockerd,
+    engine: docker.DockerClient, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    devservers.push_busybox_image(auth_registry.url, "team/private", "1.0.0",
+                                  auth=("tester", "s3cret-pw"))
+    url = config_repo({"deploy/priv.yaml": (
+        f"services:\n  app:\n    image: {auth_registry.host}/team/private:1.0.0\n"
+        f"    command: sleep 3600\n    network_mode: none\n")})
+    config = bot_config(url, registries=[{
+        "host": auth_registry.host, "insecure": True,
+        "username_env": "REG_USER", "password_env": "REG_PASSWORD"}])
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "priv")
+
+    code, report = agent.once("--config", str(config))
+    assert code == 1
+    error = _services(report)["app"]["error"]
+    assert error.startswith(f"docker: pulling {auth_registry.host}/team/private:1.0.0: ")
+
+    monkeypatch.setenv("REG_USER", "tester")
+    monkeypatch.setenv("REG_PASSWORD", "s3cret-pw")
+    code, report = agent.once("--config", str(config))
+
+    assert code == 0, report
+    assert _services(report)["app"]["action"] == "created"
+    assert "s3cret-pw" not in json.dumps(report)
+    engine.containers.get("priv-app").remove(force=True)

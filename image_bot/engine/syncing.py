@@ -17,7 +17,7 @@ from pathlib import Path
 from image_bot.config import models
 from image_bot.errors import ImageBotError
 from image_bot.publish import workspace as workspaces
-from image_bot.registry import auth
+from image_bot.registry import credentials as sources
 from image_bot.sync import agent, status
 from image_bot.sync.settings import AgentSettings
 
@@ -52,14 +52,22 @@ def agent_name(url: str, branch: str, path: str, target: str) -> str:
     return f"{base}-{digest}"
 
 
-def credentials(config: models.BotConfig | None) -> dict[str, tuple[str, str]]:
-    """Registry credentials of the bot config, by host, for the target's pulls."""
-    found = {}
-    for registry in config.registries if config else ():
-        creds = auth.credentials_for(registry)
-        if creds is not None:
-            found[registry.host] = (creds.username, creds.password)
-    return found
+def credentials(config: models.BotConfig | None) -> Callable[[str], dict[str, str] | None]:
+    """A lookup: registry host → docker ``auth_config``, read from the bot config's
+    credential source at each pull (so short-lived tokens are fresh)."""
+    def lookup(host: str) -> dict[str, str] | None:
+        if config is None:
+            return None
+        settings = config.registry_for(host)
+        source = sources.source_for(settings)
+        found = source(settings).credentials if source else None
+        if found is None:
+            return None
+        if found.identity_token:
+            return {"username": found.username, "identitytoken": found.identity_token}
+        return {"username": found.username, "password": found.password}
+
+    return lookup
 
 
 def run_pass(job: SyncJob, target: agent.Target) -> status.SyncReport:

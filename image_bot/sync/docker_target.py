@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -28,6 +28,7 @@ import requests.exceptions
 from image_bot import refs
 from image_bot.errors import ImageBotError, SyncError, TargetUnavailable
 from image_bot.sync import compose, health
+from image_bot.sync import settings as settings_module
 from image_bot.sync.status import Health, ServiceStatus, TargetResult
 
 LABEL = "io.image-bot.sync"
@@ -39,6 +40,7 @@ LABEL_REVISION = f"{LABEL}.revision"
 LABEL_IMAGE = f"{LABEL}.image"
 _DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 PREVIOUS = "-previous"  # suffix of a container set aside while its successor starts
+_MOUNT_TYPES: dict[str, Literal["bind", "volume"]] = {"bind": "bind", "volume": "volume"}
 _STARTED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -46,7 +48,8 @@ _STARTED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d
 class DockerSettings:
     agent: str
     host: str | None = None  # DOCKER_HOST value; None: the environment's
-    credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    credentials: Callable[[str], dict[str, str] | None] = field(
+        default=settings_module.no_credentials, repr=False)
     prune: bool = True
     self_heal: bool = True
     min_running: float = 5.0  # a service without a healthcheck is healthy after this long
@@ -275,9 +278,7 @@ class DockerTarget:
         return container
 
     def _pull(self, image: str) -> None:
-        host = refs.parse(image).host
-        credentials = self.settings.credentials.get(host)
-        auth = {"username": credentials[0], "password": credentials[1]} if credentials else None
+        auth = self.settings.credentials(refs.parse(image).host)
         try:
             self.client.images.pull(image, auth_config=auth)
         except docker.errors.APIError as exc:
@@ -402,8 +403,8 @@ def _create_arguments(service: compose.Service, labels: Mapping[str, str]) -> di
         "restart_policy": _restart_policy(service.restart),
         "network_mode": service.network_mode or (service.networks[0] if service.networks
                                                  else _default_network(service)),
-        "mounts": [docker.types.Mount(m.target, m.source, type=m.type, read_only=m.read_only)
-                   for m in service.mounts],
+        "mounts": [docker.types.Mount(m.target, m.source, type=_MOUNT_TYPES[m.type],
+                                      read_only=m.read_only) for m in service.mounts],
     }
     if service.command is not None:
         arguments["command"] = list(service.command)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def no_credentials(host: str) -> dict[str, str] | None:
+    """The default lookup: pull anonymously (or with the engine's own config)."""
+    del host
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +23,9 @@ class AgentSettings:
     min_running: float = 5.0  # seconds a service without a healthcheck must stay up
     health_timeout: float = 60.0
     stop_timeout: int = 10
-    # registry host → (username, password); used for pulls, never printed
-    credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # registry host → docker auth_config, looked up at each pull; never printed
+    credentials: Callable[[str], dict[str, str] | None] = field(default=no_credentials,
+                                                                  repr=False)
     docker_host: str | None = None
     kubectl: str = "kubectl"
     namespace: str | None = None
