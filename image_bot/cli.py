@@ -394,6 +394,9 @@ _sync_config = click.option(
               help="Docker engine to sync (unix:///path/docker.sock, tcp://...).")
 @click.option("--namespace", help="kubernetes: namespace for objects without one and for "
                                   "the ApplySet.")
+@click.option("--no-validate", is_flag=True,
+              help="kubernetes: kubectl apply --validate=false, for API servers that serve "
+                   "no OpenAPI schema (emulators).")
 @_sync_state_dir
 @_sync_config
 @_json_option
@@ -401,7 +404,8 @@ _sync_config = click.option(
 def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: str,
          once: bool, interval: float, name: str | None, no_prune: bool, no_self_heal: bool,
          healthy_after: float, health_timeout: float, stop_timeout: int,
-         docker_host: str | None, namespace: str | None, state_dir: Path | None,
+         docker_host: str | None, namespace: str | None, no_validate: bool,
+         state_dir: Path | None,
          config_path: Path | None, as_json: bool) -> None:
     """Apply the config repository to a Docker host (or Kubernetes) and keep it there.
 
@@ -423,7 +427,7 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
         prune=not no_prune, self_heal=not no_self_heal, min_running=healthy_after,
         health_timeout=health_timeout, stop_timeout=stop_timeout,
         credentials=syncing.credentials(config), docker_host=docker_host,
-        namespace=namespace)
+        namespace=namespace, validate=not no_validate)
     job = syncing.SyncJob(url, branch, path, directory, settings)
     sync_target = agent.build(settings)
     try:

@@ -629,6 +629,160 @@ def _docker_ping(sock: Path) -> bool:
         return False
 
 
+# --- Kubernetes API emulator (kmock) ------------------------------------------------------
+
+
+@dataclass
+class KubeEmulator:
+    """kmock's ``KubernetesEmulator`` on loopback, in a thread with its own event loop.
+
+    No API server can run here; this is an emulator (naive merges, no controllers), patched
+    where kubectl needs more than kmock 0.8 gives: core ``groupVersion``, list ``kind``,
+    server-side apply creating objects, ``metadata.uid``, and ``labelSelector`` on lists.
+    Tests that use it are marked ``emulator``.
+    """
+
+    emulator: Any
+    url: str
+    kubeconfig: Path
+    loop: Any
+    thread: threading.Thread
+    stop_event: Any
+
+    def objects(self) -> dict[tuple[str, str | None, str], dict[str, Any]]:
+        """Live objects as ``(plural, namespace, name) → object``."""
+        found = {}
+        for (resource, namespace, name), obj in list(self.emulator.objects.items()):
+            if not obj.deleted:
+                found[(resource.plural, namespace, name)] = json.loads(json.dumps(obj.raw))
+        return found
+
+    def patch(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Change an object behind kubectl's back: a hand edit, or a controller's status."""
+        import asyncio
+
+        async def apply() -> None:
+            async with self.emulator._lock:
+                for (resource, ns, obj_name), obj in list(self.emulator.objects.items()):
+                    if (resource.plural, ns, obj_name) == (plural, namespace, name):
+                        obj.patch(dict(patch))
+                        return
+            raise KeyError((plural, namespace, name))
+
+        asyncio.run_coroutine_threadsafe(apply(), self.loop).result(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(10)
+
+
+def _kube_emulator_class() -> Any:
+    import uuid
+
+    import kmock
+    from kmock._internal import enums
+
+    class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+        async def _handle(self, request: Any) -> Any:
+            if request.resource is not None and request.name and (
+                    request.action == enums.action.UPDATE):
+                if request.params.get("dryRun"):  # kubectl diff: answer, store nothing
+                    return await self._dry_run(request)
+                await self._upsert(request)
+            return await super()._handle(request)
+
+        async def _dry_run(self, request: Any) -> Any:
+            import aiohttp.web
+
+            key = (request.resource, request.namespace, request.name)
+            async with self._lock:
+                live = {} if key not in self._objects or self._objects[key].deleted else (
+                    json.loads(json.dumps(self._objects[key].raw)))
+            return aiohttp.web.json_response(_merge(live, request.data or {}))
+
+        async def _upsert(self, request: Any) -> None:
+            """Server-side apply is a PATCH that creates; every object gets a uid."""
+            key = (request.resource, request.namespace, request.name)
+            async with self._lock:
+                if request.action == enums.action.UPDATE and (
+                        key not in self._objects or self._objects[key].deleted):
+                    data = json.loads(json.dumps(request.data or {}))
+                    data.setdefault("metadata", {})["uid"] = str(uuid.uuid4())
+                    if key in self._objects:
+                        self._objects[key].create(data)
+                    else:
+                        self._objects[key] = data
+
+        async def _serve_version(self, request: Any) -> Any:
+            payload = await super()._serve_version(request)
+            if request.resource.group == "":
+                payload["groupVersion"] = request.resource.version  # kmock says "/v1"
+            return payload
+
+        async def _serve_list(self, request: Any) -> Any:
+            payload = await super()._serve_list(request)
+            selector = dict(part.split("=", 1) for part in str(
+                request.params.get("labelSelector", "")).split(",") if "=" in part)
+            payload["items"] = [item for item in payload["items"] if all(
+                (item.get("metadata", {}).get("labels") or {}).get(k) == v
+                for k, v in selector.items())]
+            payload.setdefault("kind", "List")
+            payload.setdefault("apiVersion", "v1")
+            return payload
+
+    return Emulator
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """The emulator's naive merge: mappings merge, everything else is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in patch.items()}}
+    return patch
+
+
+def start_kube_emulator(directory: Path) -> KubeEmulator:
+    """Start the emulator on a free loopback port and write a kubeconfig for it."""
+    import asyncio
+
+    import kmock
+
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def serve() -> None:
+        emulator = _kube_emulator_class()()
+        emulator.resources.load_bundled()
+        stop_event = asyncio.Event()
+        async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
+            ready.update(emulator=emulator, url=str(server.url).rstrip("/"),
+                         loop=asyncio.get_running_loop(), stop_event=stop_event)
+            started.set()
+            await stop_event.wait()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("the Kubernetes emulator did not start")
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = directory / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+        "clusters": [{"name": "emulator", "cluster": {"server": ready["url"]}}],
+        "users": [{"name": "tester", "user": {"token": "emulator-token"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester",
+                                                      "namespace": "default"}}],
+    }))
+    return KubeEmulator(ready["emulator"], ready["url"], kubeconfig, ready["loop"], thread,
+                        ready["stop_event"])
+
+
+def kubectl_binary() -> str | None:
+    """kubectl on the PATH, else the copy ``make`` unpacks into .tools/ (from npm)."""
+    found = shutil.which("kubectl")
+    local = Path(__file__).resolve().parent.parent / ".tools" / "kubectl" / "kubectl"
+    return found or (str(local) if local.exists() else None)
+
+
 # --- git over smart HTTP -----------------------------------------------------------------
 
 

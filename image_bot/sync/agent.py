@@ -41,7 +41,7 @@ def _kubernetes(settings: AgentSettings) -> Target:
     return kubernetes_target.KubernetesTarget(kubernetes_target.KubernetesSettings(
         applyset=settings.agent, kubectl=settings.kubectl, namespace=settings.namespace,
         prune=settings.prune, self_heal=settings.self_heal,
-        rollout_timeout=settings.health_timeout))
+        rollout_timeout=settings.health_timeout, validate=settings.validate))
 
 
 TARGETS: dict[str, Callable[[AgentSettings], Target]] = {

@@ -41,6 +41,7 @@ class KubernetesSettings:
     prune: bool = True
     self_heal: bool = True
     rollout_timeout: float = 60.0
+    validate: bool = True  # False: kubectl --validate=false (API servers without OpenAPI)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,8 @@ class KubernetesTarget:
     def apply_manifests(self, manifests: str) -> tuple[str, ...]:
         arguments = ["apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
                      "--force-conflicts", *self._namespace()]
+        if not self.settings.validate:
+            arguments.append("--validate=false")
         if self.settings.prune:
             arguments += [f"--applyset={self.settings.applyset}", "--prune"]
         result = self._kubectl([*arguments, "-f", "-"], stdin=manifests, doing="applying",

@@ -29,3 +29,4 @@ class AgentSettings:
     docker_host: str | None = None
     kubectl: str = "kubectl"
     namespace: str | None = None
+    validate: bool = True  # kubectl schema validation (off for API servers without OpenAPI)
