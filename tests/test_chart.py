@@ -128,6 +128,7 @@ def test_daemon_mode_objects(tmp_path: Path) -> None:
     assert bot["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert bot["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert bot["image"] == "image-bot:0.1.0"
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] == 30  # > daemon.grace
     service = one(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -206,10 +207,32 @@ def test_sharded_daemon_is_one_deployment_per_shard() -> None:
         ["run", "--shard", f"{i}/3"] for i in range(3)]
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
     assert len({tuple(sorted(s.items())) for s in selectors}) == 3  # no two own the same pods
-    service_selector = one(objects, "Service")["spec"]["selector"]
-    for deployment in deployments:
+    service_selector = one(objects, "Service", "rel-image-bot")["spec"]["selector"]
+    for index, deployment in enumerate(deployments):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service_selector.items() <= labels.items()
+        # each shard also has a Service of its own, for webhooks aimed at that shard
+        own = one(objects, "Service", f"rel-image-bot-shard-{index}")["spec"]["selector"]
+        assert own.items() <= labels.items()
+        others = [d for d in deployments if d is not deployment]
+        assert not any(own.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+                       for d in others)
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_service_monitor_scrapes_each_pod_once() -> None:
+    objects = render(*BASE, "--set", "shards=3", "--set", "metrics.serviceMonitor.enabled=true")
+    selector = one(objects, "ServiceMonitor")["spec"]["selector"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert len(services) == 4
+
+    def selected(service: dict[str, Any]) -> bool:
+        labels = service["metadata"]["labels"]
+        return selector["matchLabels"].items() <= labels.items() and all(
+            e["key"] not in labels for e in selector["matchExpressions"]
+            if e["operator"] == "DoesNotExist")
+
+    assert [s["metadata"]["name"] for s in services if selected(s)] == ["rel-image-bot"]
 
 
 # --- policies, credentials, sync agent ----------------------------------------------------
@@ -328,6 +351,8 @@ def test_every_pod_is_hardened(values: Path) -> None:
     ([*BASE, "--set", "sync.enabled=true"], "sync.repo: the config repository URL"),
     ([*BASE, "--set", "policies.source=configMap"], "policies.files: with policies.source="),
     ([*BASE, "--set", "credentials.password=hunter2"], "Additional property password"),
+    ([*BASE, "--set", "shards=2", "--set", "state.existingClaim=bot-state"],
+     "state.existingClaim: one claim cannot be shared by several shards"),
 ])
 def test_bad_values_are_refused(args: list[str], message: str) -> None:
     assert message in render_error(*args)

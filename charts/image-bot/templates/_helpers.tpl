@@ -91,6 +91,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     defaultMode: 288  # 0440 in octal; decimal so every YAML parser agrees
 {{- end }}
 - name: state
+{{- if and .Values.state.existingClaim (gt (int .Values.shards) 1) }}
+{{- fail "state.existingClaim: one claim cannot be shared by several shards (each needs its own state dir); use shards: 1 or the default emptyDir" }}
+{{- end }}
 {{- if .Values.state.existingClaim }}
   persistentVolumeClaim:
     claimName: {{ .Values.state.existingClaim }}
@@ -163,6 +166,7 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 serviceAccountName: {{ include "image-bot.serviceAccountName" $root }}
+terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
 automountServiceAccountToken: false
 {{- with $root.Values.priorityClassName }}
 priorityClassName: {{ . }}
