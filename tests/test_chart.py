@@ -438,8 +438,6 @@ def test_rendered_command_lines_parse(values: Path | str,
     workloads = [o for o in render(*extra) if o["kind"] in WORKLOADS]
     for workload in workloads:
         bot = container(workload)
-        if bot["args"][0] == "sync" and "sync" not in cli.main.commands:
-            continue  # the sync agent (issue 9) has not landed yet
         variables = {e["name"]: e["value"] for e in bot["env"] if "value" in e}
         variables["IMAGE_BOT_SHARD_INDEX"] = "1"  # what the downward API would give pod 1
         params = parse_command_line(bot["args"], variables, monkeypatch)
