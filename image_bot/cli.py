@@ -394,6 +394,8 @@ _sync_config = click.option(
               help="Docker engine to sync (unix:///path/docker.sock, tcp://...).")
 @click.option("--namespace", help="kubernetes: namespace for objects without one and for "
                                   "the ApplySet.")
+@click.option("--kubectl", default="kubectl", show_default=True, envvar="IMAGE_BOT_KUBECTL",
+              show_envvar=True, help="kubernetes: the kubectl binary (uses KUBECONFIG).")
 @click.option("--no-validate", is_flag=True,
               help="kubernetes: kubectl apply --validate=false, for API servers that serve "
                    "no OpenAPI schema (emulators).")
@@ -404,7 +406,7 @@ _sync_config = click.option(
 def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: str,
          once: bool, interval: float, name: str | None, no_prune: bool, no_self_heal: bool,
          healthy_after: float, health_timeout: float, stop_timeout: int,
-         docker_host: str | None, namespace: str | None, no_validate: bool,
+         docker_host: str | None, namespace: str | None, kubectl: str, no_validate: bool,
          state_dir: Path | None,
          config_path: Path | None, as_json: bool) -> None:
     """Apply the config repository to a Docker host (or Kubernetes) and keep it there.
@@ -427,7 +429,7 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
         prune=not no_prune, self_heal=not no_self_heal, min_running=healthy_after,
         health_timeout=health_timeout, stop_timeout=stop_timeout,
         credentials=syncing.credentials(config), docker_host=docker_host,
-        namespace=namespace, validate=not no_validate)
+        namespace=namespace, kubectl=kubectl, validate=not no_validate)
     job = syncing.SyncJob(url, branch, path, directory, settings)
     sync_target = agent.build(settings)
     try:

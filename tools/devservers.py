@@ -28,6 +28,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -672,8 +673,9 @@ class KubeEmulator:
         asyncio.run_coroutine_threadsafe(apply(), self.loop).result(10)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(10)
 
 
 def _kube_emulator_class() -> Any:
@@ -751,7 +753,9 @@ def start_kube_emulator(directory: Path) -> KubeEmulator:
 
     async def serve() -> None:
         emulator = _kube_emulator_class()()
-        emulator.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 reads its bundle with a deprecated API
+            warnings.filterwarnings("ignore", "read_binary is deprecated", DeprecationWarning)
+            emulator.resources.load_bundled()
         stop_event = asyncio.Event()
         async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
             ready.update(emulator=emulator, url=str(server.url).rstrip("/"),
@@ -759,10 +763,17 @@ def start_kube_emulator(directory: Path) -> KubeEmulator:
             started.set()
             await stop_event.wait()
 
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    def run() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported by start_kube_emulator, not lost in a thread
+            ready["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    if not started.wait(30):
-        raise RuntimeError("the Kubernetes emulator did not start")
+    if not started.wait(30) or "error" in ready:
+        raise RuntimeError(f"the Kubernetes emulator did not start: {ready.get('error')!r}")
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig = directory / "kubeconfig"
     kubeconfig.write_text(json.dumps({
@@ -777,8 +788,9 @@ def start_kube_emulator(directory: Path) -> KubeEmulator:
 
 
 def kubectl_binary() -> str | None:
-    """kubectl on the PATH, else the copy ``make`` unpacks into .tools/ (from npm)."""
-    found = shutil.which("kubectl")
+    """``$DEVSERVERS_KUBECTL``, kubectl on the PATH, or the copy ``make`` unpacks into
+    .tools/ (from npm)."""
+    found = os.environ.get("DEVSERVERS_KUBECTL") or shutil.which("kubectl")
     local = Path(__file__).resolve().parent.parent / ".tools" / "kubectl" / "kubectl"
     return found or (str(local) if local.exists() else None)
 

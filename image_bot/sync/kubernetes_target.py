@@ -8,6 +8,8 @@ failures are translated here; the kubeconfig (and its tokens) never appear in me
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from ruamel.yaml.error import YAMLError
 
 from image_bot.config.loading import breadcrumb
 from image_bot.errors import ConfigError, SyncError, TargetUnavailable
-from image_bot.sync.status import Health, ServiceStatus, SyncState, TargetResult
+from image_bot.sync.status import Health, ServiceStatus, TargetResult
 
 FIELD_MANAGER = "image-bot"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -52,6 +54,8 @@ class Resource:
     kind: str
     name: str
     namespace: str | None
+    config_hash: str = ""
+    images: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -79,40 +83,53 @@ class KubernetesTarget:
               previous: Mapping[tuple[str, str], ServiceStatus]) -> TargetResult:
         application = Path(path).name or checkout.name
         # 1. render
-        manifests = self.render(checkout, path)
-        resources = parse(manifests, where=path, namespace=self.settings.namespace)
-        # 2. compare
+        manifests, resources = self.render(checkout, path)
+        # 2. compare: which objects differ live, and which did Git change since last pass
         changed = self.diff(manifests)
-        before = {s.config_hash for s in previous.values()}
-        # 3. apply (always when Git moved; on drift only with self-heal)
-        removed: tuple[str, ...] = ()
-        applied = bool(changed) and (self.settings.self_heal or revision not in before)
-        if applied:
-            removed = self.apply_manifests(manifests)
+        moved = {r.diff_name for r in resources
+                 if getattr(previous.get((application, r.display)), "config_hash",
+                            None) != r.config_hash}
+        drifted = changed - moved
+        # 3. apply when Git moved; drift alone only with self-heal
+        applied = bool(changed & moved) or bool(changed and self.settings.self_heal)
+        removed = self.apply_manifests(manifests) if applied else ()
         # 4. health of what is now live
-        statuses = []
-        for resource in resources:
-            drifted = resource.diff_name in changed
-            sync: SyncState = "OutOfSync" if drifted and not applied else "Synced"
-            state, reason = self.health(resource)
-            statuses.append(ServiceStatus(
-                application, resource.display, sync, state, revision=revision,
-                config_hash=revision, action="applied" if drifted and applied else "none",
-                drift="differs from Git" if drifted and not applied else None,
-                error=None if state == "Healthy" else reason))
-        return TargetResult(tuple(statuses), (), removed)
+        statuses = tuple(self._status(application, r, previous.get((application, r.display)),
+                                      revision=revision, differs=r.diff_name in changed,
+                                      drifted=r.diff_name in drifted, applied=applied)
+                         for r in resources)
+        return TargetResult(statuses, (), removed)
+
+    def _status(self, application: str, resource: Resource, before: ServiceStatus | None, *,
+                revision: str, differs: bool, drifted: bool, applied: bool) -> ServiceStatus:
+        state, reason = self.health(resource)
+        fresh = (differs and applied) or before is None
+        return ServiceStatus(
+            application, resource.display, "OutOfSync" if differs and not applied else "Synced",
+            state, revision=revision if fresh or before is None else before.revision,
+            image=", ".join(resource.images) or None, config_hash=resource.config_hash,
+            action="applied" if differs and applied else "none",
+            drift="changed in the cluster" if drifted else None,
+            error=None if state == "Healthy" else reason)
 
     # --- kubectl steps --------------------------------------------------------------------
 
-    def render(self, checkout: Path, path: str) -> str:
+    def render(self, checkout: Path, path: str) -> tuple[str, list[Resource]]:
+        """The manifests (one YAML stream) and their objects; errors name the file."""
+        root = checkout.resolve()
         base = (checkout / path).resolve()
-        if not base.is_relative_to(checkout.resolve()) or not base.exists():
+        if not base.is_relative_to(root) or not base.exists():
             raise ConfigError(f"sync path {path!r} does not exist in the repository")
+        namespace = self.settings.namespace
         if base.is_dir() and any((base / k).is_file() for k in _KUSTOMIZATION):
-            return self._kubectl(["kustomize", str(base)], doing=f"rendering {path}").stdout
+            stream = self._kubectl(["kustomize", str(base)], doing=f"rendering {path}").stdout
+            return stream, parse(stream, where=f"{path} (kustomize output)", namespace=namespace)
         files = [base] if base.is_file() else sorted(
             p for p in base.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        return "".join(f"---\n{f.read_text(encoding='utf-8')}\n" for f in files)
+        texts = [(f.relative_to(root).as_posix(), f.read_text(encoding="utf-8")) for f in files]
+        resources = [r for where, text in texts
+                     for r in parse(text, where=where, namespace=namespace)]
+        return "".join(f"---\n{text}\n" for _, text in texts), resources
 
     def diff(self, manifests: str) -> set[str]:
         """Names (``group.version.Kind.ns.name``) of objects whose live state differs."""
@@ -143,7 +160,7 @@ class KubernetesTarget:
             doing=f"waiting for {resource.display}", ok=None)
         if result.returncode == 0:
             return "Healthy", ""
-        message = _first_line(result.stderr) or _first_line(result.stdout)
+        message = _last_error(result.stderr) or _first_line(result.stdout)
         if "timed out" in message or "waiting" in message or "exceeded" in message:
             return "Progressing", f"rollout not finished: {message}"
         return "Degraded", f"rollout failed: {message}"
@@ -199,8 +216,26 @@ def _resources(document: Any, *, where: str, index: int,
     if not all(isinstance(v, str) and v for v in (kind, api, name)):
         raise ConfigError(f"{breadcrumb(where, f'document {index + 1}')}: needs apiVersion, "
                           f"kind and metadata.name")
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return [Resource(str(api), str(kind), str(name), metadata.get("namespace") or (
-        namespace if kind not in _CLUSTER_SCOPED else None))]
+        namespace if kind not in _CLUSTER_SCOPED else None),
+        hashlib.sha256(canonical.encode()).hexdigest()[:16], tuple(_images(document)))]
+
+
+def _images(node: Any) -> list[str]:
+    """Every ``image`` of every container list in the object (pods, templates, jobs)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                found += [c["image"] for c in value
+                          if isinstance(c, dict) and isinstance(c.get("image"), str)]
+            else:
+                found += _images(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _images(item)
+    return found
 
 
 _CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
@@ -209,3 +244,10 @@ _CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomReso
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _last_error(text: str) -> str:
+    """kubectl's final ``error: ...`` line (client-go logs warnings before it)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
+    return errors[-1] if errors else (lines[-1] if lines else "")
