@@ -448,3 +448,31 @@ def test_rendered_command_lines_parse(values: Path | str,
         else:
             assert bot["args"][0] == "sync"
             assert (params["url"], params["target"]) == (REPO, "kubernetes")
+
+
+@pytest.mark.e2e
+def test_bot_config_from_git_is_cloned_by_the_init_container(
+        config_repo: Callable[[dict[str, str]], str], tmp_path: Path) -> None:
+    """Run the rendered init container's git command for real, then load what it fetched."""
+    bot = "repositories:\n  - url: https://git.example.com/acme/config.git\n"
+    url = config_repo({"clusters/prod/bot.yaml": bot})
+    objects = render("--set", f"config.git.url={url}", "--set",
+                     "config.git.path=clusters/prod/bot.yaml",
+                     "--set", "credentials.envFromSecrets[0]=git-token")
+    assert "ConfigMap" not in {o["kind"] for o in objects}
+    deployment = one(objects, "Deployment")
+    (init,) = pod_spec(deployment)["initContainers"]
+    assert init["image"] == container(deployment)["image"]
+    assert init["envFrom"] == [{"secretRef": {"name": "git-token"}}]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    assert volumes["config"] == {"name": "config", "emptyDir": {}}
+    config_path = env(deployment)["IMAGE_BOT_CONFIG"]
+    assert config_path == "/etc/image-bot/config/repo/clusters/prod/bot.yaml"
+
+    mount = tmp_path / "config"  # stands in for the emptyDir at /etc/image-bot/config
+    command = [a.replace("/etc/image-bot/config", str(mount)) for a in init["command"]]
+    subprocess.run(command, check=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+
+    fetched = Path(config_path.replace("/etc/image-bot/config", str(mount)))
+    assert loading.load_bot_config(fetched).repositories[0].url.endswith("/acme/config.git")

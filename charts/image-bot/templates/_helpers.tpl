@@ -62,6 +62,58 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-policies" (include "image-bot.fullname" .)) .Values.policies.existingConfigMap }}
 {{- end }}
 
+{{/* Where the bot config file is inside the pods. */}}
+{{- define "image-bot.configPath" -}}
+{{- if .Values.config.git.url -}}
+/etc/image-bot/config/repo/{{ .Values.config.git.path | trimPrefix "/" }}
+{{- else -}}
+/etc/image-bot/config/bot.yaml
+{{- end -}}
+{{- end }}
+
+{{- define "image-bot.configVolume" -}}
+- name: config
+{{- if .Values.config.git.url }}
+  emptyDir: {}
+{{- else }}
+  configMap:
+    name: {{ include "image-bot.configMapName" . }}
+{{- end }}
+{{- end }}
+
+{{/* With config.git: an init container clones the config repository before the bot starts. */}}
+{{- define "image-bot.fetchConfig" -}}
+{{- if .Values.config.git.url }}
+initContainers:
+  - name: fetch-config
+    image: {{ include "image-bot.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: ["git", "clone", "--quiet", "--depth=1", "--single-branch",
+              "--branch={{ .Values.config.git.branch }}", "--", {{ .Values.config.git.url | quote }},
+              "/etc/image-bot/config/repo"]
+    env:
+      {{- include "image-bot.commonEnv" . | trim | nindent 6 }}
+    {{- with (include "image-bot.envFrom" .) }}
+    envFrom:
+      {{- . | trim | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      {{- toYaml .Values.resources | nindent 6 }}
+    volumeMounts:
+      - name: config
+        mountPath: /etc/image-bot/config
+      - name: tmp
+        mountPath: /tmp
+      {{- if .Values.credentials.ssh.existingSecret }}
+      - name: ssh
+        mountPath: /etc/image-bot/ssh
+        readOnly: true
+      {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* bot.yaml as rendered from values; state_dir defaults to the state volume. */}}
 {{- define "image-bot.botConfig" -}}
 {{- $bot := deepCopy .Values.config.bot -}}
@@ -76,9 +128,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Volumes every bot pod mounts; see "image-bot.volumeMounts". */}}
 {{- define "image-bot.volumes" -}}
-- name: config
-  configMap:
-    name: {{ include "image-bot.configMapName" . }}
+{{ include "image-bot.configVolume" . }}
 {{- if eq .Values.policies.source "configMap" }}
 - name: policies
   configMap:
@@ -173,6 +223,7 @@ priorityClassName: {{ . }}
 {{- end }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- include "image-bot.fetchConfig" $root }}
 containers:
   - name: image-bot
     image: {{ include "image-bot.image" $root }}
@@ -181,7 +232,7 @@ containers:
       {{- toYaml (concat .args $root.Values.extraArgs) | nindent 6 }}
     env:
       - name: IMAGE_BOT_CONFIG
-        value: /etc/image-bot/config/bot.yaml
+        value: {{ include "image-bot.configPath" $root }}
       {{- with .env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -224,7 +275,7 @@ affinity:
 
 {{/* Pod annotations: a checksum of the rendered config so a change rolls the pods. */}}
 {{- define "image-bot.podAnnotations" -}}
-{{- if not .Values.config.existingConfigMap }}
+{{- if not (or .Values.config.existingConfigMap .Values.config.git.url) }}
 checksum/config: {{ include "image-bot.botConfig" . | sha256sum }}
 {{- end }}
 {{- if and (eq .Values.policies.source "configMap") (not .Values.policies.existingConfigMap) }}
