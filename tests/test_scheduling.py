@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import devservers
+from image_bot import cli
 from image_bot.config import models
 from image_bot.engine import cycle, observing, scheduling, selecting
 from image_bot.engine.report import CycleReport, RepositoryReport
@@ -155,6 +158,7 @@ def _scheduler_with(config: models.BotConfig, state: State, entries: dict[int, l
         scheduler._entries[index] = {
             n: scheduling.Entry(index, n, f"{host}/{n}", host, 3600.0, "f") for n in names}
         scheduler._loaded.add(index)
+        scheduler._attempted.add(index)
         scheduler._reload_at[index] = float("inf")
     return scheduler
 
@@ -228,3 +232,42 @@ def test_stop_lets_a_running_scan_finish_within_the_grace_period(
 
     asyncio.run(scenario())
     assert slow.finished == [frozenset({"a"})]
+
+
+@pytest.mark.e2e
+def test_run_once_shards_split_the_work_between_instances(
+        registry: devservers.Registry, git_server: devservers.GitServer,
+        config_repo: Callable[[dict[str, str]], str], bot_config: Callable[..., Path]) -> None:
+    prefix = f"shard{time.monotonic_ns()}"
+    files = {}
+    names = [f"{prefix}-{n}" for n in range(8)]
+    for name in names:
+        for tag in ("1.0.0", "1.1.0"):
+            devservers.push_image(registry.url, f"team/{name}", tag)
+        files[f"deploy/{name}.yaml"] = f"image: {registry.host}/team/{name}:1.0.0\n"
+        files[f"policies/{name}.yaml"] = POLICY.format(name=name, host=registry.host,
+                                                       image=name, interval="5m")
+    url = config_repo(files)
+    bare = git_server.root / url.rsplit("/", 1)[1]
+    config = str(bot_config(url, registries=[{"host": registry.host, "insecure": True}]))
+    repository = url  # no credentials in the URL: the shard key is the URL as written
+
+    def updated() -> set[str]:
+        return {n for n in names
+                if ":1.1.0" in devservers.git("show", f"main:deploy/{n}.yaml", cwd=bare)}
+
+    first = CliRunner().invoke(cli.main, ["run", "--once", "--json", "--shard", "0/2",
+                                          "--config", config])
+    assert first.exit_code == 0, first.output
+    owned = {n for n in names if selecting.shard_of(repository, n, 2) == 0}
+    assert updated() == owned
+    second = CliRunner(env={"JOB_COMPLETION_INDEX": "1", "JOB_COMPLETIONS": "2"}).invoke(
+        cli.main, ["run", "--once", "--json", "--config", config])
+    assert second.exit_code == 0, second.output
+    assert updated() == set(names)
+    done = {o["policy"] for r in json.loads(second.output)["repositories"]
+            for o in r["outcomes"]}
+    assert done == set(names) - owned
+    bad = CliRunner().invoke(cli.main, ["run", "--once", "--shard", "2/2", "--config", config])
+    assert bad.exit_code == 2
+    assert "shard 2/2: need 0 <= I < N" in bad.output

@@ -94,14 +94,16 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loaded: set[int] = set()
+        self._attempted: set[int] = set()
         self.scans = 0  # finished scans, for tests and benchmarks
 
     # --- requests from outside: never block, never touch a registry or Git ----------------
 
     @property
     def ready(self) -> bool:
-        """Every repository's policies were loaded at least once."""
-        return len(self._loaded) == len(self.config.repositories)
+        """Every repository's policies were read once (or failed to be: a broken repository
+        is reported in logs, metrics and the status page, not by withholding readiness)."""
+        return len(self._attempted) == len(self.config.repositories)
 
     @property
     def entries(self) -> list[Entry]:
@@ -210,6 +212,8 @@ class Scheduler:
             self._metrics.errors.labels("internal").inc()
             log.exception("internal error", extra={"repository": repository})
         finally:
+            if reload:
+                self._attempted.add(index)
             self._busy.discard(index)
             self._wake.set()
 
