@@ -84,7 +84,7 @@ class Registry:
 
 
 def start_registry(directory: Path, *, port: int | None = None,
-                   htpasswd: Path | None = None, token: TokenServer | None = None,
+                   htpasswd: Path | None = None, token: TokenServer | TokenAuth | None = None,
                    tls: tuple[Path, Path] | None = None,
                    extra: Mapping[str, Any] | None = None) -> Registry:
     """Start ``docker-registry serve`` on loopback with its storage under ``directory``."""
@@ -244,6 +244,16 @@ def push_index(base: str, name: str, tag: str, platforms: list[str], *,
 
 
 # --- token server (the Docker Hub / GHCR Bearer flow) -------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """What the registry needs to trust a token server (one running in another process)."""
+
+    realm: str
+    certificate: Path
+    service: str = "image-bot-tests"
+    issuer: str = "image-bot-token-server"
 
 
 @dataclass(frozen=True)

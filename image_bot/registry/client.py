@@ -330,8 +330,7 @@ class RegistryClient:
                            challenge: auth.Challenge, scope: str) -> auth.Token:
         creds = await host.credentials.get()
         try:
-            return await auth.fetch_token(host.http, challenge, scope=scope,
-                                          credentials=creds, host=image.host)
+            return await self._fetch_token_once(host, image, challenge, scope, creds)
         except AuthError:
             if creds is None:
                 raise
@@ -339,8 +338,16 @@ class RegistryClient:
             fresh = await host.credentials.get()
             if fresh == creds:
                 raise
+            return await self._fetch_token_once(host, image, challenge, scope, fresh)
+
+    async def _fetch_token_once(self, host: _Host, image: refs.ImageRef,
+                                challenge: auth.Challenge, scope: str,
+                                creds: auth.Credentials | None) -> auth.Token:
+        # under the host's cap too: token and registry requests then interleave, instead of
+        # a burst of token requests for every repository before the first tag list
+        async with host.limits.slot(max_wait=self._max_wait):
             return await auth.fetch_token(host.http, challenge, scope=scope,
-                                          credentials=fresh, host=image.host)
+                                          credentials=creds, host=image.host)
 
     async def _reauthorize(self, host: _Host, image: refs.ImageRef, method: str, url: str,
                            headers: dict[str, str], refused: httpx.Response) -> httpx.Response:
@@ -388,10 +395,11 @@ class RegistryClient:
     def _record(self, method: str, url: str, status: int, seconds: float) -> None:
         self.requests += 1
         self.counts[_kind(method, url)] += 1
-        shown = redact_url(url)
-        _log.debug("%s %s → %s in %.3fs", method, shown, status or "no answer", seconds)
-        if self._on_request:
-            self._on_request(method, shown, status, seconds)
+        if self._on_request or _log.isEnabledFor(logging.DEBUG):
+            shown = redact_url(url)
+            _log.debug("%s %s → %s in %.3fs", method, shown, status or "no answer", seconds)
+            if self._on_request:
+                self._on_request(method, shown, status, seconds)
 
 
 class _Hooks:
