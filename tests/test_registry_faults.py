@@ -414,3 +414,25 @@ def test_config_timestamps_and_labels() -> None:
         "2026-01-02T03:04:05+00:00")
     assert (parsed.labels, parsed.platform) == ({}, "linux/arm/v6")
     assert manifests.parse_config(b'{"created": "yesterday"}').created is None
+
+
+def test_nine_thousand_tags_in_pages_of_the_ecr_maximum() -> None:
+    host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    everything = [f"1.{i // 100}.{i % 100}" for i in range(9000)]
+
+    def page(request: httpx.Request) -> httpx.Response:
+        size = int(request.url.params["n"])
+        start = everything.index(request.url.params["last"]) + 1 \
+            if "last" in request.url.params else 0
+        chunk = everything[start:start + size]
+        headers = {}
+        if start + size < len(everything):
+            headers["Link"] = f'</v2/app/tags/list?n={size}&last={chunk[-1]}>; rel="next"'
+        return _ok({"name": "app", "tags": chunk}, **headers)
+
+    fake = FakeRegistry({**PING, ("GET", "/v2/app/tags/list"): [page]})
+
+    tags = _run(fake, _tags(f"{host}/app"))
+
+    assert tags == everything
+    assert len(fake.urls()) == 1 + 9  # the probe and nine pages of 1000
