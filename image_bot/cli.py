@@ -23,7 +23,16 @@ from rich.table import Table
 
 from image_bot import __version__
 from image_bot.config import loading, models
-from image_bot.engine import cycle, history, locking, observing, scheduling, selecting, syncing
+from image_bot.engine import (
+    cycle,
+    history,
+    locking,
+    observing,
+    scheduling,
+    selecting,
+    syncing,
+    waking,
+)
 from image_bot.engine.report import CycleReport
 from image_bot.errors import ConfigError, ImageBotError, StateDirLocked
 from image_bot.registry import client as registry
@@ -438,7 +447,8 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
             _print_sync([report], as_json=as_json)
             sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
         syncing.run_forever(job, sync_target, interval=interval,
-                            on_report=lambda r: _print_sync([r], as_json=as_json))
+                            on_report=lambda r: _print_sync([r], as_json=as_json),
+                            sleep=waking.sleeper(directory))
     finally:
         sync_target.close()
 

@@ -22,7 +22,7 @@ import pytest
 
 import devservers
 from image_bot.config import models
-from image_bot.engine import observing, scheduling
+from image_bot.engine import observing, scheduling, waking
 from image_bot.errors import ConfigError
 from image_bot.server import app
 from image_bot.state import State
@@ -198,6 +198,7 @@ def test_forge_push_reloads_policies(registry: devservers.Registry,
             assert (answer.status_code, answer.json()) == (202, {"reload": True})
             await _until(lambda: len(sched.entries) == 2)
             assert sorted(e.name for e in sched.entries) == ["api", "web"]
+            assert waking.wake_file(tmp_path / "bot").exists()  # and a sync agent is woken
 
     asyncio.run(scenario())
 

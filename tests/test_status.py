@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +22,11 @@ from click.testing import CliRunner
 
 import devservers
 from image_bot import cli
-from image_bot.engine import history, locking
+from image_bot.engine import history, locking, syncing, waking
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
 from image_bot.errors import StateDirLocked
 from image_bot.state import State
+from image_bot.sync import status as sync_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -49,6 +51,20 @@ def _seed(state_dir: Path) -> None:
     with State.in_dir(state_dir) as state:
         history.record(state, CycleReport((first,)), trigger="interval", seconds=0.4)
         history.record(state, CycleReport((second,)), trigger="webhook", seconds=0.2)
+
+
+def _seed_sync(state_dir: Path) -> None:
+    """What `image-bot sync` leaves when it shares the state dir: one agent's last pass."""
+    report = sync_status.SyncReport(
+        agent="edge-docker", target="docker", repository=REPOSITORY, branch="main",
+        path="deploy/", revision="fedcba9876543210", started_at=time.time() - 3,
+        finished_at=time.time() - 2, services=(
+            sync_status.ServiceStatus("shop", "web", "Synced", "Healthy",
+                                      image="reg.local/team/web:1.1.0"),
+            sync_status.ServiceStatus("shop", "worker", "OutOfSync", "Degraded",
+                                      error="container exited with code 3"),
+        ))
+    sync_status.write(syncing.status_dir(state_dir) / "edge-docker.json", report)
 
 
 def _config(tmp_path: Path, url: str = REPOSITORY, **extra: object) -> Path:
@@ -111,6 +127,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
     assert chromium, "Debian's chromium is missing: run `make deps`"
     url = config_repo({"policies/README.md": "no policies yet\n"})
     _seed(tmp_path / "state")
+    _seed_sync(tmp_path / "state")
     port = devservers.free_port()
     config = _config(tmp_path, url)
     daemon = subprocess.Popen(
@@ -126,7 +143,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "status-page.png"
         shot.unlink(missing_ok=True)
-        subprocess.run([chromium, *flags, "--window-size=1280,720", f"--screenshot={shot}",
+        subprocess.run([chromium, *flags, "--window-size=1280,1000", f"--screenshot={shot}",
                         page], capture_output=True, timeout=90, check=True)
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -134,8 +151,21 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
     assert "<title>image-bot status</title>" in dom
     assert dom.count("<tr") >= 3 + 4  # headers, two policies, events
     for text in ("web", "reg.local/team/web", "1.1.0", "api", "failed",
-                 "registry reg.local unreachable", "commit"):
+                 "registry reg.local unreachable", "commit", "edge-docker", "OutOfSync",
+                 "container exited with code 3", "fedcba987654"):
         assert text in dom
     assert shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    time.sleep(0)  # the PNG is complete once chromium has exited
+
+
+def test_a_forge_push_wakes_a_sync_agent_sleeping_between_passes(tmp_path: Path) -> None:
+    sleep = waking.sleeper(tmp_path, poll=0.02)
+    started = time.monotonic()
+    sleep(0.1)  # nobody asks: the whole interval
+    assert time.monotonic() - started >= 0.1
+    timer = threading.Timer(0.2, waking.request_sync, args=(tmp_path,))
+    timer.start()
+    started = time.monotonic()
+    sleep(30)
+    assert time.monotonic() - started < 5
+    timer.join()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from image_bot.engine import syncing
 from image_bot.engine.report import CycleReport, PolicyOutcome
 from image_bot.state import State
+from image_bot.sync import status as sync_status
 
 EVENT_LIMIT = 50
 
@@ -104,3 +107,9 @@ def statuses(state: State) -> list[PolicyStatus]:
 
 def recent_events(state: State, limit: int = EVENT_LIMIT) -> list[dict[str, Any]]:
     return [{"at": at, "kind": kind, **data} for at, kind, data in state.events(limit)]
+
+
+def sync_reports(state_dir: Path) -> list[dict[str, Any]]:
+    """The last pass of every sync agent that shares this state dir (``image-bot sync``)."""
+    return [report.to_dict() for report in sync_status.read_all(syncing.status_dir(state_dir))]
+

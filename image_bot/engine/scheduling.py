@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image_bot.config import loading, models
-from image_bot.engine import cycle, history, observing, selecting
+from image_bot.engine import cycle, history, observing, selecting, waking
 from image_bot.engine.report import CycleReport
 from image_bot.errors import ConfigError, ImageBotError
 from image_bot.publish import workspace as workspaces
@@ -125,10 +125,15 @@ class Scheduler:
         return names
 
     def request_reload(self) -> None:
-        """Re-read every repository's policy files now (a forge push event)."""
+        """Re-read every repository's policy files now, and wake the sync agents that
+        share the state dir (a forge push event)."""
         for index in self._reload_at:
             self._reload_at[index] = 0.0
         self._wake.set()
+        try:
+            waking.request_sync(self.config.state_dir)
+        except OSError as exc:  # the reload still happens; the agent keeps its interval
+            log.warning("could not wake the sync agent: %s", exc)
 
     def stop(self) -> None:
         """Start nothing new; ``run`` returns once running scans finish (or grace ends)."""

@@ -92,13 +92,15 @@ class _Handlers:
     async def status_page(self, request: Request) -> Response:
         policies = history.statuses(self.state)
         events = history.recent_events(self.state)
-        return HTMLResponse(page.render(policies, events, summary=self._summary()))
+        sync = history.sync_reports(self.config.state_dir)
+        return HTMLResponse(page.render(policies, events, sync=sync, summary=self._summary()))
 
     async def status_json(self, request: Request) -> Response:
         return JSONResponse({
             "ready": self.scheduler.ready, "scheduled": len(self.scheduler.entries),
             "policies": [p.to_dict() for p in history.statuses(self.state)],
             "events": history.recent_events(self.state, 20),
+            "sync": history.sync_reports(self.config.state_dir),
         })
 
     def _summary(self) -> str:

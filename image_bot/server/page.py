@@ -54,9 +54,29 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 {% endif %}
 
 <h2>Sync agent</h2>
-{% if sync %}<p><span class="pill">{{ sync.kind }}</span> {{ sync.text }}
-<span class="meta">{{ ago(sync.at) }}</span></p>
-{% else %}<p class="meta">No sync agent reports to this state dir.</p>{% endif %}
+{% for a in sync %}
+<p id="sync-{{ a.agent }}"><b>{{ a.agent }}</b> · {{ a.repository }} ({{ a.branch }}) {{ a.path }}
+→ {{ a.target }} @ <code>{{ (a.revision or '-')[:12] }}</code> ·
+<span class="pill {{ 'updated' if a.summary.sync == 'Synced' else 'failed' }}">
+{{- a.summary.sync }}</span>
+<span class="pill {{ 'updated' if a.summary.health == 'Healthy' else 'failed' }}">
+{{- a.summary.health }}</span>
+<span class="meta">{{ ago(a.finished_at) if a.finished_at else '' }}</span></p>
+{% for error in a.errors %}<p class="error">{{ error }}</p>{% endfor %}
+{% if a.services %}
+<table>
+<tr><th>application</th><th>service</th><th>sync</th><th>health</th><th>image</th><th>details</th></tr>
+{% for s in a.services %}
+<tr><td>{{ s.application }}</td><td>{{ s.service }}</td>
+<td class="{{ 'current' if s.sync == 'Synced' else 'failed' }}">{{ s.sync }}</td>
+<td class="{{ 'current' if s.health == 'Healthy' else 'failed' }}">{{ s.health }}</td>
+<td><code>{{ s.image or '' }}</code></td>
+<td>{{ [s.action if s.action != 'none' else '', s.drift or '', s.error or '']
+      | select | join('; ') }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+{% else %}<p class="meta">No sync agent reports to this state dir.</p>{% endfor %}
 
 <h2>Recent events</h2>
 <table id="events">
@@ -88,8 +108,8 @@ def _plain(value: Any) -> str:
 
 
 def render(policies: Sequence[history.PolicyStatus], events: Sequence[dict[str, Any]], *,
-           summary: str) -> str:
+           sync: Sequence[dict[str, Any]], summary: str) -> str:
+    """The page: policies, sync agents (their last pass, from ``history.sync_reports``), events."""
     shown = [{"at": e["at"], "kind": e["kind"], "text": _event_text(e)} for e in events]
-    sync = next((e for e in shown if e["kind"].startswith("sync")), None)
     return _TEMPLATE.render(policies=policies, events=shown[:30], sync=sync, summary=summary,
                             now=time.strftime("%Y-%m-%d %H:%M:%S %Z"), ago=ago)
