@@ -271,3 +271,32 @@ def test_run_once_shards_split_the_work_between_instances(
     bad = CliRunner().invoke(cli.main, ["run", "--once", "--shard", "2/2", "--config", config])
     assert bad.exit_code == 2
     assert "shard 2/2: need 0 <= I < N" in bad.output
+
+
+def test_a_broken_policy_file_is_skipped_and_a_zero_interval_is_not_a_busy_loop(
+        registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+        tmp_path: Path) -> None:
+    url = config_repo({
+        "policies/fast.yaml": POLICY.format(name="fast", host=registry.host, image="fast",
+                                            interval="0s"),
+        "policies/broken.yaml": "apiVersion: image-bot/v1\nkind: ImagePolicy\nmetadata: [\n",
+    })
+    config = _repo_config([url], registry.host, tmp_path)
+
+    async def scenario() -> tuple[list[scheduling.Entry], str, list[dict[str, Any]]]:
+        with State.in_dir(tmp_path) as state:
+            metrics = observing.Metrics()
+            scheduler = scheduling.Scheduler(config, state=state, metrics=metrics,
+                                             polling=False)
+            running = asyncio.create_task(scheduler.run())
+            await _until(lambda: scheduler.ready)
+            scheduler.stop()
+            await running
+            events = [data for _, kind, data in state.events() if kind == "reload"]
+            return scheduler.entries, metrics.exposition().decode(), events
+
+    entries, text, [reload] = asyncio.run(scenario())
+    assert [(e.name, e.interval) for e in entries] == [("fast", scheduling.MIN_INTERVAL)]
+    assert 'image_bot_errors_total{kind="config"} 1.0' in text
+    [error] = reload["errors"]
+    assert error.startswith("==> File policies/broken.yaml: invalid YAML")

@@ -42,6 +42,7 @@ log = logging.getLogger("image_bot.scheduler")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_SLEEP = 30.0
+MIN_INTERVAL = 1.0  # seconds; shorter intervals are raised to this
 
 
 def parse_duration(text: str) -> float:
@@ -279,6 +280,9 @@ class Scheduler:
         self._metrics.policies.set(len(self.entries))
         removed = sorted(set(old) - set(fresh))
         log.info("policies loaded", extra={"repository": repository, "count": len(fresh)})
+        for error in policy_set.errors:  # the others run; this one waits for a fix in Git
+            self._metrics.errors.labels("config").inc()
+            log.warning("policy skipped: %s", error, extra={"repository": repository})
         self._state.log_event("reload", {"repository": repository, "policies": len(fresh),
                                          "changed": sorted(changed), "removed": removed,
                                          "errors": [str(e) for e in policy_set.errors]})
@@ -294,6 +298,7 @@ class Scheduler:
                 interval = self._interval_override or parse_duration(policy.spec.interval)
             except ValueError as exc:
                 raise ConfigError(f"{loaded.where('spec.interval')}: {exc}") from None
+            interval = max(interval, MIN_INTERVAL)  # "0s" must not become a busy loop
             image = policy.spec.image_ref
             fingerprint = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
             yield Entry(index, policy.name, image.name, image.host, interval, fingerprint)
