@@ -42,6 +42,7 @@ from image_bot.sync import agent
 from image_bot.sync import status as sync_status_files
 from image_bot.sync.settings import AgentSettings
 from image_bot.sync.status import SyncReport
+from image_bot.update import setting
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 _STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "failed": "red"}
@@ -291,6 +292,64 @@ async def _daemon_async(config: models.BotConfig, state: State, *, polling: bool
     scheduler = scheduling.Scheduler(config, state=state, metrics=metrics, shard=shard,
                                      polling=polling, interval=interval)
     await app.serve(config, scheduler=scheduler, state=state, metrics=metrics, listen=listen)
+
+
+@main.command(name="set-image")
+@click.argument("arguments", nargs=-1, required=True, metavar="PATH... IMAGE=REF...")
+@click.option("--dry-run", is_flag=True, help="Change nothing; print the unified diff.")
+@_json_option
+def set_image(arguments: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Point every reference to IMAGE under PATH (files or folders) at REF.
+
+    \b
+    REF is repo:tag, repo@sha256:…, repo:tag@sha256:…, or a bare TAG (same repository):
+      image-bot set-image deploy/ ghcr.io/acme/web=1.4.2
+      image-bot set-image values.yaml nginx=nginx:1.27@sha256:0123…
+    References are `image:` values, Helm image maps, kustomize `images:` and Compose
+    services (see docs/references.md). Only the value's bytes change; every edit is
+    re-read before the file is replaced. Exits 0 when it ran (even if nothing changed),
+    1 when a file could not be edited safely (it is left untouched), 2 on bad arguments.
+    """
+    paths, assignments = _split_set_image_arguments(arguments)
+    outcome = setting.set_images(Path.cwd(), paths, assignments, write=not dry_run)
+    result = outcome.result
+    if as_json:
+        click.echo(json.dumps({
+            "dry_run": dry_run, "files": list(result.files),
+            "changes": [{"file": c.file, "line": c.line, "image": c.image, "old": c.old,
+                         "new": c.new} for c in result.changes],
+            "skipped": [{"file": s.file, "reason": s.reason} for s in outcome.unreadable],
+            "refused": [{"file": s.file, "reason": s.reason} for s in outcome.refused],
+        }, indent=2))
+    else:
+        for file in result.files:
+            click.echo(f"{'would update' if dry_run else 'updated'} {file}")
+        if dry_run:
+            click.echo("".join(result.diffs.values()), nl=False)
+        for skipped in outcome.unreadable:
+            click.echo(f"skipped {skipped.file}: {skipped.reason}", err=True)
+        for refused in outcome.refused:
+            click.echo(f"error: {refused.file}: {refused.reason}", err=True)
+    sys.exit(EXIT_FAILED if outcome.refused else EXIT_OK)
+
+
+def _split_set_image_arguments(
+        arguments: tuple[str, ...]) -> tuple[list[Path], list[setting.Assignment]]:
+    paths: list[Path] = []
+    assignments: list[setting.Assignment] = []
+    for argument in arguments:
+        if "=" in argument and not Path(argument).exists():
+            try:
+                assignments.append(setting.parse_assignment(argument))
+            except setting.InvalidAssignment as exc:
+                raise click.UsageError(str(exc)) from None
+        elif Path(argument).exists():
+            paths.append(Path(argument))
+        else:
+            raise click.UsageError(f"{argument!r}: no such file or folder")
+    if not paths or not assignments:
+        raise click.UsageError("give at least one PATH and one IMAGE=REF")
+    return paths, assignments
 
 
 def _load_config(path: Path) -> models.BotConfig:

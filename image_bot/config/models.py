@@ -195,6 +195,7 @@ class PolicySpec(_Model):
     image: str
     select: Select
     paths: list[str] = ["**"]
+    pin_digest: bool = Field(False, alias="pin-digest")  # write repo:tag@sha256:…
     publish: Publish = Publish()
     interval: Annotated[str, Field(pattern=r"^\d+(\.\d+)?(ms|s|m|h)$")] = "5m"
 

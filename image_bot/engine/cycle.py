@@ -80,7 +80,7 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
     # 4-6. decide, edit, publish (retried on a moved branch: redo the edit on the new tip)
     author = workspaces.Author(config.git.author_name, config.git.author_email)
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        outcomes, result = _update(ws.root, planned, dry_run=dry_run)
+        outcomes, result = await _update(ws.root, planned, client, dry_run=dry_run)
         try:
             commits = () if dry_run else await asyncio.to_thread(
                 _publish, ws, result, planned, author)
@@ -150,17 +150,18 @@ async def _fetch_tags(client: registry.RegistryClient,
     return filled
 
 
-def _update(root: Path, planned: Sequence[_Planned], *,
-            dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
+async def _update(root: Path, planned: Sequence[_Planned], client: registry.RegistryClient, *,
+                  dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
     for p in planned:
         outcome, policy_edits = _decide(root, p)
         outcomes.append(outcome)
         edits.extend(policy_edits)
+    edits, unpinned = await _pin_digests(client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
     trial = rewriting.apply(root, edits, write=False)
-    unsafe = {s.file: s.reason for s in trial.skipped}
+    unsafe = {s.file: s.reason for s in trial.skipped} | unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
     result = rewriting.apply(root, edits, write=not dry_run) if edits else UpdateResult()
@@ -176,7 +177,7 @@ def _decide(root: Path, p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit
     base = PolicyOutcome(name, p.loaded.file, "current", "", image=image.name)
     if p.tags is None:
         return dataclasses.replace(base, status="failed", message=p.error or "no tags"), []
-    scan = scanning.find(root, image, spec.paths)
+    scan = scanning.find(root, image, spec.paths, policy=name)
     if scan.skipped:  # never update half of a policy's files
         problems = "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped)
         return dataclasses.replace(base, status="failed", message=problems), []
@@ -187,13 +188,44 @@ def _decide(root: Path, p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit
     for reference in scan.references:
         decision = p.policy.select(p.tags, current=reference.ref.tag)
         reasons.append(decision.reason)
-        if decision.tag:
-            new_value = refs.replace_tag(reference.value, decision.tag)
-            edits.append(rewriting.Edit(reference, new_value, decision.tag, name))
+        tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)
+        if tag:  # the writer decides how the tag (and digest) is written into each reference
+            edits.append(rewriting.Edit(reference, tag, name))
     current = scan.references[0].ref.tag
-    latest = edits[0].new_tag if edits else current
+    latest = next((e.tag for e in edits if e.tag), current)
     return dataclasses.replace(base, message="; ".join(dict.fromkeys(reasons)),
                                current=current, latest=latest), edits
+
+
+async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Planned],
+                       edits: list[rewriting.Edit]) -> tuple[list[rewriting.Edit],
+                                                             dict[str, str]]:
+    """Add the digest of the chosen tag where pin-digest (or a :digest marker) asks for it.
+
+    Returns the edits and, for a digest that could not be fetched, file → reason.
+    """
+    pinned = {p.loaded.policy.name: p.loaded.policy.spec for p in planned}
+    digests: dict[tuple[refs.ImageRef, str], str | ImageBotError] = {}
+    done: list[rewriting.Edit] = []
+    failed: dict[str, str] = {}
+    for edit in edits:
+        spec = pinned[edit.policy]
+        if edit.tag is None or not (spec.pin_digest or rewriting.needs_digest(edit.reference)):
+            done.append(edit)
+            continue
+        key = (spec.image_ref, edit.tag)
+        if key not in digests:
+            try:
+                digests[key] = await client.digest(spec.image_ref, edit.tag)
+            except ImageBotError as exc:
+                digests[key] = exc
+        digest = digests[key]
+        if isinstance(digest, str):
+            edit = dataclasses.replace(edit, digest=digest)
+        else:
+            failed[edit.reference.file] = f"cannot pin the digest of {edit.tag}: {digest}"
+        done.append(edit)
+    return done, failed
 
 
 def _settle(outcome: PolicyOutcome, result: UpdateResult, *, dry_run: bool) -> PolicyOutcome:

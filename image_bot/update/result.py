@@ -12,11 +12,12 @@ class Change:
     file: str  # path relative to the checkout root, with forward slashes
     line: int  # 1-based
     image: str  # host/repository
-    old: str  # the whole old value as written, e.g. "ghcr.io/x/app:1.0.0"
-    new: str
+    old: str  # the scalar as written: "ghcr.io/x/app:1.0.0", or "1.0.0" for a Helm tag:
+    new: str  # the scalar as it reads after the edit
     old_tag: str | None
     new_tag: str
     policy: str
+    new_digest: str | None = None  # set when the digest was written too (pin-digest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""Splice new values into file text at the exact span of each scalar, then verify by
-re-parsing that the edited values read as intended and nothing else changed.
+"""Update stage, writing half: decide the new text of each scalar of a reference, splice it
+into the file at the scalar's exact span, and verify by re-parsing that the edited values
+read as intended and nothing else changed (local files only; no network, no Git).
 
 A file is either fully edited and verified, or left untouched and reported. Files are
-replaced atomically (temporary file + rename), so a crash never leaves half an edit.
+replaced atomically (temporary file + rename), and only when their bytes change.
 """
 
 from __future__ import annotations
@@ -18,22 +19,60 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from image_bot import refs
 from image_bot.update.result import Change, Skipped, UpdateResult
-from image_bot.update.scanning import Reference
+from image_bot.update.scanning import Field, KeyPath, Reference, plain_reads_as_string
 
 _BOM = "\ufeff"
+_PLAIN_UNSAFE_START = tuple("-?:,[]{}#&*!|>'\"%@` ")
+_PLAIN_UNSAFE_TEXT = (": ", " #", ",", "[", "]", "{", "}", "\t")
+
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """Write ``new_value`` in place of ``reference`` (on behalf of ``policy``)."""
+    """Point ``reference`` at ``tag`` (and ``digest``) on behalf of ``policy``.
+
+    ``tag=None`` is a digest-only update (``repo@digest``; a separate tag field is kept);
+    ``name`` renames the image (set-image).
+    """
 
     reference: Reference
-    new_value: str
-    new_tag: str
+    tag: str | None
     policy: str
+    digest: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """The new text of one scalar (``value`` as it should read, ``text`` as it is written)."""
+
+    edit: Edit
+    field: Field
+    value: str
+    text: str
+
 
 class UnsafeEdit(Exception):
     """This file cannot be edited safely; the message says why."""
+
+
+def needs_digest(reference: Reference) -> bool:
+    """Whether the reference can only be written with a digest, even without pin-digest: a
+    ``:digest`` marker, or a Helm/kustomize entry with a digest and no tag field."""
+    if reference.field("digest") is None:
+        return False
+    return reference.kind == "marker" or (
+        reference.field("image") is None and reference.field("tag") is None)
+
+
+def new_value(edit: Edit) -> str:
+    """The reference as it will read after ``edit`` (``repo:tag@digest``), for messages."""
+    ref = edit.reference
+    name = edit.name or ref.ref.name
+    tag = edit.tag or ref.ref.tag
+    return f"{name}{f':{tag}' if tag else ''}{f'@{edit.digest}' if edit.digest else ''}"
+
 
 def apply(root: Path, edits: Sequence[Edit], *, write: bool = True) -> UpdateResult:
     """Apply ``edits`` under ``root``; each file is edited completely or not at all."""
@@ -45,81 +84,201 @@ def apply(root: Path, edits: Sequence[Edit], *, write: bool = True) -> UpdateRes
         result = result.merged(_apply_file(root, file, file_edits, write=write))
     return result
 
+
 def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool) -> UpdateResult:
     path = root / file
-    data = path.read_bytes()
-    original = data.decode("utf-8")
+    original = path.read_bytes().decode("utf-8")
     bom = _BOM if original.startswith(_BOM) else ""
     text = original.removeprefix(bom)
     try:
-        new_text = splice(text, edits)
-        verify(text, new_text, edits)
+        writes = plan(text, edits)
+        new_text = splice(text, writes)
+        verify(text, new_text, writes)
     except UnsafeEdit as exc:
         return UpdateResult(skipped=(Skipped(file, str(exc)),))
     if new_text == text:
         return UpdateResult()
     if write:
         _replace_atomically(path, (bom + new_text).encode("utf-8"))
-    changes = tuple(_change(edit) for edit in sorted(edits, key=lambda e: e.reference.start))
     diff = "".join(difflib.unified_diff(
         text.splitlines(keepends=True), new_text.splitlines(keepends=True),
         fromfile=f"a/{file}", tofile=f"b/{file}"))
-    return UpdateResult(changes=changes, diffs={file: diff})
+    return UpdateResult(changes=tuple(_change(w) for w in writes), diffs={file: diff})
 
-def splice(text: str, edits: Sequence[Edit]) -> str:
-    """Replace each reference's span with its new value, keeping the quote style."""
-    unique: dict[tuple[int, int], Edit] = {}
+
+# --- 1. what to write -------------------------------------------------------------------
+
+
+def plan(text: str, edits: Sequence[Edit]) -> list[_Write]:
+    """The scalars to rewrite, one per span, in file order; raises :class:`UnsafeEdit`."""
+    by_span: dict[tuple[int, int], _Write] = {}
     for edit in edits:
-        span = (edit.reference.start, edit.reference.end)
-        if span in unique and unique[span].new_value != edit.new_value:
-            raise UnsafeEdit(f"line {edit.reference.line}: policies {unique[span].policy!r} and "
-                          f"{edit.policy!r} want different values")
-        unique[span] = edit
-    for (start, end), edit in sorted(unique.items(), reverse=True):
-        ref = edit.reference
-        quote = ref.style
-        if text[start:end] != f"{quote}{ref.value}{quote}":
-            raise UnsafeEdit(f"line {ref.line}: the value is written with escapes or across "
-                          f"lines; not edited")
-        text = f"{text[:start]}{quote}{edit.new_value}{quote}{text[end:]}"
+        for f, value in _values(edit):
+            written = _render(text, f, value)
+            if written == text[f.start:f.end]:
+                continue
+            span = (f.start, f.end)
+            if span in by_span and by_span[span].value != value:
+                raise UnsafeEdit(f"line {f.line}: policies {by_span[span].edit.policy!r} and "
+                                 f"{edit.policy!r} want different values")
+            by_span[span] = _Write(edit, f, value, written)
+    return [by_span[span] for span in sorted(by_span)]
+
+
+def _values(edit: Edit) -> list[tuple[Field, str]]:
+    ref = edit.reference
+    if ref.problem:
+        raise UnsafeEdit(ref.problem)
+    _check_writable(edit)
+    return [(f, _value(f, edit)) for f in ref.fields]
+
+
+def _check_writable(edit: Edit) -> None:
+    ref = edit.reference
+    fields = {f.role for f in ref.fields}
+    renamed = edit.name is not None and not _same_image(edit.name, ref.target)
+    if renamed and "image" not in fields:
+        raise UnsafeEdit(f"line {ref.line}: renaming the image of a {ref.kind} reference is "
+                         f"not supported; change its repository by hand")
+    if needs_digest(ref) and not edit.digest:
+        raise UnsafeEdit(f"line {ref.line}: this {ref.kind} reference is written as a digest; "
+                         f"it needs the digest of the new tag")
+    tag = ref.field("tag")
+    embedded = tag is not None and "@" in tag.value
+    if edit.digest and ref.kind != "marker" and "image" not in fields and (
+            "digest" not in fields and not embedded):
+        raise UnsafeEdit(f"line {ref.line}: pin-digest is on but this {ref.kind} reference "
+                         f"has no digest field to write to; add `digest: \"\"` next to it")
+
+
+def _value(f: Field, edit: Edit) -> str:
+    ref = edit.reference
+    if f.role == "image":
+        return _whole(f.value, edit)
+    if f.role == "tag":
+        tag = edit.tag or f.value.partition("@")[0]
+        return f"{tag}@{edit.digest}" if "@" in f.value and edit.digest else tag
+    if f.role == "digest":
+        return edit.digest or ""  # a digest of the old tag would pin the old image
+    if ref.kind != "marker":
+        return f.value  # a Helm repository names the image together with its registry
+    wanted = edit.name or familiar(ref.target)
+    return f.value if _same_image(f.value, _parse_name(wanted)) else wanted
+
+
+def _whole(old: str, edit: Edit) -> str:
+    """``old`` (a whole reference) pointed at the new tag, keeping the user's spelling."""
+    target = edit.reference.target if edit.name is None else _parse_name(edit.name)
+    if _same_image(old, target):
+        name = old.split("@", 1)[0]
+        slash, colon = name.rfind("/"), name.rfind(":")
+        name = name[:colon] if colon > slash else name
+    else:
+        name = edit.name or familiar(target)
+    tag = edit.tag
+    return f"{name}{f':{tag}' if tag else ''}{f'@{edit.digest}' if edit.digest else ''}"
+
+
+def familiar(image: refs.ImageRef) -> str:
+    """How people write the image: ``nginx`` and ``bitnami/nginx`` on Docker Hub."""
+    if image.host == refs.DOCKER_HUB:
+        return image.repository.removeprefix("library/")
+    return image.name
+
+
+def _parse_name(text: str) -> refs.ImageRef:
+    return refs.parse(text).with_tag(None)
+
+
+def _same_image(text: str, image: refs.ImageRef) -> bool:
+    try:
+        return refs.parse(text).same_image(image)
+    except refs.InvalidReference:
+        return False
+
+
+# --- 2. how to write it -------------------------------------------------------------------
+
+
+def _render(text: str, f: Field, value: str) -> str:
+    """``value`` written in the scalar's own style; plain only if it stays a plain string."""
+    quote = f.style
+    if quote not in ("", "'", '"') or text[f.start:f.end] != f"{quote}{f.value}{quote}":
+        raise UnsafeEdit(f"line {f.line}: the value is written with escapes or across lines; "
+                         f"not edited")
+    if quote == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if quote == '"' or not _plain_safe(value):
+        written = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        written = value
+    if f.start == f.end and f.start > 0 and not text[f.start - 1].isspace():
+        written = " " + written  # "tag:" (null) becomes 'tag: "1.2"', not 'tag:"1.2"'
+    return written
+
+
+def _plain_safe(value: str) -> bool:
+    """Whether ``value`` can be written plain and still read back as this very string."""
+    return (bool(value) and not value.startswith(_PLAIN_UNSAFE_START)
+            and not value.endswith((":", " ")) and plain_reads_as_string(value)
+            and not any(part in value for part in _PLAIN_UNSAFE_TEXT))
+
+
+def splice(text: str, writes: Sequence[_Write]) -> str:
+    """Replace each scalar's span with its new text, last first so offsets stay valid."""
+    for w in sorted(writes, key=lambda w: w.field.start, reverse=True):
+        text = f"{text[:w.field.start]}{w.text}{text[w.field.end:]}"
     return text
 
-def verify(old_text: str, new_text: str, edits: Sequence[Edit]) -> None:
+
+# --- 3. did it work -----------------------------------------------------------------------
+
+
+def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
     """The new text must parse to the old documents with exactly the edited values changed."""
     try:
         expected = _load(old_text)
     except YAMLError as exc:  # e.g. duplicate keys: valid to compose, ambiguous to edit
         raise UnsafeEdit(f"the file is ambiguous YAML ({_first_line(exc)}); not edited") from None
-    for edit in edits:
-        _set(expected, edit.reference.path, edit.new_value)
+    for w in writes:
+        for path in w.field.paths:
+            _set(expected, path, w.value)
     try:
         actual = _load(new_text)
     except YAMLError as exc:
         raise UnsafeEdit(f"the edited file would not parse ({type(exc).__name__}); "
-                      f"not edited") from None
+                         f"not edited") from None
     if actual != expected:
         raise UnsafeEdit("re-reading the edited file gave different values than intended; "
-                      "not edited")
+                         "not edited")
+
 
 def _first_line(exc: YAMLError) -> str:
     problem = getattr(exc, "problem", None) or str(exc)
-    return problem.strip().splitlines()[0]
+    return str(problem).strip().splitlines()[0]
 
 
 def _load(text: str) -> list[Any]:
     return list(YAML(typ="safe", pure=True).load_all(text))
 
-def _set(documents: list[Any], path: tuple[int | str, ...], value: str) -> None:
-    node: Any = documents
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
 
-def _change(edit: Edit) -> Change:
-    ref = edit.reference
-    return Change(file=ref.file, line=ref.line, image=ref.ref.name, old=ref.value,
-                  new=edit.new_value, old_tag=ref.ref.tag, new_tag=edit.new_tag,
-                  policy=edit.policy)
+def _set(documents: list[Any], path: KeyPath, value: str) -> None:
+    node: Any = documents
+    try:
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        raise UnsafeEdit(f"cannot check the edit of {'.'.join(map(str, path[1:]))} "
+                         f"(a key that is not a string?); not edited") from None
+
+
+def _change(w: _Write) -> Change:
+    ref, edit = w.edit.reference, w.edit
+    return Change(file=ref.file, line=w.field.line, image=ref.ref.name, old=w.field.value,
+                  new=w.value, old_tag=ref.ref.tag, new_tag=edit.tag or ref.ref.tag or "",
+                  policy=edit.policy, new_digest=edit.digest)
+
 
 def _replace_atomically(path: Path, data: bytes) -> None:
     mode = path.stat().st_mode
@@ -132,4 +291,3 @@ def _replace_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-

@@ -1,0 +1,86 @@
+"""Update stage on its own, for ``image-bot set-image``: point every reference to an image
+under some paths at a given tag or digest (local files only; no registry, no Git, no policy).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_bot import refs
+from image_bot.update import rewriting, scanning
+from image_bot.update.result import Skipped, UpdateResult
+
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+
+
+class InvalidAssignment(ValueError):
+    """An ``IMAGE=REF`` argument that does not say what to write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """``IMAGE=REF``: find ``image``, write ``tag`` and/or ``digest`` (and ``name``, to rename)."""
+
+    text: str
+    image: refs.ImageRef
+    tag: str | None
+    digest: str | None
+    name: str | None  # None keeps each reference's own spelling of the image
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: UpdateResult  # what changed (or would change, on a dry run)
+    unreadable: tuple[Skipped, ...]  # files that mention the image but do not parse
+    refused: tuple[Skipped, ...]  # files with references that could not be edited safely
+
+
+def parse_assignment(text: str) -> Assignment:
+    """``IMAGE=repo:tag``, ``IMAGE=repo@digest``, ``IMAGE=repo:tag@digest`` or ``IMAGE=TAG``."""
+    image_text, sep, ref_text = text.partition("=")
+    if not sep or not image_text or not ref_text:
+        raise InvalidAssignment(f"{text!r}: expected IMAGE=REF, e.g. ghcr.io/acme/web=1.2.3")
+    try:
+        image = refs.parse(image_text)
+    except refs.InvalidReference as exc:
+        raise InvalidAssignment(f"{text!r}: {exc}") from None
+    if image.tag or image.digest:
+        raise InvalidAssignment(f"{text!r}: name the image without a tag or digest before '='")
+    if "@" not in ref_text and ":" not in ref_text and "/" not in ref_text:
+        if not _TAG.match(ref_text):
+            raise InvalidAssignment(f"{text!r}: {ref_text!r} is not a valid tag")
+        return Assignment(text, image, ref_text, None, None)
+    name_text = ref_text.split("@", 1)[0]
+    try:
+        # "IMAGE=@sha256:…" means the same repository, by digest
+        new = refs.parse(ref_text if name_text else f"{image.name}{ref_text}")
+    except refs.InvalidReference as exc:
+        raise InvalidAssignment(f"{text!r}: {exc}") from None
+    if not new.tag and not new.digest:
+        raise InvalidAssignment(f"{text!r}: the new reference needs a tag or a digest")
+    name = None if new.same_image(image) else _strip_tag(name_text)
+    return Assignment(text, image, new.tag, new.digest, name)
+
+
+def _strip_tag(name: str) -> str:
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def set_images(root: Path, paths: Sequence[Path], assignments: Sequence[Assignment], *,
+               write: bool = True) -> Outcome:
+    """Rewrite every reference under ``paths`` (named relative to ``root``)."""
+    files = scanning.yaml_files(paths)
+    edits: list[rewriting.Edit] = []
+    unreadable: dict[Skipped, None] = {}
+    for assignment in assignments:
+        scan = scanning.scan_files(root, files, assignment.image)
+        unreadable.update(dict.fromkeys(scan.skipped))
+        edits += [rewriting.Edit(reference, assignment.tag, "set-image",
+                                 digest=assignment.digest, name=assignment.name)
+                  for reference in scan.references]
+    result = rewriting.apply(root, edits, write=write)
+    return Outcome(result, tuple(unreadable), result.skipped)
