@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from image_bot import refs
 from image_bot.update import rewriting, scanning
 

@@ -99,8 +99,8 @@ def test_pin_digest_on_a_helm_map_without_a_digest_key_is_refused(tmp_path: Path
     result = _edit_all(tmp_path, "1.1.0", digest=DIGEST)
 
     assert [(s.file, s.reason) for s in result.skipped] == [(
-        "v.yaml", 'line 2: pin-digest is on but this helm reference has no digest field to '
-                  'write to; add `digest: ""` next to it')]
+        "v.yaml", 'line 2: cannot pin a digest: this helm reference has no digest field; '
+                  'add `digest: ""` next to its tag')]
     assert (tmp_path / "v.yaml").read_text() == text
 
 

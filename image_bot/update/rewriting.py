@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import refs
+from image_bot.update import scanning
 from image_bot.update.result import Change, Skipped, UpdateResult
 from image_bot.update.scanning import Field, KeyPath, Reference, plain_reads_as_string
 
@@ -147,8 +148,8 @@ def _check_writable(edit: Edit) -> None:
     embedded = tag is not None and "@" in tag.value
     if edit.digest and ref.kind != "marker" and "image" not in fields and (
             "digest" not in fields and not embedded):
-        raise UnsafeEdit(f"line {ref.line}: pin-digest is on but this {ref.kind} reference "
-                         f"has no digest field to write to; add `digest: \"\"` next to it")
+        raise UnsafeEdit(f"line {ref.line}: cannot pin a digest: this {ref.kind} reference has no "
+                         f"digest field; add `digest: \"\"` next to its tag")
 
 
 def _value(f: Field, edit: Edit) -> str:
@@ -237,7 +238,7 @@ def splice(text: str, writes: Sequence[_Write]) -> str:
 def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
     """The new text must parse to the old documents with exactly the edited values changed."""
     try:
-        expected = _load(old_text)
+        expected = scanning.load_documents(old_text)
     except YAMLError as exc:  # e.g. duplicate keys: valid to compose, ambiguous to edit
         raise UnsafeEdit(f"the file is ambiguous YAML ({_first_line(exc)}); not edited") from None
     for w in writes:

@@ -17,13 +17,15 @@ policy, so most files of a large repository are never parsed.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import functools
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -104,14 +106,19 @@ class Scan:
 
 def candidate_files(root: Path, patterns: Sequence[str]) -> list[Path]:
     """YAML files under ``root`` matching any glob in ``patterns`` (``**`` spans folders)."""
+    everything = any(pattern.strip("/") in ("**", "**/*", "") for pattern in patterns)
     files = []
-    for path in sorted(root.rglob("*")):
-        if path.suffix not in _YAML_SUFFIXES or ".git" in path.relative_to(root).parts:
-            continue
-        relative = path.relative_to(root).as_posix()
-        if any(_matches(relative, pattern) for pattern in patterns) and path.is_file():
-            files.append(path)
-    return files
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        base = Path(folder)
+        prefix = base.relative_to(root).as_posix()
+        for name in sorted(names):
+            if not name.endswith(_YAML_SUFFIXES):
+                continue
+            relative = name if prefix == "." else f"{prefix}/{name}"
+            if everything or any(_matches(relative, pattern) for pattern in patterns):
+                files.append(base / name)
+    return sorted(files)
 
 
 def yaml_files(paths: Sequence[Path]) -> list[Path]:
@@ -147,14 +154,18 @@ def scan_files(root: Path, files: Sequence[Path], image: refs.ImageRef, *,
     found: list[Reference] = []
     skipped: list[Skipped] = []
     parsed = 0
+    needles = _needles(image, policy)
     for path in files:
+        data = path.read_bytes()
+        if not any(needle in data for needle in needles):
+            continue  # cheap filter: most files are never decoded, let alone parsed
         relative = _relative(path, root)
-        text = read_text(path)
+        text = _decode(data)
         if text is None:
             skipped.append(Skipped(relative, "not UTF-8 text"))
             continue
         if not mentions(text, image, policy):
-            continue  # cheap filter: most files never need parsing
+            continue
         parsed += 1
         try:
             found.extend(references_in(text, image, relative, policy=policy))
@@ -163,11 +174,20 @@ def scan_files(root: Path, files: Sequence[Path], image: refs.ImageRef, *,
     return Scan(tuple(found), tuple(skipped), parsed)
 
 
+def _needles(image: refs.ImageRef, policy: str | None) -> tuple[bytes, ...]:
+    """Byte strings one of which a file must contain to be looked at more closely."""
+    repository = image.repository.removeprefix("library/").encode()
+    return (repository, b"$imagepolicy", b'"image-bot"') if policy else (repository,)
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return path.relative_to(root).as_posix()
     except ValueError:
-        return path.as_posix()
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return path.as_posix()
 
 
 def mentions(text: str, image: refs.ImageRef, policy: str | None) -> bool:
@@ -180,8 +200,12 @@ def mentions(text: str, image: refs.ImageRef, policy: str | None) -> bool:
 
 def read_text(path: Path) -> str | None:
     """The file as text with any BOM removed (the writer puts it back), or None."""
+    return _decode(path.read_bytes())
+
+
+def _decode(data: bytes) -> str | None:
     try:
-        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         return None
 
@@ -195,19 +219,36 @@ def references_in(text: str, image: refs.ImageRef, file: str, *,
     """References to ``image`` in every document of ``text``; raises YAMLError if unparsable."""
     markers = _markers(text) if policy is not None else {}
     for tree in _trees(text):
-        yield from _Finder(tree, image, file, policy, markers).references()
+        if tree is not None:
+            yield from _Finder(tree, image, file, policy, markers).references()
 
 
-@functools.lru_cache(maxsize=32)
-def _trees(text: str) -> tuple[_Tree, ...]:
-    """Each document of ``text`` as a walked tree; cached, since a file that mentions several
-    policies' images is searched once per policy (the trees are never modified)."""
-    trees = []
+def load_documents(text: str) -> list[Any]:
+    """The data of every document, as ``YAML(typ="safe").load_all`` reads it, built from the
+    parse the scan already made (the writer compares it with the re-read edited text)."""
+    documents: list[Any] = []
+    for tree in _trees(text):
+        if tree is None:
+            documents.append(None)
+            continue
+        # constructing flattens merge keys in place: keep the cached nodes as they were
+        root = copy.deepcopy(tree.root) if tree.merges else tree.root
+        documents.append(YAML(typ="safe", pure=True).constructor.construct_document(root))
+    return documents
+
+
+@functools.lru_cache(maxsize=128)
+def _trees(text: str) -> tuple[_Tree | None, ...]:
+    """Each document of ``text`` as a walked tree (None for an empty one); cached, since a
+    file is searched once per policy and read again to verify an edit."""
+    trees: list[_Tree | None] = []
     for index, document in enumerate(compose_all(text)):
-        if document is not None:
-            tree = _Tree(text)
-            tree.walk(document, (index,))
-            trees.append(tree)
+        if document is None:
+            trees.append(None)
+            continue
+        tree = _Tree(text, document)
+        tree.walk(document, (index,))
+        trees.append(tree)
     return tuple(trees)
 
 
@@ -217,11 +258,13 @@ def _trees(text: str) -> tuple[_Tree, ...]:
 @dataclass
 class _Tree:
     text: str
+    root: Node
     paths: dict[int, list[KeyPath]] = field(default_factory=dict)
     mappings: dict[int, MappingNode] = field(default_factory=dict)
     sequences: dict[int, SequenceNode] = field(default_factory=dict)
     values: dict[int, ScalarNode] = field(default_factory=dict)  # scalars that are values
     visits: int = 0
+    merges: bool = False
     _detections: list[_Draft] | None = None
 
     def walk(self, node: Node, path: KeyPath, stack: tuple[int, ...] = ()) -> None:
@@ -246,6 +289,7 @@ class _Tree:
             if not isinstance(key, ScalarNode):
                 continue
             if key.value == _MERGE and str(key.tag).endswith(":merge"):
+                self.merges = True
                 sources = value.value if isinstance(value, SequenceNode) else [value]
                 hidden = exclude | own
                 for source in sources:  # the mapping's own keys, then earlier sources, win

@@ -49,11 +49,12 @@ def parse_assignment(text: str) -> Assignment:
         raise InvalidAssignment(f"{text!r}: {exc}") from None
     if image.tag or image.digest:
         raise InvalidAssignment(f"{text!r}: name the image without a tag or digest before '='")
-    if "@" not in ref_text and ":" not in ref_text and "/" not in ref_text:
-        if not _TAG.match(ref_text):
-            raise InvalidAssignment(f"{text!r}: {ref_text!r} is not a valid tag")
-        return Assignment(text, image, ref_text, None, None)
-    name_text = ref_text.split("@", 1)[0]
+    name_text, _, digest_text = ref_text.partition("@")
+    if ":" not in name_text and "/" not in name_text and not _names(name_text, image):
+        if not _TAG.match(name_text):  # a bare tag (or tag@digest): same repository
+            raise InvalidAssignment(f"{text!r}: {name_text!r} is not a valid tag")
+        ref_text = f"{image.name}:{name_text}" + (f"@{digest_text}" if digest_text else "")
+        name_text = image.name
     try:
         # "IMAGE=@sha256:…" means the same repository, by digest
         new = refs.parse(ref_text if name_text else f"{image.name}{ref_text}")
@@ -63,6 +64,13 @@ def parse_assignment(text: str) -> Assignment:
         raise InvalidAssignment(f"{text!r}: the new reference needs a tag or a digest")
     name = None if new.same_image(image) else _strip_tag(name_text)
     return Assignment(text, image, new.tag, new.digest, name)
+
+
+def _names(text: str, image: refs.ImageRef) -> bool:
+    try:
+        return refs.parse(text).same_image(image)
+    except refs.InvalidReference:
+        return False
 
 
 def _strip_tag(name: str) -> str:
