@@ -167,3 +167,24 @@ def test_set_image_refusal_and_bad_arguments(tmp_path: Path,
         bad = CliRunner().invoke(cli.main, ["set-image", *args])
         assert bad.exit_code == 2, args
         assert message in bad.output, bad.output
+
+
+def test_pin_digest_leaves_a_current_tag_the_registry_no_longer_has(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path],
+) -> None:
+    host = registry.host
+    devservers.push_image(registry.url, "team/gone-web", "1.0.0")
+    deployment = DEPLOYMENT.format(host=host, image="gone-web").replace("1.0.0", "1.5.0")
+    url = config_repo({
+        "deploy/app.yaml": deployment,
+        "policies/web.yaml": POLICY.format(name="web", host=host, image="gone-web"),
+    })
+    config = bot_config(url, registries=[{"host": host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config), "--json")
+
+    assert result.exit_code == 0, result.output
+    [outcome] = json.loads(result.output)["repositories"][0]["outcomes"]
+    assert (outcome["status"], outcome["changes"]) == ("current", [])
+    assert "no downgrade" in outcome["message"]

@@ -222,6 +222,8 @@ async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Plann
         digest = digests[key]
         if isinstance(digest, str):
             edit = dataclasses.replace(edit, digest=digest)
+        elif edit.tag == edit.reference.ref.tag:
+            continue  # only re-pinning the current tag (gone from the registry?): leave it
         else:
             failed[edit.reference.file] = f"cannot pin the digest of {edit.tag}: {digest}"
         done.append(edit)
