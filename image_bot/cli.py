@@ -462,6 +462,9 @@ _sync_config = click.option(
               help="Docker engine to sync (unix:///path/docker.sock, tcp://...).")
 @click.option("--namespace", help="kubernetes: namespace for objects without one and for "
                                   "the ApplySet.")
+@click.option("--listen", envvar="IMAGE_BOT_SYNC_LISTEN", show_envvar=True,
+              help="Serve the sync status as Prometheus metrics on HOST:PORT (/metrics) "
+                   "while the agent runs (not with --once).")
 @click.option("--kubectl", default="kubectl", show_default=True, envvar="IMAGE_BOT_KUBECTL",
               show_envvar=True, help="kubernetes: the kubectl binary (uses KUBECONFIG).")
 @click.option("--no-validate", is_flag=True,
@@ -474,7 +477,8 @@ _sync_config = click.option(
 def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: str,
          once: bool, interval: float, name: str | None, no_prune: bool, no_self_heal: bool,
          healthy_after: float, health_timeout: float, stop_timeout: int,
-         docker_host: str | None, namespace: str | None, kubectl: str, no_validate: bool,
+         docker_host: str | None, namespace: str | None, listen: str | None, kubectl: str,
+         no_validate: bool,
          state_dir: Path | None,
          config_path: Path | None, as_json: bool) -> None:
     """Apply the config repository to a Docker host (or Kubernetes) and keep it there.
@@ -505,9 +509,20 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
             report = syncing.run_pass(job, sync_target)
             _print_sync([report], as_json=as_json)
             sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
-        syncing.run_forever(job, sync_target, interval=interval,
-                            on_report=lambda r: _print_sync([r], as_json=as_json),
-                            sleep=waking.sleeper(directory))
+        stop_metrics = None
+        if listen:
+            try:
+                host, port = app.parse_listen(listen)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), param_hint="--listen") from None
+            stop_metrics = syncing.serve_metrics(directory, host=host, port=port)
+        try:
+            syncing.run_forever(job, sync_target, interval=interval,
+                                on_report=lambda r: _print_sync([r], as_json=as_json),
+                                sleep=waking.sleeper(directory))
+        finally:
+            if stop_metrics:
+                stop_metrics()
     finally:
         sync_target.close()
 

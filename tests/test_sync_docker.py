@@ -323,3 +323,39 @@ def test_pulls_use_the_registry_credentials_of_the_bot_config(
     assert _services(report)["app"]["action"] == "created"
     assert "s3cret-pw" not in json.dumps(report)
     engine.containers.get("priv-app").remove(force=True)
+
+
+def test_a_container_changed_or_removed_by_hand_is_recreated_from_git(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+) -> None:
+    devservers.push_busybox_image(registry.url, "team/drift", "1.0.0")
+    url = config_repo({"deploy/drift.yaml": (
+        f"services:\n  job:\n    image: {registry.host}/team/drift:1.0.0\n"
+        f"    command: sleep 3600\n    network_mode: none\n    restart: unless-stopped\n")})
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "drift")
+    assert agent.once()[0] == 0
+    original = engine.containers.get("drift-job")
+
+    original.update(restart_policy={"Name": "no"})
+    code, report = agent.once("--no-self-heal")
+    job = _services(report)["job"]
+    assert (code, job["sync"], job["drift"]) == (
+        1, "OutOfSync", "restart policy changed by hand to no")
+    assert engine.containers.get("drift-job").id == original.id
+
+    code, report = agent.once()
+    job = _services(report)["job"]
+    assert (code, job["sync"], job["action"]) == (0, "Synced", "updated")
+    replacement = engine.containers.get("drift-job")
+    assert replacement.id != original.id
+    assert replacement.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+    replacement.remove(force=True)
+    code, report = agent.once("--no-self-heal")
+    job = _services(report)["job"]
+    assert (code, job["health"], job["drift"]) == (1, "Missing", "container removed by hand")
+    code, report = agent.once()
+    assert (code, _services(report)["job"]["action"]) == (0, "created")
+    assert engine.containers.get("drift-job").status == "running"
+    engine.containers.get("drift-job").remove(force=True)

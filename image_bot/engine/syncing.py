@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from image_bot.config import models
 from image_bot.errors import ImageBotError
@@ -99,3 +102,46 @@ def run_forever(job: SyncJob, target: agent.Target, *, interval: float,
     while True:
         on_report(run_pass(job, target))
         sleep(interval)
+
+
+class StatusCollector:
+    """Prometheus metrics of every sync agent whose status file is in ``state_dir``, read at
+    each scrape (so a daemon sharing the state dir, or the agent itself, exports them)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = status_dir(state_dir)
+
+    def collect(self) -> Iterator[Metric]:
+        reports = status.read_all(self.directory)
+        service = GaugeMetricFamily(
+            "image_bot_sync_service", "One per service (docker) or object (kubernetes), with "
+            "its sync and health state as labels; the value is 1.",
+            labels=["agent", "application", "service", "sync", "health"])
+        ok = GaugeMetricFamily("image_bot_sync_ok", "1 when the agent's last pass found every "
+                               "service Synced and Healthy, else 0.", labels=["agent"])
+        finished = GaugeMetricFamily("image_bot_sync_last_pass_timestamp_seconds",
+                                     "When the agent's last pass ended (Unix time).",
+                                     labels=["agent"])
+        errors = GaugeMetricFamily("image_bot_sync_errors", "Whole-pass or whole-file errors "
+                                   "of the agent's last pass.", labels=["agent"])
+        for report in reports:
+            for s in report.services:
+                service.add_metric([report.agent, s.application, s.service, s.sync, s.health], 1)
+            ok.add_metric([report.agent], 1 if report.ok else 0)
+            finished.add_metric([report.agent], report.finished_at)
+            errors.add_metric([report.agent], len(report.errors))
+        yield from (service, ok, finished, errors)
+
+
+def serve_metrics(state_dir: Path, *, host: str, port: int) -> Callable[[], None]:
+    """Serve ``/metrics`` with the sync status on ``host:port`` (a thread); returns stop."""
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(state_dir))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
