@@ -167,6 +167,28 @@ def test_paths_limit_where_references_are_found(tmp_path: Path) -> None:
     assert sorted(r.file for r in scan.references) == ["apps/a/d.yaml", "other/d.yaml"]
 
 
+def test_an_index_lists_and_reads_the_checkout_once_for_every_policy(tmp_path: Path) -> None:
+    for folder in ("apps/a", "apps/b"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "d.yaml").write_text(
+            "containers:\n  - image: ghcr.io/team/app:1\n  - image: ghcr.io/team/api:1\n")
+    (tmp_path / "apps/a/m.yaml").write_text('v: 1.0.0 # {"$imagepolicy": "api:tag"}\n')
+    index = scanning.Index(tmp_path)
+    api = refs.parse("ghcr.io/team/api")
+    searches = [(APP, ["**"], None), (api, ["apps/a/**"], "api"), (api, ["**"], "api")]
+
+    with_index = [scanning.find(tmp_path, image, paths, policy=policy, index=index)
+                  for image, paths, policy in searches]
+
+    assert index.reads == 3  # each file once, though three searches looked at them
+    assert with_index == [scanning.find(tmp_path, image, paths, policy=policy)
+                          for image, paths, policy in searches]
+    assert [sorted((r.file, r.kind) for r in scan.references) for scan in with_index] == [
+        [("apps/a/d.yaml", "image"), ("apps/b/d.yaml", "image")],
+        [("apps/a/d.yaml", "image"), ("apps/a/m.yaml", "marker")],
+        [("apps/a/d.yaml", "image"), ("apps/a/m.yaml", "marker"), ("apps/b/d.yaml", "image")]]
+
+
 def test_alias_bombs_are_refused_not_expanded(tmp_path: Path) -> None:
     lines = ["a0: &a0 [image: ghcr.io/team/app:1]"]
     lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]

@@ -154,8 +154,9 @@ async def _update(root: Path, planned: Sequence[_Planned], client: registry.Regi
                   dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
+    index = scanning.Index(root)  # list and read the checkout once for all policies
     for p in planned:
-        outcome, policy_edits = _decide(root, p)
+        outcome, policy_edits = _decide(root, p, index)
         outcomes.append(outcome)
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(client, planned, edits)
@@ -171,13 +172,14 @@ async def _update(root: Path, planned: Sequence[_Planned], client: registry.Regi
     return [_settle(o, result, dry_run=dry_run) for o in outcomes], result
 
 
-def _decide(root: Path, p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
+def _decide(root: Path, p: _Planned,
+            index: scanning.Index | None = None) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
     spec, name = p.loaded.policy.spec, p.loaded.policy.name
     image = spec.image_ref
     base = PolicyOutcome(name, p.loaded.file, "current", "", image=image.name)
     if p.tags is None:
         return dataclasses.replace(base, status="failed", message=p.error or "no tags"), []
-    scan = scanning.find(root, image, spec.paths, policy=name)
+    scan = scanning.find(root, image, spec.paths, policy=name, index=index)
     if scan.skipped:  # never update half of a policy's files
         problems = "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped)
         return dataclasses.replace(base, status="failed", message=problems), []

@@ -22,7 +22,7 @@ import fnmatch
 import functools
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -142,21 +142,49 @@ def _matches(relative: str, pattern: str) -> bool:
     return relative.startswith(pattern + "/")  # a plain directory name covers what is inside
 
 
+class Index:
+    """The YAML files under a checkout and their bytes, listed and read once and shared by
+    every policy's search (one per update pass: files edited afterwards are not seen)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files: list[Path] | None = None
+        self._data: dict[Path, bytes] = {}
+        self.reads = 0
+
+    def files(self, patterns: Sequence[str]) -> list[Path]:
+        if self._files is None:
+            self._files = candidate_files(self.root, ["**"])
+        everything = any(p.strip("/") in ("**", "**/*", "") for p in patterns)
+        return [path for path in self._files if everything or any(
+            _matches(path.relative_to(self.root).as_posix(), p) for p in patterns)]
+
+    def read(self, path: Path) -> bytes:
+        if path not in self._data:
+            self._data[path] = path.read_bytes()
+            self.reads += 1
+        return self._data[path]
+
+
 def find(root: Path, image: refs.ImageRef, patterns: Sequence[str], *,
-         policy: str | None = None) -> Scan:
-    """All references to ``image`` (or marked for ``policy``) in files under ``root``."""
-    return scan_files(root, candidate_files(root, patterns), image, policy=policy)
+         policy: str | None = None, index: Index | None = None) -> Scan:
+    """All references to ``image`` (or marked for ``policy``) in files under ``root``;
+    with ``index``, files are listed and read once for all the policies that share it."""
+    if index is None:
+        return scan_files(root, candidate_files(root, patterns), image, policy=policy)
+    return scan_files(root, index.files(patterns), image, policy=policy, read=index.read)
 
 
 def scan_files(root: Path, files: Sequence[Path], image: refs.ImageRef, *,
-               policy: str | None = None) -> Scan:
+               policy: str | None = None,
+               read: Callable[[Path], bytes] = Path.read_bytes) -> Scan:
     """References in ``files``, named relative to ``root``; unreadable files are skipped."""
     found: list[Reference] = []
     skipped: list[Skipped] = []
     parsed = 0
     needles = _needles(image, policy)
     for path in files:
-        data = path.read_bytes()
+        data = read(path)
         if not any(needle in data for needle in needles):
             continue  # cheap filter: most files are never decoded, let alone parsed
         relative = _relative(path, root)
