@@ -280,8 +280,14 @@ def test_sync_agent_gets_its_own_account_and_namespaced_role() -> None:
     sync = one(objects, "Deployment", "rel-image-bot-sync")
     assert container(sync)["args"] == [
         "sync", "--repo", REPO, "--branch", "main", "--path", "clusters/prod",
-        "--target", "kubernetes", "--interval", "1m", "--namespace", "bots"]
+        "--target", "kubernetes", "--interval", "1m", "--namespace", "bots",
+        "--listen", "0.0.0.0:8081"]
     assert env(sync)["IMAGE_BOT_CONFIG"] == "/etc/image-bot/config/bot.yaml"
+    assert container(sync)["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    service = one(objects, "Service", "rel-image-bot-sync")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"].items() <= (
+        sync["spec"]["template"]["metadata"]["labels"].items())
     spec = pod_spec(sync)
     assert spec["serviceAccountName"] == "rel-image-bot-sync"
     assert spec["automountServiceAccountToken"] is True
@@ -295,8 +301,9 @@ def test_sync_agent_gets_its_own_account_and_namespaced_role() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-image-bot-sync",
                                     "namespace": "bots"}]
     assert not [o for o in objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
-    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
-    assert 6443 in [p["port"] for rule in egress for p in rule["ports"]]
+    network = one(objects, "NetworkPolicy")["spec"]
+    assert 6443 in [p["port"] for rule in network["egress"] for p in rule["ports"]]
+    assert network["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
 
 
 def test_sync_agent_cluster_wide() -> None:
@@ -448,6 +455,7 @@ def test_rendered_command_lines_parse(values: Path | str,
         else:
             assert bot["args"][0] == "sync"
             assert (params["url"], params["target"]) == (REPO, "kubernetes")
+            assert params["listen"] == "0.0.0.0:8081"
 
 
 @pytest.mark.e2e
