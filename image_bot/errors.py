@@ -8,11 +8,14 @@
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
     │   ├── UpdateError       a file could not be edited safely (left untouched)
-    │   └── SyncError         the sync target refused a change (pull, create, health)
+    │   ├── SyncError         the sync target refused a change (pull, create, health)
+    │   ├── PublishError      Git refused our change for good
+    │   └── ForgeError        GitHub/GitLab refused a request (401, 403, 404, 422)
     └── TemporaryError        try again later (``retry_after`` seconds, when known)
         ├── RegistryUnavailable   connection refused, timeouts, 5xx, 429
         ├── PushRejected          the remote moved while we were working
-        └── TargetUnavailable     the Docker engine or Kubernetes API cannot be reached
+        ├── TargetUnavailable     the Docker engine or Kubernetes API cannot be reached
+        └── ForgeUnavailable      GitHub/GitLab down, 5xx or rate-limited
     StateDirLocked            another process runs on the same state dir
 
 Third-party exceptions (httpx, git, ruamel) are translated at the stage boundary with
@@ -80,3 +83,11 @@ class StateDirLocked(ImageBotError):
 
 class TargetUnavailable(TemporaryError):
     """The sync target (Docker engine, Kubernetes API, kubectl) cannot be reached."""
+
+
+class ForgeError(PermanentError):
+    """GitHub or GitLab refused a request for good (401, 403, 404, 422): fix the config."""
+
+
+class ForgeUnavailable(TemporaryError):
+    """GitHub or GitLab could not be reached, or answered 5xx or a rate limit."""

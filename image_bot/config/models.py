@@ -23,11 +23,39 @@ class _Model(BaseModel):
 # --- bot config -------------------------------------------------------------------------
 
 
+class ForgeConfig(_Model):
+    """Where pull/merge requests of a repository are opened (pull-request mode only)."""
+
+    kind: Literal["github", "gitlab"]
+    # owner/name on GitHub, group/subgroup/name on GitLab
+    project: str = Field(min_length=1, pattern=r"^[^/\s]+(/[^/\s]+)+$")
+    api_url: str | None = None  # default https://api.github.com or https://gitlab.com
+    token_env: str | None = None
+    token_file: Path | None = None
+    # GitHub App (instead of a token): the installation token is minted per run
+    app_id: int | None = None
+    app_installation_id: int | None = None
+    app_private_key_file: Path | None = None
+    retries: int = Field(default=4, ge=1, le=20)  # attempts on 429/5xx/connection errors
+    backoff: float = Field(default=2.0, ge=0)  # seconds before the 2nd attempt; doubles
+    min_write_interval: float = Field(default=1.0, ge=0)  # GitHub asks for ≥1 s between writes
+
+
 class RepositoryConfig(_Model):
     url: str = Field(min_length=1)
     branch: str = "main"
     policies: str = "policies/"
     name: str | None = None
+    # HTTPS credentials, handed to git through GIT_ASKPASS (never stored in .git/config)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    # SSH: a private key and the known_hosts file that must vouch for the server
+    ssh_key_file: Path | None = None
+    ssh_known_hosts_file: Path | None = None
+    push_attempts: int = Field(default=5, ge=1, le=50)  # commit mode, on a moved branch
+    push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
+    forge: ForgeConfig | None = None
 
     @property
     def display_name(self) -> str:
@@ -101,6 +129,10 @@ class RegistryConfig(_Model):
 class GitConfig(_Model):
     author_name: str = "image-bot"
     author_email: str = "image-bot@localhost"
+    committer_name: str | None = None  # default: the author
+    committer_email: str | None = None
+    sign: Literal["gpg", "ssh"] | None = None  # sign the bot's commits
+    signing_key: str | None = None  # GPG key id, or the path of an SSH private key
 
 
 def _default_state_dir() -> Path:
@@ -186,9 +218,19 @@ class Select(_Model):
 
 
 class Publish(_Model):
-    mode: Literal["commit"] = "commit"
+    mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
     message: str = "chore: update {{ image }} to {{ new_tag }}"
+    # commit mode: share the cycle's commit with the other policies, or get one of its own
+    commit: Literal["per-cycle", "per-policy"] = "per-cycle"
+    # pull-request mode: policies with the same group share one bot branch and one PR
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    title: str | None = None  # template; default: the first line of the message
+    labels: list[str] = []
+    reviewers: list[str] = []
+    assignees: list[str] = []
+    draft: bool = False
+    auto_merge: bool = Field(default=False, alias="auto-merge")
 
 
 class PolicySpec(_Model):

@@ -1,8 +1,10 @@
-"""One cycle: Git → policies → registry tags → decisions → file edits → commit and push.
+"""One cycle: Git → policies → registry tags → decisions → file edits → commit, push or PR.
 
 This is the only module that composes the stages; each step below calls one of them.
 A failure in one policy is recorded and the others go on; a failure of the repository
 itself (cannot fetch, cannot push) fails that repository and changes nothing in Git.
+Declined versions (PRs closed unmerged, human rollbacks) are kept in ``image_bot.state``
+and kept out of the policy's choice.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from image_bot import refs
 from image_bot.config import loading, models
@@ -19,14 +23,12 @@ from image_bot.engine import selecting
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport, Status
 from image_bot.errors import ConfigError, ImageBotError, PushRejected
 from image_bot.policy import strategies
-from image_bot.publish import committing, messages
+from image_bot.publish import committing, forges, messages, proposing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.state import State
 from image_bot.update import rewriting, scanning
 from image_bot.update.result import Change, UpdateResult
-
-PUSH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,15 @@ class _Planned:
     policy: strategies.Policy
     tags: list[str] | None
     error: str | None
+    declined: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.policy.name
+
+    @property
+    def publish(self) -> models.Publish:
+        return self.loaded.policy.spec.publish
 
 
 async def run_once(config: models.BotConfig, *, dry_run: bool = False,
@@ -47,46 +58,66 @@ async def run_once(config: models.BotConfig, *, dry_run: bool = False,
     ``selection`` narrows the run to some policies (a webhook's image, a shard).
     """
     owned = client is None
-    state = State.in_dir(config.state_dir) if owned else None
+    state = State.in_dir(config.state_dir)
     client = client or registry.RegistryClient(config.registries, state=state)
     try:
-        reports = [await _run_repository(config, repo, client, dry_run=dry_run,
+        reports = [await _run_repository(config, repo, client, state, dry_run=dry_run,
                                          selection=selection)
                    for repo in config.repositories]
     finally:
         if owned:
             await client.aclose()
-        if state:
-            state.close()
+        state.close()
     return CycleReport(tuple(reports), dry_run=dry_run, registry_requests=client.requests)
 
 
 async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfig,
-                          client: registry.RegistryClient, *, dry_run: bool,
+                          client: registry.RegistryClient, state: State, *, dry_run: bool,
                           selection: selecting.Selection) -> RepositoryReport:
     name = workspaces.redact(repo.url)
     try:
         # 1. the config repository at its remote tip
         ws = await asyncio.to_thread(workspaces.Workspace.open, repo.url, repo.branch,
-                                     config.state_dir)
+                                     config.state_dir, _credentials(repo))
         # 2. policies from Git; broken ones become failed outcomes
         policy_set = loading.load_policies(ws.root / repo.policies, display_root=ws.root)
         policy_set = _select(policy_set, name, selection)
         planned, failed = _build_policies(policy_set, repo.branch)
         # 3. tags, once per image, concurrently
         planned = await _fetch_tags(client, planned)
+        # 4. versions humans declined: PRs closed unmerged, rollbacks on the target branch
+        forge = _forge(repo) if not dry_run and _pr_policies(planned) else None
+        planned = await asyncio.to_thread(_with_declines, ws, forge, planned, state,
+                                          _identity(config.git))
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, error=str(exc))
-    # 4-6. decide, edit, publish (retried on a moved branch: redo the edit on the new tip)
-    author = workspaces.Author(config.git.author_name, config.git.author_email)
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
+    # 5-7. decide, edit, publish: direct commits first, then one PR per bot branch
+    direct = [p for p in planned if p.publish.mode == "commit"]
+    report = await _commit_mode(ws, repo, config, client, direct, failed, dry_run=dry_run)
+    groups = _pr_groups(p for p in planned if p.publish.mode == "pull-request")
+    for key, members in groups.items():
+        report = _combine(report, await _pull_request_mode(
+            ws, repo, config, client, forge, key, members, dry_run=dry_run))
+    return report
+
+
+async def _commit_mode(ws: workspaces.Workspace, repo: models.RepositoryConfig,
+                       config: models.BotConfig, client: registry.RegistryClient,
+                       planned: Sequence[_Planned], failed: list[PolicyOutcome], *,
+                       dry_run: bool) -> RepositoryReport:
+    """Edit and push; a moved branch means: refresh, redo the edit on the new tip, back off."""
+    name = workspaces.redact(repo.url)
+    identity = _identity(config.git)
+    for attempt in range(1, repo.push_attempts + 1):
         outcomes, result = await _update(ws.root, planned, client, dry_run=dry_run)
         try:
             commits = () if dry_run else await asyncio.to_thread(
-                _publish, ws, result, planned, author)
+                _publish, ws, result, planned, identity)
         except PushRejected as exc:
-            if attempt == PUSH_ATTEMPTS:
-                return _report(name, repo, failed, outcomes, result, error=str(exc))
+            if attempt == repo.push_attempts:
+                message = f"{exc}; gave up after {attempt} attempts"
+                return _report(name, repo, failed, outcomes, result, error=message)
+            await asyncio.sleep(repo.push_backoff * 2 ** (attempt - 1))
             await asyncio.to_thread(ws.refresh)
             continue
         except ImageBotError as exc:
@@ -188,7 +219,7 @@ def _decide(root: Path, p: _Planned,
         return dataclasses.replace(base, message=f"no references to {image.name} in {where}"), []
     edits, reasons = [], []
     for reference in scan.references:
-        decision = p.policy.select(p.tags, current=reference.ref.tag)
+        decision = p.policy.select(_eligible(p), current=reference.ref.tag)
         reasons.append(decision.reason)
         tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)
         if tag:  # the writer decides how the tag (and digest) is written into each reference
@@ -243,15 +274,20 @@ def _settle(outcome: PolicyOutcome, result: UpdateResult, *, dry_run: bool) -> P
 
 
 def _publish(ws: workspaces.Workspace, result: UpdateResult, planned: Sequence[_Planned],
-             author: workspaces.Author) -> tuple[str, ...]:
+             identity: committing.Identity) -> tuple[str, ...]:
+    """One commit per cycle, plus one per policy that asks for its own; then one push."""
     if not result:
         return ()
-    message = _commit_message(result, planned, repository=ws.url)
-    sha = committing.commit(ws, result.files, message, author)
-    if sha is None:
-        return ()
-    committing.push(ws)
-    return (sha,)
+    shas = []
+    for group in _commit_groups(result, planned):
+        part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
+        message = _with_trailers(_commit_message(part, planned, repository=ws.url), part)
+        sha = committing.commit(ws, part.files, message, identity)
+        if sha is not None:
+            shas.append(sha)
+    if shas:
+        committing.push(ws)
+    return tuple(shas)
 
 
 def _commit_message(result: UpdateResult, planned: Sequence[_Planned], *,
@@ -287,11 +323,189 @@ def _unique_changes(changes: Iterable[Change]) -> list[Change]:
 
 def _report(name: str, repo: models.RepositoryConfig, failed: list[PolicyOutcome],
             outcomes: list[PolicyOutcome], result: UpdateResult, *,
-            commits: tuple[str, ...] = (), error: str | None = None) -> RepositoryReport:
+            commits: tuple[str, ...] = (), error: str | None = None,
+            pull_requests: tuple[dict[str, Any], ...] = ()) -> RepositoryReport:
     if error:
         outcomes = [dataclasses.replace(o, status="failed", message=f"{o.message}; {error}")
                     if o.status == "updated" else o for o in outcomes]
     return RepositoryReport(
         repository=name, branch=repo.branch, outcomes=tuple(failed + outcomes), commits=commits,
         skipped=tuple({"file": s.file, "reason": s.reason} for s in result.skipped),
-        diff="".join(result.diffs.values()), error=error)
+        diff="".join(result.diffs.values()), error=error, pull_requests=pull_requests)
+
+
+# --- publishing: identities, declined versions, commit groups, pull requests --------------
+
+
+def _credentials(repo: models.RepositoryConfig) -> workspaces.Credentials:
+    password = forges.read_secret(repo.password_env, repo.password_file,
+                                  key="repositories[].password")
+    return workspaces.Credentials(username=repo.username, password=password,
+                                  ssh_key_file=repo.ssh_key_file,
+                                  ssh_known_hosts_file=repo.ssh_known_hosts_file)
+
+
+def _identity(git: models.GitConfig) -> committing.Identity:
+    committer = (workspaces.Author(git.committer_name or git.author_name,
+                                   git.committer_email or git.author_email)
+                 if git.committer_name or git.committer_email else None)
+    return committing.Identity(workspaces.Author(git.author_name, git.author_email),
+                               committer, git.sign, git.signing_key)
+
+
+def _forge(repo: models.RepositoryConfig) -> forges.Forge:
+    if repo.forge is None:
+        raise ConfigError(f"repository {workspaces.redact(repo.url)}: policies use "
+                          f"publish.mode: pull-request but repositories[].forge is not set")
+    return forges.connect(repo.forge)
+
+
+def _pr_policies(planned: Iterable[_Planned]) -> list[_Planned]:
+    return [p for p in planned if p.publish.mode == "pull-request"]
+
+
+def _pr_groups(planned: Iterable[_Planned]) -> dict[str, list[_Planned]]:
+    groups: dict[str, list[_Planned]] = {}
+    for p in planned:
+        groups.setdefault(p.publish.group or p.name, []).append(p)
+    return dict(sorted(groups.items()))
+
+
+def _eligible(p: _Planned) -> list[str]:
+    """The tags the policy may choose from: declined versions are out."""
+    return [tag for tag in p.tags or () if tag not in p.declined]
+
+
+def _with_declines(ws: workspaces.Workspace, forge: forges.Forge | None,
+                   planned: Sequence[_Planned], state: State,
+                   identity: committing.Identity) -> list[_Planned]:
+    """Record what humans declined since last time, then attach each policy's set."""
+    if forge is not None:
+        for key in _pr_groups(_pr_policies(planned)):
+            for d in proposing.declined(forge, proposing.branch_name(key), ws.branch):
+                state.decline(d.policy, d.image, d.tag, d.reason)
+    writes = {(w.policy, w.image): w for w in committing.bot_writes(ws, identity.author.email)}
+    for p in planned:
+        write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
+        if write and p.tags is not None and _rolled_back(ws.root, p, write.tag):
+            state.decline(p.name, write.image, write.tag,
+                          f"rolled back on {ws.branch} after {write.commit[:12]}")
+    return [dataclasses.replace(p, declined=frozenset(
+        state.declined(p.name, p.loaded.policy.spec.image_ref.name))) for p in planned]
+
+
+def _rolled_back(root: Path, p: _Planned, written: str) -> bool:
+    """A human set a reference back below the tag the bot wrote (the policy ranks them)."""
+    spec = p.loaded.policy.spec
+    scan = scanning.find(root, spec.image_ref, spec.paths)
+    current = {r.ref.tag for r in scan.references if r.ref.tag}
+    if not current or written in current:
+        return False
+    return any(p.policy.select([written], current=tag).tag == written for tag in current)
+
+
+def _commit_groups(result: UpdateResult, planned: Sequence[_Planned]) -> list[set[str]]:
+    """Policies committed together; ``commit: per-policy`` ones alone, unless they share a
+    file with another group (one file cannot be split between two commits)."""
+    own = {p.name for p in planned if p.publish.commit == "per-policy"}
+    groups: list[set[str]] = []
+    for policy in dict.fromkeys(c.policy for c in result.changes):
+        files = {c.file for c in result.changes if c.policy == policy}
+        joined = {policy}
+        for group in list(groups):
+            shares = any(c.file in files for c in result.changes if c.policy in group)
+            if shares or (policy not in own and not group & own):
+                joined |= group
+                groups.remove(group)
+        groups.append(joined)
+    return groups
+
+
+def _with_trailers(message: str, result: UpdateResult) -> str:
+    lines = committing.trailers([(c.policy, c.image, c.new_tag) for c in result.changes])
+    return f"{message.rstrip()}\n\n{lines}\n"
+
+
+def _combine(first: RepositoryReport, second: RepositoryReport) -> RepositoryReport:
+    return dataclasses.replace(
+        first, outcomes=first.outcomes + second.outcomes, commits=first.commits + second.commits,
+        skipped=first.skipped + second.skipped, diff=first.diff + second.diff,
+        pull_requests=first.pull_requests + second.pull_requests,
+        error="; ".join(e for e in (first.error, second.error) if e) or None)
+
+
+async def _pull_request_mode(ws: workspaces.Workspace, repo: models.RepositoryConfig,
+                             config: models.BotConfig, client: registry.RegistryClient,
+                             forge: forges.Forge | None, key: str,
+                             members: Sequence[_Planned], *, dry_run: bool) -> RepositoryReport:
+    """One bot branch: edit on the target tip, then propose, update or withdraw its PR."""
+    name = workspaces.redact(repo.url)
+    branch = proposing.branch_name(key)
+    try:
+        await asyncio.to_thread(ws.reset)
+        outcomes, result = _update(ws.root, members, dry_run=dry_run)
+        if dry_run or forge is None or any(o.status == "failed" for o in outcomes):
+            return _report(name, repo, [], outcomes, result)
+        identity = _identity(config.git)
+        if not result:
+            done = await asyncio.to_thread(
+                proposing.withdraw, ws, forge, branch, ws.branch, bot_email=identity.author.email,
+                reason=f"{ws.branch} already has what this proposed")
+        else:
+            proposal = await _proposal(ws, client, branch, members, result)
+            done = await asyncio.to_thread(proposing.propose, ws, forge, proposal, identity)
+    except ImageBotError as exc:
+        return _report(name, repo, [], [dataclasses.replace(o, status="failed") for o in
+                                        outcomes] if "outcomes" in locals() else [],
+                       UpdateResult(), error=f"{branch}: {exc}")
+    finally:
+        await asyncio.to_thread(ws.reset)
+    return _report(name, repo, [], [_proposed(o, done) for o in outcomes], result,
+                   pull_requests=({"branch": branch, "action": done.action,
+                                   "number": done.number, "url": done.url,
+                                   "message": done.message, "pushed": done.pushed},))
+
+
+def _proposed(outcome: PolicyOutcome, done: proposing.Outcome) -> PolicyOutcome:
+    if outcome.status != "updated":
+        return outcome
+    status: Status = "blocked" if done.action == "blocked" else "proposed"
+    return dataclasses.replace(outcome, status=status,
+                               message=f"{outcome.message}; {done.message}")
+
+
+async def _proposal(ws: workspaces.Workspace, client: registry.RegistryClient, branch: str,
+                    members: Sequence[_Planned], result: UpdateResult) -> proposing.Proposal:
+    message = _commit_message(result, members, repository=ws.url)
+    changed = {c.policy for c in result.changes}
+    publish = [p.publish for p in members if p.name in changed]
+    title = message.splitlines()[0]
+    if len(publish) == 1 and publish[0].title:
+        loaded = next(p.loaded for p in members if p.name in changed)
+        title = messages.render(publish[0].title, _context(loaded, result, ws.url),
+                                where=loaded.where("spec.publish.title")).strip()
+    rows = [await _row(client, c, result) for c in _unique_rows(result.changes)]
+    spec = forges.PullRequestSpec(
+        head=branch, base=ws.branch, title=title,
+        body=messages.pr_body(rows, now=datetime.now(UTC)),
+        labels=tuple(dict.fromkeys(label for p in publish for label in p.labels)),
+        reviewers=tuple(dict.fromkeys(r for p in publish for r in p.reviewers)),
+        assignees=tuple(dict.fromkeys(a for p in publish for a in p.assignees)),
+        draft=any(p.draft for p in publish), auto_merge=any(p.auto_merge for p in publish))
+    return proposing.Proposal(branch, result.files, _with_trailers(message, result), spec)
+
+
+def _unique_rows(changes: Iterable[Change]) -> list[Change]:
+    return list({(c.policy, c.image, c.old_tag, c.new_tag): c for c in changes}.values())
+
+
+async def _row(client: registry.RegistryClient, change: Change,
+               result: UpdateResult) -> messages.Row:
+    try:
+        digest: str | None = await client.digest(refs.parse(change.image), change.new_tag)
+    except ImageBotError:
+        digest = None  # the table says "–"; not worth failing the proposal for
+    files = tuple(dict.fromkeys(c.file for c in result.changes
+                                if (c.policy, c.image) == (change.policy, change.image)))
+    return messages.Row(change.policy, change.image, change.old_tag, change.new_tag,
+                        digest=digest, files=files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Status = Literal["updated", "planned", "current", "failed"]
+Status = Literal["updated", "planned", "current", "failed", "proposed", "blocked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class RepositoryReport:
     skipped: tuple[dict[str, str], ...] = ()
     diff: str = ""
     error: str | None = None
+    pull_requests: tuple[dict[str, Any], ...] = ()  # branch, action, number, url, message
 
     @property
     def ok(self) -> bool:

@@ -1,15 +1,23 @@
 """One cached clone per config repository, hard-reset to the remote tip at every cycle.
 
 The clone never holds unpushed work, so deleting it or crashing mid-cycle loses nothing.
-Git errors are translated here; URLs in messages have their credentials removed.
+Credentials reach git only through the environment of each git process: HTTPS passwords
+through ``GIT_ASKPASS`` (a script in the state dir that echoes environment variables, so
+the secret is in no file and on no command line), SSH keys through ``GIT_SSH_COMMAND``.
+The remote URL stored in ``.git/config`` never carries a password, and credential helpers
+are switched off so git cannot save one. Git errors are translated here, scrubbed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import shutil
-from dataclasses import dataclass
+import stat
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
@@ -17,6 +25,13 @@ import git
 from image_bot.errors import AuthError, PublishError, TemporaryError
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_ASKPASS = """#!/bin/sh
+# image-bot: answers git's credential prompts from the environment (holds no secret itself)
+case "$1" in
+  Username*) printf '%s\\n' "$IMAGE_BOT_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$IMAGE_BOT_GIT_PASSWORD" ;;
+esac
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +40,68 @@ class Author:
     email: str
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How git authenticates to the remote; the password never appears in ``repr``."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssh_key_file: Path | None = None
+    ssh_known_hosts_file: Path | None = None
+
+
+def split_credentials(url: str, credentials: Credentials) -> tuple[str, Credentials]:
+    """The URL without ``user:password@`` and the credentials (explicit ones win)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc or parts.scheme not in ("http", "https"):
+        return url, credentials
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return clean, Credentials(
+        username=credentials.username or urllib.parse.unquote(user) or None,
+        password=credentials.password or urllib.parse.unquote(password) or None,
+        ssh_key_file=credentials.ssh_key_file,
+        ssh_known_hosts_file=credentials.ssh_known_hosts_file)
+
+
+def git_environment(credentials: Credentials, askpass: Path) -> dict[str, str]:
+    """Environment for every git process: no prompts, no credential helpers, our secrets."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_COUNT": "1",
+           "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": ""}
+    if credentials.password is not None:
+        env |= {"GIT_ASKPASS": str(askpass),
+                "IMAGE_BOT_GIT_USERNAME": credentials.username or "x-access-token",
+                "IMAGE_BOT_GIT_PASSWORD": credentials.password}
+    if credentials.ssh_key_file or credentials.ssh_known_hosts_file:
+        command = ["ssh", "-o", "BatchMode=yes"]
+        if credentials.ssh_key_file:
+            command += ["-i", str(credentials.ssh_key_file), "-o", "IdentitiesOnly=yes"]
+        if credentials.ssh_known_hosts_file:
+            command += ["-o", f"UserKnownHostsFile={credentials.ssh_known_hosts_file}",
+                        "-o", "StrictHostKeyChecking=yes"]
+        env["GIT_SSH_COMMAND"] = shlex.join(command)
+    return env
+
+
+def _write_askpass(state_dir: Path) -> Path:
+    path = state_dir / "git-askpass.sh"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != _ASKPASS:
+        path.write_text(_ASKPASS)
+    path.chmod(stat.S_IRWXU)
+    return path
+
+
 class Workspace:
     """A working copy of ``branch`` of ``url`` inside ``state_dir``."""
 
-    def __init__(self, repo: git.Repo, *, url: str, branch: str) -> None:
+    def __init__(self, repo: git.Repo, *, url: str, branch: str,
+                 secrets: tuple[str, ...] = ()) -> None:
         self.repo = repo
         self.url = url
         self.branch = branch
+        self._secrets = tuple(s for s in secrets if s)
 
     @property
     def root(self) -> Path:
@@ -41,28 +111,60 @@ class Workspace:
     def head(self) -> str:
         return str(self.repo.head.commit.hexsha)
 
+    @property
+    def target(self) -> str:
+        """The remote-tracking ref of the target branch."""
+        return f"refs/remotes/origin/{self.branch}"
+
     @classmethod
-    def open(cls, url: str, branch: str, state_dir: Path) -> Workspace:
+    def open(cls, url: str, branch: str, state_dir: Path,
+             credentials: Credentials | None = None) -> Workspace:
         """Clone ``url`` (once) and reset the working copy to the tip of ``branch``."""
-        path = state_dir / "repos" / _directory_name(url)
+        clean, creds = split_credentials(url, credentials or Credentials())
+        env = git_environment(creds, _write_askpass(state_dir))
+        path = state_dir / "repos" / _directory_name(clean)
+        secrets = (creds.password or "",)
         try:
-            repo = _existing_clone(path, url) or _clone(url, path)
-            workspace = cls(repo, url=url, branch=branch)
+            repo = _existing_clone(path, clean) or _clone(clean, path, env)
+            repo.git.update_environment(**env)
+            workspace = cls(repo, url=clean, branch=branch, secrets=secrets)
             workspace.refresh()
         except git.GitCommandError as exc:
-            raise translate(exc, url, f"fetching branch {branch!r}") from None
+            raise translate(exc, clean, f"fetching branch {branch!r}", secrets) from None
         return workspace
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None, doing: str = "") -> str:
+        """Run one git command in the clone; failures become our errors, scrubbed."""
+        try:
+            return str(self.repo.git.execute(["git", *args], env=env))
+        except git.GitCommandError as exc:
+            raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self._secrets)
 
     def refresh(self) -> None:
         """Fetch and hard-reset to the remote tip, dropping anything left from before."""
-        try:
-            self.repo.git.fetch("--prune", "origin", f"+refs/heads/{self.branch}:"
-                                f"refs/remotes/origin/{self.branch}")
-            self.repo.git.checkout("-B", self.branch, f"refs/remotes/origin/{self.branch}")
-            self.repo.git.reset("--hard", f"refs/remotes/origin/{self.branch}")
-            self.repo.git.clean("-fdx")
-        except git.GitCommandError as exc:
-            raise translate(exc, self.url, f"fetching branch {self.branch!r}") from None
+        self.run("fetch", "--prune", "origin",
+                 f"+refs/heads/{self.branch}:{self.target}", doing=f"fetching {self.branch!r}")
+        self.reset()
+
+    def reset(self) -> None:
+        """Make the working copy exactly the fetched target tip, on the target branch."""
+        self.run("checkout", "-q", "-f", "-B", self.branch, self.target)
+        self.run("clean", "-q", "-fdx")
+
+    def fetch_branch(self, name: str) -> str | None:
+        """Fetch ``name`` from the remote: its tip, or None when it does not exist."""
+        tracking = f"refs/remotes/origin/{name}"
+        listed = self.run("ls-remote", "origin", f"refs/heads/{name}",
+                          doing=f"looking up branch {name!r}").split()
+        if not listed:
+            self.run("update-ref", "-d", tracking)
+            return None
+        self.run("fetch", "origin", f"+refs/heads/{name}:{tracking}",
+                 doing=f"fetching branch {name!r}")
+        return self.run("rev-parse", tracking).strip()
 
 
 def _directory_name(url: str) -> str:
@@ -84,9 +186,9 @@ def _existing_clone(path: Path, url: str) -> git.Repo | None:
     return None
 
 
-def _clone(url: str, path: Path) -> git.Repo:
+def _clone(url: str, path: Path, env: Mapping[str, str]) -> git.Repo:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return git.Repo.clone_from(url, path, no_checkout=True)
+    return git.Repo.clone_from(url, path, env=env, no_checkout=True)
 
 
 def redact(text: str) -> str:
@@ -94,14 +196,26 @@ def redact(text: str) -> str:
     return _USERINFO.sub("", text)
 
 
-def translate(exc: git.GitCommandError, url: str, doing: str) -> Exception:
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without URL credentials and without any of ``secrets``."""
+    text = redact(text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def translate(exc: git.GitCommandError, url: str, doing: str,
+              secrets: tuple[str, ...] = ()) -> Exception:
     """A Git failure as one of our errors, without credentials."""
-    stderr = redact(str(exc.stderr or "")).strip().replace("\n", " ")
+    stderr = scrub(str(exc.stderr or ""), secrets).strip().replace("\n", " ")
     stderr = re.sub(r"^stderr:\s*", "", stderr).strip("' ")
     where = f"git {redact(url)}: {doing} failed"
     lowered = stderr.lower()
-    if "authentication failed" in lowered or "403" in lowered or "401" in lowered:
-        return AuthError(f"{where}: authentication refused")
+    if ("authentication failed" in lowered or "403" in lowered or "401" in lowered
+            or "could not read username" in lowered or "permission denied" in lowered
+            or "host key verification failed" in lowered):
+        return AuthError(f"{where}: authentication refused ({stderr[:200]})")
     if "couldn't find remote ref" in lowered or "not found" in lowered:
         return PublishError(f"{where}: {stderr}")
     return TemporaryError(f"{where}: {stderr}")

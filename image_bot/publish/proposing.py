@@ -1,0 +1,147 @@
+"""Pull-request mode: one bot branch per policy or group, one PR/MR per branch.
+
+The branch is rebuilt from the target tip (one bot commit on top) and force-pushed with a
+lease, and only when the proposed change differs from what the branch already holds. A
+human commit on the branch stops the bot there (it says so once, in the PR). A PR the bot
+closes itself carries a marker so that it is not mistaken for a human "no".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from image_bot.publish import committing, forges, messages
+from image_bot.publish import workspace as workspaces
+
+Action = Literal["opened", "updated", "unchanged", "blocked", "closed", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What the engine asks for: the edited files (already in the working tree) and the PR."""
+
+    branch: str
+    files: tuple[str, ...]
+    message: str
+    spec: forges.PullRequestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    message: str
+    number: int | None = None
+    url: str | None = None
+    pushed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    policy: str
+    image: str
+    tag: str
+    reason: str
+
+
+def branch_name(key: str) -> str:
+    """The deterministic bot branch for a policy name or a group."""
+    return committing.BOT_PREFIX + re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")
+
+
+def declined(forge: forges.Forge, branch: str, base: str) -> list[Declined]:
+    """Versions proposed by PRs of ``branch`` that a human closed without merging."""
+    found = []
+    for pr in forge.closed_unmerged(branch, base):
+        if messages.WITHDRAWN in pr.body:
+            continue  # closed by the bot itself: not a human decision
+        found += [Declined(policy, image, tag, f"PR #{pr.number} closed without merging")
+                  for policy, image, tag in messages.proposed(pr.body)]
+    return found
+
+
+def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
+            identity: committing.Identity) -> Outcome:
+    """Rebuild the bot branch with the working tree's edits and open or update its PR."""
+    # 1. what is there now: the remote branch, its authors, the open PR
+    tip = ws.fetch_branch(proposal.branch)
+    humans = _human_commits(ws, tip, identity.author.email) if tip else []
+    pr = forge.find_open(proposal.branch, proposal.spec.base)
+    if humans:
+        return _blocked(forge, pr, proposal.branch, humans)
+    # 2. one bot commit on the target tip (the working tree already holds the edits)
+    ws.run("checkout", "-q", "--detach")
+    sha = committing.commit(ws, proposal.files, proposal.message, identity)
+    if sha is None:
+        return Outcome("none", "nothing to propose: the target already has it")
+    # 3. push only when the branch does not already propose exactly this
+    pushed = None
+    if not (tip and _same_change(ws, tip, sha, proposal.files)):
+        committing.push_leased(ws, proposal.branch, sha, tip)
+        pushed = sha
+    # 4. the PR: open it, or bring it up to date in place
+    if pr is None:
+        pr = forge.open(proposal.spec)
+        return Outcome("opened", f"opened #{pr.number}", pr.number, pr.url, pushed)
+    missing = tuple(label for label in proposal.spec.labels if label not in pr.labels)
+    if (pr.title != proposal.spec.title or missing
+            or messages.proposed(pr.body) != messages.proposed(proposal.spec.body)):
+        forge.update(pr, title=proposal.spec.title, body=proposal.spec.body,
+                     add_labels=missing)
+        return Outcome("updated", f"updated #{pr.number}", pr.number, pr.url, pushed)
+    return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
+
+
+def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: str, *,
+             reason: str, bot_email: str) -> Outcome:
+    """Close the open PR of ``branch`` (and delete the branch) when it is no longer needed."""
+    pr = forge.find_open(branch, base)
+    if pr is None:
+        return Outcome("none", "nothing to propose")
+    tip = ws.fetch_branch(branch)
+    humans = _human_commits(ws, tip, bot_email) if tip else []
+    if humans:
+        return _blocked(forge, pr, branch, humans)
+    forge.comment(pr, f"Closing: {reason}. {messages.WITHDRAWN}")
+    forge.close(pr, body=f"{pr.body.rstrip()}\n\n{messages.WITHDRAWN}\n")
+    if tip:
+        committing.push_leased(ws, branch, None, tip)
+    return Outcome("closed", f"closed #{pr.number}: {reason}", pr.number, pr.url)
+
+
+def _blocked(forge: forges.Forge, pr: forges.PullRequest | None, branch: str,
+             humans: Sequence[str]) -> Outcome:
+    text = (f"image-bot stopped updating `{branch}`: it has commits that image-bot did not "
+            f"make ({', '.join(humans[:5])}). Merge or close this PR, or delete the branch "
+            f"to let image-bot start over. {messages.HUMAN_NOTICE}")
+    if pr is not None and not any(messages.HUMAN_NOTICE in c for c in forge.comments(pr)):
+        forge.comment(pr, text)
+    where = f"#{pr.number}" if pr else branch
+    return Outcome("blocked", f"{where}: left alone, it has commits by someone else "
+                   f"({', '.join(humans[:5])})", pr.number if pr else None,
+                   pr.url if pr else None)
+
+
+def _human_commits(ws: workspaces.Workspace, tip: str, bot_email: str) -> list[str]:
+    log = ws.run("log", "--format=%H%x1f%an%x1f%ae", f"{ws.target}..{tip}")
+    humans = []
+    for line in log.splitlines():
+        sha, name, email = [*line.split("\x1f"), "", ""][:3]
+        if email.lower() != bot_email.lower():
+            humans.append(f"{sha[:12]} by {name}")
+    return humans
+
+
+def _same_change(ws: workspaces.Workspace, tip: str, sha: str, files: Sequence[str]) -> bool:
+    """True when ``tip`` is one commit on an ancestor of the target changing exactly ``files``
+    to the same content as ``sha`` (so pushing would change nothing that matters)."""
+    parents = ws.run("rev-list", "--parents", "-n", "1", tip).split()
+    if len(parents) != 2 or not ws.repo.is_ancestor(ws.repo.commit(parents[1]),
+                                                    ws.repo.commit(ws.target)):
+        return False
+    touched = set(ws.run("diff", "--name-only", parents[1], tip).split("\n")) - {""}
+    if touched != set(files):
+        return False
+    return not ws.run("diff", "--name-only", tip, sha, "--", *files).strip()

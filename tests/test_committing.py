@@ -1,0 +1,238 @@
+"""Commit mode against the real git HTTP server: push races, rollbacks, credentials, signing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from image_bot import cli
+from image_bot.publish import committing
+
+import devservers
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app}}
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: {host}/team/{image}:1.0.0
+        - name: side
+          image: {host}/team/{image}-side:1.0.0
+"""
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: {name}}}
+spec:
+  image: {host}/team/{image}
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+  publish: {{mode: commit, commit: {commit}}}
+"""
+
+
+class Repo:
+    def __init__(self, registry: devservers.Registry, git_server: devservers.GitServer,
+                 tmp_path: Path, *, commit: str = "per-cycle") -> None:
+        self.registry, self.git_server, self.tmp_path = registry, git_server, tmp_path
+        self.image = f"c-{uuid.uuid4().hex[:8]}"
+        for name in (self.image, f"{self.image}-side"):
+            for tag in ("1.0.0", "1.1.0"):
+                devservers.push_image(registry.url, f"team/{name}", tag)
+        self.name = f"config-{uuid.uuid4().hex[:10]}.git"
+        host = registry.host
+        self.bare = devservers.create_repo(git_server.root, self.name, {
+            "deploy/app.yaml": DEPLOY.format(host=host, image=self.image),
+            "policies/app.yaml": POLICY.format(name="app", host=host, image=self.image,
+                                               commit=commit),
+            "policies/side.yaml": POLICY.format(name="side", host=host,
+                                                image=f"{self.image}-side", commit=commit)})
+
+    def config(self, url: str | None = None, **repo: Any) -> Path:
+        path = self.tmp_path / "bot.yaml"
+        path.write_text(json.dumps({
+            "repositories": [{"url": url or self.git_server.url(self.name), "branch": "main",
+                              "push_backoff": 0, **repo}],
+            "registries": [{"host": self.registry.host, "insecure": True}],
+            "git": {"author_name": "image-bot", "author_email": "bot@example.com"},
+            "state_dir": str(self.tmp_path / "state")}))
+        return path
+
+    def run(self, url: str | None = None, **repo: Any) -> Result:
+        return CliRunner().invoke(cli.main, ["run", "--once", "--json", "--config",
+                                             str(self.config(url, **repo))],
+                                  catch_exceptions=False)
+
+    def log(self) -> list[str]:
+        return devservers.git("log", "--format=%an|%s", "main", cwd=self.bare).splitlines()
+
+    def file(self) -> str:
+        return devservers.git("show", "main:deploy/app.yaml", cwd=self.bare)
+
+    def human_commit(self, edit: Callable[[str], str], message: str) -> None:
+        work = self.tmp_path / f"human-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["git", "clone", "-q", str(self.bare), str(work)], check=True)
+        target = work / "deploy/app.yaml"
+        target.write_text(edit(target.read_text()))
+        devservers.git("commit", "-q", "-am", message, cwd=work)
+        devservers.git("push", "-q", "origin", "main", cwd=work)
+
+
+@pytest.fixture
+def repo(registry: devservers.Registry, git_server: devservers.GitServer,
+         tmp_path: Path) -> Repo:
+    return Repo(registry, git_server, tmp_path)
+
+
+def test_push_race_redoes_the_edit_on_the_new_tip(repo: Repo,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_push = committing.push
+    raced: list[int] = []
+
+    def racing_push(ws: Any) -> None:
+        if not raced:  # someone else pushes between our fetch and our push
+            raced.append(1)
+            repo.human_commit(lambda text: "# owned by team A\n" + text, "human: add owner")
+        real_push(ws)
+
+    monkeypatch.setattr(committing, "push", racing_push)
+
+    result = repo.run()
+
+    assert result.exit_code == 0, result.output
+    assert repo.log() == ["image-bot|chore: update 2 images", "dev|human: add owner",
+                          "dev|initial config"]
+    text = repo.file()
+    assert text.startswith("# owned by team A\n")  # the human's work is kept
+    assert f"team/{repo.image}:1.1.0\n" in text and f"{repo.image}-side:1.1.0\n" in text
+
+
+def test_a_branch_that_keeps_moving_gives_up_with_a_clear_error(
+        repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_push = committing.push
+    races = []
+
+    def always_racing(ws: Any) -> None:
+        races.append(1)
+        repo.human_commit(lambda text: text + f"# race {len(races)}\n", f"race {len(races)}")
+        real_push(ws)
+
+    monkeypatch.setattr(committing, "push", always_racing)
+
+    result = repo.run(push_attempts=3)
+
+    assert result.exit_code == 1
+    error = json.loads(result.output)["repositories"][0]["error"]
+    assert "rejected: the branch moved; gave up after 3 attempts" in error
+    assert len(races) == 3
+    assert [line.split("|")[0] for line in repo.log()] == ["dev"] * 4  # nothing of ours
+
+
+def test_one_commit_per_policy_when_configured(registry: devservers.Registry,
+                                               git_server: devservers.GitServer,
+                                               tmp_path: Path) -> None:
+    repo = Repo(registry, git_server, tmp_path, commit="per-policy")
+    # two policies editing one file cannot be split into two commits: they stay together
+    assert repo.run().exit_code == 0
+    assert len(repo.log()) == 2
+
+    (tmp_path / "split").mkdir()
+    split = Repo(registry, git_server, tmp_path / "split", commit="per-policy")
+    work = tmp_path / "split-work"
+    subprocess.run(["git", "clone", "-q", str(split.bare), str(work)], check=True)
+    text = (work / "deploy/app.yaml").read_text()
+    main, side = text.split("        - name: side\n")
+    (work / "deploy/app.yaml").write_text(main)
+    (work / "deploy/side.yaml").write_text("containers:\n  - name: side\n" + "\n".join(
+        line[6:] for line in side.splitlines()) + "\n")
+    devservers.git("add", "-A", cwd=work)
+    devservers.git("commit", "-q", "-m", "split files", cwd=work)
+    devservers.git("push", "-q", "origin", "main", cwd=work)
+
+    assert split.run().exit_code == 0
+    subjects = [line.split("|")[1] for line in split.log()[:2]]
+    assert sorted(subjects) == sorted(
+        [f"chore: update {registry.host}/team/{split.image} to 1.1.0",
+         f"chore: update {registry.host}/team/{split.image}-side to 1.1.0"])
+
+
+def test_a_human_rollback_declines_the_version_until_a_newer_one(repo: Repo) -> None:
+    assert repo.run().exit_code == 0
+    assert f"team/{repo.image}:1.1.0" in repo.file()
+    repo.human_commit(lambda text: text.replace(f"team/{repo.image}:1.1.0",
+                                                f"team/{repo.image}:1.0.0"), "rollback app")
+
+    again = repo.run()
+
+    assert again.exit_code == 0, again.output
+    assert repo.log()[0] == "dev|rollback app"  # the bot does not undo the rollback
+    assert f"team/{repo.image}:1.0.0" in repo.file()
+
+    devservers.push_image(repo.registry.url, f"team/{repo.image}", "1.2.0")
+    newer = repo.run()
+
+    assert newer.exit_code == 0, newer.output
+    assert f"team/{repo.image}:1.2.0" in repo.file()
+
+
+def test_https_credentials_never_reach_git_config_or_output(
+        registry: devservers.Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "root").mkdir()
+    server = devservers.start_git_server(tmp_path / "root", credentials="bot:pa55-w0rd-xyz")
+    try:
+        repo = Repo(registry, server, tmp_path)
+        monkeypatch.setenv("GIT_PW", "pa55-w0rd-xyz")
+
+        ok = repo.run(username="bot", password_env="GIT_PW")
+        monkeypatch.setenv("GIT_PW", "wrong-pass-abc")
+        refused = repo.run(username="bot", password_env="GIT_PW")
+    finally:
+        server.stop()
+
+    assert ok.exit_code == 0, ok.output
+    assert repo.log()[0].startswith("image-bot|")
+    state = tmp_path / "state"
+    for path in state.rglob("*"):
+        if path.is_file() and path.suffix != ".db" and "objects" not in path.parts:
+            assert b"pa55-w0rd-xyz" not in path.read_bytes(), path
+    [config] = list(state.glob("repos/*/.git/config"))
+    assert "bot@" not in config.read_text()
+    assert refused.exit_code == 1
+    assert "authentication refused" in json.loads(refused.output)["repositories"][0]["error"]
+    assert "wrong-pass-abc" not in refused.output
+
+
+def test_ssh_signed_commits(repo: Repo, tmp_path: Path) -> None:
+    key = tmp_path / "signing_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bot",
+                    "-f", str(key)], check=True)
+    config = json.loads(repo.config().read_text())
+    config["git"] |= {"sign": "ssh", "signing_key": str(key)}
+    path = tmp_path / "signed.yaml"
+    path.write_text(json.dumps(config))
+
+    result = CliRunner().invoke(cli.main, ["run", "--once", "--config", str(path)],
+                                catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"bot@example.com {(tmp_path / 'signing_key.pub').read_text()}")
+    verified = subprocess.run(
+        ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "main"],
+        cwd=repo.bare, capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert 'Good "git" signature for bot@example.com' in verified.stderr
