@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from image_bot import cli
-from image_bot.publish import committing
 
 import devservers
+from image_bot import cli
+from image_bot.publish import committing
 
 pytestmark = pytest.mark.e2e
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from image_bot import cli
-from image_bot.state import State
 
 import devservers
 import fakeforge
+from image_bot import cli
+from image_bot.state import State
 
 pytestmark = pytest.mark.e2e
 TOKEN = "ghp_fake_token_do_not_log_1234"
@@ -66,15 +66,19 @@ class Setup:
         self.kind = kind
         monkeypatch.setenv("FORGE_TOKEN", TOKEN)
 
-    def create(self, policy: str = POLICY, tags: tuple[str, ...] = ("1.0.0", "1.1.0")) -> None:
+    def create(self, policy: str = POLICY, tags: tuple[str, ...] = ("1.0.0", "1.1.0"),
+               **fake: Any) -> None:
         for tag in tags:
             self.push_tag(tag)
         self.bare = devservers.create_repo(self.git_server.root, self.name, {
             "deploy/app.yaml": DEPLOY.format(host=self.registry.host, image=self.image),
             "policies/app.yaml": policy.format(name="app", host=self.registry.host,
                                                image=self.image)})
-        fake_class = fakeforge.FakeGitHub if self.kind == "github" else fakeforge.FakeGitLab
-        self.forge = fake_class(bare=self.bare, project="acme/config", token=TOKEN).start()
+        fake_class: Any = fakeforge.FakeGitLab
+        if self.kind == "github":
+            fake_class = fakeforge.AppAwareGitHub if fake else fakeforge.FakeGitHub
+        self.forge = fake_class(bare=self.bare, project="acme/config", token=TOKEN,
+                                **fake).start()
 
     def push_tag(self, tag: str) -> None:
         devservers.push_image(self.registry.url, f"team/{self.image}", tag)
@@ -277,3 +281,48 @@ def test_a_wrong_token_is_a_clear_permanent_error(setup: Setup,
     assert len(unauthorized) == 1  # permanent: not retried
 
 
+
+
+def test_github_app_installation_token(setup: Setup, tmp_path: Path) -> None:
+    if setup.kind != "github":
+        pytest.skip("GitHub Apps exist on GitHub only")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    setup.create(app_id=4242, installation_id=77, app_public_key=public.decode())
+
+    result = setup.run(token_env=None, app_id=4242, app_installation_id=77,
+                       app_private_key_file=str(pem))
+
+    assert result.exit_code == 0, result.output
+    assert len(_prs(setup)) == 1
+    assert ("POST", "/api/v3/app/installations/77/access_tokens") in setup.forge.requests
+
+
+def test_a_pr_no_longer_needed_is_closed_and_declines_nothing(setup: Setup) -> None:
+    setup.create()
+    assert setup.run().exit_code == 0
+    [pr] = _prs(setup)
+    work = setup.tmp_path / "by-hand"
+    subprocess.run(["git", "clone", "-q", str(setup.bare), str(work)], check=True)
+    target = work / "deploy/app.yaml"
+    target.write_text(target.read_text().replace(":1.0.0", ":1.1.0"))
+    devservers.git("commit", "-q", "-am", "update by hand", cwd=work)
+    devservers.git("push", "-q", "origin", "main", cwd=work)
+
+    result = setup.run()
+
+    assert result.exit_code == 0, result.output
+    assert _prs(setup) == []
+    assert setup.sha("image-bot/app") is None  # the bot cleans up its own branch
+    [done] = _report(result)["repositories"][0]["pull_requests"]
+    assert (done["action"], done["number"]) == ("closed", pr["number"])
+    with State.in_dir(setup.tmp_path / "state") as state:
+        assert state.declined("app", f"{setup.registry.host}/team/{setup.image}") == set()

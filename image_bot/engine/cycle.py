@@ -85,19 +85,24 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
         planned, failed = _build_policies(policy_set, repo.branch)
         # 3. tags, once per image, concurrently
         planned = await _fetch_tags(client, planned)
-        # 4. versions humans declined: PRs closed unmerged, rollbacks on the target branch
-        forge = _forge(repo) if not dry_run and _pr_policies(planned) else None
-        planned = await asyncio.to_thread(_with_declines, ws, forge, planned, state,
+        # 4. versions humans declined by rolling back on the target branch
+        planned = await asyncio.to_thread(_with_rollbacks, ws, planned, state,
                                           _identity(config.git))
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, error=str(exc))
     # 5-7. decide, edit, publish: direct commits first, then one PR per bot branch
     direct = [p for p in planned if p.publish.mode == "commit"]
     report = await _commit_mode(ws, repo, config, client, direct, failed, dry_run=dry_run)
-    groups = _pr_groups(p for p in planned if p.publish.mode == "pull-request")
+    groups = _pr_groups(_pr_policies(planned))
+    forge: forges.Forge | str | None = None  # the client, or why there is none
+    if groups and not dry_run:
+        try:
+            forge = _forge(repo)
+        except ImageBotError as exc:
+            forge = str(exc)
     for key, members in groups.items():
         report = _combine(report, await _pull_request_mode(
-            ws, repo, config, client, forge, key, members, dry_run=dry_run))
+            ws, repo, config, client, forge, key, members, state=state, dry_run=dry_run))
     return report
 
 
@@ -376,28 +381,33 @@ def _eligible(p: _Planned) -> list[str]:
     return [tag for tag in p.tags or () if tag not in p.declined]
 
 
-def _with_declines(ws: workspaces.Workspace, forge: forges.Forge | None,
-                   planned: Sequence[_Planned], state: State,
-                   identity: committing.Identity) -> list[_Planned]:
-    """Record what humans declined since last time, then attach each policy's set."""
-    if forge is not None:
-        for key in _pr_groups(_pr_policies(planned)):
-            for d in proposing.declined(forge, proposing.branch_name(key), ws.branch):
-                state.decline(d.policy, d.image, d.tag, d.reason)
+def _with_rollbacks(ws: workspaces.Workspace, planned: Sequence[_Planned], state: State,
+                    identity: committing.Identity) -> list[_Planned]:
+    """Decline versions a human rolled back, then attach each policy's declined set."""
     writes = {(w.policy, w.image): w for w in committing.bot_writes(ws, identity.author.email)}
     for p in planned:
         write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
         if write and p.tags is not None and _rolled_back(ws.root, p, write.tag):
             state.decline(p.name, write.image, write.tag,
                           f"rolled back on {ws.branch} after {write.commit[:12]}")
+    return _attach_declined(planned, state)
+
+
+def _attach_declined(planned: Sequence[_Planned], state: State) -> list[_Planned]:
     return [dataclasses.replace(p, declined=frozenset(
         state.declined(p.name, p.loaded.policy.spec.image_ref.name))) for p in planned]
+
+
+def _record_closed_prs(forge: forges.Forge, branch: str, base: str, state: State) -> None:
+    """PRs of ``branch`` a human closed without merging decline what they proposed."""
+    for d in proposing.declined(forge, branch, base):
+        state.decline(d.policy, d.image, d.tag, d.reason)
 
 
 def _rolled_back(root: Path, p: _Planned, written: str) -> bool:
     """A human set a reference back below the tag the bot wrote (the policy ranks them)."""
     spec = p.loaded.policy.spec
-    scan = scanning.find(root, spec.image_ref, spec.paths)
+    scan = scanning.find(root, spec.image_ref, spec.paths, policy=p.name)
     current = {r.ref.tag for r in scan.references if r.ref.tag}
     if not current or written in current:
         return False
@@ -436,34 +446,46 @@ def _combine(first: RepositoryReport, second: RepositoryReport) -> RepositoryRep
 
 async def _pull_request_mode(ws: workspaces.Workspace, repo: models.RepositoryConfig,
                              config: models.BotConfig, client: registry.RegistryClient,
-                             forge: forges.Forge | None, key: str,
-                             members: Sequence[_Planned], *, dry_run: bool) -> RepositoryReport:
+                             forge: forges.Forge | str | None, key: str,
+                             members: Sequence[_Planned], *, state: State,
+                             dry_run: bool) -> RepositoryReport:
     """One bot branch: edit on the target tip, then propose, update or withdraw its PR."""
     name = workspaces.redact(repo.url)
     branch = proposing.branch_name(key)
     try:
+        if isinstance(forge, str):
+            raise ConfigError(forge)
+        if forge is not None:
+            await asyncio.to_thread(_record_closed_prs, forge, branch, ws.branch, state)
+            members = _attach_declined(members, state)
         await asyncio.to_thread(ws.reset)
-        outcomes, result = _update(ws.root, members, dry_run=dry_run)
+        outcomes, result = await _update(ws.root, members, client, dry_run=dry_run)
         if dry_run or forge is None or any(o.status == "failed" for o in outcomes):
             return _report(name, repo, [], outcomes, result)
-        identity = _identity(config.git)
-        if not result:
-            done = await asyncio.to_thread(
-                proposing.withdraw, ws, forge, branch, ws.branch, bot_email=identity.author.email,
-                reason=f"{ws.branch} already has what this proposed")
-        else:
-            proposal = await _proposal(ws, client, branch, members, result)
-            done = await asyncio.to_thread(proposing.propose, ws, forge, proposal, identity)
+        done = await _propose_or_withdraw(ws, client, forge, branch, members, result,
+                                          _identity(config.git))
     except ImageBotError as exc:
-        return _report(name, repo, [], [dataclasses.replace(o, status="failed") for o in
-                                        outcomes] if "outcomes" in locals() else [],
-                       UpdateResult(), error=f"{branch}: {exc}")
+        failed = [PolicyOutcome(p.name, p.loaded.file, "failed", f"{branch}: {exc}",
+                                image=p.loaded.policy.spec.image_ref.name) for p in members]
+        return _report(name, repo, [], failed, UpdateResult(), error=f"{branch}: {exc}")
     finally:
         await asyncio.to_thread(ws.reset)
     return _report(name, repo, [], [_proposed(o, done) for o in outcomes], result,
                    pull_requests=({"branch": branch, "action": done.action,
                                    "number": done.number, "url": done.url,
                                    "message": done.message, "pushed": done.pushed},))
+
+
+async def _propose_or_withdraw(ws: workspaces.Workspace, client: registry.RegistryClient,
+                               forge: forges.Forge, branch: str, members: Sequence[_Planned],
+                               result: UpdateResult,
+                               identity: committing.Identity) -> proposing.Outcome:
+    if not result:  # every member is current: a PR still open is no longer needed
+        return await asyncio.to_thread(
+            proposing.withdraw, ws, forge, branch, ws.branch, bot_email=identity.author.email,
+            reason=f"{ws.branch} already has what this proposed")
+    proposal = await _proposal(ws, client, branch, members, result)
+    return await asyncio.to_thread(proposing.propose, ws, forge, proposal, identity)
 
 
 def _proposed(outcome: PolicyOutcome, done: proposing.Outcome) -> PolicyOutcome:
@@ -501,11 +523,12 @@ def _unique_rows(changes: Iterable[Change]) -> list[Change]:
 
 async def _row(client: registry.RegistryClient, change: Change,
                result: UpdateResult) -> messages.Row:
-    try:
-        digest: str | None = await client.digest(refs.parse(change.image), change.new_tag)
-    except ImageBotError:
-        digest = None  # the table says "–"; not worth failing the proposal for
     files = tuple(dict.fromkeys(c.file for c in result.changes
                                 if (c.policy, c.image) == (change.policy, change.image)))
-    return messages.Row(change.policy, change.image, change.old_tag, change.new_tag,
-                        digest=digest, files=files)
+    row = messages.Row(change.policy, change.image, change.old_tag, change.new_tag, files=files)
+    try:
+        info = await client.image_info(refs.parse(change.image), change.new_tag)
+    except ImageBotError:
+        return row  # the table says "–"; not worth failing the proposal for
+    return dataclasses.replace(row, digest=info.digest, created=info.created,
+                               source=info.labels.get("org.opencontainers.image.source"))

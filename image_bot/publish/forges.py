@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from image_bot.config import models
@@ -79,7 +80,7 @@ def read_secret(env: str | None, file: os.PathLike[str] | None, *, key: str) -> 
         return value.strip()
     if file:
         try:
-            value = open(file, encoding="utf-8").read().strip()  # noqa: SIM115
+            value = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
         if not value:

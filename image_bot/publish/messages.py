@@ -33,6 +33,7 @@ def render(template: str, context: Mapping[str, Any], *, where: str = "publish.m
 # --- pull-request bodies ------------------------------------------------------------------
 
 _MARKER = re.compile(r"<!-- image-bot:proposal (\{.*?\}) -->", re.DOTALL)
+_SAFE_URL = re.compile(r"https?://[^\s()<>\[\]`|]+")  # a label is untrusted text
 WITHDRAWN = "<!-- image-bot:withdrawn -->"
 HUMAN_NOTICE = "<!-- image-bot:human-commits -->"
 
@@ -58,7 +59,7 @@ def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "") -> str:
              "|---|---|---|---|---|---|"]
     for row in rows:
         digest = f"`{row.digest[:19]}…`" if row.digest else "–"
-        source = f"[source]({row.source})" if row.source else "–"
+        source = f"[source]({row.source})" if _SAFE_URL.fullmatch(row.source or "") else "–"
         files = "<br>".join(f"`{f}`" for f in row.files) or "–"
         lines.append(f"| `{row.image}` | `{row.old or '?'}` → `{row.new}` | {digest} | "
                      f"{_age(row.created, now)} | {source} | {files} |")

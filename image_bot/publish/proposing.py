@@ -104,7 +104,7 @@ def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: s
     humans = _human_commits(ws, tip, bot_email) if tip else []
     if humans:
         return _blocked(forge, pr, branch, humans)
-    forge.comment(pr, f"Closing: {reason}. {messages.WITHDRAWN}")
+    forge.comment(pr, f"image-bot is closing this: {reason}.")
     forge.close(pr, body=f"{pr.body.rstrip()}\n\n{messages.WITHDRAWN}\n")
     if tip:
         committing.push_leased(ws, branch, None, tip)
