@@ -362,7 +362,10 @@ def _forge(repo: models.RepositoryConfig) -> forges.Forge:
     if repo.forge is None:
         raise ConfigError(f"repository {workspaces.redact(repo.url)}: policies use "
                           f"publish.mode: pull-request but repositories[].forge is not set")
-    return forges.connect(repo.forge)
+    try:
+        return forges.connect(repo.forge)
+    except ConfigError as exc:
+        raise ConfigError(f"repository {workspaces.redact(repo.url)}: {exc}") from None
 
 
 def _pr_policies(planned: Iterable[_Planned]) -> list[_Planned]:
