@@ -45,7 +45,7 @@ def test_invalid_ranges_name_the_text(text: str, message: str) -> None:
 @pytest.mark.parametrize(("tag", "expected"), [
     ("1.2.3", (semver.Version(1, 2, 3), 3)), ("v1.2", (semver.Version(1, 2, 0), 2)),
     ("V8", (semver.Version(8, 0, 0), 1)),
-    ("1.0.0-rc.1+build.5", (semver.Version(1, 0, 0, "rc.1", "build.5"), 3)),
+    ("1.0.0-rc.1+build.5", (semver.Version(1, 0, 0, "rc.1"), 3)),
     ("latest", None), ("1.2.3.4.5", None), ("sha-abc123", None),
 ])
 def test_version_parsing(tag: str, expected: tuple[semver.Version, int] | None) -> None:
@@ -64,23 +64,34 @@ def _policy(range_text: str, prerelease: bool = False) -> strategies.Policy:
 def test_select_highest_in_range() -> None:
     decision = _policy("^1.0").select(["1.0.0", "1.1.0", "2.0.0", "latest", "1.2.0-rc.1"],
                                       current="1.0.0")
-    assert decision == strategies.Decision("1.1.0", "1.1.0 is the highest tag in '^1.0'")
+    assert (decision.tag, decision.reason) == (
+        "1.1.0", "1.1.0 is the highest version in '^1.0' (current 1.0.0)")
+    assert (decision.winner, decision.runner_up, decision.ranked) == (
+        "1.1.0", "1.0.0", ("1.1.0", "1.0.0"))
+    assert [(e.tag, e.rule) for e in decision.excluded] == [
+        ("1.2.0-rc.1", "prerelease"), ("2.0.0", "range"), ("latest", "not-a-version")]
 
 
 def test_select_never_downgrades() -> None:
     decision = _policy("^1.0").select(["1.0.0", "1.1.0"], current="1.5.0")
     assert decision.tag is None
-    assert decision.reason == "current 1.5.0 is not older than 1.1.0; no downgrade"
+    assert decision.reason == "no tag qualifies (excluded: 2 downgrade)"
+    assert decision.excluded == (
+        strategies.Excluded("1.0.0", "downgrade",
+                            "lower than current 1.5.0 (allow with allow-downgrade: true)"),
+        strategies.Excluded("1.1.0", "downgrade",
+                            "lower than current 1.5.0 (allow with allow-downgrade: true)"))
 
 
 def test_select_current_is_latest() -> None:
     decision = _policy("^1.0").select(["1.0.0", "1.1.0"], current="1.1.0")
-    assert decision == strategies.Decision(None, "1.1.0 is the latest tag in '^1.0'")
+    assert (decision.tag, decision.winner, decision.reason) == (
+        None, "1.1.0", "current 1.1.0 is already the highest version in '^1.0'")
 
 
 def test_select_nothing_in_range() -> None:
     decision = _policy("^3").select(["1.0.0", "2.0.0"], current="1.0.0")
-    assert decision == strategies.Decision(None, "no tag matches semver range '^3'")
+    assert (decision.tag, decision.reason) == (None, "no tag qualifies (excluded: 2 range)")
 
 
 def test_build_reports_the_key_of_a_bad_range() -> None:

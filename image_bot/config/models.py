@@ -213,8 +213,70 @@ class SemverSelect(_Model):
     prerelease: bool = False
 
 
+class OrderSelect(_Model):
+    """``numerical`` and ``alphabetical``: ``asc`` picks the highest value, ``desc`` the lowest."""
+
+    order: Literal["asc", "desc"] = "asc"
+
+
+class NewestBuildSelect(_Model):
+    """Newest image creation time wins (needs the registry's image config)."""
+
+
+class DigestSelect(_Model):
+    """Follow one mutable tag and pin its digest when it changes."""
+
+    tag: Annotated[str, Field(pattern=r"^[\w][\w.-]{0,127}$")]
+
+
+STRATEGIES = ("semver", "numerical", "alphabetical", "newest-build", "digest")
+
+
 class Select(_Model):
-    semver: SemverSelect
+    """Exactly one strategy."""
+
+    semver: SemverSelect | None = None
+    numerical: OrderSelect | None = None
+    alphabetical: OrderSelect | None = None
+    newest_build: NewestBuildSelect | None = Field(default=None, alias="newest-build")
+    digest: DigestSelect | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Select:
+        chosen = self.chosen
+        if len(chosen) != 1:
+            got = " and ".join(chosen) if chosen else "none"
+            raise ValueError(f"choose exactly one strategy of {', '.join(STRATEGIES)} "
+                             f"(got {got})")
+        return self
+
+    @property
+    def chosen(self) -> list[str]:
+        values = (self.semver, self.numerical, self.alphabetical, self.newest_build, self.digest)
+        return [name for name, value in zip(STRATEGIES, values, strict=True) if value is not None]
+
+    @property
+    def strategy(self) -> str:
+        return self.chosen[0]
+
+
+class Filter(_Model):
+    """Which tags are considered: ``pattern`` (regex) with ``extract``, and ``exclude``."""
+
+    pattern: str | None = Field(default=None, min_length=1)
+    extract: str | None = Field(default=None, min_length=1)
+    exclude: list[Annotated[str, Field(min_length=1)]] = []
+    include_signatures: bool = Field(default=False, alias="include-signatures")
+
+
+_DURATION = r"^\d+(\.\d+)?(ms|s|m|h|d)$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_seconds(text: str) -> float:
+    """``90s``, ``5m``, ``1.5h``, ``7d`` → seconds (the text already matched the pattern)."""
+    number = text.rstrip("smhd")
+    return float(number) * _DURATION_UNITS[text[len(number):]]
 
 
 class Publish(_Model):
@@ -240,6 +302,13 @@ class PolicySpec(_Model):
     pin_digest: bool = Field(False, alias="pin-digest")  # write repo:tag@sha256:…
     publish: Publish = Publish()
     interval: Annotated[str, Field(pattern=r"^\d+(\.\d+)?(ms|s|m|h)$")] = "5m"
+    filter: Filter = Filter()
+    variant: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_.-]+$")
+    precision: Literal["current", "any", 1, 2, 3, 4] = "current"
+    allow_downgrade: bool = Field(default=False, alias="allow-downgrade")
+    min_age: Annotated[str, Field(pattern=_DURATION)] = Field(default="0s", alias="min-age")
+    max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
+    platforms: list[Annotated[str, Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")]] = []
 
     @field_validator("image")
     @classmethod

@@ -37,7 +37,7 @@ class _Planned:
 
     loaded: loading.LoadedPolicy
     policy: strategies.Policy
-    tags: list[str] | None
+    tags: list[str | strategies.Candidate] | None
     error: str | None
     declined: frozenset[str] = field(default_factory=frozenset)
 
@@ -88,6 +88,8 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
         # 4. versions humans declined by rolling back on the target branch
         planned = await asyncio.to_thread(_with_rollbacks, ws, planned, state,
                                           _identity(config.git))
+        # 4b. image metadata, only for policies whose `needs` ask for it
+        planned = await _fetch_metadata(client, planned)
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, error=str(exc))
     # 5-7. decide, edit, publish: direct commits first, then one PR per bot branch
@@ -182,8 +184,32 @@ async def _fetch_tags(client: registry.RegistryClient,
         elif isinstance(tags, BaseException):
             raise tags
         else:
-            filled.append(dataclasses.replace(p, tags=tags))
+            filled.append(dataclasses.replace(p, tags=list(tags)))
     return filled
+
+
+async def _fetch_metadata(client: registry.RegistryClient,
+                          planned: Sequence[_Planned]) -> list[_Planned]:
+    return [await _with_metadata(client, p) if p.tags and p.policy.needs else p
+            for p in planned]
+
+
+async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Planned:
+    missing = sorted(p.policy.needs - {"digest"})
+    if missing:
+        return dataclasses.replace(p, tags=None, error=f"the policy needs image "
+                                   f"{' and '.join(missing)}, which this version cannot "
+                                   f"fetch from the registry yet")
+    image = p.loaded.policy.spec.image_ref
+    names = p.policy.worth_fetching(t for t in p.tags or () if isinstance(t, str))
+    try:
+        digests = await asyncio.gather(*(client.digest(image, tag) for tag in names))
+    except ImageBotError as exc:
+        return dataclasses.replace(p, tags=None, error=str(exc))
+    found = {tag: strategies.Candidate(tag, digest=d) for tag, d in zip(names, digests,
+                                                                        strict=True)}
+    tags = [found.get(t, t) if isinstance(t, str) else t for t in p.tags or ()]
+    return dataclasses.replace(p, tags=tags)
 
 
 async def _update(root: Path, planned: Sequence[_Planned], client: registry.RegistryClient, *,
@@ -223,12 +249,15 @@ def _decide(root: Path, p: _Planned,
         where = ", ".join(spec.paths)
         return dataclasses.replace(base, message=f"no references to {image.name} in {where}"), []
     edits, reasons = [], []
+    now = datetime.now(UTC)  # the one clock read; the policy itself is pure
     for reference in scan.references:
-        decision = p.policy.select(_eligible(p), current=reference.ref.tag)
+        decision = p.policy.select(p.tags or (), current=reference.ref.tag,
+                                   current_digest=reference.ref.digest, now=now,
+                                   declined=p.declined)
         reasons.append(decision.reason)
         tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)
         if tag:  # the writer decides how the tag (and digest) is written into each reference
-            edits.append(rewriting.Edit(reference, tag, name))
+            edits.append(rewriting.Edit(reference, tag, name, digest=decision.digest))
     current = scan.references[0].ref.tag
     latest = next((e.tag for e in edits if e.tag), current)
     return dataclasses.replace(base, message="; ".join(dict.fromkeys(reasons)),
@@ -248,7 +277,8 @@ async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Plann
     failed: dict[str, str] = {}
     for edit in edits:
         spec = pinned[edit.policy]
-        if edit.tag is None or not (spec.pin_digest or rewriting.needs_digest(edit.reference)):
+        if edit.tag is None or edit.digest is not None or not (
+                spec.pin_digest or rewriting.needs_digest(edit.reference)):
             done.append(edit)
             continue
         key = (spec.image_ref, edit.tag)
@@ -379,11 +409,6 @@ def _pr_groups(planned: Iterable[_Planned]) -> dict[str, list[_Planned]]:
     return dict(sorted(groups.items()))
 
 
-def _eligible(p: _Planned) -> list[str]:
-    """The tags the policy may choose from: declined versions are out."""
-    return [tag for tag in p.tags or () if tag not in p.declined]
-
-
 def _with_rollbacks(ws: workspaces.Workspace, planned: Sequence[_Planned], state: State,
                     identity: committing.Identity) -> list[_Planned]:
     """Decline versions a human rolled back, then attach each policy's declined set."""
@@ -414,7 +439,9 @@ def _rolled_back(root: Path, p: _Planned, written: str) -> bool:
     current = {r.ref.tag for r in scan.references if r.ref.tag}
     if not current or written in current:
         return False
-    return any(p.policy.select([written], current=tag).tag == written for tag in current)
+    now = datetime.now(UTC)
+    return any(p.policy.select([written], current=tag, now=now).tag == written
+               for tag in current)
 
 
 def _commit_groups(result: UpdateResult, planned: Sequence[_Planned]) -> list[set[str]]:

@@ -1,8 +1,13 @@
-"""Tag parsing: which tags are versions, and how they compare (pure).
+"""Tag parsing: which tags are versions, and how they compare (pure; no I/O).
 
-A version tag is an optional ``v``/``V`` prefix, one to three numeric components, an
-optional pre-release after ``-`` and optional build metadata after ``+`` (ignored for
-ordering). Missing components count as zero; ``precision`` remembers how many were written.
+A version tag is an optional ``v``/``V`` prefix, one to four numeric components, then an
+optional suffix after ``-`` and optional build metadata after ``+`` (ignored for ordering).
+The suffix is split on ``-`` into segments; a segment made only of pre-release words
+(alpha, beta, rc, pre, preview, dev, snapshot, canary, nightly, m, a, b, each with an
+optional dot and number) or of numbers is a *pre-release*; the first other segment starts the
+*variant* (``alpine3.20``, ``slim``, ``windowsservercore-ltsc2022``), which runs to the end
+except for later pre-release-word segments. A variant's *family* is the variant without its
+digits and dots (``alpine3.20`` → ``alpine``). ``docs/policies.md`` is the reference.
 """
 
 from __future__ import annotations
@@ -13,25 +18,64 @@ from dataclasses import dataclass
 import semver
 
 _TAG = re.compile(
-    r"^[vV]?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?"
-    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+(?P<build>[0-9A-Za-z.-]+))?$"
+    r"^[vV]?(?P<numbers>\d+(?:\.\d+){0,3})"
+    r"(?:-(?P<suffix>[0-9A-Za-z_.-]+))?(?:\+(?P<build>[0-9A-Za-z.-]+))?$"
 )
+_SEGMENT = re.compile(r"^[0-9A-Za-z_]+(?:\.[0-9A-Za-z_]+)*$")
+PRERELEASE_WORDS = ("alpha", "beta", "rc", "pre", "preview", "dev", "snapshot", "canary",
+                    "nightly", "m", "a", "b")
+_PRE_IDENTIFIER = re.compile(rf"^(?:(?:{'|'.join(PRERELEASE_WORDS)})\d*|\d+)$", re.IGNORECASE)
+_CHUNK = re.compile(r"\d+|[A-Za-z_]+")
+
+# an identifier of a pre-release: numbers sort below words (semver rule 11)
+PreKey = tuple[tuple[int, int, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class TagVersion:
-    """A tag read as a version. Orders by version, then by precision (more specific first)."""
+    """A tag read as a version: numbers, pre-release, variant and how precise it was."""
 
     tag: str
-    version: semver.Version
-    precision: int
+    numbers: tuple[int, ...]  # as written: 1 to 4 components
+    prerelease: tuple[str | int, ...] = ()  # ``rc10`` and ``rc.10`` both give ("rc", 10)
+    variant: str = ""
+    build: str = ""
+
+    @property
+    def precision(self) -> int:
+        return len(self.numbers)
 
     @property
     def is_prerelease(self) -> bool:
-        return self.version.prerelease is not None
+        return bool(self.prerelease)
 
-    def sort_key(self) -> tuple[semver.Version, int]:
-        return (self.version, self.precision)
+    @property
+    def family(self) -> str:
+        return family(self.variant)
+
+    @property
+    def release(self) -> tuple[int, int, int, int]:
+        """The numbers padded with zeros to four components (``1.2`` → ``(1, 2, 0, 0)``)."""
+        return (*self.numbers, 0, 0, 0, 0)[:4]  # type: ignore[return-value]
+
+    @property
+    def version(self) -> semver.Version:
+        """The semver version used by ranges: three components and the pre-release.
+
+        A fourth component does not take part in range matching (``1.2.3.4`` is ``1.2.3``).
+        """
+        major, minor, patch = self.release[:3]
+        pre = ".".join(str(part) for part in self.prerelease) or None
+        return semver.Version(major, minor, patch, prerelease=pre)
+
+    def key(self) -> tuple[tuple[int, ...], int, PreKey, tuple[int, ...]]:
+        """What decides "newer": numbers, release over pre-release, pre-release, variant number.
+
+        Two tags with equal keys name the same version (``1.2.3`` and ``v1.2.3``); the
+        caller breaks such ties (precision, then the tag text).
+        """
+        return (self.release, 0 if self.prerelease else 1, prerelease_key(self.prerelease),
+                variant_numbers(self.variant))
 
 
 def parse(tag: str) -> TagVersion | None:
@@ -39,8 +83,49 @@ def parse(tag: str) -> TagVersion | None:
     match = _TAG.match(tag)
     if not match:
         return None
-    parts = [match["major"], match["minor"], match["patch"]]
-    precision = sum(part is not None for part in parts)
-    major, minor, patch = (int(part or 0) for part in parts)
-    version = semver.Version(major, minor, patch, prerelease=match["pre"], build=match["build"])
-    return TagVersion(tag=tag, version=version, precision=precision)
+    numbers = tuple(int(part) for part in match["numbers"].split("."))
+    prerelease: list[str | int] = []
+    variant: list[str] = []
+    for segment in (match["suffix"] or "").split("-") if match["suffix"] else []:
+        if not _SEGMENT.match(segment):
+            return None
+        if _is_prerelease_segment(segment) and not (variant and segment.isdigit()):
+            prerelease.extend(split_identifiers(segment))
+        else:
+            variant.append(segment)
+    return TagVersion(tag=tag, numbers=numbers, prerelease=tuple(prerelease),
+                      variant="-".join(variant), build=match["build"] or "")
+
+
+def _is_prerelease_segment(segment: str) -> bool:
+    return all(_PRE_IDENTIFIER.match(part) for part in segment.split("."))
+
+
+def split_identifiers(segment: str) -> list[str | int]:
+    """``rc.10`` → ``["rc", 10]``; ``rc10`` → ``["rc", 10]``; ``beta2.1`` → ``["beta", 2, 1]``."""
+    parts: list[str | int] = []
+    for identifier in segment.split("."):
+        for chunk in _CHUNK.findall(identifier):
+            parts.append(int(chunk) if chunk.isdigit() else chunk.lower())
+    return parts
+
+
+def prerelease_key(prerelease: tuple[str | int, ...]) -> PreKey:
+    """Semver precedence of pre-release identifiers: numbers numerically and below words."""
+    return tuple((1, 0, part) if isinstance(part, str) else (0, part, "") for part in prerelease)
+
+
+def family(variant: str) -> str:
+    """The variant without digits and dots: ``alpine3.20`` → ``alpine``, ``ls12`` → ``ls``."""
+    return re.sub(r"[\d.]", "", variant)
+
+
+def variant_numbers(variant: str) -> tuple[int, ...]:
+    """The numbers in a variant, for "higher suffix wins": ``alpine3.20`` → ``(3, 20)``."""
+    return tuple(int(n) for n in re.findall(r"\d+", variant))
+
+
+def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Order text with its digit runs read as numbers (``build9`` < ``build10``)."""
+    return tuple((1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
+                 for chunk in re.findall(r"\d+|\D+", text))
