@@ -31,6 +31,21 @@ def test_prerelease_flag_admits_prereleases() -> None:
     assert ranges.parse("^1.0").contains(semver.Version.parse("1.5.0-rc.1"), prerelease=True)
 
 
+@pytest.mark.parametrize(("text", "version", "prerelease", "expected"), [
+    ("*", "0.0.0-rc.0", True, True), ("*", "0.0.0-rc.0", False, False),
+    ("1.x", "1.0.0-rc.1", True, True), ("1.x", "1.0.0-rc.1", False, False),
+    ("^1.2", "1.2.0-rc.1", True, True), ("^1.2.3", "1.2.3-rc.1", True, False),
+    ("~1.2", "1.2.0-0", True, True), ("1.2 - 1.4", "1.2.0-beta", True, True),
+    ("1.2.3 - 1.4", "1.2.3-beta", True, False), (">=1.2", "1.2.0-rc.1", True, True),
+    ("^1.2.3-rc.1", "1.2.3-rc.2", False, True), ("^1.2.3-rc.1", "1.2.4-rc.1", False, False),
+])
+def test_partial_versions_start_below_their_prereleases(text: str, version: str,
+                                                       prerelease: bool,
+                                                       expected: bool) -> None:
+    parsed = semver.Version.parse(version)
+    assert ranges.parse(text).contains(parsed, prerelease=prerelease) is expected
+
+
 @pytest.mark.parametrize(("text", "message"), [
     (">>1", "invalid semver range '>>1': '>1' is not a version"),
     ("^1.2.a", "invalid semver range '^1.2.a': '1.2.a' is not a version"),

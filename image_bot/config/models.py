@@ -8,6 +8,7 @@ error is reported with the same breadcrumb (see ``config.loading``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -306,9 +307,26 @@ class PolicySpec(_Model):
     variant: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_.-]+$")
     precision: Literal["current", "any", 1, 2, 3, 4] = "current"
     allow_downgrade: bool = Field(default=False, alias="allow-downgrade")
-    min_age: Annotated[str, Field(pattern=_DURATION)] = Field(default="0s", alias="min-age")
+    min_age: str = Field(default="0s", alias="min-age")
     max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
-    platforms: list[Annotated[str, Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")]] = []
+    platforms: list[str] = []
+
+    @field_validator("min_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not re.fullmatch(_DURATION, value):
+            raise ValueError(f"{value!r} is not a duration: write for example 90s, 15m, 2h "
+                             f"or 7d")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, value: list[str]) -> list[str]:
+        for platform in value:
+            if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", platform):
+                raise ValueError(f"{platform!r} is not OS/ARCH[/VARIANT] (for example "
+                                 f"linux/amd64 or linux/arm64/v8)")
+        return value
 
     @field_validator("image")
     @classmethod

@@ -21,6 +21,7 @@ _PARTIAL = re.compile(
     r"^[vV=]?(?P<major>\d+|[xX*])?(?:\.(?P<minor>\d+|[xX*]))?(?:\.(?P<patch>\d+|[xX*]))?"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
 )
+_LOWEST = semver.Version(0, 0, 0, prerelease="0")
 _COMPARATOR = re.compile(r"^(?P<op>>=|<=|>|<|=|\^|~>?|)\s*(?P<version>\S*)$")
 
 
@@ -68,6 +69,11 @@ class _Partial:
         major, minor, patch = (*self.numbers, 0, 0, 0)[:3]
         return semver.Version(major, minor, patch, prerelease=self.pre)
 
+    def low(self) -> semver.Version:
+        """The lowest version covered: a partial ``1.2`` starts at ``1.2.0-0``, so allowed
+        pre-releases of ``1.2.0`` are inside it (npm's includePrerelease)."""
+        return self.floor() if len(self.numbers) == 3 else self.floor().replace(prerelease="0")
+
     def next_up(self) -> semver.Version:
         """The first version above everything this partial covers (``1.2`` → ``1.3.0-0``)."""
         if len(self.numbers) == 1:
@@ -88,7 +94,7 @@ def _parse_set(text: str, whole: str) -> tuple[_Comparator, ...]:
         return _hyphen(_partial(hyphen[1], whole), _partial(hyphen[2], whole))
     tokens = re.sub(r"(>=|<=|>|<|=|\^|~>?)\s+", r"\1", text).split()
     if not tokens:
-        return (_Comparator(">=", semver.Version(0, 0, 0), False),)
+        return (_Comparator(">=", _LOWEST, False),)
     comparators: list[_Comparator] = []
     for token in tokens:
         match = _COMPARATOR.match(token)
@@ -120,25 +126,24 @@ def _cmp(op: str, version: semver.Version, explicit: bool = False) -> _Comparato
 def _desugar(op: str, p: _Partial) -> list[_Comparator]:
     n = len(p.numbers)
     if n == 0:
-        return [_cmp(">=", semver.Version(0, 0, 0))] if op not in {"<", ">"} else [
-            _cmp("<", semver.Version(0, 0, 0, prerelease="0"))]
+        return [_cmp(">=", _LOWEST)] if op not in {"<", ">"} else [_cmp("<", _LOWEST)]
     if op == "^":
-        return [_cmp(">=", p.floor(), True), _cmp("<", _caret_ceiling(p))]
+        return [_cmp(">=", p.low(), n == 3), _cmp("<", _caret_ceiling(p))]
     if op in {"~", "~>"}:
         ceiling = _Partial(p.numbers[:2], None).next_up() if n > 1 else p.next_up()
-        return [_cmp(">=", p.floor(), True), _cmp("<", ceiling)]
+        return [_cmp(">=", p.low(), n == 3), _cmp("<", ceiling)]
     if n == 3:
         return [_cmp(op or "=", p.floor(), True)]
     # a partial version stands for the whole span it covers
     if op in {"", "="}:
-        return [_cmp(">=", p.floor()), _cmp("<", p.next_up())]
+        return [_cmp(">=", p.low()), _cmp("<", p.next_up())]
     if op == ">":
         return [_cmp(">=", p.next_up().replace(prerelease=None))]
     if op == "<=":
         return [_cmp("<", p.next_up())]
     if op == "<":
         return [_cmp("<", p.floor().replace(prerelease="0"))]
-    return [_cmp(">=", p.floor())]
+    return [_cmp(">=", p.low())]
 
 
 def _caret_ceiling(p: _Partial) -> semver.Version:
@@ -151,7 +156,7 @@ def _caret_ceiling(p: _Partial) -> semver.Version:
 
 
 def _hyphen(low: _Partial, high: _Partial) -> tuple[_Comparator, ...]:
-    lower = _cmp(">=", low.floor(), True)
+    lower = _cmp(">=", low.low(), len(low.numbers) == 3)
     if not high.numbers:
         return (lower,)
     if len(high.numbers) == 3:

@@ -125,7 +125,12 @@ def variant_numbers(variant: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", variant))
 
 
-def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
-    """Order text with its digit runs read as numbers (``build9`` < ``build10``)."""
-    return tuple((1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
-                 for chunk in re.findall(r"\d+|\D+", text))
+def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """Order text with its digit runs read as numbers (``build9`` < ``build10``).
+
+    Digit runs sort above letters (``1.2.3`` above ``v1.2.3``); texts that read the same
+    (``1.02`` and ``1.2``) are finally ordered by their characters, so the order is total.
+    """
+    chunks = tuple((1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
+                   for chunk in re.findall(r"\d+|\D+", text))
+    return (chunks, text)

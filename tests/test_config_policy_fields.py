@@ -1,0 +1,109 @@
+"""Policy spec fields of the policy stage (select, filter, variant, precision, safety rules):
+kebab-case keys and breadcrumb errors that name the key (whole messages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from image_bot import cli
+from image_bot.config import loading, models
+
+HEAD = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {name: web}
+spec:
+  image: ghcr.io/x/web
+"""
+WHERE = "==> File p.yaml ==> At ImagePolicy(name='web') ==> At key: "
+
+
+def _errors(tmp_path: Path, spec: str) -> list[str]:
+    (tmp_path / "p.yaml").write_text(HEAD + spec)
+    return [str(e) for e in loading.load_policies(tmp_path).errors]
+
+
+def test_every_field_in_kebab_case(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(HEAD + """\
+  select: {numerical: {order: desc}}
+  filter:
+    pattern: '^build-(?P<n>\\d+)$'
+    extract: '$n'
+    exclude: ['*-debug', 'regex:^tmp-']
+    include-signatures: true
+  allow-downgrade: true
+  min-age: 2h
+  platforms: [linux/amd64, linux/arm64/v8]
+""")
+    policy_set = loading.load_policies(tmp_path)
+    assert policy_set.errors == ()
+    spec = policy_set.policies[0].policy.spec
+    assert spec.select.strategy == "numerical"
+    assert spec.select.numerical == models.OrderSelect(order="desc")
+    assert spec.filter == models.Filter(pattern=r"^build-(?P<n>\d+)$", extract="$n",
+                                        exclude=["*-debug", "regex:^tmp-"],
+                                        include_signatures=True)
+    assert (spec.allow_downgrade, spec.min_age, spec.platforms) == (
+        True, "2h", ["linux/amd64", "linux/arm64/v8"])
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("  select: {semver: {range: '^1'}, numerical: {}}\n",
+     "spec.select: choose exactly one strategy of semver, numerical, alphabetical, "
+     "newest-build, digest (got semver and numerical)"),
+    ("  select: {}\n",
+     "spec.select: choose exactly one strategy of semver, numerical, alphabetical, "
+     "newest-build, digest (got none)"),
+    ("  select: {newest_build: {}, digest: {tag: latest}}\n",
+     "spec.select: choose exactly one strategy of semver, numerical, alphabetical, "
+     "newest-build, digest (got newest-build and digest)"),
+    ("  select: {numerical: {order: up}}\n",
+     "spec.select.numerical.order: Input should be 'asc' or 'desc'"),
+    ("  select: {digest: {}}\n", "spec.select.digest.tag: Field required"),
+    ("  select: {digest: {tag: 'no tag'}}\n",
+     "spec.select.digest.tag: String should match pattern '^[\\w][\\w.-]{0,127}$'"),
+    ("  select: {semver: {range: '^1'}}\n  filter: {patern: x}\n",
+     "spec.filter.patern: Extra inputs are not permitted"),
+    ("  select: {semver: {range: '^1'}}\n  min-age: 5 minutes\n",
+     "spec.min-age: '5 minutes' is not a duration: write for example 90s, 15m, 2h or 7d"),
+    ("  select: {semver: {range: '^1'}}\n  max-bump: huge\n",
+     "spec.max-bump: Input should be 'major', 'minor' or 'patch'"),
+    ("  select: {semver: {range: '^1'}}\n  precision: 5\n",
+     "spec.precision: Input should be 'current', 'any', 1, 2, 3 or 4"),
+    ("  select: {semver: {range: '^1'}}\n  platforms: [linux]\n",
+     "spec.platforms: 'linux' is not OS/ARCH[/VARIANT] (for example linux/amd64 or "
+     "linux/arm64/v8)"),
+    ("  select: {semver: {range: '^1'}}\n  allow-downgrade: maybe\n",
+     "spec.allow-downgrade: Input should be a valid boolean, unable to interpret input"),
+])
+def test_model_errors_are_breadcrumbs(tmp_path: Path, spec: str, message: str) -> None:
+    assert _errors(tmp_path, spec) == [WHERE + message]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("  select: {semver: {range: '^1'}}\n  filter: {pattern: '('}\n",
+     "spec.filter.pattern: invalid regular expression '(': missing ), unterminated "
+     "subpattern at position 0"),
+    ("  select: {semver: {range: '^1'}}\n  filter: {pattern: '(a)', extract: '$2'}\n",
+     "spec.filter.extract: '$2' names no group of the pattern '(a)'"),
+    ("  select: {alphabetical: {}}\n  variant: alpine\n",
+     "spec.variant: variant applies to the semver strategy only, not alphabetical"),
+    ("  select: {semver: {range: '>=1 <<2'}}\n",
+     "spec.select.semver.range: invalid semver range '>=1 <<2': '<2' is not a version"),
+])
+def test_validate_reports_policy_errors_with_the_key(tmp_path: Path, spec: str,
+                                                     message: str) -> None:
+    (tmp_path / "p.yaml").write_text(HEAD + spec)
+    result = CliRunner().invoke(cli.main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == WHERE + message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("0s", 0.0), ("90s", 90.0), ("15m", 900.0), ("1.5h", 5400.0), ("7d", 604800.0),
+    ("250ms", 0.25),
+])
+def test_duration_seconds(text: str, seconds: float) -> None:
+    assert models.duration_seconds(text) == seconds
