@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from image_bot import cli
 from image_bot.config import loading, models
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from image_bot.config import models
 from image_bot.policy import filters, strategies, versions
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from image_bot.config import models
 from image_bot.policy import strategies
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from image_bot.policy import versions
 
 # tag → (numbers, pre-release identifiers, variant, family); None: not a version tag
