@@ -19,7 +19,7 @@ from typing import Any
 
 from image_bot import refs
 from image_bot.config import loading, models
-from image_bot.engine import selecting
+from image_bot.engine import ranking, selecting
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport, Status
 from image_bot.errors import ConfigError, ImageBotError, PushRejected
 from image_bot.policy import strategies
@@ -195,20 +195,12 @@ async def _fetch_metadata(client: registry.RegistryClient,
 
 
 async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Planned:
-    missing = sorted(p.policy.needs - {"digest"})
-    if missing:
-        return dataclasses.replace(p, tags=None, error=f"the policy needs image "
-                                   f"{' and '.join(missing)}, which this version cannot "
-                                   f"fetch from the registry yet")
     image = p.loaded.policy.spec.image_ref
-    names = p.policy.worth_fetching(t for t in p.tags or () if isinstance(t, str))
+    names = [t for t in p.tags or () if isinstance(t, str)]
     try:
-        digests = await asyncio.gather(*(client.digest(image, tag) for tag in names))
+        tags = await ranking.with_metadata(client, image, p.policy, names)
     except ImageBotError as exc:
         return dataclasses.replace(p, tags=None, error=str(exc))
-    found = {tag: strategies.Candidate(tag, digest=d) for tag, d in zip(names, digests,
-                                                                        strict=True)}
-    tags = [found.get(t, t) if isinstance(t, str) else t for t in p.tags or ()]
     return dataclasses.replace(p, tags=tags)
 
 

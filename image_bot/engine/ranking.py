@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import pydantic
 
 from image_bot import refs
 from image_bot.config import models
-from image_bot.errors import ConfigError
+from image_bot.errors import ConfigError, PermanentError
 from image_bot.policy import strategies
 from image_bot.registry import client as registry
 
@@ -79,19 +80,40 @@ async def fetch_tags(image: refs.ImageRef, policy: strategies.Policy,
 async def registry_candidates(client: registry.RegistryClient, image: refs.ImageRef,
                               policy: strategies.Policy) -> list[str | strategies.Candidate]:
     """The registry's tags, with the metadata the policy needs for the tags it would keep."""
-    tags: list[str | strategies.Candidate] = list(await client.list_tags(image))
-    missing = sorted(policy.needs - {"digest"})
-    if missing:
-        raise ConfigError(f"this policy needs image {' and '.join(missing)}, which cannot be "
-                          f"fetched from the registry yet: give --tags-from with "
-                          f"TAG<TAB>CREATED lines")
-    if "digest" in policy.needs:
-        names = policy.worth_fetching(t for t in tags if isinstance(t, str))
+    return await with_metadata(client, image, policy, await client.list_tags(image))
+
+
+async def with_metadata(client: registry.RegistryClient, image: refs.ImageRef,
+                        policy: strategies.Policy,
+                        tags: Sequence[str]) -> list[str | strategies.Candidate]:
+    """``tags`` with digest, creation time and platforms filled in where the policy ``needs``
+    them, and only for the tags it would keep (``worth_fetching``).
+
+    A digest alone costs one ``HEAD``; anything else reads the manifest and config through
+    ``image_info`` (cached by digest). A tag the registry cannot describe stays bare, so
+    the policy excludes it with a reason; an unreachable registry fails the whole call.
+    """
+    if not policy.needs:
+        return list(tags)
+    names = policy.worth_fetching(tags)
+    if policy.needs == {"digest"}:
         digests = await asyncio.gather(*(client.digest(image, tag) for tag in names))
-        found = dict(zip(names, digests, strict=True))
-        tags = [strategies.Candidate(t, digest=found[t]) if t in found else t
-                for t in tags if isinstance(t, str)]
-    return tags
+        found = {tag: strategies.Candidate(tag, digest=d)
+                 for tag, d in zip(names, digests, strict=True)}
+    else:
+        described = await asyncio.gather(*(_describe(client, image, tag) for tag in names))
+        found = {c.tag: c for c in described}
+    return [found.get(tag, tag) for tag in tags]
+
+
+async def _describe(client: registry.RegistryClient, image: refs.ImageRef,
+                    tag: str) -> strategies.Candidate:
+    try:
+        info = await client.image_info(image, tag)
+    except PermanentError:
+        return strategies.Candidate(tag)
+    return strategies.Candidate(tag, created=info.created, digest=info.digest,
+                                platforms=info.platforms)
 
 
 def to_json(decision: strategies.Decision, *, explain: bool) -> dict[str, Any]:
