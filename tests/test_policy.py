@@ -90,7 +90,8 @@ def test_select_highest_in_range() -> None:
 def test_select_never_downgrades() -> None:
     decision = _policy("^1.0").select(["1.0.0", "1.1.0"], current="1.5.0")
     assert decision.tag is None
-    assert decision.reason == "no tag qualifies (excluded: 2 downgrade)"
+    assert decision.reason == ("nothing newer than current 1.5.0, and no downgrade "
+                               "(excluded: 2 downgrade)")
     assert decision.excluded == (
         strategies.Excluded("1.0.0", "downgrade",
                             "lower than current 1.5.0 (allow with allow-downgrade: true)"),

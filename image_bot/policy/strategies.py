@@ -325,8 +325,12 @@ class Policy:
                             ranked=order, excluded=tuple(excluded))
 
         if not ranked:
-            return decision(None, f"no tag qualifies (excluded: {_summary(excluded)})"
-                            if has_tags else "the image has no tags")
+            if not has_tags:
+                return decision(None, "the image has no tags")
+            if here and any(e.rule == "downgrade" for e in excluded):
+                return decision(None, f"nothing newer than current {here.tag}, and no "
+                                      f"downgrade (excluded: {_summary(excluded)})")
+            return decision(None, f"no tag qualifies (excluded: {_summary(excluded)})")
         best = ranked[0]
         winner, what = best.candidate.tag, self._what(best)
         if here is None:
