@@ -624,6 +624,9 @@ _STRATEGY_FLAGS = {"semver_range": "--semver", "numerical": "--numerical",
 @_json_option
 @click.option("--explain", is_flag=True,
               help="Also show the ranking, the runner-up and the rule that excluded each tag.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print each registry request to stderr: method, URL (no secrets), status, "
+                   "time.")
 def test_command(image: str, **flags: Any) -> None:
     """Rank the tags of IMAGE with a policy given as flags and print the chosen tag.
 
@@ -638,6 +641,7 @@ def test_command(image: str, **flags: Any) -> None:
     2 a usage or policy error. Rules and examples: docs/policies.md.
     """
     as_json, explain = flags.pop("as_json"), flags.pop("explain")
+    verbose = flags.pop("verbose")
     try:
         ref = refs.parse(image)
         policy = ranking.build_policy(ref, _spec_from_flags(flags))
@@ -646,7 +650,8 @@ def test_command(image: str, **flags: Any) -> None:
             source = "-" if flags["tags_from"].name == "<stdin>" else flags["tags_from"].name
             tags = list(ranking.read_tags(flags["tags_from"].read(), source))
         else:
-            tags = asyncio.run(_registry_tags(ref, policy, flags["config_path"]))
+            tags = asyncio.run(_registry_tags(ref, policy, flags["config_path"],
+                                              verbose=verbose))
     except (ConfigError, refs.InvalidReference) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -689,10 +694,18 @@ def _spec_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-async def _registry_tags(ref: refs.ImageRef, policy: Any,
-                         config_path: Path | None) -> list[Any]:
+async def _registry_tags(ref: refs.ImageRef, policy: Any, config_path: Path | None, *,
+                         verbose: bool = False) -> list[Any]:
     settings = loading.load_bot_config(config_path).registries if config_path else []
-    return await ranking.fetch_tags(ref.with_tag(None), policy, settings)
+    on_request = _print_request if verbose else None
+    return await ranking.fetch_tags(ref.with_tag(None), policy, settings,
+                                    on_request=on_request)
+
+
+def _print_request(method: str, url: str, status: int, seconds: float) -> None:
+    """One line per registry request for ``test --verbose`` (the URL is already redacted)."""
+    shown = status if status else "no answer"
+    click.echo(f"{method} {url} → {shown} ({seconds * 1000:.0f} ms)", err=True)
 
 
 def _print_decision(decision: Any, *, as_json: bool, explain: bool) -> None:

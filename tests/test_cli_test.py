@@ -214,3 +214,32 @@ def test_missing_image_exits_1(registry: devservers.Registry, registry_config: P
                    str(registry_config))
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: registry {registry.host}")
+
+
+@pytest.mark.e2e
+def test_verbose_prints_each_registry_request_without_secrets(
+        auth_registry: devservers.Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"team/verbose-{uuid.uuid4().hex[:8]}"
+    for tag in ["1.0.0", "1.1.0"]:
+        devservers.push_image(auth_registry.url, name, tag, auth=("tester", "s3cret-pw"))
+    config = tmp_path / "bot.yaml"
+    config.write_text(json.dumps({
+        "repositories": [{"url": "file:///unused"}],
+        "registries": [{"host": auth_registry.host, "insecure": True,
+                        "username_env": "REG_USER", "password_env": "REG_PASSWORD"}]}))
+    monkeypatch.setenv("REG_USER", "tester")
+    monkeypatch.setenv("REG_PASSWORD", "s3cret-pw")
+
+    result = _test(f"{auth_registry.host}/{name}:1.0.0", "--semver", "^1", "--config",
+                   str(config), "--verbose")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "1.1.0\n"
+    lines = [line for line in result.stderr.splitlines() if line.startswith("GET ")]
+    tags_url = f"{auth_registry.url}/v2/{name}/tags/list"
+    assert any(line.startswith(f"GET {tags_url}") and " → 200 (" in line for line in lines), (
+        result.stderr)
+    assert all(line.endswith(" ms)") for line in lines)
+    assert "s3cret-pw" not in result.stderr
+    assert "Basic " not in result.stderr

@@ -245,3 +245,27 @@ def test_bad_input_fails_clearly_and_changes_nothing(
     assert len(errors) == 1, result.output
     assert expected.format(dead=dead, host=registry.host) in errors[0]
     assert len(_remote_log(url, tmp_path)[1]) == 1
+
+
+def test_default_paths_never_rewrite_the_policy_files_themselves(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    _seed(registry, "everywhere", ["1.0.0", "1.4.0"])
+    policy = POLICY.format(name="everywhere", host=registry.host, image="everywhere",
+                           range="^1").replace('  paths: ["deploy/**"]\n', "")
+    url = config_repo({
+        "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="everywhere"),
+        "policies/p.yaml": policy,
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone, log = _remote_log(url, tmp_path)
+    assert len(log) == 2
+    assert (clone / "policies/p.yaml").read_text() == policy
+    assert "team/everywhere:1.4.0" in (clone / "deploy/app.yaml").read_text()
+    again = _invoke("run", "--once", "--config", str(config))
+    assert again.exit_code == 0, again.output

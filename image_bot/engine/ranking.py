@@ -71,9 +71,12 @@ def _created(text: str, where: str) -> datetime | None:
 
 
 async def fetch_tags(image: refs.ImageRef, policy: strategies.Policy,
-                     registries: list[models.RegistryConfig]) -> list[str | strategies.Candidate]:
+                     registries: list[models.RegistryConfig], *,
+                     on_request: registry.OnRequest | None = None,
+                     ) -> list[str | strategies.Candidate]:
     """The registry's tags for ``image`` (settings from the bot config, else defaults)."""
-    async with registry.RegistryClient({r.host: r for r in registries}) as client:
+    async with registry.RegistryClient({r.host: r for r in registries},
+                                       on_request=on_request) as client:
         return await registry_candidates(client, image, policy)
 
 

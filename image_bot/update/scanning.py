@@ -247,8 +247,18 @@ def references_in(text: str, image: refs.ImageRef, file: str, *,
     """References to ``image`` in every document of ``text``; raises YAMLError if unparsable."""
     markers = _markers(text) if policy is not None else {}
     for tree in _trees(text):
-        if tree is not None:
+        if tree is not None and not _is_own_document(tree.root):
             yield from _Finder(tree, image, file, policy, markers).references()
+
+
+def _is_own_document(node: Node) -> bool:
+    """image-bot's own documents (an ImagePolicy's ``spec.image``) name images, but they
+    are configuration, never references to rewrite."""
+    if not isinstance(node, MappingNode):
+        return False
+    return any(isinstance(k, ScalarNode) and k.value == "apiVersion"
+               and isinstance(v, ScalarNode) and str(v.value).startswith("image-bot/")
+               for k, v in node.value)
 
 
 def load_documents(text: str) -> list[Any]:
