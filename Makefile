@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint:
-	$(VENV)/bin/ruff check image_bot tests tools scripts
+	$(VENV)/bin/ruff check image_bot tests tools scripts bench
 
 typecheck:
 	$(VENV)/bin/mypy
