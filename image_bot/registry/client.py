@@ -20,10 +20,10 @@ import collections
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -41,6 +41,8 @@ from image_bot.errors import (
 from image_bot.registry import auth, credentials, limits, manifests, quirks
 from image_bot.registry.manifests import ImageInfo
 from image_bot.state import State
+
+_Parsed = TypeVar("_Parsed")
 
 __all__ = ["MANIFEST_ACCEPT", "ImageInfo", "OnRequest", "RegistryClient", "redact_url"]
 
@@ -197,15 +199,8 @@ class RegistryClient:
     # --- manifests and blobs, cached by digest ----------------------------------------
 
     async def _manifest(self, image: refs.ImageRef, digest: str) -> manifests.Manifest:
-        data = self._cached(digest, "manifest")
-        if data is None:
-            data = await self._fetch_manifest(image, digest)
-            self._store(digest, "manifest", data)
-        try:
-            return manifests.parse(data)
-        except manifests.InvalidManifest as exc:
-            raise RegistryError(f"registry {image.host}, image {image.repository}@{digest}: "
-                                f"{exc}") from None
+        return await self._immutable(image, digest, "manifest", manifests.parse,
+                                     lambda: self._fetch_manifest(image, digest))
 
     async def _fetch_manifest(self, image: refs.ImageRef, reference: str) -> bytes:
         url = f"{self._host(image.host).base}/v2/{image.repository}/manifests/{reference}"
@@ -218,14 +213,26 @@ class RegistryClient:
         return response.content
 
     async def _config(self, image: refs.ImageRef, digest: str) -> manifests.Config:
-        data = self._cached(digest, "config")
+        return await self._immutable(image, digest, "config", manifests.parse_config,
+                                     lambda: self._fetch_blob(image, digest))
+
+    async def _fetch_blob(self, image: refs.ImageRef, digest: str) -> bytes:
+        url = f"{self._host(image.host).base}/v2/{image.repository}/blobs/{digest}"
+        data = (await self._request(image, "GET", url)).content
+        _check_digest(data, digest, image)
+        return data
+
+    async def _immutable(self, image: refs.ImageRef, digest: str, kind: str,
+                         parse: Callable[[bytes], _Parsed],
+                         fetch: Callable[[], Awaitable[bytes]]) -> _Parsed:
+        """Content addressed by ``digest``: from the state store, else fetched and stored
+        forever; parsed, with a parse failure reported against the registry and image."""
+        data = self._cached(digest, kind)
         if data is None:
-            url = f"{self._host(image.host).base}/v2/{image.repository}/blobs/{digest}"
-            data = (await self._request(image, "GET", url)).content
-            _check_digest(data, digest, image)
-            self._store(digest, "config", data)
+            data = await fetch()
+            self._store(digest, kind, data)
         try:
-            return manifests.parse_config(data)
+            return parse(data)
         except manifests.InvalidManifest as exc:
             raise RegistryError(f"registry {image.host}, image {image.repository}@{digest}: "
                                 f"{exc}") from None
