@@ -25,6 +25,7 @@ from rich.table import Table
 from image_bot import __version__, refs
 from image_bot.config import loading, models
 from image_bot.engine import (
+    context,
     cycle,
     history,
     locking,
@@ -37,7 +38,6 @@ from image_bot.engine import (
 )
 from image_bot.engine.report import CycleReport
 from image_bot.errors import ConfigError, ImageBotError, StateDirLocked
-from image_bot.registry import client as registry
 from image_bot.server import app, page
 from image_bot.state import State
 from image_bot.sync import agent
@@ -238,13 +238,8 @@ def _cycle(config: models.BotConfig, *, dry_run: bool, selection: selecting.Sele
         with locking.hold(config.state_dir, purpose=purpose), \
                 console.status("starting", spinner="dots") if show_progress and \
                 console.is_terminal else contextlib.nullcontext() as progress:
-            started = time.monotonic()
             report = asyncio.run(_cycle_async(config, dry_run=dry_run, selection=selection,
-                                              progress=progress))
-            if not dry_run:
-                with State.in_dir(config.state_dir) as state:
-                    history.record(state, report, trigger=purpose,
-                                   seconds=time.monotonic() - started)
+                                              progress=progress, purpose=purpose))
     except StateDirLocked as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
@@ -252,7 +247,8 @@ def _cycle(config: models.BotConfig, *, dry_run: bool, selection: selecting.Sele
 
 
 async def _cycle_async(config: models.BotConfig, *, dry_run: bool,
-                       selection: selecting.Selection, progress: Status | None) -> CycleReport:
+                       selection: selecting.Selection, progress: Status | None,
+                       purpose: str) -> CycleReport:
     started, requests = time.monotonic(), [0]
 
     def counted(method: str, url: str, status: int, seconds: float) -> None:
@@ -264,11 +260,10 @@ async def _cycle_async(config: models.BotConfig, *, dry_run: bool,
 
     if progress is not None:
         progress.update(f"fetching {len(config.repositories)} repositories")
-    with State.in_dir(config.state_dir) as state:
-        async with registry.RegistryClient(config.registries, state=state,
-                                           on_request=counted) as client:
-            return await cycle.run_once(config, dry_run=dry_run, client=client,
-                                        selection=selection)
+    async with context.Engine.open(config, on_request=counted) as engine:
+        report = await cycle.run_once(engine, dry_run=dry_run, selection=selection)
+        engine.record(report, trigger=purpose, seconds=time.monotonic() - started)
+        return report
 
 
 def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,
@@ -276,9 +271,8 @@ def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,
             log_format: observing.LogFormat) -> None:
     observing.setup_logging(log_format)
     try:
-        with locking.hold(config.state_dir, purpose="daemon"), \
-                State.in_dir(config.state_dir) as state:
-            asyncio.run(_daemon_async(config, state, polling=polling, interval=interval,
+        with locking.hold(config.state_dir, purpose="daemon"):
+            asyncio.run(_daemon_async(config, polling=polling, interval=interval,
                                       listen=listen or config.daemon.listen, shard=shard))
     except StateDirLocked as exc:
         click.echo(f"error: {exc}", err=True)
@@ -288,13 +282,14 @@ def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,
         sys.exit(EXIT_USAGE)
 
 
-async def _daemon_async(config: models.BotConfig, state: State, *, polling: bool,
+async def _daemon_async(config: models.BotConfig, *, polling: bool,
                         interval: float | None, listen: str,
                         shard: selecting.Shard | None) -> None:
-    metrics = observing.Metrics()
-    scheduler = scheduling.Scheduler(config, state=state, metrics=metrics, shard=shard,
-                                     polling=polling, interval=interval)
-    await app.serve(config, scheduler=scheduler, state=state, metrics=metrics, listen=listen)
+    async with context.Engine.open(config) as engine:
+        scheduler = scheduling.Scheduler(engine, shard=shard, polling=polling,
+                                         interval=interval)
+        await app.serve(config, scheduler=scheduler, state=engine.state,
+                        metrics=engine.metrics, listen=listen)
 
 
 @main.command(name="set-image")
@@ -382,7 +377,7 @@ def _print_report(report: CycleReport, *, as_json: bool) -> None:
         for commit in repo.commits:
             console.print(f"committed {commit[:12]} and pushed to {repo.branch}")
         for skipped in repo.skipped:
-            console.print(f"[yellow]skipped[/] {skipped['file']}: {skipped['reason']}")
+            console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
         if repo.error:
             console.print(f"[red]error:[/] {repo.error}", markup=True)
     _print_errors(report)

@@ -20,13 +20,20 @@
 
 Third-party exceptions (httpx, git, ruamel) are translated at the stage boundary with
 ``raise ... from exc``. Messages never carry a token or a password.
+
+Every class names its ``kind`` (the party at fault: config, registry, git, forge, update,
+sync), which metrics and logs use instead of reading the message.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ImageBotError(Exception):
     """Base of every error image-bot raises on purpose."""
+
+    kind: ClassVar[str] = "internal"
 
 
 class PermanentError(ImageBotError):
@@ -44,50 +51,76 @@ class TemporaryError(ImageBotError):
 class ConfigError(PermanentError):
     """A bot config file or a policy document is invalid; the message is a breadcrumb."""
 
+    kind = "config"
+
 
 class ImageNotFound(PermanentError):
     """The registry answered that the repository does not exist."""
+
+    kind = "registry"
 
 
 class AuthError(PermanentError):
     """The registry or Git remote refused our credentials (or we have none)."""
 
+    kind = "auth"
+
 
 class RegistryError(PermanentError):
     """The registry answered something we cannot use (bad JSON, HTML page, wrong type)."""
+
+    kind = "registry"
 
 
 class UpdateError(PermanentError):
     """A file could not be edited safely; it was left untouched."""
 
+    kind = "update"
+
 
 class PublishError(PermanentError):
     """Git refused our change for a reason that retrying will not fix."""
+
+    kind = "git"
 
 
 class SyncError(PermanentError):
     """The sync target refused a change: pull, create or health check failed."""
 
+    kind = "sync"
+
 
 class RegistryUnavailable(TemporaryError):
     """The registry could not be reached or answered 5xx/429."""
+
+    kind = "registry"
 
 
 class PushRejected(TemporaryError):
     """The push was rejected because the remote branch moved (non-fast-forward)."""
 
+    kind = "git"
+
 
 class StateDirLocked(ImageBotError):
     """Another image-bot process works on the same state dir (its clone and its cache)."""
+
+    kind = "state"
 
 
 class TargetUnavailable(TemporaryError):
     """The sync target (Docker engine, Kubernetes API, kubectl) cannot be reached."""
 
+    kind = "sync"
+
 
 class ForgeError(PermanentError):
     """GitHub or GitLab refused a request for good (401, 403, 404, 422): fix the config."""
 
+    kind = "forge"
+
 
 class ForgeUnavailable(TemporaryError):
     """GitHub or GitLab could not be reached, or answered 5xx or a rate limit."""
+
+    kind = "forge"

@@ -3,13 +3,14 @@ kebab-case keys and breadcrumb errors that name the key (whole messages)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from image_bot import cli
-from image_bot.config import loading, models
+from image_bot.config import durations, loading, models
 
 HEAD = """\
 apiVersion: image-bot/v1
@@ -104,7 +105,14 @@ def test_validate_reports_policy_errors_with_the_key(tmp_path: Path, spec: str,
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("0s", 0.0), ("90s", 90.0), ("15m", 900.0), ("1.5h", 5400.0), ("7d", 604800.0),
-    ("250ms", 0.25),
+    ("250ms", 0.25), ("1m30s", 90.0), ("1h0m5s", 3605.0), ("0", 0.0),
 ])
 def test_duration_seconds(text: str, seconds: float) -> None:
-    assert models.duration_seconds(text) == seconds
+    assert durations.parse(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "", "5", "1.5", "m", "1x", "-1s", "1s 2m"])
+def test_one_duration_grammar_refuses(text: str) -> None:
+    with pytest.raises(durations.InvalidDuration,
+                       match=f"{re.escape(repr(text))} is not a duration: write for example"):
+        durations.parse(text)

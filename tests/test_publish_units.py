@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from image_bot.config import secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
 from image_bot.publish import forges, messages, proposing
 from image_bot.publish import workspace as workspaces
@@ -112,4 +113,4 @@ def test_missing_token_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("NO_SUCH_TOKEN", raising=False)
     expected = "forge.token_env: environment variable NO_SUCH_TOKEN is not set or empty"
     with pytest.raises(ConfigError, match=re.escape(expected)):
-        forges.read_secret("NO_SUCH_TOKEN", None, key="forge.token")
+        secrets.read("NO_SUCH_TOKEN", None, key="forge.token")

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from image_bot import refs
+from image_bot.config import durations
 
 
 class _Model(BaseModel):
@@ -63,16 +64,6 @@ class RepositoryConfig(_Model):
         return self.name or self.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
 
 
-_DURATION = r"^\d+(\.\d+)?(ms|s|m|h)$"
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(duration: str) -> float:
-    """``"90s"``, ``"5m"``, ``"1.5h"`` → seconds (the string was validated by ``_DURATION``)."""
-    unit = "ms" if duration.endswith("ms") else duration[-1]
-    return float(duration[: -len(unit)]) * _DURATION_UNITS[unit]
-
-
 class RegistryConfig(_Model):
     """How to reach one registry; every field is documented in docs/registries.md."""
 
@@ -88,7 +79,7 @@ class RegistryConfig(_Model):
     credentials_file: Path | None = None
     docker_config: bool | Path = False   # true: $DOCKER_CONFIG or ~/.docker/config.json
     credentials_command: list[str] | None = Field(default=None, min_length=1)
-    credentials_refresh: Annotated[str, Field(pattern=_DURATION)] = "1h"
+    credentials_refresh: durations.Duration = "1h"
     # limits
     rate_limit: float | None = Field(default=None, gt=0)   # requests per second (token bucket)
     burst: int | None = Field(default=None, ge=1)          # bucket size (default: rate, ≥ 1)
@@ -124,7 +115,7 @@ class RegistryConfig(_Model):
 
     @property
     def refresh_seconds(self) -> float:
-        return seconds(self.credentials_refresh)
+        return durations.parse(self.credentials_refresh)
 
 
 class GitConfig(_Model):
@@ -270,16 +261,6 @@ class Filter(_Model):
     include_signatures: bool = Field(default=False, alias="include-signatures")
 
 
-_DURATION = r"^\d+(\.\d+)?(ms|s|m|h|d)$"
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def duration_seconds(text: str) -> float:
-    """``90s``, ``5m``, ``1.5h``, ``7d`` → seconds (the text already matched the pattern)."""
-    number = text.rstrip("smhd")
-    return float(number) * _DURATION_UNITS[text[len(number):]]
-
-
 class Publish(_Model):
     mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
@@ -302,22 +283,14 @@ class PolicySpec(_Model):
     paths: list[str] = ["**"]
     pin_digest: bool = Field(False, alias="pin-digest")  # write repo:tag@sha256:…
     publish: Publish = Publish()
-    interval: Annotated[str, Field(pattern=r"^\d+(\.\d+)?(ms|s|m|h)$")] = "5m"
+    interval: durations.Duration = "5m"
     filter: Filter = Filter()
     variant: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_.-]+$")
     precision: Literal["current", "any", 1, 2, 3, 4] = "current"
     allow_downgrade: bool = Field(default=False, alias="allow-downgrade")
-    min_age: str = Field(default="0s", alias="min-age")
+    min_age: durations.Duration = Field(default="0s", alias="min-age")
     max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
     platforms: list[str] = []
-
-    @field_validator("min_age")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        if not re.fullmatch(_DURATION, value):
-            raise ValueError(f"{value!r} is not a duration: write for example 90s, 15m, 2h "
-                             f"or 7d")
-        return value
 
     @field_validator("platforms")
     @classmethod

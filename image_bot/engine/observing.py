@@ -46,8 +46,9 @@ class Metrics:
                                registry=r)
         self.pull_requests = Counter("image_bot_pull_requests_opened",
                                      "Pull/merge requests opened.", registry=r)
-        self.errors = Counter("image_bot_errors", "Errors, by kind (registry, git, config, "
-                              "update, internal).", ["kind"], registry=r)
+        self.errors = Counter("image_bot_errors", "Errors, by kind (the error's class: "
+                              "config, registry, auth, git, forge, update, sync, internal).",
+                              ["kind"], registry=r)
         self.cycle_duration = Histogram("image_bot_cycle_duration_seconds",
                                         "Duration of one scan of a repository's policies.",
                                         buckets=_CYCLE_BUCKETS, registry=r)
@@ -70,13 +71,13 @@ class Metrics:
                 self.scans.labels(outcome.status).inc()
                 if outcome.status in ("updated", "planned"):
                     self.updates.labels("proposed").inc()
-                if outcome.status == "failed":
-                    self.errors.labels(error_kind(outcome.message)).inc()
+                if outcome.kind is not None:
+                    self.errors.labels(outcome.kind).inc()
             if repo.commits:
                 committed = sum(1 for o in repo.outcomes if o.status == "updated")
                 self.updates.labels("committed").inc(committed)
-            if repo.error:
-                self.errors.labels(error_kind(repo.error)).inc()
+            for error in repo.errors:
+                self.errors.labels(error.kind).inc()
 
     def on_registry_request(self, method: str, url: str, status: int, seconds: float) -> None:
         """The registry client's ``on_request`` hook (``status`` 0: no answer came)."""
@@ -84,17 +85,6 @@ class Metrics:
         self.registry_requests.labels(host, str(status) if status else "error").inc()
         if status == 429:
             self.rate_limit_waits.labels(host).inc()
-
-
-def error_kind(message: str) -> str:
-    """A coarse kind for a failure message (our messages start by naming the party)."""
-    if message.startswith("registry "):
-        return "registry"
-    if message.startswith("git "):
-        return "git"
-    if message.startswith("==>"):
-        return "config"
-    return "update"
 
 
 def outcome_fields(outcome: PolicyOutcome, repository: str) -> dict[str, object]:

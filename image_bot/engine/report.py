@@ -1,9 +1,18 @@
-"""What a cycle did, per repository and per policy: the value the CLI prints (pure data)."""
+"""What a cycle did, per repository and per policy: typed values, rendered only at the edge.
+
+Errors stay exceptions here (their ``kind`` says whose fault they are); changes and
+skipped files are the update stage's own values; ``to_dict()`` is the only place that
+turns any of it into plain data (``--json``, the state DB, ``/api/status``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from image_bot.errors import ImageBotError, TemporaryError
+from image_bot.update.result import Change, Skipped
 
 Status = Literal["updated", "planned", "current", "failed", "proposed", "blocked"]
 
@@ -13,11 +22,45 @@ class PolicyOutcome:
     policy: str
     file: str
     status: Status
-    message: str
+    note: str = ""  # what the policy decided (its reasons), for people
     image: str | None = None
-    changes: tuple[dict[str, Any], ...] = ()
+    changes: tuple[Change, ...] = ()
     current: str | None = None  # the tag written in Git before this run (for status)
     latest: str | None = None  # the tag the policy chose, or ``current`` when it is the best
+    error: ImageBotError | None = None  # why it failed (status "failed")
+
+    @property
+    def message(self) -> str:
+        """The note and the error, as one line for a table, a log or the status page."""
+        return "; ".join(part for part in (self.note, str(self.error or "")) if part)
+
+    @property
+    def kind(self) -> str | None:
+        """Whose fault a failure is (``config``, ``registry``, ``git``…), from the error."""
+        if self.status != "failed":
+            return None
+        return self.error.kind if self.error is not None else "internal"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "file": self.file, "status": self.status,
+                "message": self.message, "image": self.image,
+                "changes": [dataclasses.asdict(c) for c in self.changes],
+                "current": self.current, "latest": self.latest, "error_kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestResult:
+    """What happened to one bot branch's pull/merge request in this run."""
+
+    branch: str
+    action: str  # opened, updated, unchanged, closed, blocked, none
+    message: str
+    number: int | None = None
+    url: str | None = None
+    pushed: str | None = None  # the commit pushed to the bot branch, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +69,42 @@ class RepositoryReport:
     branch: str
     outcomes: tuple[PolicyOutcome, ...] = ()
     commits: tuple[str, ...] = ()
-    skipped: tuple[dict[str, str], ...] = ()
+    skipped: tuple[Skipped, ...] = ()
     diff: str = ""
-    error: str | None = None
-    pull_requests: tuple[dict[str, Any], ...] = ()  # branch, action, number, url, message
+    errors: tuple[ImageBotError, ...] = ()  # the repository itself failed (fetch, push)
+    pull_requests: tuple[PullRequestResult, ...] = ()
+
+    @property
+    def error(self) -> str | None:
+        return "; ".join(map(str, self.errors)) or None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(o.status != "failed" for o in self.outcomes)
+        return not self.errors and all(o.status != "failed" for o in self.outcomes)
+
+    @property
+    def retry_after(self) -> float | None:
+        """The soonest retry a temporary failure of this scan asked for (seconds), if any."""
+        errors = [*self.errors, *(o.error for o in self.outcomes if o.error is not None)]
+        delays = [e.retry_after for e in errors
+                  if isinstance(e, TemporaryError) and e.retry_after is not None]
+        return min(delays, default=None)
+
+    def combined(self, other: RepositoryReport) -> RepositoryReport:
+        return dataclasses.replace(
+            self, outcomes=self.outcomes + other.outcomes, commits=self.commits + other.commits,
+            skipped=self.skipped + other.skipped, diff=self.diff + other.diff,
+            pull_requests=self.pull_requests + other.pull_requests,
+            errors=self.errors + other.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repository": self.repository, "branch": self.branch,
+                "outcomes": [o.to_dict() for o in self.outcomes],
+                "commits": list(self.commits),
+                "skipped": [dataclasses.asdict(s) for s in self.skipped],
+                "diff": self.diff, "error": self.error,
+                "error_kinds": sorted({e.kind for e in self.errors}),
+                "pull_requests": [p.to_dict() for p in self.pull_requests]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +118,6 @@ class CycleReport:
         return all(repo.ok for repo in self.repositories)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        return data
+        return {"repositories": [r.to_dict() for r in self.repositories],
+                "dry_run": self.dry_run, "registry_requests": self.registry_requests,
+                "ok": self.ok}

@@ -1,7 +1,8 @@
 """The daemon's scheduler: when each policy is scanned, and how many scans run at once.
 
-Sits above ``engine.cycle`` (which it calls with a selection of policies) and below the
-server (which only calls the non-blocking ``request_*`` methods). Rules:
+Sits above ``engine.cycle`` (it calls ``cycle.run_repository`` with the process's one
+``Engine`` and a selection of policies, like ``run --once`` does) and below the server
+(which only calls the non-blocking ``request_*`` methods). Rules:
 
 - every policy is polled on its own ``interval``, spread by ± ``jitter`` so that a fleet of
   policies with the same interval does not hit a registry at the same second;
@@ -11,6 +12,8 @@ server (which only calls the non-blocking ``request_*`` methods). Rules:
   overall and ``registry_concurrency[host]`` per registry;
 - the policy files are re-read every ``reload_interval`` (or on a forge push event); new or
   changed policies are scanned at once, removed ones are dropped;
+- a scan that failed for a temporary reason with a ``retry_after`` (a registry's 429, a
+  forge's rate limit) is retried after that delay instead of a whole interval;
 - ``stop()`` starts no new scan; running ones get ``grace`` seconds to finish (a cycle
   edits only the cached clone until its push, and the clone is reset before every cycle,
   so an abandoned cycle leaves nothing half-written in Git).
@@ -24,33 +27,20 @@ import hashlib
 import logging
 import math
 import random
-import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_bot.config import loading, models
-from image_bot.engine import cycle, history, observing, selecting, waking
+from image_bot.config import durations, loading
+from image_bot.engine import cycle, selecting, waking
+from image_bot.engine.context import Engine
 from image_bot.engine.report import CycleReport
 from image_bot.errors import ConfigError, ImageBotError
 from image_bot.publish import workspace as workspaces
-from image_bot.registry import client as registry
-from image_bot.state import State
 
 log = logging.getLogger("image_bot.scheduler")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_SLEEP = 30.0
 MIN_INTERVAL = 1.0  # seconds; shorter intervals are raised to this
-
-
-def parse_duration(text: str) -> float:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1.5h"`` → seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use 30s, 5m, 1h)")
-    return float(match[1]) * _UNIT[match[2]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +58,18 @@ class Entry:
 class Scheduler:
     """Runs scans of a bot config's policies, on intervals and on request."""
 
-    def __init__(self, config: models.BotConfig, *, state: State, metrics: observing.Metrics,
-                 shard: selecting.Shard | None = None, polling: bool = True,
-                 interval: float | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, engine: Engine, *, shard: selecting.Shard | None = None,
+                 polling: bool = True, interval: float | None = None,
+                 clock: Callable[[], float] | None = None,
                  rng: random.Random | None = None) -> None:
-        self.config = config
+        self.engine = engine
+        self.config = config = engine.config
         self.shard = shard
         self.polling = polling
         self._settings = config.daemon
-        self._state, self._metrics = state, metrics
+        self._metrics = engine.metrics
         self._interval_override = interval
-        self._clock, self._rng = clock, rng or random.Random()
-        self._client = registry.RegistryClient(config.registries, state=state,
-                                               on_request=metrics.on_registry_request)
+        self._clock, self._rng = clock or engine.clock.monotonic, rng or random.Random()
         indexes = range(len(config.repositories))
         self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
         self._fingerprints: dict[int, str] = {}
@@ -153,7 +142,6 @@ class Scheduler:
                     await asyncio.wait_for(self._wake.wait(), self._next_wake(now))
         finally:
             await self._drain()
-            await self._client.aclose()
 
     def _launch(self, now: float) -> None:
         for index in self._entries:
@@ -202,17 +190,18 @@ class Scheduler:
 
     async def _job(self, index: int, names: set[str], *, reload: bool, trigger: str) -> None:
         repository = workspaces.redact(self.config.repositories[index].url)
+        checkout = None
         try:
             if reload:
                 self._reload_at[index] = self._clock() + self._settings.reload_interval
-                changed = await self._reload(index)
+                checkout, changed = await self._reload(index)
                 if self.polling:
                     names |= changed
             names &= set(self._entries[index])
             if names and not self._stopping:
-                await self._scan(index, names, trigger=trigger)
+                await self._scan(index, names, trigger=trigger, checkout=checkout)
         except ImageBotError as exc:
-            self._metrics.errors.labels(observing.error_kind(str(exc))).inc()
+            self._metrics.errors.labels(exc.kind).inc()
             log.error("repository failed: %s", exc, extra={"repository": repository})
         except Exception:
             self._metrics.errors.labels("internal").inc()
@@ -223,27 +212,31 @@ class Scheduler:
             self._busy.discard(index)
             self._wake.set()
 
-    async def _scan(self, index: int, names: set[str], *, trigger: str) -> None:
+    async def _scan(self, index: int, names: set[str], *, trigger: str,
+                    checkout: cycle.Checkout | None = None) -> None:
         entries = [self._entries[index][n] for n in sorted(names)]
+        retry_after = None
         try:
             async with self._global, contextlib.AsyncExitStack() as stack:
                 for host in sorted({e.host for e in entries}):
                     await stack.enter_async_context(self._host_limit(host))
                 started = self._clock()
-                config = self.config.model_copy(
-                    update={"repositories": [self.config.repositories[index]]})
-                report = await cycle.run_once(
-                    config, client=self._client,
+                requests = self.engine.client.requests
+                report = await cycle.run_repository(
+                    self.engine, self.config.repositories[index], checkout=checkout,
                     selection=selecting.Selection(policies=frozenset(names)))
                 seconds = self._clock() - started
+                retry_after = report.retry_after
         finally:
             now = self._clock()
             for entry in entries:
-                self._due[(index, entry.name)] = now + self._jittered(entry.interval)
+                wait = self._jittered(entry.interval)
+                if retry_after is not None:  # a temporary failure said when to come back
+                    wait = min(wait, max(retry_after, MIN_INTERVAL))
+                self._due[(index, entry.name)] = now + wait
         self.scans += 1
-        self._metrics.observe_report(report, seconds)
-        history.record(self._state, report, trigger=trigger, seconds=seconds)
-        _log_report(report, trigger=trigger, seconds=seconds)
+        self.engine.record(CycleReport((report,), registry_requests=(
+            self.engine.client.requests - requests)), trigger=trigger, seconds=seconds)
 
     def _host_limit(self, host: str) -> asyncio.Semaphore:
         if host not in self._hosts:
@@ -256,17 +249,19 @@ class Scheduler:
         spread = self._settings.jitter
         return interval * (1.0 + self._rng.uniform(-spread, spread))
 
-    async def _reload(self, index: int) -> set[str]:
-        """Re-read the policies of one repository; the names that are new or changed."""
+    async def _reload(self, index: int) -> tuple[cycle.Checkout | None, set[str]]:
+        """Re-read the policies of one repository (through the engine, with the repository's
+        credentials): the checkout, for a scan in the same job, and the names that are new or
+        changed. Unchanged policy files are not parsed again (no checkout is returned)."""
         repo = self.config.repositories[index]
         repository = workspaces.redact(repo.url)
-        ws = await asyncio.to_thread(workspaces.Workspace.open, repo.url, repo.branch,
-                                     self.config.state_dir)
+        ws = await asyncio.to_thread(self.engine.workspace, repo)
         source = ws.root / repo.policies
         fingerprint = await asyncio.to_thread(_fingerprint, source)
         if self._fingerprints.get(index) == fingerprint and index in self._loaded:
-            return set()
-        policy_set = loading.load_policies(source, display_root=ws.root)
+            return None, set()
+        policy_set = await asyncio.to_thread(loading.load_policies, source,
+                                             display_root=ws.root)
         fresh = {e.name: e for e in self._entries_of(index, repository, policy_set)}
         old = self._entries[index]
         changed = {name for name, entry in fresh.items() if old.get(name) != entry}
@@ -283,10 +278,10 @@ class Scheduler:
         for error in policy_set.errors:  # the others run; this one waits for a fix in Git
             self._metrics.errors.labels("config").inc()
             log.warning("policy skipped: %s", error, extra={"repository": repository})
-        self._state.log_event("reload", {"repository": repository, "policies": len(fresh),
-                                         "changed": sorted(changed), "removed": removed,
-                                         "errors": [str(e) for e in policy_set.errors]})
-        return changed
+        self.engine.state.log_event("reload", {
+            "repository": repository, "policies": len(fresh), "changed": sorted(changed),
+            "removed": removed, "errors": [str(e) for e in policy_set.errors]})
+        return cycle.Checkout(ws, policy_set), changed
 
     def _entries_of(self, index: int, repository: str,
                     policy_set: loading.PolicySet) -> Iterable[Entry]:
@@ -295,8 +290,8 @@ class Scheduler:
             if self.shard and not self.shard.owns(repository, policy.name):
                 continue
             try:
-                interval = self._interval_override or parse_duration(policy.spec.interval)
-            except ValueError as exc:
+                interval = self._interval_override or durations.parse(policy.spec.interval)
+            except durations.InvalidDuration as exc:
                 raise ConfigError(f"{loaded.where('spec.interval')}: {exc}") from None
             interval = max(interval, MIN_INTERVAL)  # "0s" must not become a busy loop
             image = policy.spec.image_ref
@@ -314,23 +309,3 @@ def _fingerprint(source: Path) -> str:
         digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()
 
-
-def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
-    for repo in report.repositories:
-        log.info("scan finished", extra={"repository": repo.repository, "trigger": trigger,
-                                         "count": len(repo.outcomes),
-                                         "seconds": round(seconds, 3)})
-        for outcome in repo.outcomes:
-            fields = {**observing.outcome_fields(outcome, repo.repository), "trigger": trigger}
-            if outcome.status == "failed":
-                log.warning("policy failed: %s", outcome.message, extra=fields)
-            elif outcome.status == "updated":
-                log.info("image updated: %s", outcome.message, extra=fields)
-            else:
-                log.debug("policy scanned: %s", outcome.message, extra=fields)
-        for sha in repo.commits:
-            log.info("pushed commit", extra={"repository": repo.repository, "commit": sha[:12],
-                                             "seconds": round(seconds, 3)})
-        if repo.error:
-            log.error("repository failed: %s", repo.error,
-                      extra={"repository": repo.repository, "trigger": trigger})

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from image_bot.config import models
+from image_bot.config import durations, models
 from image_bot.policy import filters, ranges, versions
 
 Need = Literal["created", "digest", "platforms"]
@@ -429,7 +429,7 @@ def build(spec: models.PolicySpec) -> Policy:
     except filters.FilterError as exc:
         raise InvalidSpec(f"spec.{exc.key}", str(exc)) from None
     _check_combinations(spec, strategy)
-    min_age = timedelta(seconds=models.duration_seconds(spec.min_age))
+    min_age = timedelta(seconds=durations.parse(spec.min_age))
     needs: set[Need] = set()
     if strategy == "newest-build" or min_age:
         needs.add("created")

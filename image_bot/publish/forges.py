@@ -8,15 +8,13 @@ Tokens come from an environment variable or a file and never appear in a message
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from image_bot.config import models
-from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
+from image_bot.errors import ForgeError, ForgeUnavailable
 
 T = TypeVar("T")
 State = Literal["open", "closed", "merged"]
@@ -69,24 +67,6 @@ class Forge(Protocol):
     def comments(self, pr: PullRequest) -> list[str]: ...
 
     def comment(self, pr: PullRequest, text: str) -> None: ...
-
-
-def read_secret(env: str | None, file: os.PathLike[str] | None, *, key: str) -> str | None:
-    """A secret from ``$env`` or from ``file`` (whitespace stripped); None when neither is set."""
-    if env:
-        value = os.environ.get(env)
-        if not value:
-            raise ConfigError(f"{key}_env: environment variable {env} is not set or empty")
-        return value.strip()
-    if file:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
-        if not value:
-            raise ConfigError(f"{key}_file: {file} is empty")
-        return value
-    return None
 
 
 def connect(config: models.ForgeConfig, *, sleep: Callable[[float], None] = time.sleep) -> Forge:

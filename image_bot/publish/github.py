@@ -15,7 +15,7 @@ import requests
 from github import Auth, GithubException
 from github.PullRequest import PullRequest as GhPullRequest
 
-from image_bot.config import models
+from image_bot.config import models, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
 from image_bot.publish import forges
 
@@ -113,11 +113,11 @@ def _auth(config: models.ForgeConfig) -> Auth.Auth:
         if config.app_installation_id is None or config.app_private_key_file is None:
             raise ConfigError("forge: a GitHub App needs app_id, app_installation_id and "
                               "app_private_key_file")
-        key = forges.read_secret(None, config.app_private_key_file, key="forge.app_private_key")
+        key = secrets.read(None, config.app_private_key_file, key="forge.app_private_key")
         assert key is not None
         app = Auth.AppAuth(config.app_id, key)
         return app.get_installation_auth(config.app_installation_id)
-    token = forges.read_secret(config.token_env, config.token_file, key="forge.token")
+    token = secrets.read(config.token_env, config.token_file, key="forge.token")
     if token is None:
         raise ConfigError("forge: set token_env, token_file or a GitHub App (app_id, ...)")
     return Auth.Token(token)

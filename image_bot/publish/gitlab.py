@@ -14,7 +14,7 @@ import gitlab
 import requests
 from gitlab.v4.objects import ProjectMergeRequest
 
-from image_bot.config import models
+from image_bot.config import models, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
 from image_bot.publish import forges
 
@@ -28,7 +28,7 @@ class GitLabForge:
 
     def __init__(self, config: models.ForgeConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        token = forges.read_secret(config.token_env, config.token_file, key="forge.token")
+        token = secrets.read(config.token_env, config.token_file, key="forge.token")
         if token is None:
             raise ConfigError("forge: GitLab needs token_env or token_file")
         self._config = config

@@ -1,0 +1,114 @@
+"""The one engine context every mode shares: daemon, ``--once``, webhooks and CLI commands.
+
+An :class:`Engine` holds what a run needs (the bot config, the state DB, the registry
+client, metrics, clocks). It is built once per process by the CLI and passed to
+``engine.cycle``; two copies of this plumbing once drifted (the daemon opened private
+config repositories without their credentials), so:
+
+- :meth:`Engine.workspace` is the only way to open a clone of a config repository, and
+  it always uses that repository's credentials;
+- :meth:`Engine.record` is the only place that writes history, metrics and log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from image_bot.config import models
+from image_bot.engine import history, observing
+from image_bot.engine.report import CycleReport
+from image_bot.publish import committing, publishing
+from image_bot.publish import workspace as workspaces
+from image_bot.registry import client as registry
+from image_bot.state import State
+
+log = logging.getLogger("image_bot.engine")
+OnRequest = Callable[[str, str, int, float], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Wall time for policy decisions (tag age, PR tables) and a monotonic one for durations;
+    tests give fake ones."""
+
+    now: Callable[[], datetime] = _now
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    config: models.BotConfig
+    state: State
+    client: registry.RegistryClient
+    metrics: observing.Metrics = field(default_factory=observing.Metrics)
+    clock: Clock = Clock()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: models.BotConfig, *, metrics: observing.Metrics | None = None,
+                   on_request: OnRequest | None = None,
+                   clock: Clock | None = None) -> AsyncIterator[Engine]:
+        """The engine of one process: opens the state DB and the registry client, and closes
+        them when the block ends."""
+        metrics = metrics or observing.Metrics()
+        hooks = [metrics.on_registry_request, *([on_request] if on_request else [])]
+
+        def counted(method: str, url: str, status: int, seconds: float) -> None:
+            for hook in hooks:
+                hook(method, url, status, seconds)
+
+        with State.in_dir(config.state_dir) as state:
+            async with registry.RegistryClient(config.registries, state=state,
+                                               on_request=counted) as client:
+                yield cls(config, state, client, metrics, clock or Clock())
+
+    @property
+    def identity(self) -> committing.Identity:
+        return publishing.identity(self.config.git)
+
+    def workspace(self, repo: models.RepositoryConfig) -> workspaces.Workspace:
+        """The clone of ``repo`` at its remote tip, opened with the repository's credentials
+        (blocking: call it in a thread from async code)."""
+        return workspaces.Workspace.open(repo.url, repo.branch, self.config.state_dir,
+                                         publishing.credentials(repo))
+
+    def record(self, report: CycleReport, *, trigger: str, seconds: float) -> None:
+        """Remember a real run: history in the state DB, metrics, and one log line per event.
+
+        Dry runs (``plan``) are not recorded: they changed nothing.
+        """
+        self.metrics.observe_report(report, seconds)
+        if report.dry_run:
+            return
+        history.record(self.state, report, trigger=trigger, seconds=seconds)
+        _log_report(report, trigger=trigger, seconds=seconds)
+
+
+def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
+    for repo in report.repositories:
+        log.info("scan finished", extra={"repository": repo.repository, "trigger": trigger,
+                                         "count": len(repo.outcomes),
+                                         "seconds": round(seconds, 3)})
+        for outcome in repo.outcomes:
+            fields = {**observing.outcome_fields(outcome, repo.repository), "trigger": trigger}
+            if outcome.status == "failed":
+                log.warning("policy failed: %s", outcome.message, extra=fields)
+            elif outcome.status == "updated":
+                log.info("image updated: %s", outcome.message, extra=fields)
+            else:
+                log.debug("policy scanned: %s", outcome.message, extra=fields)
+        for sha in repo.commits:
+            log.info("pushed commit", extra={"repository": repo.repository, "commit": sha[:12],
+                                             "seconds": round(seconds, 3)})
+        if repo.error:
+            log.error("repository failed: %s", repo.error,
+                      extra={"repository": repo.repository, "trigger": trigger})

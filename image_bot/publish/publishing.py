@@ -1,0 +1,263 @@
+"""Publishing modes behind one interface: commit to the branch, or propose a pull request.
+
+Sits at the end of the pipeline: it receives an ``UpdateResult`` already written into the
+working tree and turns it into commits, pushes and pull requests. It renders messages,
+groups commits, builds pull-request specs and adapts the bot config (identity,
+credentials, forge) to Git. It never reads a registry or edits YAML; the engine gives it
+what the registry said (``messages.Row``) and redoes the edit when a branch moved.
+
+Adding a mode is one class and one line in :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from image_bot.config import loading, models, secrets
+from image_bot.errors import ConfigError
+from image_bot.publish import committing, forges, messages, proposing
+from image_bot.publish import workspace as workspaces
+from image_bot.update.result import Change, UpdateResult
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What a mode did with one batch: commits pushed to the branch, or a PR outcome."""
+
+    commits: tuple[str, ...] = ()
+    branch: str | None = None  # the bot branch (pull-request mode)
+    proposal: proposing.Outcome | None = None
+
+
+class Mode(Protocol):
+    """One way of publishing; the engine runs each batch through ``declined`` then ``publish``."""
+
+    #: a moved target branch is retried (redo the edit on the new tip), not reported
+    retries_moved_branch: bool
+    #: the mode talks to GitHub/GitLab (the engine connects the forge client for it)
+    uses_forge: bool
+    #: one failed member holds back the whole batch (one PR proposes all or nothing)
+    atomic: bool
+
+    def batches(self, policies: Sequence[loading.LoadedPolicy]) -> dict[str, list[str]]:
+        """Batch key → the names of the policies published together (one commit set, one PR)."""
+
+    def declined(self, forge: forges.Forge | None, key: str,
+                 base: str) -> list[proposing.Declined]:
+        """Versions a human turned down for this batch since the last run."""
+
+    def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
+                policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
+                forge: forges.Forge | None, rows: Sequence[messages.Row],
+                now: datetime) -> Published:
+        """Turn the edits in the working tree into commits or a pull request."""
+
+
+class CommitMode:
+    """Commit on the target branch and push (never forced): one commit per cycle, plus one
+    per policy that asks for its own."""
+
+    retries_moved_branch = True
+    uses_forge = False
+    atomic = False
+
+    def batches(self, policies: Sequence[loading.LoadedPolicy]) -> dict[str, list[str]]:
+        names = [p.policy.name for p in policies]
+        return {"commit": names} if names else {}
+
+    def declined(self, forge: forges.Forge | None, key: str,
+                 base: str) -> list[proposing.Declined]:
+        return []
+
+    def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
+                policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
+                forge: forges.Forge | None, rows: Sequence[messages.Row],
+                now: datetime) -> Published:
+        if not result:
+            return Published()
+        shas = []
+        for group in commit_groups(result, policies):
+            part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
+            message = with_trailers(commit_message(part, policies, repository=ws.url), part)
+            sha = committing.commit(ws, part.files, message, identity)
+            if sha is not None:
+                shas.append(sha)
+        if shas:
+            committing.push(ws)
+        return Published(commits=tuple(shas))
+
+
+class PullRequestMode:
+    """One deterministic bot branch per policy (or ``group``), and one PR per branch that is
+    opened, updated in place, or withdrawn when the target already has what it proposed."""
+
+    retries_moved_branch = False
+    uses_forge = True
+    atomic = True
+
+    def batches(self, policies: Sequence[loading.LoadedPolicy]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for p in policies:
+            groups.setdefault(p.policy.spec.publish.group or p.policy.name, []).append(
+                p.policy.name)
+        return dict(sorted(groups.items()))
+
+    def declined(self, forge: forges.Forge | None, key: str,
+                 base: str) -> list[proposing.Declined]:
+        if forge is None:
+            return []
+        return proposing.declined(forge, proposing.branch_name(key), base)
+
+    def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
+                policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
+                forge: forges.Forge | None, rows: Sequence[messages.Row],
+                now: datetime) -> Published:
+        branch = proposing.branch_name(key)
+        if forge is None:
+            return Published(branch=branch)
+        if not result:  # every member is current: a PR still open is no longer needed
+            done = proposing.withdraw(ws, forge, branch, ws.branch,
+                                      bot_email=identity.author.email,
+                                      reason=f"{ws.branch} already has what this proposed")
+        else:
+            done = proposing.propose(ws, forge, proposal(ws, branch, policies, result,
+                                                         rows=rows, now=now), identity)
+        return Published(branch=branch, proposal=done)
+
+
+MODES: dict[str, Mode] = {"commit": CommitMode(), "pull-request": PullRequestMode()}
+"""Every publishing mode, by its ``spec.publish.mode`` name, in the order they run."""
+
+
+# --- adapters from the bot config ---------------------------------------------------------
+
+
+def credentials(repo: models.RepositoryConfig) -> workspaces.Credentials:
+    """How git authenticates to ``repo`` (the password read from its env var or file)."""
+    password = secrets.read(repo.password_env, repo.password_file,
+                            key="repositories[].password")
+    return workspaces.Credentials(username=repo.username, password=password,
+                                  ssh_key_file=repo.ssh_key_file,
+                                  ssh_known_hosts_file=repo.ssh_known_hosts_file)
+
+
+def identity(git: models.GitConfig) -> committing.Identity:
+    """The author, committer and signature of the bot's commits."""
+    committer = (workspaces.Author(git.committer_name or git.author_name,
+                                   git.committer_email or git.author_email)
+                 if git.committer_name or git.committer_email else None)
+    return committing.Identity(workspaces.Author(git.author_name, git.author_email),
+                               committer, git.sign, git.signing_key)
+
+
+def forge(repo: models.RepositoryConfig) -> forges.Forge:
+    """The forge client of a repository whose policies open pull requests."""
+    if repo.forge is None:
+        raise ConfigError(f"repository {workspaces.redact(repo.url)}: policies use "
+                          f"publish.mode: pull-request but repositories[].forge is not set")
+    try:
+        return forges.connect(repo.forge)
+    except ConfigError as exc:
+        raise ConfigError(f"repository {workspaces.redact(repo.url)}: {exc}") from None
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+def commit_message(result: UpdateResult, policies: Sequence[loading.LoadedPolicy], *,
+                   repository: str) -> str:
+    """The policy's own template for one policy; a list of every update for several."""
+    by_policy = {p.policy.name: p for p in policies}
+    changed = list(dict.fromkeys(c.policy for c in result.changes))
+    if len(changed) == 1:
+        loaded = by_policy[changed[0]]
+        return messages.render(loaded.policy.spec.publish.message,
+                               _context(loaded, result, repository),
+                               where=loaded.where("spec.publish.message"))
+    lines = [f"chore: update {len(changed)} images", ""]
+    lines += [f"- {c.image}: {c.old_tag} → {c.new_tag} ({c.file})"
+              for c in _unique(result.changes, lambda c: (c.image, c.old_tag, c.new_tag,
+                                                          c.file))]
+    return "\n".join(lines) + "\n"
+
+
+def with_trailers(message: str, result: UpdateResult) -> str:
+    """The message with one trailer per update, which later runs read back."""
+    lines = committing.trailers([(c.policy, c.image, c.new_tag) for c in result.changes])
+    return f"{message.rstrip()}\n\n{lines}\n"
+
+
+def commit_groups(result: UpdateResult,
+                  policies: Sequence[loading.LoadedPolicy]) -> list[set[str]]:
+    """Policies committed together; ``commit: per-policy`` ones alone, unless they share a
+    file with another group (one file cannot be split between two commits)."""
+    own = {p.policy.name for p in policies if p.policy.spec.publish.commit == "per-policy"}
+    groups: list[set[str]] = []
+    for policy in dict.fromkeys(c.policy for c in result.changes):
+        files = {c.file for c in result.changes if c.policy == policy}
+        joined = {policy}
+        for group in list(groups):
+            shares = any(c.file in files for c in result.changes if c.policy in group)
+            if shares or (policy not in own and not group & own):
+                joined |= group
+                groups.remove(group)
+        groups.append(joined)
+    return groups
+
+
+def rows_wanted(result: UpdateResult) -> list[Change]:
+    """One change per (policy, image, old, new): the rows of the PR table to describe."""
+    return _unique(result.changes, lambda c: (c.policy, c.image, c.old_tag, c.new_tag))
+
+
+def row(change: Change, result: UpdateResult) -> messages.Row:
+    """The PR table row of ``change`` without registry metadata (the engine adds it)."""
+    files = tuple(dict.fromkeys(c.file for c in result.changes
+                                if (c.policy, c.image) == (change.policy, change.image)))
+    return messages.Row(change.policy, change.image, change.old_tag, change.new_tag,
+                        files=files)
+
+
+def proposal(ws: workspaces.Workspace, branch: str, policies: Sequence[loading.LoadedPolicy],
+             result: UpdateResult, *, rows: Sequence[messages.Row],
+             now: datetime) -> proposing.Proposal:
+    """The bot branch's commit and its pull request: title, table, labels, reviewers."""
+    message = commit_message(result, policies, repository=ws.url)
+    changed = {c.policy for c in result.changes}
+    members = [p for p in policies if p.policy.name in changed]
+    publish = [p.policy.spec.publish for p in members]
+    title = message.splitlines()[0]
+    if len(publish) == 1 and publish[0].title:
+        title = messages.render(publish[0].title, _context(members[0], result, ws.url),
+                                where=members[0].where("spec.publish.title")).strip()
+    spec = forges.PullRequestSpec(
+        head=branch, base=ws.branch, title=title, body=messages.pr_body(rows, now=now),
+        labels=_merged(p.labels for p in publish),
+        reviewers=_merged(p.reviewers for p in publish),
+        assignees=_merged(p.assignees for p in publish),
+        draft=any(p.draft for p in publish), auto_merge=any(p.auto_merge for p in publish))
+    return proposing.Proposal(branch, result.files, with_trailers(message, result), spec)
+
+
+def _context(loaded: loading.LoadedPolicy, result: UpdateResult,
+             repository: str) -> Mapping[str, object]:
+    changes = [c for c in result.changes if c.policy == loaded.policy.name]
+    return {
+        "image": loaded.policy.spec.image, "policy": loaded.policy.name,
+        "old_tag": changes[0].old_tag, "new_tag": changes[0].new_tag,
+        "changes": [dataclasses.asdict(c) for c in changes],
+        "files": list(dict.fromkeys(c.file for c in changes)),
+        "repository": workspaces.redact(repository),
+    }
+
+
+def _unique(changes: Iterable[Change], key: Callable[[Change], Hashable]) -> list[Change]:
+    return list({key(c): c for c in changes}.values())
+
+
+def _merged(lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for items in lists for item in items))
