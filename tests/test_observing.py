@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from image_bot import errors
 from image_bot.engine import observing
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
 
@@ -37,18 +38,23 @@ def test_metrics_count_outcomes_commits_and_errors_by_kind() -> None:
     report = CycleReport((RepositoryReport("repo", "main", outcomes=(
         PolicyOutcome("a", "p.yaml", "updated", "1.0 → 1.1"),
         PolicyOutcome("b", "p.yaml", "current", "latest"),
-        PolicyOutcome("c", "p.yaml", "failed", "registry r.io unreachable"),
-        PolicyOutcome("d", "p.yaml", "failed", "==> File p.yaml: bad"),
-    ), commits=("abc",)),))
+        PolicyOutcome("c", "p.yaml", "failed",
+                      error=errors.RegistryUnavailable("registry r.io unreachable")),
+        PolicyOutcome("d", "p.yaml", "failed", error=errors.ConfigError("==> File p.yaml: bad")),
+        # kinds come from the error's class, not from the words its message starts with
+        PolicyOutcome("e", "p.yaml", "failed", error=errors.ForgeError("registry-ish text")),
+    ), commits=("abc",), errors=(errors.SyncError("git push? no: a sync error"),)),))
     metrics.observe_report(report, 0.3)
     metrics.on_registry_request("GET", "https://r.io/v2/a/tags/list", 429, 0.1)
     metrics.on_registry_request("GET", "https://r.io/v2/a/tags/list", 0, 0.1)
     text = metrics.exposition().decode()
     for line in ['image_bot_scans_total{outcome="updated"} 1.0',
-                 'image_bot_scans_total{outcome="failed"} 2.0',
+                 'image_bot_scans_total{outcome="failed"} 3.0',
                  'image_bot_updates_total{stage="committed"} 1.0',
                  'image_bot_errors_total{kind="registry"} 1.0',
                  'image_bot_errors_total{kind="config"} 1.0',
+                 'image_bot_errors_total{kind="forge"} 1.0',
+                 'image_bot_errors_total{kind="sync"} 1.0',
                  'image_bot_registry_requests_total{host="r.io",status="429"} 1.0',
                  'image_bot_registry_requests_total{host="r.io",status="error"} 1.0',
                  'image_bot_rate_limit_waits_total{host="r.io"} 1.0',

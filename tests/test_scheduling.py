@@ -15,11 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
-from image_bot import cli
-from image_bot.config import models
-from image_bot.engine import cycle, observing, scheduling, selecting
-from image_bot.engine.report import CycleReport, RepositoryReport
-from image_bot.state import State
+from image_bot import cli, errors
+from image_bot.config import durations, models
+from image_bot.engine import context, cycle, scheduling, selecting
+from image_bot.engine.report import RepositoryReport
 
 POLICY = """\
 apiVersion: image-bot/v1
@@ -34,10 +33,10 @@ spec:
 
 
 def test_durations() -> None:
-    assert [scheduling.parse_duration(t) for t in ("500ms", "30s", "5m", "1.5h")] == [
+    assert [durations.parse(t) for t in ("500ms", "30s", "5m", "1.5h")] == [
         0.5, 30.0, 300.0, 5400.0]
-    with pytest.raises(ValueError, match="not a duration: '5 minutes'"):
-        scheduling.parse_duration("5 minutes")
+    with pytest.raises(ValueError, match="'5 minutes' is not a duration"):
+        durations.parse("5 minutes")
 
 
 def test_shards_split_policies_exactly_once_and_stably() -> None:
@@ -92,8 +91,8 @@ def test_polling_picks_up_a_new_tag_on_the_policy_interval(
     config = _repo_config([url], registry.host, tmp_path, jitter=0.2)
 
     async def scenario() -> float:
-        with State.in_dir(tmp_path) as state:
-            scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics())
+        async with context.Engine.open(config) as engine:
+            scheduler = scheduling.Scheduler(engine)
             running = asyncio.create_task(scheduler.run())
             await _until(lambda: scheduler.ready)
             [entry] = scheduler.entries
@@ -122,9 +121,8 @@ def test_jitter_spreads_intervals_within_bounds(tmp_path: Path) -> None:
     config = _repo_config(["file:///x"], "h.io", tmp_path, jitter=0.1)
 
     async def spreads() -> list[float]:
-        with State.in_dir(tmp_path) as state:
-            scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics(),
-                                             rng=random.Random(7))
+        async with context.Engine.open(config) as engine:
+            scheduler = scheduling.Scheduler(engine, rng=random.Random(7))
             return [scheduler._jittered(300.0) for _ in range(500)]
 
     values = asyncio.run(spreads())
@@ -132,7 +130,8 @@ def test_jitter_spreads_intervals_within_bounds(tmp_path: Path) -> None:
 
 
 class _SlowCycle:
-    """Stands in for ``cycle.run_once`` to observe how many scans overlap (no Git, no I/O)."""
+    """Stands in for ``cycle.run_repository`` to observe how many scans overlap (no Git, no
+    I/O)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -140,20 +139,20 @@ class _SlowCycle:
         self.most = 0
         self.finished: list[frozenset[str]] = []
 
-    async def __call__(self, config: models.BotConfig, **kwargs: Any) -> CycleReport:
+    async def __call__(self, engine: context.Engine, repo: models.RepositoryConfig,
+                       **kwargs: Any) -> RepositoryReport:
         self.running += 1
         self.most = max(self.most, self.running)
         await asyncio.sleep(self.seconds)
         self.running -= 1
         policies = kwargs["selection"].policies
         self.finished.append(policies)
-        return CycleReport((RepositoryReport(config.repositories[0].url, "main"),))
+        return RepositoryReport(repo.url, "main")
 
 
-def _scheduler_with(config: models.BotConfig, state: State, entries: dict[int, list[str]],
+def _scheduler_with(engine: context.Engine, entries: dict[int, list[str]],
                     host: str) -> scheduling.Scheduler:
-    scheduler = scheduling.Scheduler(config, state=state, metrics=observing.Metrics(),
-                                     polling=False)
+    scheduler = scheduling.Scheduler(engine, polling=False)
     for index, names in entries.items():
         scheduler._entries[index] = {
             n: scheduling.Entry(index, n, f"{host}/{n}", host, 3600.0, "f") for n in names}
@@ -171,13 +170,13 @@ def _scheduler_with(config: models.BotConfig, state: State, entries: dict[int, l
 def test_global_and_per_registry_caps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                       daemon: dict[str, Any], most: int) -> None:
     slow = _SlowCycle(0.2)
-    monkeypatch.setattr(cycle, "run_once", slow)
+    monkeypatch.setattr(cycle, "run_repository", slow)
     config = _repo_config([f"file:///repo{i}" for i in range(4)], "h.io", tmp_path,
                           debounce=0.0, **daemon)
 
     async def scenario() -> None:
-        with State.in_dir(tmp_path) as state:
-            scheduler = _scheduler_with(config, state, {i: [f"p{i}"] for i in range(4)},
+        async with context.Engine.open(config) as engine:
+            scheduler = _scheduler_with(engine, {i: [f"p{i}"] for i in range(4)},
                                         "h.io")
             running = asyncio.create_task(scheduler.run())
             for i in range(4):
@@ -193,12 +192,12 @@ def test_global_and_per_registry_caps(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_one_scan_per_repository_at_a_time_and_events_meanwhile_join_the_next(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     slow = _SlowCycle(0.3)
-    monkeypatch.setattr(cycle, "run_once", slow)
+    monkeypatch.setattr(cycle, "run_repository", slow)
     config = _repo_config(["file:///repo"], "h.io", tmp_path, debounce=0.0)
 
     async def scenario() -> None:
-        with State.in_dir(tmp_path) as state:
-            scheduler = _scheduler_with(config, state, {0: ["a", "b", "c"]}, "h.io")
+        async with context.Engine.open(config) as engine:
+            scheduler = _scheduler_with(engine, {0: ["a", "b", "c"]}, "h.io")
             running = asyncio.create_task(scheduler.run())
             scheduler.request_image("h.io/a")
             await asyncio.sleep(0.1)  # the scan of "a" runs; these two wait for it
@@ -216,12 +215,12 @@ def test_one_scan_per_repository_at_a_time_and_events_meanwhile_join_the_next(
 def test_stop_lets_a_running_scan_finish_within_the_grace_period(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     slow = _SlowCycle(0.5)
-    monkeypatch.setattr(cycle, "run_once", slow)
+    monkeypatch.setattr(cycle, "run_repository", slow)
     config = _repo_config(["file:///repo"], "h.io", tmp_path, debounce=0.0, grace=5.0)
 
     async def scenario() -> None:
-        with State.in_dir(tmp_path) as state:
-            scheduler = _scheduler_with(config, state, {0: ["a"]}, "h.io")
+        async with context.Engine.open(config) as engine:
+            scheduler = _scheduler_with(engine, {0: ["a"]}, "h.io")
             running = asyncio.create_task(scheduler.run())
             scheduler.request_image("h.io/a")
             await asyncio.sleep(0.1)
@@ -284,10 +283,9 @@ def test_a_broken_policy_file_is_skipped_and_a_zero_interval_is_not_a_busy_loop(
     config = _repo_config([url], registry.host, tmp_path)
 
     async def scenario() -> tuple[list[scheduling.Entry], str, list[dict[str, Any]]]:
-        with State.in_dir(tmp_path) as state:
-            metrics = observing.Metrics()
-            scheduler = scheduling.Scheduler(config, state=state, metrics=metrics,
-                                             polling=False)
+        async with context.Engine.open(config) as engine:
+            state, metrics = engine.state, engine.metrics
+            scheduler = scheduling.Scheduler(engine, polling=False)
             running = asyncio.create_task(scheduler.run())
             await _until(lambda: scheduler.ready)
             scheduler.stop()
@@ -300,3 +298,29 @@ def test_a_broken_policy_file_is_skipped_and_a_zero_interval_is_not_a_busy_loop(
     assert 'image_bot_errors_total{kind="config"} 1.0' in text
     [error] = reload["errors"]
     assert error.startswith("==> File policies/broken.yaml: invalid YAML")
+
+
+@pytest.mark.parametrize(("error", "due"), [
+    (errors.RegistryUnavailable("registry h.io: HTTP 429", retry_after=7.0), 107.0),
+    (errors.RegistryUnavailable("registry h.io: HTTP 503"), 3700.0),  # no hint: interval
+    (errors.ConfigError("==> File p.yaml: bad"), 3700.0),  # permanent: nothing to retry
+])
+def test_a_temporary_failure_with_retry_after_is_scanned_again_sooner(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: errors.ImageBotError,
+        due: float) -> None:
+    async def failing(engine: context.Engine, repo: models.RepositoryConfig,
+                      **kwargs: Any) -> RepositoryReport:
+        return RepositoryReport(repo.url, "main", errors=(error,))
+
+    monkeypatch.setattr(cycle, "run_repository", failing)
+    config = _repo_config(["file:///repo"], "h.io", tmp_path, jitter=0.0)
+
+    async def scenario() -> float:
+        async with context.Engine.open(config) as engine:
+            scheduler = scheduling.Scheduler(engine, polling=False, clock=lambda: 100.0)
+            scheduler._entries[0] = {"a": scheduling.Entry(0, "a", "h.io/a", "h.io", 3600.0,
+                                                           "f")}
+            await scheduler._scan(0, {"a"}, trigger="interval")
+            return scheduler._due[(0, "a")]
+
+    assert asyncio.run(scenario()) == due

@@ -22,10 +22,9 @@ import pytest
 
 import devservers
 from image_bot.config import models
-from image_bot.engine import observing, scheduling, waking
+from image_bot.engine import context, observing, scheduling, waking
 from image_bot.errors import ConfigError
 from image_bot.server import app
-from image_bot.state import State
 
 SECRET = "generic-secret"
 
@@ -63,9 +62,9 @@ def _sign(body: bytes) -> str:
 async def _daemon(config: models.BotConfig) -> AsyncIterator[
         tuple[httpx.AsyncClient, scheduling.Scheduler, observing.Metrics]]:
     """The app on an in-process transport, its scheduler running (webhooks only)."""
-    with State.in_dir(config.state_dir) as state:
-        metrics = observing.Metrics()
-        scheduler = scheduling.Scheduler(config, state=state, metrics=metrics, polling=False)
+    async with context.Engine.open(config) as engine:
+        state, metrics = engine.state, engine.metrics
+        scheduler = scheduling.Scheduler(engine, polling=False)
         receivers = app.load_receivers(config, {"CI_HOOK_SECRET": SECRET})
         asgi = app.create_app(config, scheduler=scheduler, state=state, metrics=metrics,
                               receivers_by_name=receivers)
@@ -241,9 +240,15 @@ def test_webhook_answers_while_the_registry_hangs_and_shutdown_abandons_cleanly(
 
 def test_receivers_need_their_secret_in_the_environment(tmp_path: Path) -> None:
     config = _config("file:///nowhere", "h.io", tmp_path)
-    with pytest.raises(ConfigError, match=r"receivers\[0\] \(ci\): environment variable "
-                                          r"CI_HOOK_SECRET is not set or empty"):
+    with pytest.raises(ConfigError, match=r"receivers\[0\] \(ci\).secret_env: environment "
+                                          r"variable CI_HOOK_SECRET is not set or empty"):
         app.load_receivers(config, {})
+    # the same reader as every other secret: a file works too (a mounted Secret)
+    secret_file = tmp_path / "hook-secret"
+    secret_file.write_text(f"{SECRET}\n")
+    from_file = config.model_copy(update={"receivers": [models.ReceiverConfig.model_validate(
+        {"name": "ci", "kind": "generic", "secret_file": str(secret_file)})]})
+    assert app.load_receivers(from_file, {})["ci"].secret == SECRET
     with pytest.raises(ValueError, match="receiver 'open' needs secret_env"):
         models.ReceiverConfig.model_validate({"name": "open", "kind": "quay"})
     unsigned = models.ReceiverConfig.model_validate(

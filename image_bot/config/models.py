@@ -142,14 +142,18 @@ class ReceiverConfig(_Model):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     kind: ReceiverKind
     secret_env: str | None = None  # environment variable holding the shared secret
+    secret_file: Path | None = None  # or a file holding it (a mounted Kubernetes Secret)
     allow_unsigned: bool = False  # explicit opt-out: accept requests without a secret
     registry: str | None = None  # registry host for payloads that do not name one
 
     @model_validator(mode="after")
     def _secret_required(self) -> ReceiverConfig:
-        if not self.secret_env and not self.allow_unsigned:
-            raise ValueError(f"receiver {self.name!r} needs secret_env (or allow_unsigned: "
-                             f"true to accept unauthenticated requests)")
+        if self.secret_env and self.secret_file:
+            raise ValueError(f"receiver {self.name!r}: choose secret_env or secret_file, "
+                             f"not both")
+        if not (self.secret_env or self.secret_file) and not self.allow_unsigned:
+            raise ValueError(f"receiver {self.name!r} needs secret_env or secret_file (or "
+                             f"allow_unsigned: true to accept unauthenticated requests)")
         return self
 
     @field_validator("registry")

@@ -8,6 +8,7 @@ the same error messages.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from image_bot.errors import ConfigError
@@ -15,13 +16,15 @@ from image_bot.errors import ConfigError
 MAX_BYTES = 64 * 1024  # a secret file larger than this is a mistake (a key bundle, a log)
 
 
-def read(env: str | None, file: os.PathLike[str] | str | None, *, key: str) -> str | None:
+def read(env: str | None, file: os.PathLike[str] | str | None, *, key: str,
+         environ: Mapping[str, str] | None = None) -> str | None:
     """The secret in ``$env`` or in ``file`` (whitespace stripped); None when neither is set.
 
-    ``key`` names the setting in errors (``forge.token`` → ``forge.token_env: …``).
+    ``key`` names the setting in errors (``forge.token`` → ``forge.token_env: …``);
+    ``environ`` replaces ``os.environ`` (tests, a daemon's frozen environment).
     """
     if env:
-        value = os.environ.get(env, "").strip()
+        value = (os.environ if environ is None else environ).get(env, "").strip()
         if not value:
             raise ConfigError(f"{key}_env: environment variable {env} is not set or empty")
         return value

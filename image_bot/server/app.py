@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 from collections.abc import Iterator, Mapping
@@ -28,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from image_bot.config import models
+from image_bot.config import models, secrets
 from image_bot.engine import history, observing, scheduling
 from image_bot.errors import ConfigError
 from image_bot.server import page, receivers
@@ -48,14 +47,12 @@ class Receiver:
 
 def load_receivers(config: models.BotConfig,
                    env: Mapping[str, str] | None = None) -> dict[str, Receiver]:
-    """Receivers with their secrets read from the environment, or a :class:`ConfigError`."""
-    env = os.environ if env is None else env
+    """Receivers with their secrets (``secret_env`` or ``secret_file``), or a
+    :class:`ConfigError`."""
     loaded = {}
     for number, receiver in enumerate(config.receivers):
-        secret = env.get(receiver.secret_env) if receiver.secret_env else None
-        if receiver.secret_env and not secret:
-            raise ConfigError(f"receivers[{number}] ({receiver.name}): environment variable "
-                              f"{receiver.secret_env} is not set or empty")
+        secret = secrets.read(receiver.secret_env, receiver.secret_file, environ=env,
+                              key=f"receivers[{number}] ({receiver.name}).secret")
         loaded[receiver.name] = Receiver(receiver, secret)
     return loaded
 

@@ -1,0 +1,194 @@
+"""Both modes against a real git server that requires credentials (HTTPS Basic).
+
+The daemon once opened clones without the repository's credentials, so it never loaded
+the policies of a private config repository while ``run --once`` worked. Both modes now
+open clones only through ``Engine.workspace``; these tests hold each mode to it: the
+policies load, a new tag becomes a commit, and the password shows up in no output, log,
+status page or state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import devservers
+
+pytestmark = pytest.mark.e2e
+
+USER = "deploy-bot"
+PASSWORD = "Zq8-private-repo-password-7Kx"  # distinctive: any leak is found by grep
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          image: {host}/team/{image}:1.0.0
+"""
+
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata:
+  name: web
+spec:
+  image: {host}/team/{image}
+  select:
+    semver: {{range: "^1.0"}}
+  paths: ["deploy/**"]
+  interval: {interval}
+"""
+
+
+@pytest.fixture(scope="module")
+def private_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.GitServer]:
+    """A git server that answers 401 to anyone without ``USER:PASSWORD``."""
+    server = devservers.start_git_server(tmp_path_factory.mktemp("private-git"),
+                                         credentials=f"{USER}:{PASSWORD}")
+    yield server
+    server.stop()
+
+
+def _private_repo(server: devservers.GitServer, registry: devservers.Registry, image: str, *,
+                  interval: str) -> tuple[str, Path]:
+    name = f"private-{uuid.uuid4().hex[:10]}.git"
+    bare = devservers.create_repo(server.root, name, {
+        "deploy/web.yaml": DEPLOYMENT.format(host=registry.host, image=image),
+        "policies/web.yaml": POLICY.format(host=registry.host, image=image, interval=interval),
+    })
+    return server.url(name), bare
+
+
+def _config(tmp_path: Path, url: str, registry: devservers.Registry, *,
+            port: int | None = None) -> Path:
+    path = tmp_path / "bot.yaml"
+    config = {
+        "repositories": [{"url": url, "branch": "main", "policies": "policies/",
+                          "username": USER, "password_env": "TEST_REPO_PASSWORD"}],
+        "registries": [{"host": registry.host, "insecure": True}],
+        "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
+        "state_dir": str(tmp_path / "state"),
+    }
+    if port is not None:
+        config["daemon"] = {"listen": f"127.0.0.1:{port}", "reload_interval": 3600}
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TEST_REPO_PASSWORD": PASSWORD}
+
+
+def _assert_no_password_under(directory: Path) -> None:
+    """Every file the bot wrote (state DB, clone, askpass helper, logs) lacks the password."""
+    leaks = [str(p) for p in directory.rglob("*")
+             if p.is_file() and not p.is_symlink() and PASSWORD.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_a_private_repository_without_the_password_is_refused(
+        private_git: devservers.GitServer, registry: devservers.Registry,
+        tmp_path: Path) -> None:
+    """The server really requires credentials: the tests below would prove nothing otherwise."""
+    url, _ = _private_repo(private_git, registry, "anon", interval="1h")
+    done = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True,
+                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, check=False)
+    assert done.returncode != 0
+    assert "Authentication failed" in done.stderr or "could not read Username" in done.stderr
+
+
+def test_run_once_commits_to_a_private_repository_without_leaking_the_password(
+        private_git: devservers.GitServer, registry: devservers.Registry,
+        tmp_path: Path) -> None:
+    image = f"once{time.monotonic_ns()}"
+    devservers.push_image(registry.url, f"team/{image}", "1.0.0")
+    devservers.push_image(registry.url, f"team/{image}", "1.1.0")
+    url, bare = _private_repo(private_git, registry, image, interval="1h")
+    config = _config(tmp_path, url, registry)
+
+    done = subprocess.run([sys.executable, "-m", "image_bot", "run", "--once", "--json",
+                           "--config", str(config)],
+                          capture_output=True, text=True, env=_env(), check=False)
+
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)["repositories"][0]["outcomes"]
+    assert (outcome["policy"], outcome["status"]) == ("web", "updated")
+    assert "1.1.0" in devservers.git("show", "main:deploy/web.yaml", cwd=bare)
+    status = subprocess.run([sys.executable, "-m", "image_bot", "status", "--json",
+                             "--config", str(config)],
+                            capture_output=True, text=True, env=_env(), check=True)
+    for text in (done.stdout, done.stderr, status.stdout, status.stderr):
+        assert PASSWORD not in text
+    _assert_no_password_under(tmp_path)
+
+
+def test_the_daemon_loads_policies_of_a_private_repository_and_commits(
+        private_git: devservers.GitServer, registry: devservers.Registry,
+        tmp_path: Path) -> None:
+    image = f"daemon{time.monotonic_ns()}"
+    devservers.push_image(registry.url, f"team/{image}", "1.0.0")
+    url, bare = _private_repo(private_git, registry, image, interval="1s")
+    port = devservers.free_port()
+    config = _config(tmp_path, url, registry, port=port)
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "image_bot", "run", "--config",
+                                   str(config), "--log-format", "json"],
+                                  stdout=log, stderr=subprocess.STDOUT, env=_env())
+        try:
+            status = _until_scheduled(port, daemon)
+            assert status["scheduled"] == 1  # the policies of the private repository loaded
+            devservers.push_image(registry.url, f"team/{image}", "1.1.0")
+            _until(lambda: "1.1.0" in devservers.git("show", "main:deploy/web.yaml",
+                                                     cwd=bare), daemon)
+            page = httpx.get(f"http://127.0.0.1:{port}/").text
+            api = httpx.get(f"http://127.0.0.1:{port}/api/status").text
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    logs = log_path.read_text()
+    assert "policies loaded" in logs and "pushed commit" in logs
+    assert "could not read Username" not in logs
+    assert json.loads(api)["policies"][0]["current"] == "1.1.0"
+    for text in (page, api, metrics, logs):
+        assert PASSWORD not in text
+    _assert_no_password_under(tmp_path)
+
+
+def _until_scheduled(port: int, daemon: subprocess.Popen[bytes]) -> dict[str, object]:
+    found: dict[str, object] = {}
+
+    def scheduled() -> bool:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/api/status")
+        except httpx.TransportError:
+            return False
+        found.update(answer.json())
+        return bool(found.get("ready"))
+
+    _until(scheduled, daemon)
+    return found
+
+
+def _until(condition: object, daemon: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert daemon.poll() is None, "the daemon exited"
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
