@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h|d)")
@@ -34,5 +34,6 @@ def _checked(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_checked)]
+Duration = Annotated[str, AfterValidator(_checked),
+                     Field(json_schema_extra={"pattern": _WHOLE.pattern})]
 """A model field holding a duration: validated with this grammar, kept as written."""

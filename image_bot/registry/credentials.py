@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from image_bot.config import models
+from image_bot.config import models, secrets
 from image_bot.errors import AuthError, ConfigError
 from image_bot.registry.auth import Credentials
 
@@ -37,7 +37,11 @@ Source = Callable[[models.RegistryConfig], Found]
 
 
 def from_env(settings: models.RegistryConfig) -> Found:
-    """``username_env`` / ``password_env`` (``username`` may replace ``username_env``)."""
+    """``username_env`` / ``password_env`` (``username`` may replace ``username_env``).
+
+    Unlike other secrets, unset variables are allowed here: they mean anonymous access
+    (documented in docs/registries.md), so one config serves CI with and without a login.
+    """
     username = os.environ.get(settings.username_env or "", "") or settings.username or ""
     password = os.environ.get(settings.password_env or "", "")
     if not username and not password:
@@ -52,12 +56,8 @@ def from_file(settings: models.RegistryConfig) -> Found:
     """``credentials_file``: ``user:password`` or a lone secret on the first line, or JSON."""
     path = settings.credentials_file
     assert path is not None
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"registry {settings.host}: cannot read credentials_file {path}: "
-                          f"{exc.strerror}") from None
-    return _parse_output(text, settings, source=f"credentials_file {path}")
+    text = secrets.read(None, path, key=f"registry {settings.host}: credentials")
+    return _parse_output(text or "", settings, source=f"credentials_file {path}")
 
 
 def from_docker_config(settings: models.RegistryConfig) -> Found:
