@@ -1,4 +1,5 @@
-"""Both modes against a real git server that requires credentials (HTTPS Basic).
+"""Both modes against real git servers that require credentials: HTTPS Basic (the
+``password_env`` of a repository) and SSH with a key (a private ``sshd``).
 
 The daemon once opened clones without the repository's credentials, so it never loaded
 the policies of a private config repository while ``run --once`` worked. Both modes now
@@ -16,7 +17,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,22 +66,56 @@ def private_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers
     server.stop()
 
 
-def _private_repo(server: devservers.GitServer, registry: devservers.Registry, image: str, *,
-                  interval: str) -> tuple[str, Path]:
-    name = f"private-{uuid.uuid4().hex[:10]}.git"
-    bare = devservers.create_repo(server.root, name, {
-        "deploy/web.yaml": DEPLOYMENT.format(host=registry.host, image=image),
-        "policies/web.yaml": POLICY.format(host=registry.host, image=image, interval=interval),
-    })
-    return server.url(name), bare
+@pytest.fixture(scope="module")
+def private_ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.SshServer]:
+    if devservers.sshd_binary() is None:
+        pytest.fail("sshd is missing: `make deps` installs openssh-server")
+    server = devservers.start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
 
 
-def _config(tmp_path: Path, url: str, registry: devservers.Registry, *,
+@dataclass(frozen=True)
+class Remote:
+    """A private config repository and what the bot config needs to reach it."""
+
+    url: str
+    bare: Path
+    settings: dict[str, Any]  # repositories[] keys holding the credentials
+    secret: str  # must never appear in any output or file of the bot
+
+
+@pytest.fixture(params=["https", "ssh"])
+def remote_factory(request: pytest.FixtureRequest, registry: devservers.Registry) -> Any:
+    def create(image: str, *, interval: str) -> Remote:
+        files = {
+            "deploy/web.yaml": DEPLOYMENT.format(host=registry.host, image=image),
+            "policies/web.yaml": POLICY.format(host=registry.host, image=image,
+                                               interval=interval),
+        }
+        name = f"private-{uuid.uuid4().hex[:10]}.git"
+        if request.param == "https":
+            server: devservers.GitServer = request.getfixturevalue("private_git")
+            bare = devservers.create_repo(server.root, name, files)
+            return Remote(server.url(name), bare, {"username": USER,
+                                                   "password_env": "TEST_REPO_PASSWORD"},
+                          PASSWORD)
+        sshd: devservers.SshServer = request.getfixturevalue("private_ssh")
+        bare = devservers.create_repo(sshd.client_key.parent, name, files)
+        key_body = sshd.client_key.read_text().splitlines()[1]  # a line of the private key
+        return Remote(sshd.url(bare), bare, {"ssh_key_file": str(sshd.client_key),
+                                             "ssh_known_hosts_file": str(sshd.known_hosts)},
+                      key_body)
+
+    return create
+
+
+def _config(tmp_path: Path, remote: Remote, registry: devservers.Registry, *,
             port: int | None = None) -> Path:
     path = tmp_path / "bot.yaml"
-    config = {
-        "repositories": [{"url": url, "branch": "main", "policies": "policies/",
-                          "username": USER, "password_env": "TEST_REPO_PASSWORD"}],
+    config: dict[str, Any] = {
+        "repositories": [{"url": remote.url, "branch": "main", "policies": "policies/",
+                          **remote.settings}],
         "registries": [{"host": registry.host, "insecure": True}],
         "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
         "state_dir": str(tmp_path / "state"),
@@ -93,10 +130,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "TEST_REPO_PASSWORD": PASSWORD}
 
 
-def _assert_no_password_under(directory: Path) -> None:
-    """Every file the bot wrote (state DB, clone, askpass helper, logs) lacks the password."""
+def _assert_not_under(directory: Path, secret: str) -> None:
+    """Every file the bot wrote (state DB, clone, askpass helper, logs) lacks the secret."""
     leaks = [str(p) for p in directory.rglob("*")
-             if p.is_file() and not p.is_symlink() and PASSWORD.encode() in p.read_bytes()]
+             if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
     assert leaks == []
 
 
@@ -104,21 +141,34 @@ def test_a_private_repository_without_the_password_is_refused(
         private_git: devservers.GitServer, registry: devservers.Registry,
         tmp_path: Path) -> None:
     """The server really requires credentials: the tests below would prove nothing otherwise."""
-    url, _ = _private_repo(private_git, registry, "anon", interval="1h")
-    done = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True,
-                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, check=False)
+    name = f"anon-{uuid.uuid4().hex[:10]}.git"
+    devservers.create_repo(private_git.root, name, {"README": "private\n"})
+    done = subprocess.run(["git", "ls-remote", private_git.url(name)], capture_output=True,
+                          text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+                          check=False)
     assert done.returncode != 0
     assert "Authentication failed" in done.stderr or "could not read Username" in done.stderr
 
 
-def test_run_once_commits_to_a_private_repository_without_leaking_the_password(
-        private_git: devservers.GitServer, registry: devservers.Registry,
-        tmp_path: Path) -> None:
+def test_the_sshd_refuses_a_client_without_the_key(
+        private_ssh: devservers.SshServer, tmp_path: Path) -> None:
+    bare = devservers.create_repo(private_ssh.client_key.parent, "nokey.git", {"a": "b\n"})
+    command = (f"ssh -o BatchMode=yes -o IdentitiesOnly=yes -i /dev/null "
+               f"-o UserKnownHostsFile={private_ssh.known_hosts}")
+    done = subprocess.run(["git", "ls-remote", private_ssh.url(bare)], capture_output=True,
+                          text=True, env={**os.environ, "GIT_SSH_COMMAND": command},
+                          check=False)
+    assert done.returncode != 0 and "Permission denied" in done.stderr
+
+
+def test_run_once_commits_to_a_private_repository_without_leaking_the_secret(
+        remote_factory: Any, registry: devservers.Registry, tmp_path: Path) -> None:
     image = f"once{time.monotonic_ns()}"
     devservers.push_image(registry.url, f"team/{image}", "1.0.0")
     devservers.push_image(registry.url, f"team/{image}", "1.1.0")
-    url, bare = _private_repo(private_git, registry, image, interval="1h")
-    config = _config(tmp_path, url, registry)
+    remote = remote_factory(image, interval="1h")
+    bare = remote.bare
+    config = _config(tmp_path, remote, registry)
 
     done = subprocess.run([sys.executable, "-m", "image_bot", "run", "--once", "--json",
                            "--config", str(config)],
@@ -132,18 +182,18 @@ def test_run_once_commits_to_a_private_repository_without_leaking_the_password(
                              "--config", str(config)],
                             capture_output=True, text=True, env=_env(), check=True)
     for text in (done.stdout, done.stderr, status.stdout, status.stderr):
-        assert PASSWORD not in text
-    _assert_no_password_under(tmp_path)
+        assert remote.secret not in text
+    _assert_not_under(tmp_path, remote.secret)
 
 
 def test_the_daemon_loads_policies_of_a_private_repository_and_commits(
-        private_git: devservers.GitServer, registry: devservers.Registry,
-        tmp_path: Path) -> None:
+        remote_factory: Any, registry: devservers.Registry, tmp_path: Path) -> None:
     image = f"daemon{time.monotonic_ns()}"
     devservers.push_image(registry.url, f"team/{image}", "1.0.0")
-    url, bare = _private_repo(private_git, registry, image, interval="1s")
+    remote = remote_factory(image, interval="1s")
+    bare = remote.bare
     port = devservers.free_port()
-    config = _config(tmp_path, url, registry, port=port)
+    config = _config(tmp_path, remote, registry, port=port)
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log:
         daemon = subprocess.Popen([sys.executable, "-m", "image_bot", "run", "--config",
@@ -166,8 +216,8 @@ def test_the_daemon_loads_policies_of_a_private_repository_and_commits(
     assert "could not read Username" not in logs
     assert json.loads(api)["policies"][0]["current"] == "1.1.0"
     for text in (page, api, metrics, logs):
-        assert PASSWORD not in text
-    _assert_no_password_under(tmp_path)
+        assert remote.secret not in text
+    _assert_not_under(tmp_path, remote.secret)
 
 
 def _until_scheduled(port: int, daemon: subprocess.Popen[bytes]) -> dict[str, object]:

@@ -923,6 +923,65 @@ def start_git_server(root: Path, *, port: int | None = None,
     return GitServer(server, root, thread)
 
 
+@dataclass
+class SshServer:
+    """A private ``sshd`` on loopback that lets one key in as the current user (git over SSH)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    client_key: Path  # the private key the bot is given
+    known_hosts: Path  # vouches for the server's host key
+
+    def url(self, bare: Path) -> str:
+        return f"ssh://{_user()}@127.0.0.1:{self.port}{bare}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def sshd_binary() -> str | None:
+    return shutil.which("sshd") or next(
+        (p for p in ("/usr/sbin/sshd",) if os.access(p, os.X_OK)), None)
+
+
+def start_sshd(directory: Path) -> SshServer:
+    """``sshd -D`` on a free loopback port with its own host key and one authorised client key
+    (Debian ``openssh-server``; no PAM, no passwords)."""
+    binary = sshd_binary()
+    if binary is None:
+        raise RuntimeError("sshd is not installed (Debian package openssh-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(directory / name)], check=True)
+    authorized = directory / "authorized_keys"
+    authorized.write_bytes((directory / "client.pub").read_bytes())
+    authorized.chmod(0o600)
+    port = free_port()
+    config = directory / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {directory / 'host'}",
+        f"AuthorizedKeysFile {authorized}", "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+        "StrictModes no", f"PidFile {directory / 'sshd.pid'}", ""]))
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+    process = subprocess.Popen([binary, "-D", "-e", "-f", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    host_key = " ".join((directory / "host.pub").read_text().split()[:2])
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    return SshServer(process, port, directory / "client", known_hosts)
+
+
 def git(*args: str, cwd: Path) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@localhost",
            "GIT_COMMITTER_NAME": "dev", "GIT_COMMITTER_EMAIL": "dev@localhost"}
