@@ -329,7 +329,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
         return dataclasses.replace(base, status="failed", error=UpdateError(problems)), []
     if not scan.references:
         where = ", ".join(spec.paths)
-        return dataclasses.replace(base, note=f"no references to {image.name} in {where}"), []
+        return dataclasses.replace(base, status="unmatched",
+                                   note=f"no references to {image.name} in {where}"), []
     edits, reasons = [], []
     for reference in scan.references:
         decision = p.policy.select(p.tags or (), current=reference.ref.tag,

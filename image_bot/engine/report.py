@@ -14,7 +14,10 @@ from typing import Any, Literal
 from image_bot.errors import ImageBotError, TemporaryError
 from image_bot.update.result import Change, Skipped
 
-Status = Literal["updated", "planned", "current", "failed", "proposed", "blocked"]
+Status = Literal["updated", "planned", "current", "unmatched", "failed", "proposed",
+                 "blocked"]
+"""``unmatched``: the policy ran but found no reference to its image under its ``paths``
+(a typo in ``paths``, an image written differently): a warning, a failure with ``--strict``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class CycleReport:
     @property
     def ok(self) -> bool:
         return all(repo.ok for repo in self.repositories)
+
+    @property
+    def unmatched(self) -> list[PolicyOutcome]:
+        """Policies that found nothing to update: what ``--strict`` fails on."""
+        return [o for r in self.repositories for o in r.outcomes if o.status == "unmatched"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"repositories": [r.to_dict() for r in self.repositories],
