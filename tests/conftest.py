@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,19 +15,8 @@ import devservers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _find_corpus() -> Path:
-    """``shared/corpus/yaml`` beside the checkout (or beside a parent, for worktrees)."""
-    override = os.environ.get("IMAGE_BOT_CORPUS")
-    if override:
-        return Path(override)
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "corpus" / "yaml"
-        if candidate.is_dir():
-            return candidate
-    return ROOT.parent / "shared" / "corpus" / "yaml"
-
-
-CORPUS = _find_corpus()
+# The real-world YAML corpus, vendored with its sources and licences (see its SOURCES.md).
+CORPUS = ROOT / "tests" / "data" / "corpus"
 
 
 @pytest.fixture(scope="session")
