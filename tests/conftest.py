@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 import devservers
+import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,14 +61,10 @@ def bot_config(tmp_path: Path) -> Callable[..., Path]:
 
     def write(url: str, *, registries: list[dict[str, Any]] | None = None,
               policies: str = "policies/") -> Path:
-        path = tmp_path / "bot.yaml"
-        path.write_text(json.dumps({
-            "repositories": [{"url": url, "branch": "main", "policies": policies}],
-            "registries": registries or [],
-            "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
-            "state_dir": str(tmp_path / "state"),
-        }))
-        return path
+        return testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+            [{"url": url, "branch": "main", "policies": policies}],
+            registries=registries or [], state_dir=tmp_path / "state",
+            git={"author_name": "image-bot", "author_email": "image-bot@localhost"}))
 
     return write
 
