@@ -57,7 +57,7 @@ def push_tags(registry: devservers.Registry, repository: str,
 # --- the bot's own config ------------------------------------------------------------------
 
 
-def bot_config(repositories: Iterable[str | Mapping[str, Any]], *, state_dir: Path,
+def bot_config(repositories: Iterable[str | Mapping[str, Any]], *, state_dir: Path | str,
                registries: Iterable[str | Mapping[str, Any]] = (),
                **settings: Any) -> dict[str, Any]:
     """A bot config: repositories by URL (or full entries), registries by host (plain HTTP,
