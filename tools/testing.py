@@ -1,6 +1,8 @@
-"""Test builders shared by tests/: policy and Deployment YAML, bot configs, images pushed to a
-registry, and polling with a deadline. It starts no server (devservers.py does that) and
-asserts nothing about image-bot itself."""
+"""Builders for tests/: policy, manifest and bot-config text; starts no server, asserts nothing.
+
+Also pushes tags (through ``devservers.py``, which starts the servers) and polls with a
+deadline, so tests wait for a condition instead of sleeping a fixed time.
+"""
 
 from __future__ import annotations
 
