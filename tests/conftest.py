@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,23 +10,13 @@ from typing import Any
 import pytest
 
 import devservers
+import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _find_corpus() -> Path:
-    """``shared/corpus/yaml`` beside the checkout (or beside a parent, for worktrees)."""
-    override = os.environ.get("IMAGE_BOT_CORPUS")
-    if override:
-        return Path(override)
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "corpus" / "yaml"
-        if candidate.is_dir():
-            return candidate
-    return ROOT.parent / "shared" / "corpus" / "yaml"
-
-
-CORPUS = _find_corpus()
+# The real-world YAML corpus, vendored with its sources and licences (see its SOURCES.md).
+CORPUS = ROOT / "tests" / "data" / "corpus"
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +61,10 @@ def bot_config(tmp_path: Path) -> Callable[..., Path]:
 
     def write(url: str, *, registries: list[dict[str, Any]] | None = None,
               policies: str = "policies/") -> Path:
-        path = tmp_path / "bot.yaml"
-        path.write_text(json.dumps({
-            "repositories": [{"url": url, "branch": "main", "policies": policies}],
-            "registries": registries or [],
-            "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
-            "state_dir": str(tmp_path / "state"),
-        }))
-        return path
+        return testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+            [{"url": url, "branch": "main", "policies": policies}],
+            registries=registries or [], state_dir=tmp_path / "state",
+            git={"author_name": "image-bot", "author_email": "image-bot@localhost"}))
 
     return write
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from ruamel.yaml import YAML
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.config import loading
 
@@ -367,19 +368,6 @@ def test_bad_values_are_refused(args: list[str], message: str) -> None:
 
 # --- the chart's config wiring, end to end against the real registry and git server --------
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: web
-spec:
-  image: {host}/team/web
-  select:
-    semver:
-      range: "^1.0"
-"""
-
-
 @pytest.mark.e2e
 def test_rendered_config_and_policy_config_map_drive_a_real_run(
         registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
@@ -389,6 +377,7 @@ def test_rendered_config_and_policy_config_map_drive_a_real_run(
         devservers.push_image(registry.url, "team/web", tag)
     url = config_repo({"deploy/web.yaml": f"image: {registry.host}/team/web:1.0.0\n"})
     mounted = tmp_path / "etc-image-bot"
+    policy = testing.policy("web", f"{registry.host}/team/web", paths=None)
     values = tmp_path / "values.yaml"
     values.write_text(json.dumps({
         "mode": "cronjob",
@@ -397,7 +386,7 @@ def test_rendered_config_and_policy_config_map_drive_a_real_run(
             "registries": [{"host": registry.host, "insecure": True}],
             "state_dir": str(tmp_path / "state")}},
         "policies": {"source": "configMap",
-                     "files": {"web.yaml": POLICY.format(host=registry.host)}},
+                     "files": {"web.yaml": policy}},
     }))
     objects = render("-f", str(values))
     for volume in pod_spec(one(objects, "CronJob"))["volumes"]:

@@ -13,36 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.publish import committing
 
 pytestmark = pytest.mark.e2e
-
-DEPLOY = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: app}}
-spec:
-  template:
-    spec:
-      containers:
-        - name: app
-          image: {host}/team/{image}:1.0.0
-        - name: side
-          image: {host}/team/{image}-side:1.0.0
-"""
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: {name}}}
-spec:
-  image: {host}/team/{image}
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-  publish: {{mode: commit, commit: {commit}}}
-"""
-
 
 class Repo:
     def __init__(self, registry: devservers.Registry, git_server: devservers.GitServer,
@@ -50,26 +25,23 @@ class Repo:
         self.registry, self.git_server, self.tmp_path = registry, git_server, tmp_path
         self.image = f"c-{uuid.uuid4().hex[:8]}"
         for name in (self.image, f"{self.image}-side"):
-            for tag in ("1.0.0", "1.1.0"):
-                devservers.push_image(registry.url, f"team/{name}", tag)
+            testing.push_tags(registry, f"team/{name}", ("1.0.0", "1.1.0"))
         self.name = f"config-{uuid.uuid4().hex[:10]}.git"
-        host = registry.host
+        team = f"{registry.host}/team"
+        publish = {"mode": "commit", "commit": commit}
         self.bare = devservers.create_repo(git_server.root, self.name, {
-            "deploy/app.yaml": DEPLOY.format(host=host, image=self.image),
-            "policies/app.yaml": POLICY.format(name="app", host=host, image=self.image,
-                                               commit=commit),
-            "policies/side.yaml": POLICY.format(name="side", host=host,
-                                                image=f"{self.image}-side", commit=commit)})
+            "deploy/app.yaml": testing.deployment("app", {
+                "app": f"{team}/{self.image}:1.0.0", "side": f"{team}/{self.image}-side:1.0.0"}),
+            "policies/app.yaml": testing.policy("app", f"{team}/{self.image}", publish=publish),
+            "policies/side.yaml": testing.policy("side", f"{team}/{self.image}-side",
+                                                 publish=publish)})
 
     def config(self, url: str | None = None, **repo: Any) -> Path:
-        path = self.tmp_path / "bot.yaml"
-        path.write_text(json.dumps({
-            "repositories": [{"url": url or self.git_server.url(self.name), "branch": "main",
-                              "push_backoff": 0, **repo}],
-            "registries": [{"host": self.registry.host, "insecure": True}],
-            "git": {"author_name": "image-bot", "author_email": "bot@example.com"},
-            "state_dir": str(self.tmp_path / "state")}))
-        return path
+        return testing.write_json(self.tmp_path / "bot.yaml", testing.bot_config(
+            [{"url": url or self.git_server.url(self.name), "branch": "main",
+              "push_backoff": 0, **repo}],
+            registries=[self.registry.host], git=testing.GIT_IDENTITY,
+            state_dir=self.tmp_path / "state"))
 
     def run(self, url: str | None = None, **repo: Any) -> Result:
         return CliRunner().invoke(cli.main, ["run", "--once", "--json", "--config",

@@ -19,35 +19,11 @@ import httpx
 import pytest
 
 import devservers
+import testing
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "webhook-secret-for-tests"
-
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  template:
-    spec:
-      containers:
-        - name: web
-          image: {host}/team/{image}:1.0.0   # deployed by image-bot
-"""
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: {name}
-spec:
-  image: {host}/team/{image}
-  select:
-    semver: {{range: "^1.0"}}
-  paths: ["deploy/**"]
-  interval: 1h   # only a webhook can explain a commit within seconds
-"""
 
 
 @pytest.fixture(scope="module")
@@ -71,32 +47,24 @@ def notifying_registry(tmp_path_factory: pytest.TempPathFactory,
 
 
 def _bot_config(path: Path, url: str, registry: devservers.Registry, port: int) -> Path:
-    path.write_text(json.dumps({
-        "repositories": [{"url": url, "branch": "main", "policies": "policies/"}],
-        "registries": [{"host": registry.host, "insecure": True}],
-        "state_dir": str(path.parent / "state"),
-        "receivers": [{"name": "registry", "kind": "distribution",
-                       "secret_env": "TEST_WEBHOOK_SECRET"}],
-        "daemon": {"listen": f"127.0.0.1:{port}", "debounce": 0.1},
-    }))
-    return path
+    return testing.write_json(path, testing.bot_config(
+        [{"url": url, "branch": "main", "policies": "policies/"}],
+        registries=[registry.host], state_dir=path.parent / "state",
+        receivers=[{"name": "registry", "kind": "distribution",
+                    "secret_env": "TEST_WEBHOOK_SECRET"}],
+        daemon={"listen": f"127.0.0.1:{port}", "debounce": 0.1}))
 
 
 def _bot(*args: str) -> list[str]:
     return [sys.executable, "-m", "image_bot", *args]
 
 
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the daemon exited during start-up"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the daemon did not become ready")
+def _ready(port: int, process: subprocess.Popen[bytes]) -> bool:
+    assert process.poll() is None, "the daemon exited during start-up"
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _remote_subjects(bare: Path) -> list[str]:
@@ -105,11 +73,10 @@ def _remote_subjects(bare: Path) -> list[str]:
 
 def _wait_for_commit(bare: Path, text: str, timeout: float = 20) -> float:
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if any(text in subject for subject in _remote_subjects(bare)):
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"no commit mentioning {text!r}: {_remote_subjects(bare)}")
+    if not testing.wait_until(
+            lambda: any(text in subject for subject in _remote_subjects(bare)), timeout):
+        raise AssertionError(f"no commit mentioning {text!r}: {_remote_subjects(bare)}")
+    return time.monotonic() - start
 
 
 def test_registry_push_notification_becomes_a_commit(
@@ -120,8 +87,10 @@ def test_registry_push_notification_becomes_a_commit(
     host = notifying_registry.host
     devservers.push_image(notifying_registry.url, "team/web", "1.0.0")
     url = config_repo({
-        "deploy/web.yaml": DEPLOYMENT.format(host=host, image="web"),
-        "policies/web.yaml": POLICY.format(host=host, image="web", name="web"),
+        "deploy/web.yaml": testing.deployment("web", {"web": f"{host}/team/web:1.0.0"},
+                                              comment="   # deployed by image-bot"),
+        # interval 1h: only a webhook can explain a commit within seconds
+        "policies/web.yaml": testing.policy("web", f"{host}/team/web", interval="1h"),
     })
     bare = git_server.root / url.rsplit("/", 1)[1]
     config = _bot_config(tmp_path / "bot.yaml", url, notifying_registry, daemon_port)
@@ -130,7 +99,7 @@ def test_registry_push_notification_becomes_a_commit(
     daemon = subprocess.Popen(_bot("run", "--config", str(config), "--log-format", "json"),
                               env=env, stderr=log, stdout=subprocess.DEVNULL)
     try:
-        _wait_ready(daemon_port, daemon)
+        assert testing.wait_until(lambda: _ready(daemon_port, daemon)), "daemon never ready"
         # 1. a push to the real registry → notification → scan → commit on the git server
         devservers.push_image(notifying_registry.url, "team/web", "1.1.0")
         seconds = _wait_for_commit(bare, "1.1.0")

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ import pytest
 from ruamel.yaml import YAML
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.config import models
 
@@ -315,30 +315,16 @@ def test_clean_venv_install_like_the_image(installed: Path, tmp_path: Path) -> N
     assert f"{shipped} valid polic" in validated.stdout
 
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: web}}
-spec:
-  image: {host}/team/web
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-"""
-
-
 @pytest.mark.e2e
 def test_the_daemon_from_the_wheel_passes_the_image_healthcheck(
         installed: Path, stages: list[Stage], registry: devservers.Registry,
         config_repo: Callable[[dict[str, str]], str], tmp_path: Path) -> None:
     """`image-bot run` as the image starts it (ENV, CMD), probed by its HEALTHCHECK command."""
     devservers.push_image(registry.url, "team/web", "1.0.0")
-    url = config_repo({"policies/web.yaml": POLICY.format(host=registry.host),
+    url = config_repo({"policies/web.yaml": testing.policy("web", f"{registry.host}/team/web"),
                        "deploy/web.yaml": f"image: {registry.host}/team/web:1.0.0\n"})
-    config = tmp_path / "bot.yaml"
-    config.write_text(json.dumps({
-        "repositories": [{"url": url}],
-        "registries": [{"host": registry.host, "insecure": True}],
-        "state_dir": str(tmp_path / "state")}))
+    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        [url], registries=[registry.host], state_dir=tmp_path / "state"))
     runtime = stages[-1]
     port = devservers.free_port()
     env = {**_clean_env(), "IMAGE_BOT_CONFIG": str(config),
@@ -351,9 +337,11 @@ def test_the_daemon_from_the_wheel_passes_the_image_healthcheck(
     try:
         health = runtime.last("HEALTHCHECK").args
         probe = json.loads(health[health.index("CMD") + 3:])
-        assert _wait_for(lambda: subprocess.run(probe, env=env, capture_output=True,
-                                                check=False).returncode == 0), "never healthy"
-        assert _wait_for(lambda: _get(port, "/readyz") == 200), "never ready"
+        assert testing.wait_until(lambda: subprocess.run(
+            probe, env=env, capture_output=True, check=False).returncode == 0,
+            interval=0.2), "never healthy"
+        assert testing.wait_until(lambda: _get(port, "/readyz") == 200,
+                                  interval=0.2), "never ready"
         assert _get(port, "/") == 200  # the status page renders from the installed wheel
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -369,15 +357,6 @@ def _get(port: int, path: str) -> int:
         return int(exc.code)
     except OSError:
         return 0
-
-
-def _wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _clean_env() -> dict[str, str]:

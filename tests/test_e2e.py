@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import devservers
+import testing
 from image_bot import cli
 
 pytestmark = pytest.mark.e2e
@@ -35,22 +36,14 @@ spec:
           image: {host}/team/other:0.1.0
 """
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: {name}
-spec:
-  image: {host}/team/{image}
-  select:
-    semver:
-      range: "{range}"
-  paths: ["deploy/**"]
-  publish:
-    mode: commit
-    branch: main
-    message: "chore: update {{{{ image }}}} to {{{{ new_tag }}}}"
-"""
+PUBLISH = {"mode": "commit", "branch": "main",
+           "message": "chore: update {{ image }} to {{ new_tag }}"}
+
+
+def _policy(*, name: str, host: str, image: str, semver: str,
+            paths: tuple[str, ...] | None = testing.DEPLOY_PATHS) -> str:
+    return testing.policy(name, f"{host}/team/{image}", select={"semver": {"range": semver}},
+                          paths=paths, publish=PUBLISH)
 
 
 def _invoke(*args: str) -> Result:
@@ -67,20 +60,14 @@ def _remote_log(url: str, tmp_path: Path) -> tuple[Path, list[str]]:
     return clone, devservers.git("log", "--format=%H %s", cwd=clone).splitlines()
 
 
-def _seed(registry: devservers.Registry, image: str, tags: list[str]) -> None:
-    for tag in tags:
-        devservers.push_image(registry.url, f"team/{image}", tag)
-
-
 def test_run_once_commits_exactly_the_tag_change_and_is_idempotent(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
-    _seed(registry, "app", ["1.0.0", "1.1.0", "2.0.0"])
+    testing.push_tags(registry, "team/app", ["1.0.0", "1.1.0", "2.0.0"])
     url = config_repo({
         "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="app"),
-        "policies/app.yaml": POLICY.format(name="app", host=registry.host, image="app",
-                                           range="^1.0"),
+        "policies/app.yaml": _policy(name="app", host=registry.host, image="app", semver="^1.0"),
     })
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
 
@@ -117,13 +104,13 @@ def test_crlf_and_bom_survive_byte_for_byte(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str | bytes]], str],
     bot_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
-    _seed(registry, "crlf", ["1.0.0", "1.0.1"])
+    testing.push_tags(registry, "team/crlf", ["1.0.0", "1.0.1"])
     original = ("\ufeff" + DEPLOYMENT.format(host=registry.host, image="crlf")).replace(
         "\n", "\r\n").encode()
     url = config_repo({
         "deploy/app.yaml": original,
-        "policies/p.yaml": POLICY.format(name="crlf", host=registry.host, image="crlf",
-                                         range=">=1.0.0 <2"),
+        "policies/p.yaml": _policy(name="crlf", host=registry.host,
+                                   image="crlf", semver=">=1.0.0 <2"),
     })
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
 
@@ -139,11 +126,11 @@ def test_plan_prints_the_diff_and_commits_nothing(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
-    _seed(registry, "planned", ["1.0.0", "1.2.0"])
+    testing.push_tags(registry, "team/planned", ["1.0.0", "1.2.0"])
     url = config_repo({
         "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="planned"),
-        "policies/p.yaml": POLICY.format(name="planned", host=registry.host, image="planned",
-                                         range="~1"),
+        "policies/p.yaml": _policy(name="planned", host=registry.host,
+                                   image="planned", semver="~1"),
     })
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
 
@@ -164,8 +151,8 @@ def test_basic_auth_registry(
                               auth=("tester", "s3cret-pw"))
     url = config_repo({
         "deploy/app.yaml": DEPLOYMENT.format(host=auth_registry.host, image="private"),
-        "policies/p.yaml": POLICY.format(name="private", host=auth_registry.host,
-                                         image="private", range="^1"),
+        "policies/p.yaml": _policy(name="private", host=auth_registry.host,
+                                   image="private", semver="^1"),
     })
     registries = [{"host": auth_registry.host, "insecure": True,
                    "username_env": "REG_USER", "password_env": "REG_PASSWORD"}]
@@ -191,14 +178,12 @@ def test_one_broken_policy_does_not_stop_the_others(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
-    _seed(registry, "good", ["1.0.0", "1.0.5"])
+    testing.push_tags(registry, "team/good", ["1.0.0", "1.0.5"])
     url = config_repo({
         "deploy/good.yaml": DEPLOYMENT.format(host=registry.host, image="good"),
         "deploy/bad.yaml": DEPLOYMENT.format(host=registry.host, image="bad"),
-        "policies/good.yaml": POLICY.format(name="good", host=registry.host, image="good",
-                                            range="^1"),
-        "policies/bad.yaml": POLICY.format(name="bad", host=registry.host, image="bad",
-                                           range=">>1"),
+        "policies/good.yaml": _policy(name="good", host=registry.host, image="good", semver="^1"),
+        "policies/bad.yaml": _policy(name="bad", host=registry.host, image="bad", semver=">>1"),
     })
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
 
@@ -224,13 +209,13 @@ def test_bad_input_fails_clearly_and_changes_nothing(
     config_repo: Callable[[dict[str, str]], str], bot_config: Callable[..., Path],
     tmp_path: Path,
 ) -> None:
-    _seed(registry, "app", ["1.0.0", "1.1.0"])
+    testing.push_tags(registry, "team/app", ["1.0.0", "1.1.0"])
     dead = devservers.free_port()
     host = {"unreachable": f"127.0.0.1:{dead}"}.get(case, registry.host)
     image = {"missing": "does-not-exist"}.get(case, "app")
     files = {
         "deploy/app.yaml": DEPLOYMENT.format(host=host, image=image),
-        "policies/p.yaml": POLICY.format(name="p", host=host, image=image, range="^1"),
+        "policies/p.yaml": _policy(name="p", host=host, image=image, semver="^1"),
     }
     if case == "unparsable":
         files["deploy/broken.yaml"] = f"image: {host}/team/app:1.0.0\n  bad: [indent\n"
@@ -251,9 +236,9 @@ def test_default_paths_never_rewrite_the_policy_files_themselves(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
-    _seed(registry, "everywhere", ["1.0.0", "1.4.0"])
-    policy = POLICY.format(name="everywhere", host=registry.host, image="everywhere",
-                           range="^1").replace('  paths: ["deploy/**"]\n', "")
+    testing.push_tags(registry, "team/everywhere", ["1.0.0", "1.4.0"])
+    policy = _policy(name="everywhere", host=registry.host, image="everywhere", semver="^1",
+                     paths=None)
     url = config_repo({
         "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="everywhere"),
         "policies/p.yaml": policy,

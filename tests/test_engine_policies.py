@@ -12,19 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
+import testing
 from image_bot import cli
 
 pytestmark = pytest.mark.e2e
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: {name}}}
-spec:
-  image: {image}
-  select: {select}
-  paths: ["deploy/**"]
-"""
 DEPLOY = "containers:\n  - name: app\n    image: {image}:{tag}  # keep\n"
 
 
@@ -47,8 +39,8 @@ def test_digest_strategy_pins_the_followed_tag(
     digest = devservers.push_image(registry.url, name, "stable")
     url = config_repo({
         "deploy/app.yaml": DEPLOY.format(image=image, tag="1.0"),
-        "policies/app.yaml": POLICY.format(name="pinned", image=image,
-                                           select="{digest: {tag: stable}}"),
+        "policies/app.yaml": testing.policy("pinned", image,
+                                            select={"digest": {"tag": "stable"}}),
     })
     assert _run(url, bot_config, registry, tmp_path) == DEPLOY.format(
         image=image, tag=f"stable@{digest}")
@@ -69,8 +61,8 @@ def test_newest_build_uses_creation_times(
         devservers.push_image(registry.url, name, tag, created=f"2026-01-{day}T00:00:00Z")
     url = config_repo({
         "deploy/app.yaml": DEPLOY.format(image=image, tag="nightly-x"),
-        "policies/app.yaml": POLICY.format(name="nightly", image=image,
-                                           select="{newest-build: {}}"),
+        "policies/app.yaml": testing.policy("nightly", image,
+                                            select={"newest-build": {}}),
     })
     assert _run(url, bot_config, registry, tmp_path) == DEPLOY.format(image=image,
                                                                         tag="nightly-y")

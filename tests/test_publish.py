@@ -19,40 +19,16 @@ from click.testing import CliRunner, Result
 
 import devservers
 import fakeforge
+import testing
 from image_bot import cli
 from image_bot.state import State
 
 pytestmark = pytest.mark.e2e
 TOKEN = "ghp_fake_token_do_not_log_1234"
 
-DEPLOY = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: app}}
-spec:
-  template:
-    spec:
-      containers:
-        - name: app
-          image: {host}/team/{image}:1.0.0   # keep this comment
-"""
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: {name}}}
-spec:
-  image: {host}/team/{image}
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-  publish:
-    mode: pull-request
-    labels: [image-update, bot]
-    reviewers: [alice]
-    assignees: [bob]
-    auto-merge: true
-    message: "chore: update {{{{ image }}}} to {{{{ new_tag }}}}"
-"""
+PUBLISH = {"mode": "pull-request", "labels": ["image-update", "bot"], "reviewers": ["alice"],
+           "assignees": ["bob"], "auto-merge": True,
+           "message": "chore: update {{ image }} to {{ new_tag }}"}
 
 
 class Setup:
@@ -66,14 +42,14 @@ class Setup:
         self.kind = kind
         monkeypatch.setenv("FORGE_TOKEN", TOKEN)
 
-    def create(self, policy: str = POLICY, tags: tuple[str, ...] = ("1.0.0", "1.1.0"),
-               **fake: Any) -> None:
+    def create(self, tags: tuple[str, ...] = ("1.0.0", "1.1.0"), **fake: Any) -> None:
         for tag in tags:
             self.push_tag(tag)
+        image = f"{self.registry.host}/team/{self.image}"
         self.bare = devservers.create_repo(self.git_server.root, self.name, {
-            "deploy/app.yaml": DEPLOY.format(host=self.registry.host, image=self.image),
-            "policies/app.yaml": policy.format(name="app", host=self.registry.host,
-                                               image=self.image)})
+            "deploy/app.yaml": testing.deployment("app", {"app": f"{image}:1.0.0"},
+                                                  comment="   # keep this comment"),
+            "policies/app.yaml": testing.policy("app", image, publish=PUBLISH)})
         fake_class: Any = fakeforge.FakeGitLab
         if self.kind == "github":
             fake_class = fakeforge.AppAwareGitHub if fake else fakeforge.FakeGitHub
@@ -88,14 +64,10 @@ class Setup:
         settings = {"kind": self.kind, "project": "acme/config", "api_url": api,
                     "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0,
                     "retries": 3, **forge}
-        path = self.tmp_path / "bot.yaml"
-        path.write_text(json.dumps({
-            "repositories": [{"url": self.git_server.url(self.name), "branch": "main",
-                              "forge": settings}],
-            "registries": [{"host": self.registry.host, "insecure": True}],
-            "git": {"author_name": "image-bot", "author_email": "bot@example.com"},
-            "state_dir": str(self.tmp_path / "state")}))
-        return path
+        return testing.write_json(self.tmp_path / "bot.yaml", testing.bot_config(
+            [{"url": self.git_server.url(self.name), "branch": "main", "forge": settings}],
+            registries=[self.registry.host], git=testing.GIT_IDENTITY,
+            state_dir=self.tmp_path / "state"))
 
     def run(self, **forge: Any) -> Result:
         return CliRunner().invoke(cli.main, ["run", "--once", "--json", "--config",

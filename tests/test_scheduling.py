@@ -15,21 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
+import testing
 from image_bot import cli, errors
 from image_bot.config import durations, models
 from image_bot.engine import context, cycle, scheduling, selecting
 from image_bot.engine.report import RepositoryReport
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: {name}}}
-spec:
-  image: {host}/team/{image}
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-  interval: {interval}
-"""
 
 
 def test_durations() -> None:
@@ -70,11 +60,8 @@ def test_selection_reports_broken_files_only_once() -> None:
 
 def _repo_config(urls: list[str], host: str, state_dir: Path, **daemon: Any) -> (
         models.BotConfig):
-    return models.BotConfig.model_validate({
-        "repositories": [{"url": url} for url in urls],
-        "registries": [{"host": host, "insecure": True}],
-        "state_dir": str(state_dir), "daemon": daemon,
-    })
+    return models.BotConfig.model_validate(testing.bot_config(
+        urls, registries=[host], state_dir=state_dir, daemon=daemon))
 
 
 def test_polling_picks_up_a_new_tag_on_the_policy_interval(
@@ -84,8 +71,7 @@ def test_polling_picks_up_a_new_tag_on_the_policy_interval(
     devservers.push_image(registry.url, f"team/{image}", "1.0.0")
     url = config_repo({
         "deploy/a.yaml": f"image: {registry.host}/team/{image}:1.0.0\n",
-        "policies/a.yaml": POLICY.format(name="a", host=registry.host, image=image,
-                                         interval="1s"),
+        "policies/a.yaml": testing.policy("a", f"{registry.host}/team/{image}", interval="1s"),
     })
     bare = git_server.root / url.rsplit("/", 1)[1]
     config = _repo_config([url], registry.host, tmp_path, jitter=0.2)
@@ -94,27 +80,20 @@ def test_polling_picks_up_a_new_tag_on_the_policy_interval(
         async with context.Engine.open(config) as engine:
             scheduler = scheduling.Scheduler(engine)
             running = asyncio.create_task(scheduler.run())
-            await _until(lambda: scheduler.ready)
+            await testing.until(lambda: scheduler.ready)
             [entry] = scheduler.entries
             assert entry.interval == 1.0
-            await _until(lambda: scheduler.scans >= 1)  # the start-up scan: nothing new
+            await testing.until(lambda: scheduler.scans >= 1)  # the start-up scan: nothing new
             devservers.push_image(registry.url, f"team/{image}", "1.1.0")
             pushed = time.monotonic()
-            await _until(lambda: "1.1.0" in devservers.git("show", "main:deploy/a.yaml",
-                                                           cwd=bare))
+            await testing.until(lambda: "1.1.0" in devservers.git(
+                "show", "main:deploy/a.yaml", cwd=bare))
             seconds = time.monotonic() - pushed
             scheduler.stop()
             await running
             return seconds
 
     assert asyncio.run(scenario()) < 1.2 + 1.0  # interval + jitter + one scan
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_jitter_spreads_intervals_within_bounds(tmp_path: Path) -> None:
@@ -181,7 +160,7 @@ def test_global_and_per_registry_caps(monkeypatch: pytest.MonkeyPatch, tmp_path:
             running = asyncio.create_task(scheduler.run())
             for i in range(4):
                 assert scheduler.request_image(f"h.io/p{i}") == [f"p{i}"]
-            await _until(lambda: scheduler.scans == 4)
+            await testing.until(lambda: scheduler.scans == 4)
             scheduler.stop()
             await running
 
@@ -200,10 +179,10 @@ def test_one_scan_per_repository_at_a_time_and_events_meanwhile_join_the_next(
             scheduler = _scheduler_with(engine, {0: ["a", "b", "c"]}, "h.io")
             running = asyncio.create_task(scheduler.run())
             scheduler.request_image("h.io/a")
-            await asyncio.sleep(0.1)  # the scan of "a" runs; these two wait for it
+            await testing.until(lambda: slow.running == 1)  # "a" runs; b and c wait for it
             scheduler.request_image("h.io/b")
             scheduler.request_image("h.io/c")
-            await _until(lambda: scheduler.scans == 2)
+            await testing.until(lambda: scheduler.scans == 2)
             scheduler.stop()
             await running
 
@@ -223,7 +202,7 @@ def test_stop_lets_a_running_scan_finish_within_the_grace_period(
             scheduler = _scheduler_with(engine, {0: ["a"]}, "h.io")
             running = asyncio.create_task(scheduler.run())
             scheduler.request_image("h.io/a")
-            await asyncio.sleep(0.1)
+            await testing.until(lambda: slow.running == 1)
             scheduler.stop()
             scheduler.request_image("h.io/a")  # too late: nothing new starts
             await running
@@ -244,8 +223,8 @@ def test_run_once_shards_split_the_work_between_instances(
         for tag in ("1.0.0", "1.1.0"):
             devservers.push_image(registry.url, f"team/{name}", tag)
         files[f"deploy/{name}.yaml"] = f"image: {registry.host}/team/{name}:1.0.0\n"
-        files[f"policies/{name}.yaml"] = POLICY.format(name=name, host=registry.host,
-                                                       image=name, interval="5m")
+        files[f"policies/{name}.yaml"] = testing.policy(name, f"{registry.host}/team/{name}",
+                                                        interval="5m")
     url = config_repo(files)
     bare = git_server.root / url.rsplit("/", 1)[1]
     config = str(bot_config(url, registries=[{"host": registry.host, "insecure": True}]))
@@ -276,8 +255,7 @@ def test_a_broken_policy_file_is_skipped_and_a_zero_interval_is_not_a_busy_loop(
         registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
         tmp_path: Path) -> None:
     url = config_repo({
-        "policies/fast.yaml": POLICY.format(name="fast", host=registry.host, image="fast",
-                                            interval="0s"),
+        "policies/fast.yaml": testing.policy("fast", f"{registry.host}/team/fast", interval="0s"),
         "policies/broken.yaml": "apiVersion: image-bot/v1\nkind: ImagePolicy\nmetadata: [\n",
     })
     config = _repo_config([url], registry.host, tmp_path)
@@ -287,7 +265,7 @@ def test_a_broken_policy_file_is_skipped_and_a_zero_interval_is_not_a_busy_loop(
             state, metrics = engine.state, engine.metrics
             scheduler = scheduling.Scheduler(engine, polling=False)
             running = asyncio.create_task(scheduler.run())
-            await _until(lambda: scheduler.ready)
+            await testing.until(lambda: scheduler.ready)
             scheduler.stop()
             await running
             events = [data for _, kind, data in state.events() if kind == "reload"]

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 import devservers
+import testing
 from image_bot.config import models
 from image_bot.engine import context, observing, scheduling, waking
 from image_bot.errors import ConfigError
@@ -29,29 +30,14 @@ from image_bot.server import app
 SECRET = "generic-secret"
 
 DEPLOYMENT = "spec:\n  containers:\n    - image: {host}/team/{image}:1.0.0\n"
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: {name}}}
-spec:
-  image: {host}/team/{image}
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-  interval: 1h
-"""
 
 
 def _config(url: str, host: str, state_dir: Path, **daemon: Any) -> models.BotConfig:
-    return models.BotConfig.model_validate({
-        "repositories": [{"url": url}],
-        "registries": [{"host": host, "insecure": True}],
-        "state_dir": str(state_dir),
-        "receivers": [
-            {"name": "ci", "kind": "generic", "secret_env": "CI_HOOK_SECRET"},
-            {"name": "forge", "kind": "github", "secret_env": "CI_HOOK_SECRET"},
-        ],
-        "daemon": {"debounce": 0.3, **daemon},
-    })
+    return models.BotConfig.model_validate(testing.bot_config(
+        [url], registries=[host], state_dir=state_dir,
+        receivers=[{"name": "ci", "kind": "generic", "secret_env": "CI_HOOK_SECRET"},
+                   {"name": "forge", "kind": "github", "secret_env": "CI_HOOK_SECRET"}],
+        daemon={"debounce": 0.3, **daemon}))
 
 
 def _sign(body: bytes) -> str:
@@ -91,13 +77,6 @@ async def _post(http: httpx.AsyncClient, payload: Any, *, receiver: str = "ci",
     return await http.post(f"/webhook/{receiver}", content=body, headers=headers)
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def web_repo(registry: devservers.Registry, git_server: devservers.GitServer,
              config_repo: Callable[[dict[str, str]], str]) -> tuple[str, Path]:
@@ -105,7 +84,7 @@ def web_repo(registry: devservers.Registry, git_server: devservers.GitServer,
     devservers.push_image(registry.url, f"team/{image}", "1.0.0")
     url = config_repo({
         "deploy/web.yaml": DEPLOYMENT.format(host=registry.host, image=image),
-        "policies/web.yaml": POLICY.format(host=registry.host, image=image, name="web"),
+        "policies/web.yaml": testing.policy("web", f"{registry.host}/team/{image}", interval="1h"),
     })
     return url, git_server.root / url.rsplit("/", 1)[1]
 
@@ -126,7 +105,7 @@ def test_ten_events_for_one_image_make_one_scan_and_one_commit(
             answers = [await _post(http, {"image": name, "tag": "1.1.0"}) for _ in range(10)]
             assert {a.status_code for a in answers} == {202}
             assert answers[0].json() == {"queued": {name: ["web"]}, "ignored": []}
-            await _until(lambda: scheduler.scans == 1)
+            await testing.until(lambda: scheduler.scans == 1)
             await asyncio.sleep(0.5)  # no late second scan
             assert scheduler.scans == 1
             exposition = metrics.exposition().decode()
@@ -187,7 +166,7 @@ def test_forge_push_reloads_policies(registry: devservers.Registry,
     async def scenario() -> None:
         async with _daemon(_config(url, registry.host, tmp_path / "bot")) as (http, sched, _):
             assert [e.name for e in sched.entries] == ["web"]
-            policy = POLICY.format(host=registry.host, image="api", name="api")
+            policy = testing.policy("api", f"{registry.host}/team/api", interval="1h")
             (work / "policies" / "api.yaml").write_text(policy)
             devservers.git("add", "-A", cwd=work)
             devservers.git("commit", "-qm", "add api policy", cwd=work)
@@ -195,7 +174,7 @@ def test_forge_push_reloads_policies(registry: devservers.Registry,
             answer = await _post(http, {"ref": "refs/heads/main"}, receiver="forge",
                                  **{"X-GitHub-Event": "push"})
             assert (answer.status_code, answer.json()) == (202, {"reload": True})
-            await _until(lambda: len(sched.entries) == 2)
+            await testing.until(lambda: len(sched.entries) == 2)
             assert sorted(e.name for e in sched.entries) == ["api", "web"]
             assert waking.wake_file(tmp_path / "bot").exists()  # and a sync agent is woken
 
@@ -216,7 +195,7 @@ def test_webhook_answers_while_the_registry_hangs_and_shutdown_abandons_cleanly(
         git_server: devservers.GitServer, tmp_path: Path) -> None:
     url = config_repo({
         "deploy/web.yaml": DEPLOYMENT.format(host=silent_registry, image="web"),
-        "policies/web.yaml": POLICY.format(host=silent_registry, image="web", name="web"),
+        "policies/web.yaml": testing.policy("web", f"{silent_registry}/team/web", interval="1h"),
     })
     config = _config(url, silent_registry, tmp_path, debounce=0.0, grace=0.5)
     name = f"{silent_registry}/team/web"

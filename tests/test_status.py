@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.engine import history, locking, syncing, waking
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
@@ -68,10 +69,8 @@ def _seed_sync(state_dir: Path) -> None:
 
 
 def _config(tmp_path: Path, url: str = REPOSITORY, **extra: object) -> Path:
-    path = tmp_path / "bot.yaml"
-    path.write_text(json.dumps({"repositories": [{"url": url}],
-                                "state_dir": str(tmp_path / "state"), **extra}))
-    return path
+    settings = {"state_dir": tmp_path / "state", **extra}  # a test may name its own
+    return testing.write_json(tmp_path / "bot.yaml", testing.bot_config([url], **settings))
 
 
 def test_history_keeps_what_a_failed_scan_cannot_know(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.sync import docker_target
 
@@ -47,23 +48,6 @@ services:
     network_mode: none
     depends_on: [web]
 """
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: web
-spec:
-  image: {host}/team/{image}
-  select:
-    semver:
-      range: "^1.0"
-  paths: ["deploy/**"]
-  publish:
-    mode: commit
-    branch: main
-"""
-
 
 @pytest.fixture
 def engine(dockerd: devservers.Dockerd) -> Iterator[docker.DockerClient]:
@@ -130,7 +114,8 @@ def test_deploy_update_rollback_self_heal_and_prune(
     devservers.push_busybox_image(registry.url, "team/seq-worker", "1.0.0")
     url = config_repo({
         "deploy/app/compose.yaml": COMPOSE.format(host=registry.host, image="seq", port=port),
-        "policies/web.yaml": POLICY.format(host=registry.host, image="seq"),
+        "policies/web.yaml": testing.policy("web", f"{registry.host}/team/seq",
+                                            publish={"mode": "commit", "branch": "main"}),
     })
     bystander = engine.containers.run(f"{registry.host}/team/seq:1.0.0", ["sleep", "3600"],
                                       name="app-bystander", network_mode="none", detach=True)

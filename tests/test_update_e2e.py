@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import devservers
+import testing
 from image_bot import cli
 
 pytestmark = pytest.mark.e2e
@@ -40,22 +41,9 @@ spec:
           image: '{host}/team/{image}:1.0.0'  # single quotes stay
 """
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: {name}
-spec:
-  image: {host}/team/{image}
-  select:
-    semver:
-      range: "^1.0"
-  pin-digest: true
-  paths: ["deploy/**"]
-  publish:
-    mode: commit
-    branch: main
-"""
+def _policy(image: str) -> str:
+    return testing.policy("web", image, pin_digest=True,
+                          publish={"mode": "commit", "branch": "main"})
 
 
 def _invoke(*args: str) -> Result:
@@ -73,7 +61,7 @@ def test_pin_digest_writes_the_registry_digest_into_every_kind_of_reference(
     deployment = DEPLOYMENT.format(host=host, image="pinned-web")
     url = config_repo({
         "deploy/values.yaml": values, "deploy/app.yaml": deployment,
-        "policies/web.yaml": POLICY.format(name="web", host=host, image="pinned-web"),
+        "policies/web.yaml": _policy(f"{host}/team/pinned-web"),
     })
     config = bot_config(url, registries=[{"host": host, "insecure": True}])
 
@@ -178,7 +166,7 @@ def test_pin_digest_leaves_a_current_tag_the_registry_no_longer_has(
     deployment = DEPLOYMENT.format(host=host, image="gone-web").replace("1.0.0", "1.5.0")
     url = config_repo({
         "deploy/app.yaml": deployment,
-        "policies/web.yaml": POLICY.format(name="web", host=host, image="gone-web"),
+        "policies/web.yaml": _policy(f"{host}/team/gone-web"),
     })
     config = bot_config(url, registries=[{"host": host, "insecure": True}])
 

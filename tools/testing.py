@@ -1,0 +1,101 @@
+"""Builders for tests/: policy, manifest and bot-config text; starts no server, asserts nothing.
+
+Also pushes tags (through ``devservers.py``, which starts the servers) and polls with a
+deadline, so tests wait for a condition instead of sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import devservers
+
+SEMVER_1 = {"semver": {"range": "^1.0"}}
+DEPLOY_PATHS = ("deploy/**",)
+GIT_IDENTITY = {"author_name": "image-bot", "author_email": "bot@example.com"}
+
+
+# --- config repository files ---------------------------------------------------------------
+
+
+def policy(name: str, image: str, *, select: Mapping[str, Any] = SEMVER_1,
+           paths: Iterable[str] | None = DEPLOY_PATHS, **spec: Any) -> str:
+    """One ImagePolicy document, a spec key a line (values in JSON flow style, which is YAML).
+
+    ``paths=None`` leaves ``paths`` out (the default paths); other spec keys are given in
+    snake case and written in kebab case (``pin_digest=True`` → ``pin-digest: true``).
+    """
+    fields: dict[str, Any] = {"image": image, "select": dict(select)}
+    if paths is not None:
+        fields["paths"] = list(paths)
+    fields.update({key.replace("_", "-"): value for key, value in spec.items()})
+    lines = ["apiVersion: image-bot/v1", "kind: ImagePolicy",
+             f"metadata: {{name: {json.dumps(name)}}}", "spec:"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def deployment(name: str, containers: Mapping[str, str], *, comment: str = "") -> str:
+    """A Deployment with one container per (name, image reference); ``comment`` follows
+    each image reference on its line (e.g. ``"   # keep this comment"``)."""
+    lines = ["apiVersion: apps/v1", "kind: Deployment", f"metadata: {{name: {name}}}",
+             "spec:", "  template:", "    spec:", "      containers:"]
+    for container, reference in containers.items():
+        lines += [f"        - name: {container}", f"          image: {reference}{comment}"]
+    return "\n".join(lines) + "\n"
+
+
+def push_tags(registry: devservers.Registry, repository: str,
+              tags: Iterable[str]) -> list[str]:
+    """Push one small image per tag to ``repository``; returns their digests in order."""
+    return [devservers.push_image(registry.url, repository, tag) for tag in tags]
+
+
+# --- the bot's own config ------------------------------------------------------------------
+
+
+def bot_config(repositories: Iterable[str | Mapping[str, Any]], *, state_dir: Path | str,
+               registries: Iterable[str | Mapping[str, Any]] = (),
+               **settings: Any) -> dict[str, Any]:
+    """A bot config: repositories by URL (or full entries), registries by host (plain HTTP,
+    as the test registries serve) or full entries, and any other top-level settings."""
+    config: dict[str, Any] = {
+        "repositories": [{"url": r} if isinstance(r, str) else dict(r) for r in repositories]}
+    hosts = [{"host": r, "insecure": True} if isinstance(r, str) else dict(r)
+             for r in registries]
+    if hosts:
+        config["registries"] = hosts
+    return {**config, "state_dir": str(state_dir), **settings}
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> Path:
+    """Write ``document`` as JSON (which the bot reads as YAML); returns ``path``."""
+    path.write_text(json.dumps(document))
+    return path
+
+
+# --- waiting for real processes ------------------------------------------------------------
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0,
+               interval: float = 0.05) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """In a running event loop: wait until ``condition`` holds, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
