@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,36 +25,13 @@ import httpx
 import pytest
 
 import devservers
+import testing
 
 pytestmark = pytest.mark.e2e
 
 USER = "deploy-bot"
 PASSWORD = "Zq8-private-repo-password-7Kx"  # distinctive: any leak is found by grep
 
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  template:
-    spec:
-      containers:
-        - name: web
-          image: {host}/team/{image}:1.0.0
-"""
-
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata:
-  name: web
-spec:
-  image: {host}/team/{image}
-  select:
-    semver: {{range: "^1.0"}}
-  paths: ["deploy/**"]
-  interval: {interval}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +65,10 @@ class Remote:
 @pytest.fixture(params=["https", "ssh"])
 def remote_factory(request: pytest.FixtureRequest, registry: devservers.Registry) -> Any:
     def create(image: str, *, interval: str) -> Remote:
+        reference = f"{registry.host}/team/{image}"
         files = {
-            "deploy/web.yaml": DEPLOYMENT.format(host=registry.host, image=image),
-            "policies/web.yaml": POLICY.format(host=registry.host, image=image,
-                                               interval=interval),
+            "deploy/web.yaml": testing.deployment("web", {"web": f"{reference}:1.0.0"}),
+            "policies/web.yaml": testing.policy("web", reference, interval=interval),
         }
         name = f"private-{uuid.uuid4().hex[:10]}.git"
         if request.param == "https":
@@ -112,18 +89,11 @@ def remote_factory(request: pytest.FixtureRequest, registry: devservers.Registry
 
 def _config(tmp_path: Path, remote: Remote, registry: devservers.Registry, *,
             port: int | None = None) -> Path:
-    path = tmp_path / "bot.yaml"
-    config: dict[str, Any] = {
-        "repositories": [{"url": remote.url, "branch": "main", "policies": "policies/",
-                          **remote.settings}],
-        "registries": [{"host": registry.host, "insecure": True}],
-        "git": {"author_name": "image-bot", "author_email": "image-bot@localhost"},
-        "state_dir": str(tmp_path / "state"),
-    }
-    if port is not None:
-        config["daemon"] = {"listen": f"127.0.0.1:{port}", "reload_interval": 3600}
-    path.write_text(json.dumps(config))
-    return path
+    daemon = {"daemon": {"listen": f"127.0.0.1:{port}", "reload_interval": 3600}} if port else {}
+    config = testing.bot_config([{"url": remote.url, **remote.settings}],
+                                state_dir=tmp_path / "state", registries=[registry.host],
+                                git=testing.GIT_IDENTITY, **daemon)
+    return testing.write_json(tmp_path / "bot.yaml", config)
 
 
 def _env() -> dict[str, str]:
@@ -235,10 +205,6 @@ def _until_scheduled(port: int, daemon: subprocess.Popen[bytes]) -> dict[str, ob
     return found
 
 
-def _until(condition: object, daemon: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert daemon.poll() is None, "the daemon exited"
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+def _until(condition: Callable[[], bool], daemon: subprocess.Popen[bytes]) -> None:
+    assert testing.wait_until(lambda: condition() or daemon.poll() is not None)
+    assert daemon.poll() is None, "the daemon exited"
