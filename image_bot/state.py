@@ -104,6 +104,13 @@ class State:
                                     (policy, image)).fetchall()
         return {row[0] for row in rows}
 
+    def declines(self) -> list[tuple[str, str, str, str, float]]:
+        """Every declined version: (policy, image, tag, reason, when), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT policy, image, tag, reason, at FROM declined "
+                                    "ORDER BY at").fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
     # --- decisions and events ---------------------------------------------------------
 
     def record_decision(self, policy: str, data: dict[str, Any]) -> None:

@@ -7,7 +7,12 @@ import logging
 
 from image_bot import errors
 from image_bot.engine import observing
-from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
+from image_bot.engine.report import (
+    CycleReport,
+    PolicyOutcome,
+    PullRequestResult,
+    RepositoryReport,
+)
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -43,7 +48,9 @@ def test_metrics_count_outcomes_commits_and_errors_by_kind() -> None:
         PolicyOutcome("d", "p.yaml", "failed", error=errors.ConfigError("==> File p.yaml: bad")),
         # kinds come from the error's class, not from the words its message starts with
         PolicyOutcome("e", "p.yaml", "failed", error=errors.ForgeError("registry-ish text")),
-    ), commits=("abc",), errors=(errors.SyncError("git push? no: a sync error"),)),))
+    ), commits=("abc",), errors=(errors.SyncError("git push? no: a sync error"),),
+        pull_requests=(PullRequestResult("image-bot/a", "opened", "opened #4", 4),
+                       PullRequestResult("image-bot/b", "unchanged", "#5 is up to date", 5))),))
     metrics.observe_report(report, 0.3)
     metrics.on_registry_request("GET", "https://r.io/v2/a/tags/list", 429, 0.1)
     metrics.on_registry_request("GET", "https://r.io/v2/a/tags/list", 0, 0.1)
@@ -54,6 +61,7 @@ def test_metrics_count_outcomes_commits_and_errors_by_kind() -> None:
                  'image_bot_errors_total{kind="registry"} 1.0',
                  'image_bot_errors_total{kind="config"} 1.0',
                  'image_bot_errors_total{kind="forge"} 1.0',
+                 "image_bot_pull_requests_opened_total 1.0",
                  'image_bot_errors_total{kind="sync"} 1.0',
                  'image_bot_registry_requests_total{host="r.io",status="429"} 1.0',
                  'image_bot_registry_requests_total{host="r.io",status="error"} 1.0',

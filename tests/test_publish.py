@@ -165,10 +165,21 @@ def test_open_then_supersede_then_merge(setup: Setup) -> None:
     assert ":1.2.0   # keep this comment" in setup.show("main")
 
 
+def _status(setup: Setup) -> dict[str, Any]:
+    shown = CliRunner().invoke(cli.main, ["status", "--json", "--config",
+                                          str(setup.tmp_path / "bot.yaml")])
+    assert shown.exit_code == 0, shown.output
+    [row] = json.loads(shown.output)["policies"]
+    return dict(row)
+
+
 def test_closed_unmerged_declines_and_a_newer_version_opens_a_new_pr(setup: Setup) -> None:
     setup.create()
     assert setup.run().exit_code == 0
     [pr] = _prs(setup)
+    opened = _status(setup)
+    assert (opened["status"], opened["declined"]) == ("proposed", [])
+    assert opened["pull_request"] is not None and str(pr["number"]) in opened["pull_request"]
     setup.forge.close(pr["number"])
     writes = len(setup.forge.writes())
 
@@ -180,6 +191,11 @@ def test_closed_unmerged_declines_and_a_newer_version_opens_a_new_pr(setup: Setu
     with State.in_dir(setup.tmp_path / "state") as state:
         image = f"{setup.registry.host}/team/{setup.image}"
         assert state.declined("app", image) == {"1.1.0"}
+    # the status says why 1.1.0 is not proposed, and that no PR is open any more
+    closed = _status(setup)
+    assert closed["pull_request"] is None
+    assert [(d["tag"], d["reason"]) for d in closed["declined"]] == [
+        ("1.1.0", f"PR #{pr['number']} closed without merging")]
 
     setup.push_tag("1.2.0")
     newer = setup.run()

@@ -207,7 +207,8 @@ def _published(name: str, repo: models.RepositoryConfig, outcomes: list[PolicyOu
     if done.proposal is None or done.branch is None:
         return _report(name, repo, outcomes, result, commits=done.commits)
     pr = PullRequestResult(done.branch, done.proposal.action, done.proposal.message,
-                           done.proposal.number, done.proposal.url, done.proposal.pushed)
+                           done.proposal.number, done.proposal.url, done.proposal.pushed,
+                           policies=tuple(o.policy for o in outcomes))
     return _report(name, repo, [_proposed(o, done.proposal) for o in outcomes], result,
                    pull_requests=(pr,))
 

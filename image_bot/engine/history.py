@@ -34,9 +34,24 @@ class PolicyStatus:
     last_error: str | None
     last_error_at: float | None
     last_run: float
+    declined: tuple[Declined, ...] = ()  # versions humans refused: never proposed again
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.__slots__}
+        data = {key: getattr(self, key) for key in self.__slots__}
+        data["declined"] = [d.to_dict() for d in self.declined]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """A version a human refused (a PR closed unmerged, a rollback), and how to undo that."""
+
+    tag: str
+    reason: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "reason": self.reason, "at": self.at}
 
 
 def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -> None:
@@ -44,6 +59,7 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
     previous = state.decisions()
     now = time.time()
     for repo in report.repositories:
+        prs = {policy: pr for pr in repo.pull_requests for policy in pr.policies}
         for outcome in repo.outcomes:
             if outcome.policy == "?":  # a broken document: no policy to attach it to
                 state.log_event("error", {"repository": repo.repository,
@@ -51,7 +67,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
                 continue
             key = _key(repo.repository, outcome.policy)
             old = previous.get(key, ({}, 0.0))[0]
-            state.record_decision(key, _decision(repo.repository, outcome, old, now))
+            decision = _decision(repo.repository, outcome, old, now)
+            if outcome.policy in prs:  # what this run did to the policy's PR
+                pr = prs[outcome.policy]
+                decision["pull_request"] = (pr.url or f"#{pr.number}") if pr.is_open else None
+            state.record_decision(key, decision)
             if outcome.status == "failed":
                 state.log_event("error", {"repository": repo.repository,
                                           "policy": outcome.policy, "message": outcome.message})
@@ -92,6 +112,9 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
 
 def statuses(state: State) -> list[PolicyStatus]:
     """Every policy the state knows, sorted by repository and name."""
+    declined: dict[tuple[str, str], list[Declined]] = {}
+    for policy, image, tag, reason, at in state.declines():
+        declined.setdefault((policy, image), []).append(Declined(tag, reason, at))
     rows = []
     for data, at in state.decisions().values():
         if "repository" not in data:  # written by something else than this module
@@ -101,7 +124,8 @@ def statuses(state: State) -> list[PolicyStatus]:
             current=data.get("current"), latest=data.get("latest"),
             status=data.get("status", "?"), message=data.get("message", ""),
             pull_request=data.get("pull_request"), last_error=data.get("last_error"),
-            last_error_at=data.get("last_error_at"), last_run=at))
+            last_error_at=data.get("last_error_at"), last_run=at,
+            declined=tuple(declined.get((data["policy"], data.get("image", "")), ()))))
     return sorted(rows, key=lambda row: (row.repository, row.policy))
 
 

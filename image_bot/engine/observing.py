@@ -78,6 +78,7 @@ class Metrics:
                 self.updates.labels("committed").inc(committed)
             for error in repo.errors:
                 self.errors.labels(error.kind).inc()
+            self.pull_requests.inc(sum(1 for pr in repo.pull_requests if pr.action == "opened"))
 
     def on_registry_request(self, method: str, url: str, status: int, seconds: float) -> None:
         """The registry client's ``on_request`` hook (``status`` 0: no answer came)."""

@@ -61,6 +61,12 @@ class PullRequestResult:
     number: int | None = None
     url: str | None = None
     pushed: str | None = None  # the commit pushed to the bot branch, if any
+    policies: tuple[str, ...] = ()  # the policies this PR proposes updates for
+
+    @property
+    def is_open(self) -> bool:
+        return self.number is not None and self.action in ("opened", "updated", "unchanged",
+                                                             "blocked")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,7 +40,8 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 <td><b>{{ p.policy }}</b><br><span class="meta">{{ p.repository }}</span></td>
 <td><code>{{ p.image }}</code></td>
 <td><code>{{ p.current or '—' }}</code></td>
-<td><code>{{ p.latest or '—' }}</code></td>
+<td><code>{{ p.latest or '—' }}</code>{% for d in p.declined %}
+<br><span class="meta">declined <code>{{ d.tag }}</code>: {{ d.reason }}</span>{% endfor %}</td>
 <td class="{{ p.status }}">{{ p.status }}</td>
 <td>{{ p.pull_request or '—' }}</td>
 <td class="error">{{ p.last_error or '' }}{% if p.last_error_at %}
