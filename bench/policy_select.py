@@ -1,98 +1,195 @@
-"""Benchmark: policy.select over a large tag list (pure CPU). Not in make test.
+"""Benchmark: tag selection throughput, one core, pure CPU (no registry). Not in make test.
 
-Builds TAGS realistic tags (versions with variants and pre-releases, CI build tags,
-signature tags, junk), then times, in the same run:
+Tags are realistic: each repository gets a release history (semver, v-prefixed in some
+repositories, pre-releases before their release, variants such as ``-alpine3.20`` and
+``-slim`` in some, floating ``1.2`` / ``1`` tags), CI tags (``sha-abc1234``, ``pr-123``,
+``nightly-20240115``), ``latest``-style tags and cosign signatures. Timed in the same run:
 
-1. baseline: ``sorted(tags)`` plus ``versions.parse`` of every tag (the floor: reading each
-   tag once and sorting text);
-2. select: a semver policy keeping the current variant family (``1.25.3-alpine3.19``);
-3. select: a numerical policy with pattern/extract.
+1. floor: ``sorted(set(tags))`` and one regular-expression match per tag (reading each tag
+   once and ordering them: what any selection must at least do);
+2. a semver range policy (``^M`` around the current ``M.m.p``), cold (parse caches cleared
+   before each run) and warm (parses memoised, as from the second policy or cycle on);
+3. ``*`` keeping the current variant family, and a numerical policy with pattern/extract.
 
-Prints the best of REPEAT runs in ms and the ratio to the baseline: select must stay linear
-in the number of tags (a constant factor over the baseline, whatever TAGS is).
+Prints tags/s (input tags over the best of REPEAT runs) and each time's ratio to the floor.
+``--fleet`` adds the CPU of selection for POLICIES policies of FLEET_TAGS tags each (one
+repository per policy, generated, decided, dropped): cycle 1 with cold caches, cycle 2 warm.
 
-    .venv/bin/python bench/policy_select.py [--tags 20000] [--repeat 5] [--json]
+    .venv/bin/python bench/policy_select.py [--tags 20000] [--repeat 7] [--fleet] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
+import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
 
 from image_bot.config import models
 from image_bot.policy import strategies, versions
 
-VARIANTS = ["", "-alpine", "-alpine3.19", "-alpine3.20", "-slim", "-bookworm", "-ls12"]
-PRES = ["", "", "", "-rc.1", "-rc10", "-beta.2"]
+VARIANTS = ["alpine", "alpine3.19", "alpine3.20", "slim", "bookworm", "ls12"]
+PRES = ["rc.{}", "rc{}", "beta.{}", "alpha.{}", "beta{}"]
+FLOATING = ["latest", "stable", "edge", "main", "nightly"]
+# the floor's one match per tag: about what versions.parse's first step costs
+FLOOR_PATTERN = re.compile(r"^[vV]?\d+(?:\.\d+){0,3}(?:-[0-9A-Za-z_.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
-def make_tags(count: int, seed: int = 7) -> list[str]:
+def repository_tags(count: int, seed: int) -> tuple[list[str], str]:
+    """``count`` unique tags of one repository, and a current tag (a release, no variant)."""
     rnd = random.Random(seed)
-    tags: list[str] = []
+    prefix = "v" if rnd.random() < 0.3 else ""
+    variants = rnd.sample(VARIANTS, k=rnd.choice([0, 0, 1, 2]))
+    major, minor, patch = rnd.randint(0, 2), rnd.randint(0, 20), 0
+    tags: dict[str, None] = dict.fromkeys(FLOATING)
+    releases: list[str] = []
     while len(tags) < count:
         kind = rnd.random()
-        if kind < 0.7:
-            parts = [rnd.randint(0, 3), rnd.randint(0, 40), rnd.randint(0, 30)]
-            numbers = ".".join(map(str, parts[: rnd.choice([1, 2, 3, 3, 3])]))
-            tags.append(f"{rnd.choice(['', 'v'])}{numbers}{rnd.choice(PRES)}"
-                        f"{rnd.choice(VARIANTS)}")
+        if kind < 0.5:  # a release, its variants and floating tags
+            if rnd.random() < 0.002:
+                major, minor, patch = major + 1, 0, 0
+            elif rnd.random() < 0.08:
+                minor, patch = minor + 1, 0
+            else:
+                patch += 1
+            version = f"{prefix}{major}.{minor}.{patch}"
+            releases.append(version)
+            for name in (version, f"{prefix}{major}.{minor}", f"{prefix}{major}"):
+                tags[name] = None
+                for variant in variants:
+                    tags[f"{name}-{variant}"] = None
+        elif kind < 0.6:  # a pre-release of the next patch
+            pre = rnd.choice(PRES).format(rnd.randint(1, 12))
+            tags[f"{prefix}{major}.{minor}.{patch + 1}-{pre}"] = None
         elif kind < 0.85:
-            tags.append(f"build-{rnd.randint(1, 10**6)}")
-        elif kind < 0.92:
-            tags.append(f"sha256-{rnd.getrandbits(64):016x}.sig")
+            tags[f"sha-{rnd.getrandbits(28):07x}"] = None
+        elif kind < 0.9:
+            tags[f"pr-{rnd.randint(1, 9999)}"] = None
+        elif kind < 0.95:
+            tags[f"sha256-{rnd.getrandbits(256):064x}.sig"] = None
         else:
-            tags.append(f"main-{rnd.getrandbits(28):07x}")
-    return tags
+            tags[f"nightly-2024{rnd.randint(1, 12):02}{rnd.randint(1, 28):02}"] = None
+    tags_list = list(tags)[:count]
+    rnd.shuffle(tags_list)  # registries list in their own order
+    return tags_list, releases[len(releases) * 2 // 5] if releases else "latest"
 
 
-def best_ms(fn: Callable[[], object], repeat: int) -> float:
+def policy(**fields: Any) -> strategies.Policy:
+    return strategies.build(models.PolicySpec.model_validate({"image": "x/app", **fields}))
+
+
+def semver_range(current: str) -> str:
+    return f"^{current.lstrip('v').split('.')[0]}"
+
+
+def forget_parses() -> None:
+    versions.parse.cache_clear()
+    versions.natural_key.cache_clear()
+
+
+def best_seconds(fn: Callable[[], object], repeat: int,
+                 before: Callable[[], None] | None = None) -> float:
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        if before:
+            before()
+        gc.collect()
+        start = time.process_time()
         fn()
-        times.append((time.perf_counter() - start) * 1000)
+        times.append(time.process_time() - start)
     return min(times)
 
 
-def policy(**fields: object) -> strategies.Policy:
-    return strategies.build(models.PolicySpec.model_validate({"image": "x/app", **fields}))
+def floor(tags: list[str]) -> list[object]:
+    match = FLOOR_PATTERN.match
+    return [match(tag) for tag in sorted(set(tags))]
+
+
+def single(count: int, repeat: int) -> dict[str, Any]:
+    tags, current = repository_tags(count, seed=7)
+    ranged = policy(select={"semver": {"range": semver_range(current)}})
+    family = policy(select={"semver": {"range": "*"}})
+    numerical = policy(select={"numerical": {}}, filter={"pattern": r"^pr-(\d+)$",
+                                                         "extract": "$1"})
+    alpine = next((t for t in tags if "-alpine" in t), current)
+
+    def semver_select() -> object:
+        return ranged.select(tags, current=current)
+
+    floor_s = best_seconds(lambda: floor(tags), repeat)
+    timed = {
+        "floor": floor_s,
+        "semver_cold": best_seconds(semver_select, repeat, before=forget_parses),
+        "semver_warm": best_seconds(semver_select, repeat),
+        "family_warm": best_seconds(lambda: family.select(tags, current=alpine), repeat),
+        "numerical": best_seconds(lambda: numerical.select(tags, current="pr-10"), repeat),
+    }
+    decision = semver_select()
+    assert isinstance(decision, strategies.Decision)
+    return {
+        "tags": len(tags), "range": ranged.range.text if ranged.range else "", "current": current,
+        "selected": decision.tag, "ranked": len(decision.ranked),
+        **{f"{name}_tags_per_s": round(len(tags) / s) for name, s in timed.items()},
+        **{f"{name}_ratio": round(s / floor_s, 2) for name, s in timed.items()},
+    }
+
+
+def fleet(policies: int, count: int) -> dict[str, Any]:
+    """Selection CPU for a cycle over ``policies`` repositories, tags streamed one at a time."""
+    built = []
+    for index in range(policies):
+        tags, current = repository_tags(count, seed=1000 + index)
+        range_text = semver_range(current) if index % 3 else "*"
+        built.append((policy(select={"semver": {"range": range_text}}), current))
+    forget_parses()
+    cycles = []
+    for _ in range(2):
+        cpu = 0.0
+        for index, (chosen, current) in enumerate(built):
+            tags, _current = repository_tags(count, seed=1000 + index)
+            start = time.process_time()
+            chosen.select(tags, current=current)
+            cpu += time.process_time() - start
+        cycles.append(round(cpu, 2))
+    info = versions.parse.cache_info()
+    return {"policies": policies, "tags_each": count, "cycle1_cpu_s": cycles[0],
+            "cycle2_cpu_s": cycles[1], "parse_cache": f"{info.currsize}/{info.maxsize}",
+            "parse_hit_rate": round(info.hits / max(1, info.hits + info.misses), 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--fleet", action="store_true", help="also 500 policies x 5000 tags")
+    parser.add_argument("--policies", type=int, default=500)
+    parser.add_argument("--fleet-tags", type=int, default=5000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    tags = make_tags(args.tags)
-    now = datetime.now(UTC)
-    semver = policy(select={"semver": {"range": "*"}})
-    numerical = policy(select={"numerical": {}},
-                       filter={"pattern": r"^build-(\d+)$", "extract": "$1"})
-    baseline = best_ms(lambda: (sorted(tags), [versions.parse(t) for t in tags]), args.repeat)
-    results = {
-        "tags": len(tags),
-        "baseline_ms": round(baseline, 2),
-        "semver_ms": round(best_ms(lambda: semver.select(tags, current="1.25.3-alpine3.19",
-                                                         now=now), args.repeat), 2),
-        "numerical_ms": round(best_ms(lambda: numerical.select(tags, current="build-10",
-                                                               now=now), args.repeat), 2),
-    }
-    results["semver_ratio"] = round(results["semver_ms"] / baseline, 2)
-    results["numerical_ratio"] = round(results["numerical_ms"] / baseline, 2)
+    results = single(args.tags, args.repeat)
+    if args.fleet:
+        results["fleet"] = fleet(args.policies, args.fleet_tags)
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{results['tags']} tags, best of {args.repeat}")
-    print(f"  baseline (sort + parse)   {results['baseline_ms']:8.1f} ms")
-    print(f"  semver select             {results['semver_ms']:8.1f} ms  "
-          f"x{results['semver_ratio']}")
-    print(f"  numerical select          {results['numerical_ms']:8.1f} ms  "
-          f"x{results['numerical_ratio']}")
+    print(f"{results['tags']} tags, range {results['range']!r}, current {results['current']}, "
+          f"best of {args.repeat} (ratio: time over the floor's)")
+    for name, label in (("floor", "floor (sort + regex match)"),
+                        ("semver_cold", "semver range, cold parse"),
+                        ("semver_warm", "semver range, memoised"),
+                        ("family_warm", "semver *, variant family"),
+                        ("numerical", "numerical, pattern/extract")):
+        print(f"  {label:<28} {results[f'{name}_tags_per_s']:>11,} tags/s  "
+              f"x{results[f'{name}_ratio']}")
+    if args.fleet:
+        f = results["fleet"]
+        print(f"fleet: {f['policies']} policies x {f['tags_each']} tags: selection CPU "
+              f"{f['cycle1_cpu_s']} s (cycle 1), {f['cycle2_cpu_s']} s (cycle 2); parse cache "
+              f"{f['parse_cache']}, hit rate {f['parse_hit_rate']}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
 """Ordering invariants of policy selection, checked with generated tags (hypothesis).
 
 Total order and determinism (any input order, duplicates), never a downgrade, the variant
-family and precision kept, the winner ranks above every other eligible tag.
+family and precision kept, the winner ranks above every other eligible tag; and the fast
+paths (tuple keys, compiled ranges, memoised parses) agree with what they replace.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given, settings
+import semver
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from image_bot.config import models
-from image_bot.policy import filters, strategies, versions
+from image_bot.policy import filters, ranges, strategies, versions
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 VARIANTS = ["", "alpine", "alpine3.19", "alpine3.20", "slim", "ls3", "ls12", "bookworm"]
@@ -140,3 +144,104 @@ def _parsed(tag: str) -> versions.TagVersion:
     parsed = versions.parse(tag)
     assert parsed is not None, tag
     return parsed
+
+
+# --- the fast paths agree with the slow ones -------------------------------------------
+# Selection compares tuple keys instead of semver.Version objects, tests ranges compiled to
+# tuple bounds, and memoises parses by tag string; each is checked against what it replaces.
+
+identifiers = st.one_of(st.integers(0, 30).map(str), st.sampled_from(["0", "00", "007", "10"]),
+                        st.from_regex(r"[0-9A-Za-z-]{1,6}", fullmatch=True))
+semvers = st.builds(
+    semver.Version, st.integers(0, 3), st.integers(0, 3), st.integers(0, 3),
+    st.one_of(st.none(), st.lists(identifiers, min_size=1, max_size=3).map(".".join)))
+partials = st.one_of(
+    st.lists(st.one_of(st.integers(0, 3).map(str), st.sampled_from(["x", "*"])),
+             min_size=1, max_size=3).map(".".join),
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3),
+              st.sampled_from(["rc.1", "rc.2", "RC.1", "alpha", "0", "beta-2"])).map(
+        lambda p: f"{p[0]}.{p[1]}.{p[2]}-{p[3]}"))
+comparator_sets = st.one_of(
+    st.lists(st.tuples(st.sampled_from(["", "=", ">", ">=", "<", "<=", "^", "~", "~>"]),
+                       partials).map("".join), min_size=0, max_size=3).map(" ".join),
+    st.tuples(partials, partials).map(" - ".join))
+range_texts = st.lists(comparator_sets, min_size=1, max_size=3).map(" || ".join)
+OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+             "=": operator.eq}
+
+
+def _sign(number: int) -> int:
+    return (number > 0) - (number < 0)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(semvers, semvers)
+def test_semver_key_orders_as_semver_compare(a: semver.Version, b: semver.Version) -> None:
+    key_a, key_b = ranges.semver_key(a), ranges.semver_key(b)
+    assert _sign((key_a > key_b) - (key_a < key_b)) == _sign(a.compare(b))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(version_tags(), st.sampled_from(["1.0.0-RC1", "2.0.0-alpha-1", "1-0",
+                                                   "1.2.3-beta2.1", "1.0.0-rc.010"])))
+def test_tag_keys_are_the_keys_of_their_versions(tag: str) -> None:
+    parsed = _parsed(tag)
+    assert parsed.semver_key == ranges.semver_key(parsed.version)
+    assert parsed.key() == (parsed.release, int(not parsed.prerelease),
+                            versions.prerelease_key(parsed.prerelease),
+                            versions.variant_numbers(parsed.variant))
+
+
+def _contains_by_comparators(r: ranges.Range, v: semver.Version, prerelease: bool) -> bool:
+    """Range membership as it was before compiling: semver.Version comparisons, one a
+    comparator, then the pre-release rule."""
+    for comparators in r.alternatives:
+        if not all(OPERATORS[c.op](v, c.version) for c in comparators):
+            continue
+        if v.prerelease is None or prerelease or any(
+                c.explicit_pre and (c.version.major, c.version.minor, c.version.patch)
+                == (v.major, v.minor, v.patch) for c in comparators):
+            return True
+    return False
+
+
+@settings(max_examples=1000, deadline=None)
+@given(range_texts, st.lists(semvers, min_size=1, max_size=8), st.booleans())
+@example(">=1.2.3 >1.2.3", [semver.Version(1, 2, 3)], False)  # equal bounds: strict wins
+@example("<=1.2.3 <1.2.3 || =2.0.0 >2.0.0", [semver.Version(1, 2, 3)], False)
+@example(">1.2.3-rc.1 =1.2.3-rc.1", [semver.Version(1, 2, 3, "rc.2")], False)
+def test_compiled_ranges_agree_with_their_comparators(text: str, vs: list[semver.Version],
+                                                      prerelease: bool) -> None:
+    try:
+        r = ranges.parse(text)
+    except ranges.RangeError:
+        assume(False)
+        raise
+    bounds = [c.version for comparators in r.alternatives for c in comparators]
+    for v in [*vs, *bounds, *(b.bump_patch() for b in bounds)]:  # the edges, and beyond
+        assert r.contains(v, prerelease=prerelease) == _contains_by_comparators(r, v,
+                                                                                prerelease)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(version_tags(), junk, st.sampled_from(["1.2.3-x.sig", "sha256-1.2.3"])))
+def test_memoised_parse_is_the_parse(tag: str) -> None:
+    versions.parse.cache_clear()
+    first, uncached = versions.parse(tag), versions.parse.__wrapped__(tag)
+    assert first == uncached and versions.parse(tag) is first
+    assert versions.natural_key(tag) == versions.natural_key.__wrapped__(tag)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag_lists, st.one_of(st.none(), version_tags()), st.sets(st.one_of(version_tags(), junk)),
+       st.sampled_from([SEMVER, ANY_VARIANT, policy(select={"semver": {"range": "^1 || 3.x"}}),
+                        policy(select={"semver": {"range": ">=1.2.3-rc.1 <3"}})]))
+def test_default_filter_shortcut_decides_as_the_filter(tags: list[str], current: str | None,
+                                                      declined: set[str],
+                                                      p: strategies.Policy) -> None:
+    # the same policy with a filter that rejects nothing more takes the general path
+    general = dataclasses.replace(p, filter=filters.build(
+        pattern=None, extract=None, exclude=["regex:\\A\\Z"], include_signatures=False))
+    tags = [*tags, *sorted(declined)[:3], "sha256-0f.sig", "1.2.3.att"]
+    assert p.select(tags, current=current, declined=declined) == general.select(
+        tags, current=current, declined=declined)

@@ -265,6 +265,20 @@ def test_declined_versions_are_skipped() -> None:
     assert newer.tag == "1.3.1"
 
 
+@pytest.mark.parametrize(("tag", "fields", "rule"), [
+    ("sha256-0f.sig", semver(), "signature"),  # filter rules come before declined
+    ("1.0.0-x.sig", semver(), "signature"),
+    ("latest", semver(), "declined"),  # declined comes before not-a-version
+    ("latest", {**semver(), "filter": {"exclude": ["nightly"]}}, "declined"),
+    ("2.0.0", semver("^1"), "declined"),  # and before the range
+    ("nightly", {**semver(), "filter": {"exclude": ["nightly"]}}, "exclude"),
+])
+def test_the_first_failing_rule_is_the_one_reported(tag: str, fields: dict[str, Any],
+                                                    rule: str) -> None:
+    decision = policy(**fields).select([tag, "1.0.0"], current="1.0.0", declined={tag})
+    assert [(e.tag, e.rule) for e in decision.excluded] == [(tag, rule)]
+
+
 def test_declined_never_excludes_the_current_tag() -> None:
     decision = policy().select(["1.2.0", "1.1.0"], current="1.2.0", now=NOW,
                                declined={"1.2.0"})

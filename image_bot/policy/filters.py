@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 # cosign signatures, attestations and SBOMs are tags too, but never something to deploy
 SIGNATURE_GLOBS = ("*.sig", "*.att", "*.sbom", "sha256-*")
+# the same globs as suffixes and prefixes: str.endswith/startswith cost a tenth of fnmatch,
+# which then runs only to name the glob of a tag that is a signature
+SIGNATURE_SUFFIXES = tuple(glob[1:] for glob in SIGNATURE_GLOBS if glob.startswith("*"))
+SIGNATURE_PREFIXES = tuple(glob[:-1] for glob in SIGNATURE_GLOBS if glob.endswith("*"))
 _TEMPLATE = re.compile(r"\$(?:(\$)|(\d+)|([A-Za-z_]\w*)|\{(\w+)\})")
 
 
@@ -41,7 +45,7 @@ class Filter:
 
     def apply(self, tag: str) -> str | Rejected:
         """The value to order for ``tag``, or why the tag is not a candidate."""
-        if not self.include_signatures:
+        if not self.include_signatures and is_signature(tag):
             for glob in SIGNATURE_GLOBS:
                 if fnmatch.fnmatchcase(tag, glob):
                     return Rejected("signature", f"a signature/attestation tag ({glob})")
@@ -54,6 +58,11 @@ class Filter:
         if match is None:
             return Rejected("pattern", f"does not match pattern {self.pattern.pattern!r}")
         return expand(self.extract, match) if self.extract else tag
+
+
+def is_signature(tag: str) -> bool:
+    """Whether ``tag`` matches one of :data:`SIGNATURE_GLOBS`."""
+    return tag.endswith(SIGNATURE_SUFFIXES) or tag.startswith(SIGNATURE_PREFIXES)
 
 
 def build(*, pattern: str | None, extract: str | None, exclude: list[str],

@@ -3,6 +3,10 @@ hyphen ranges and ``||`` alternatives (pure).
 
 A pre-release version satisfies a range only when the caller allows pre-releases or a
 comparator of the same alternative names a pre-release of the same major.minor.patch.
+
+``parse`` compiles each alternative once into tuple bounds (:class:`_Bounds`), so testing a
+version is a few native tuple comparisons on its :func:`semver_key`; the comparators stay
+for what they say.
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import semver
 
-_OPS: dict[str, Callable[[semver.Version, semver.Version], bool]] = {
-    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq,
-}
+# semver precedence as a tuple: major, minor, patch, 1 for a release (0 for a pre-release),
+# then per pre-release identifier (0, number, "") or (1, 0, word): numbers numerically and
+# below words, a longer set above its prefix (semver 11); build metadata does not count
+Key = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
 _PARTIAL = re.compile(
     r"^[vV=]?(?P<major>\d+|[xX*])?(?:\.(?P<minor>\d+|[xX*]))?(?:\.(?P<patch>\d+|[xX*]))?"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
@@ -29,35 +35,86 @@ class RangeError(ValueError):
     """The range text does not parse."""
 
 
+def semver_key(version: semver.Version) -> Key:
+    """The precedence of ``version`` as a tuple: compares as ``semver.Version.compare``."""
+    pre = tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                for part in version.prerelease.split(".")) if version.prerelease else ()
+    return (version.major, version.minor, version.patch, 0 if pre else 1, pre)
+
+
 @dataclass(frozen=True, slots=True)
 class _Comparator:
     op: str
     version: semver.Version
     explicit_pre: bool  # the user wrote a pre-release here (not a synthetic ``-0`` bound)
+    key: Key = field(init=False, repr=False, compare=False)
 
-    def test(self, version: semver.Version) -> bool:
-        return _OPS[self.op](version, self.version)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", semver_key(self.version))
+
+
+class _Bounds(NamedTuple):
+    """One alternative compiled: the tightest lower and upper bound (``None``: none) with
+    their tests, and the major.minor.patch whose pre-releases the alternative names."""
+
+    low: Key | None
+    above_low: Callable[[Key, Key], bool]
+    high: Key | None
+    below_high: Callable[[Key, Key], bool]
+    prerelease_of: frozenset[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, comparators: tuple[_Comparator, ...]) -> _Bounds:
+        low = high = None
+        for c in comparators:
+            # "=" is both bounds; on equal keys the exclusive bound is the tighter one
+            if c.op in {">=", ">", "="}:
+                low = _tighter(low, c, operator.gt, ">")
+            if c.op in {"<=", "<", "="}:
+                high = _tighter(high, c, operator.lt, "<")
+        return cls(None if low is None else low.key,
+                   operator.gt if low and low.op == ">" else operator.ge,
+                   None if high is None else high.key,
+                   operator.lt if high and high.op == "<" else operator.le,
+                   frozenset(c.key[:3] for c in comparators if c.explicit_pre))
+
+
+def _tighter(bound: _Comparator | None, c: _Comparator,
+             above: Callable[[Key, Key], bool], strict: str) -> _Comparator:
+    if bound is None or above(c.key, bound.key):
+        return c
+    return c if c.key == bound.key and c.op == strict else bound
 
 
 @dataclass(frozen=True, slots=True)
 class Range:
     text: str
     alternatives: tuple[tuple[_Comparator, ...], ...]
+    # contains_key(key, prerelease): the alternatives compiled into one function
+    contains_key: Callable[[Key, bool], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        bounds = tuple(_Bounds.of(cs) for cs in self.alternatives)
+        object.__setattr__(self, "contains_key", _compile(bounds))
 
     def contains(self, version: semver.Version, *, prerelease: bool = False) -> bool:
-        return any(self._in_set(cs, version, prerelease) for cs in self.alternatives)
+        return self.contains_key(semver_key(version), prerelease)
 
-    @staticmethod
-    def _in_set(comparators: tuple[_Comparator, ...], v: semver.Version, pre: bool) -> bool:
-        if not all(c.test(v) for c in comparators):
-            return False
-        if v.prerelease is None or pre:
-            return True
-        same = (v.major, v.minor, v.patch)
-        return any(
-            c.explicit_pre and (c.version.major, c.version.minor, c.version.patch) == same
-            for c in comparators
-        )
+
+def _compile(alternatives: tuple[_Bounds, ...]) -> Callable[[Key, bool], bool]:
+    """A membership test for a version's :func:`semver_key`: the hot path of selection, so
+    one call per tag, and none per comparator when the range has one alternative."""
+    if len(alternatives) == 1:
+        (low, above_low, high, below_high, prerelease_of), = alternatives
+
+        def within(key: Key, prerelease: bool) -> bool:
+            return ((low is None or above_low(key, low)) and (high is None or
+                                                              below_high(key, high))
+                    and (key[3] == 1 or prerelease or key[:3] in prerelease_of))
+
+        return within
+    tests = tuple(_compile((bounds,)) for bounds in alternatives)
+    return lambda key, prerelease: any(test(key, prerelease) for test in tests)
 
 
 @dataclass(frozen=True, slots=True)

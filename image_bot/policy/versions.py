@@ -12,8 +12,9 @@ digits and dots (``alpine3.20`` → ``alpine``). ``docs/policies.md`` is the ref
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import semver
 
@@ -26,64 +27,87 @@ PRERELEASE_WORDS = ("alpha", "beta", "rc", "pre", "preview", "dev", "snapshot", 
                     "nightly", "m", "a", "b")
 _PRE_IDENTIFIER = re.compile(rf"^(?:(?:{'|'.join(PRERELEASE_WORDS)})\d*|\d+)$", re.IGNORECASE)
 _CHUNK = re.compile(r"\d+|[A-Za-z_]+")
+_NOT_FAMILY = re.compile(r"[\d.]")
+_DIGITS = re.compile(r"\d+")
 
 # an identifier of a pre-release: numbers sort below words (semver rule 11)
 PreKey = tuple[tuple[int, int, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TagVersion:
-    """A tag read as a version: numbers, pre-release, variant and how precise it was."""
+# distinct tag strings whose parse is kept, across policies and cycles (~0.3 KB each)
+PARSE_CACHE_SIZE = 1 << 16
+
+# semver precedence as a tuple compared natively: major, minor, patch, 1 for a release and
+# 0 for a pre-release, then the pre-release identifiers (see ``prerelease_key``)
+SemverKey = tuple[int, int, int, int, PreKey]
+
+
+RankKey = tuple[tuple[int, int, int, int], int, PreKey, tuple[int, ...]]
+
+
+class TagVersion(NamedTuple):
+    """A tag read as a version: numbers, pre-release, variant and how precise it was.
+
+    Built by :func:`parse` only: the fields after ``build`` derive from the others, once per
+    tag string (parses are shared), so ranking reads attributes and compares tuples. A named
+    tuple because a frozen dataclass of ten fields costs three times as much to build.
+    """
 
     tag: str
     numbers: tuple[int, ...]  # as written: 1 to 4 components
-    prerelease: tuple[str | int, ...] = ()  # ``rc10`` and ``rc.10`` both give ("rc", 10)
-    variant: str = ""
-    build: str = ""
-
-    @property
-    def precision(self) -> int:
-        return len(self.numbers)
+    prerelease: tuple[str | int, ...]  # ``rc10`` and ``rc.10`` both give ("rc", 10)
+    variant: str
+    build: str
+    precision: int  # how many numbers were written
+    release: tuple[int, int, int, int]  # the numbers padded with zeros (1.2 → 1.2.0.0)
+    family: str  # the variant without digits and dots (see :func:`family`)
+    rank_key: RankKey  # see ``key``
+    semver_key: SemverKey  # the precedence of ``version``, for ranges
 
     @property
     def is_prerelease(self) -> bool:
         return bool(self.prerelease)
 
     @property
-    def family(self) -> str:
-        return family(self.variant)
-
-    @property
-    def release(self) -> tuple[int, int, int, int]:
-        """The numbers padded with zeros to four components (``1.2`` → ``(1, 2, 0, 0)``)."""
-        return (*self.numbers, 0, 0, 0, 0)[:4]  # type: ignore[return-value]
-
-    @property
     def version(self) -> semver.Version:
         """The semver version used by ranges: three components and the pre-release.
 
         A fourth component does not take part in range matching (``1.2.3.4`` is ``1.2.3``).
+        ``semver_key`` is its precedence, for comparing without building it.
         """
         major, minor, patch = self.release[:3]
         pre = ".".join(str(part) for part in self.prerelease) or None
         return semver.Version(major, minor, patch, prerelease=pre)
 
-    def key(self) -> tuple[tuple[int, ...], int, PreKey, tuple[int, ...]]:
+    def key(self) -> RankKey:
         """What decides "newer": numbers, release over pre-release, pre-release, variant number.
 
         Two tags with equal keys name the same version (``1.2.3`` and ``v1.2.3``); the
         caller breaks such ties (precision, then the tag text).
         """
-        return (self.release, 0 if self.prerelease else 1, prerelease_key(self.prerelease),
-                variant_numbers(self.variant))
+        return self.rank_key
 
 
+def _version(tag: str, numbers: tuple[int, ...], prerelease: tuple[str | int, ...],
+             variant: str, build: str) -> TagVersion:
+    release: tuple[int, int, int, int] = (*numbers, 0, 0, 0, 0)[:4]  # type: ignore[assignment]
+    pre, is_release = prerelease_key(prerelease), 0 if prerelease else 1
+    return TagVersion(tag, numbers, prerelease, variant, build, len(numbers), release,
+                      family(variant), (release, is_release, pre, variant_numbers(variant)),
+                      (*release[:3], is_release, pre))
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse(tag: str) -> TagVersion | None:
-    """The version ``tag`` names, or ``None`` when it is not a version tag."""
+    """The version ``tag`` names, or ``None`` when it is not a version tag.
+
+    Memoised by tag string (bounded, least recently used out): the same tags come back for
+    every policy of an image and every cycle. ``parse.__wrapped__`` is the uncached parse.
+    """
     match = _TAG.match(tag)
     if not match:
         return None
-    numbers = tuple(int(part) for part in match["numbers"].split("."))
+    numbers = tuple(map(int, match["numbers"].split(".")))
     prerelease: list[str | int] = []
     variant: list[str] = []
     for segment in (match["suffix"] or "").split("-") if match["suffix"] else []:
@@ -93,8 +117,7 @@ def parse(tag: str) -> TagVersion | None:
             prerelease.extend(split_identifiers(segment))
         else:
             variant.append(segment)
-    return TagVersion(tag=tag, numbers=numbers, prerelease=tuple(prerelease),
-                      variant="-".join(variant), build=match["build"] or "")
+    return _version(tag, numbers, tuple(prerelease), "-".join(variant), match["build"] or "")
 
 
 def _is_prerelease_segment(segment: str) -> bool:
@@ -112,19 +135,22 @@ def split_identifiers(segment: str) -> list[str | int]:
 
 def prerelease_key(prerelease: tuple[str | int, ...]) -> PreKey:
     """Semver precedence of pre-release identifiers: numbers numerically and below words."""
+    if not prerelease:
+        return ()
     return tuple((1, 0, part) if isinstance(part, str) else (0, part, "") for part in prerelease)
 
 
 def family(variant: str) -> str:
     """The variant without digits and dots: ``alpine3.20`` → ``alpine``, ``ls12`` → ``ls``."""
-    return re.sub(r"[\d.]", "", variant)
+    return _NOT_FAMILY.sub("", variant) if variant else ""
 
 
 def variant_numbers(variant: str) -> tuple[int, ...]:
     """The numbers in a variant, for "higher suffix wins": ``alpine3.20`` → ``(3, 20)``."""
-    return tuple(int(n) for n in re.findall(r"\d+", variant))
+    return tuple(map(int, _DIGITS.findall(variant))) if variant else ()
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
     """Order text with its digit runs read as numbers (``build9`` < ``build10``).
 
