@@ -74,18 +74,30 @@ class Index:
         ``path`` itself is checked like any entry (a refused one is reported, not listed)."""
         try:
             name = self.name(path)
+            if name == ".":
+                return self.files()
+            self._check_parents(name)
+            if path.is_dir() and not path.is_symlink():
+                return self.files([name])
+            return [self.file(path)]
         except FileRefused as exc:
             self._reported.setdefault(exc.file, exc.reason)
             return []
-        if name == ".":
-            return self.files()
-        if path.is_dir() and not path.is_symlink():
-            return self.files([name])
+
+    def file(self, path: Path) -> Path:
+        """The file to read for ``path``: a regular file in the checkout or a link to one
+        (then its target); raises :class:`FileRefused` for anything else."""
+        name = self.name(path)
+        self._check_parents(name)
         checked = self._check(self.root / name, name)
         if isinstance(checked, str):
-            self._reported.setdefault(name, checked)
-            return []
-        return [checked]
+            raise FileRefused(name, checked)
+        return checked
+
+    def _check_parents(self, name: str) -> None:
+        parent = Path(name).parent
+        if os.path.realpath(self.root / parent) != str(self._real_root / parent):
+            raise FileRefused(name, "reached through a symbolic link to a folder; not read")
 
     @property
     def refused(self) -> tuple[Refusal, ...]:
@@ -112,8 +124,9 @@ class Index:
                 if name == ".git":
                     dirs.remove(name)
                 elif (base / name).is_symlink():  # os.walk lists it and does not descend
-                    self._refused[_join(prefix, name)] = (
-                        "a symbolic link to a folder; not followed")
+                    reason = self._check_folder_link(base / name)
+                    if reason:
+                        self._refused[_join(prefix, name)] = reason
             dirs.sort()
             for name in sorted(names):
                 if not name.endswith(self.suffixes):
@@ -126,6 +139,15 @@ class Index:
                     listing.append((relative, checked))
         self._listing = listing
         return listing
+
+    def _check_folder_link(self, path: Path) -> str | None:
+        """A link to a folder is never followed; one that leaves the checkout is reported
+        (one inside it is silent: its files are listed where they really are)."""
+        real = path.resolve()
+        if real.is_relative_to(self._real_root) and ".git" not in real.relative_to(
+                self._real_root).parts:
+            return None
+        return "a symbolic link to a folder outside the checkout; not followed"
 
     def _check(self, path: Path, name: str) -> Path | str:
         """The file to read for the entry at ``path``, or why it is refused."""

@@ -80,7 +80,8 @@ async def _run_repository(config: models.BotConfig, repo: models.RepositoryConfi
         ws = await asyncio.to_thread(workspaces.Workspace.open, repo.url, repo.branch,
                                      config.state_dir, _credentials(repo))
         # 2. policies from Git; broken ones become failed outcomes
-        policy_set = loading.load_policies(ws.root / repo.policies, display_root=ws.root)
+        policy_set = loading.load_policies(ws.root / repo.policies, display_root=ws.root,
+                                           max_file_bytes=config.limits.max_file_bytes)
         policy_set = _select(policy_set, name, selection)
         planned, failed = _build_policies(policy_set, repo.branch)
         # 3. tags, once per image, concurrently
@@ -116,7 +117,8 @@ async def _commit_mode(ws: workspaces.Workspace, repo: models.RepositoryConfig,
     name = workspaces.redact(repo.url)
     identity = _identity(config.git)
     for attempt in range(1, repo.push_attempts + 1):
-        outcomes, result = await _update(ws.root, planned, client, dry_run=dry_run)
+        outcomes, result = await _update(ws.root, planned, client, dry_run=dry_run,
+                                         limit=config.limits.max_file_bytes)
         try:
             commits = () if dry_run else await asyncio.to_thread(
                 _publish, ws, result, planned, identity)
@@ -205,21 +207,23 @@ async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Plann
 
 
 async def _update(root: Path, planned: Sequence[_Planned], client: registry.RegistryClient, *,
-                  dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
+                  dry_run: bool, limit: int) -> tuple[list[PolicyOutcome], UpdateResult]:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
-    index = scanning.Index(root)  # list and read the checkout once for all policies
+    index = scanning.Index(root, max_file_bytes=limit)  # list and read the checkout once
     for p in planned:
         outcome, policy_edits = _decide(root, p, index)
         outcomes.append(outcome)
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.apply(root, edits, write=False)
+    trial = rewriting.apply(root, edits, write=False, max_file_bytes=limit)
     unsafe = {s.file: s.reason for s in trial.skipped} | unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
-    result = rewriting.apply(root, edits, write=not dry_run) if edits else UpdateResult()
+    result = rewriting.apply(root, edits, write=not dry_run,
+                             max_file_bytes=limit) if edits else UpdateResult()
+    result = result.merged(scanning.refused(index))  # links and devices: reported once
     outcomes = [dataclasses.replace(o, status="failed", message=f"{blocked[o.policy]}: "
                                     f"{unsafe[blocked[o.policy]]}")
                 if o.policy in blocked else o for o in outcomes]
@@ -481,7 +485,8 @@ async def _pull_request_mode(ws: workspaces.Workspace, repo: models.RepositoryCo
             await asyncio.to_thread(_record_closed_prs, forge, branch, ws.branch, state)
             members = _attach_declined(members, state)
         await asyncio.to_thread(ws.reset)
-        outcomes, result = await _update(ws.root, members, client, dry_run=dry_run)
+        outcomes, result = await _update(ws.root, members, client, dry_run=dry_run,
+                                         limit=config.limits.max_file_bytes)
         if dry_run or forge is None or any(o.status == "failed" for o in outcomes):
             return _report(name, repo, [], outcomes, result)
         done = await _propose_or_withdraw(ws, client, forge, branch, members, result,
