@@ -214,21 +214,29 @@ class Index:
 
 def read_bounded(path: Path, limit: int, shown: str) -> bytes:
     """The bytes of the regular file ``path`` (not a link), at most ``limit`` of them, or
-    :class:`FileRefused`; a FIFO or device is never read, even if it replaced the file."""
+    :class:`FileRefused`; a FIFO or device is never read, even if it replaced the file.
+    Read in chunks, so memory follows the file's size, not the limit."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise FileRefused(shown, f"cannot read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise FileRefused(shown, "not a regular file (a device, FIFO or socket); not read")
         if info.st_size > limit:
             raise FileTooLarge(shown, too_large(limit))
-        data = handle.read(limit + 1)
-    if len(data) > limit:  # it grew after stat
+        data = bytearray()
+        while len(data) <= limit:  # a file that grows after stat stops at the cap
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
         raise FileTooLarge(shown, too_large(limit))
-    return data
+    return bytes(data)
 
 
 def too_large(limit: int) -> str:
