@@ -54,6 +54,7 @@ class Index:
         self._refused: dict[str, str] = {}  # every refused entry of the listing
         self._reported: dict[str, str] = {}  # those under the paths somebody asked for
         self._data: dict[Path, bytes] = {}
+        self._names: dict[Path, str] = {}  # file to read → its name in the checkout
         self._mentions: dict[tuple[Path, tuple[bytes, ...]], bool] = {}
 
     # --- listing ----------------------------------------------------------------------------
@@ -117,26 +118,32 @@ class Index:
         if self._listing is not None:
             return self._listing
         listing: list[tuple[str, Path]] = []
-        for folder, dirs, names in os.walk(self.root):
-            base = Path(folder)
-            prefix = base.relative_to(self.root).as_posix()
-            for name in sorted(dirs):
-                if name == ".git":
-                    dirs.remove(name)
-                elif (base / name).is_symlink():  # os.walk lists it and does not descend
-                    reason = self._check_folder_link(base / name)
-                    if reason:
-                        self._refused[_join(prefix, name)] = reason
-            dirs.sort()
-            for name in sorted(names):
-                if not name.endswith(self.suffixes):
-                    continue
-                relative = _join(prefix, name)
-                checked = self._check(base / name, relative)
-                if isinstance(checked, str):
-                    self._refused[relative] = checked
+        folders = [("", str(self.root))]
+        while folders:  # scandir's entry types come from the folder listing: no stat per file
+            prefix, folder = folders.pop()
+            with os.scandir(folder) as entries:
+                ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            for entry in ordered:
+                relative = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != ".git":
+                        folders.append((relative + "/", entry.path))
+                elif not entry.name.endswith(self.suffixes):
+                    if entry.is_symlink() and os.path.isdir(entry.path):
+                        reason = self._check_folder_link(Path(entry.path))
+                        if reason:
+                            self._refused[relative] = reason
+                elif entry.is_file(follow_symlinks=False):
+                    path = Path(entry.path)
+                    listing.append((relative, path))
+                    self._names[path] = relative
                 else:
-                    listing.append((relative, checked))
+                    checked = self._check(Path(entry.path), relative)
+                    if isinstance(checked, str):
+                        self._refused[relative] = checked
+                    else:
+                        listing.append((relative, checked))
+        listing.sort()
         self._listing = listing
         return listing
 
@@ -179,7 +186,7 @@ class Index:
         """The bytes of a listed file (cached); raises :class:`FileRefused` when it is
         larger than the cap or cannot be read."""
         if path not in self._data:
-            self._data[path] = read_bounded(path, self.max_file_bytes, self._shown(path))
+            self._data[path] = read_bounded(path, self.max_file_bytes, self.shown(path))
             self.reads += 1
         return self._data[path]
 
@@ -191,18 +198,21 @@ class Index:
             self._mentions[key] = _stream_contains(path, needles)
         return self._mentions[key]
 
-    def _shown(self, path: Path) -> str:
-        try:
-            return self.name(path)
-        except FileRefused:
-            return str(path)
+    def shown(self, path: Path) -> str:
+        """How to name a file in messages: relative to the root, else the path as given."""
+        if path not in self._names:
+            try:
+                self._names[path] = self.name(path)
+            except FileRefused:
+                return str(path)
+        return self._names[path]
 
     def fingerprint(self, path: Path) -> str:
         """A hash of the names and bytes of the readable files at ``path`` (a file or a
         folder) and of the names of refused entries there, which are never read."""
         digest = hashlib.sha256()
         for file in self.under(path):
-            digest.update(self._shown(file).encode() + b"\0")
+            digest.update(self.shown(file).encode() + b"\0")
             try:
                 digest.update(self.read(file) + b"\0")
             except FileRefused as exc:

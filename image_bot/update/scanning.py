@@ -63,7 +63,7 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
     parsed = 0
     needles = _needles(image, policy)
     for path in files:
-        relative = _relative(path, shown or index.root)
+        relative = index.shown(path) if shown is None else _relative(path, shown)
         try:
             data = index.read(path)
         except FileRefused as exc:
