@@ -8,6 +8,8 @@
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
     │   ├── UpdateError       a file could not be edited safely (left untouched)
+    │   ├── FileRefused       a file of the checkout is never read (a link out, a device)
+    │   │   └── FileTooLarge  … because it is larger than the cap
     │   ├── SyncError         the sync target refused a change (pull, create, health)
     │   ├── PublishError      Git refused our change for good
     │   └── ForgeError        GitHub/GitLab refused a request (401, 403, 404, 422)
@@ -76,6 +78,20 @@ class UpdateError(PermanentError):
     """A file could not be edited safely; it was left untouched."""
 
     kind = "update"
+
+
+class FileRefused(PermanentError):
+    """A file of the checkout that is not read: a link out of it, not a regular file, or
+    larger than the cap. ``file`` is its name in the checkout, ``reason`` says why."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file = file
+        self.reason = reason
+
+
+class FileTooLarge(FileRefused):
+    """A file of the checkout larger than ``limits.max_file_bytes``."""
 
 
 class PublishError(PermanentError):

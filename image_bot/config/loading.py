@@ -8,6 +8,7 @@ Example message (one line)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,9 @@ import pydantic
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from image_bot import checkout
 from image_bot.config import models
-from image_bot.errors import ConfigError
-
-_YAML_SUFFIXES = (".yaml", ".yml")
+from image_bot.errors import ConfigError, FileRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +79,28 @@ def _resolve_registry_paths(registry: models.RegistryConfig,
     return registry.model_copy(update=update) if update else registry
 
 
-def load_policies(directory: Path, *, display_root: Path | None = None) -> PolicySet:
-    """Load every ImagePolicy under ``directory``; broken ones become errors, not exceptions."""
-    root = display_root or (directory if directory.is_dir() else directory.parent)
+def load_policies(directory: Path, *, display_root: Path | None = None,
+                  root: Path | None = None,
+                  max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> PolicySet:
+    """Load every ImagePolicy under ``directory``; broken ones become errors, not exceptions.
+
+    Files are read only inside ``root`` (default: ``display_root``, the checkout, when
+    ``directory`` is in it, else ``directory`` itself): a policy file that is a link out of
+    it, a device, or larger than ``max_file_bytes`` is never read and becomes an error
+    naming the file.
+    """
+    files_of = _files_of(directory, display_root, root, max_file_bytes)
+    shown_root = display_root or _base(directory)
     loaded: list[LoadedPolicy] = []
     errors: list[ConfigError] = []
     seen: dict[str, str] = {}
-    for file in _policy_files(directory):
-        shown = _display(file, root)
+    files = _policy_files(directory, files_of)
+    errors += [ConfigError(f"{breadcrumb(_display(files_of.root / r.file, shown_root))}: "
+                           f"{r.reason}") for r in files_of.refused]
+    for file in files:
+        shown = _display(file, shown_root)
         try:
-            documents = _read_documents(file, shown)
+            documents = _parse_documents(_read_policy_file(files_of, file, shown), shown)
         except ConfigError as exc:
             errors.append(exc)
             continue
@@ -112,12 +124,41 @@ def load_policies(directory: Path, *, display_root: Path | None = None) -> Polic
     return PolicySet(tuple(loaded), tuple(errors))
 
 
-def _policy_files(directory: Path) -> Iterable[Path]:
-    if directory.is_file():
-        return [directory]
-    if not directory.is_dir():
+def fingerprint(directory: Path, *, display_root: Path | None = None,
+                max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> str:
+    """A hash of the policy files :func:`load_policies` would read (names and bytes)."""
+    return _files_of(directory, display_root, None, max_file_bytes).fingerprint(directory)
+
+
+def _files_of(directory: Path, display_root: Path | None, root: Path | None,
+              max_file_bytes: int) -> checkout.Index:
+    if root is None:  # an absolute policies path (a mounted ConfigMap) is its own root
+        inside = display_root is not None and _inside(directory, display_root)
+        root = display_root if display_root is not None and inside else _base(directory)
+    return checkout.Index(root, max_file_bytes=max_file_bytes)
+
+
+def _base(directory: Path) -> Path:
+    return directory if directory.is_dir() and not directory.is_symlink() else directory.parent
+
+
+def _policy_files(directory: Path, index: checkout.Index) -> Iterable[Path]:
+    if not directory.exists() and not directory.is_symlink():
         raise ConfigError(f"==> Directory {directory}: policy directory does not exist")
-    return sorted(p for p in directory.rglob("*") if p.suffix in _YAML_SUFFIXES and p.is_file())
+    return index.under(directory)
+
+
+def _read_policy_file(index: checkout.Index, file: Path, shown: str) -> str:
+    try:
+        return index.read(file).decode("utf-8-sig")
+    except FileRefused as exc:
+        raise ConfigError(f"{breadcrumb(shown)}: {exc.reason}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{breadcrumb(shown)}: not UTF-8 text") from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root))
 
 
 def _display(file: Path, root: Path) -> str:
@@ -134,6 +175,10 @@ def _read_documents(path: Path, shown: str) -> list[Any]:
         raise ConfigError(f"{breadcrumb(shown)}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{breadcrumb(shown)}: not UTF-8 text") from None
+    return _parse_documents(text, shown)
+
+
+def _parse_documents(text: str, shown: str) -> list[Any]:
     try:
         return [doc for doc in YAML(typ="safe", pure=True).load_all(text) if doc is not None]
     except YAMLError as exc:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from image_bot import refs
+from image_bot import checkout, refs
 from image_bot.config import durations
 
 
@@ -176,6 +176,14 @@ class DaemonConfig(_Model):
     grace: float = Field(default=25.0, ge=0.0)  # seconds a cycle may finish after SIGTERM
 
 
+class LimitsConfig(_Model):
+    """Caps on what image-bot reads from a config repository (see docs/security.md)."""
+
+    # a larger file is never read: not scanned, not edited, not loaded as a policy
+    max_file_bytes: int = Field(default=checkout.DEFAULT_MAX_FILE_BYTES, ge=1024,
+                                le=1024 * 1024 * 1024)
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
@@ -183,6 +191,7 @@ class BotConfig(_Model):
     state_dir: Path = Field(default_factory=_default_state_dir)
     receivers: list[ReceiverConfig] = []
     daemon: DaemonConfig = DaemonConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("receivers")
     @classmethod

@@ -87,7 +87,8 @@ async def open_repository(engine: Engine, repo: models.RepositoryConfig) -> Chec
     """Fetch the repository (with its credentials) and read its policies."""
     ws = await asyncio.to_thread(engine.workspace, repo)
     policies = await asyncio.to_thread(loading.load_policies, ws.root / repo.policies,
-                                       display_root=ws.root)
+                                       display_root=ws.root,
+                                       max_file_bytes=engine.config.limits.max_file_bytes)
     return Checkout(ws, policies)
 
 
@@ -296,7 +297,8 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
                   dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
-    index = scanning.Index(root)  # list and read the checkout once for all policies
+    limit = engine.config.limits.max_file_bytes
+    index = scanning.Index(root, max_file_bytes=limit)  # list and read the checkout once
     now = engine.clock.now()  # the one clock read; the policy itself is pure
     for p in planned:
         outcome, policy_edits = _decide(root, p, index, now=now)
@@ -304,12 +306,14 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.apply(root, edits, write=False)
+    trial = rewriting.apply(root, edits, write=False, max_file_bytes=limit)
     unsafe: dict[str, ImageBotError] = {s.file: UpdateError(s.reason) for s in trial.skipped}
     unsafe |= unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
-    result = rewriting.apply(root, edits, write=not dry_run) if edits else UpdateResult()
+    result = rewriting.apply(root, edits, write=not dry_run,
+                             max_file_bytes=limit) if edits else UpdateResult()
+    result = result.merged(scanning.refused(index))  # links and devices: reported once
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
                 if o.policy in blocked else o for o in outcomes]

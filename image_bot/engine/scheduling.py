@@ -257,11 +257,12 @@ class Scheduler:
         repository = workspaces.redact(repo.url)
         ws = await asyncio.to_thread(self.engine.workspace, repo)
         source = ws.root / repo.policies
-        fingerprint = await asyncio.to_thread(_fingerprint, source)
+        limit = self.config.limits.max_file_bytes
+        fingerprint = await asyncio.to_thread(_fingerprint, source, ws.root, limit)
         if self._fingerprints.get(index) == fingerprint and index in self._loaded:
             return None, set()
         policy_set = await asyncio.to_thread(loading.load_policies, source,
-                                             display_root=ws.root)
+                                             display_root=ws.root, max_file_bytes=limit)
         fresh = {e.name: e for e in self._entries_of(index, repository, policy_set)}
         old = self._entries[index]
         changed = {name for name, entry in fresh.items() if old.get(name) != entry}
@@ -299,13 +300,8 @@ class Scheduler:
             yield Entry(index, policy.name, image.name, image.host, interval, fingerprint)
 
 
-def _fingerprint(source: Path) -> str:
-    """A hash of the policy files under ``source`` (names and bytes)."""
-    digest = hashlib.sha256()
-    files = [source] if source.is_file() else sorted(
-        p for p in source.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
-    for file in files:
-        digest.update(str(file.relative_to(source.parent)).encode() + b"\0")
-        digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()
+def _fingerprint(source: Path, root: Path, limit: int) -> str:
+    """A hash of the policy files under ``source`` (names and bytes), read like the loader
+    reads them: never through a link out of the checkout ``root``, never past ``limit``."""
+    return loading.fingerprint(source, display_root=root, max_file_bytes=limit)
 

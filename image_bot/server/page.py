@@ -23,7 +23,8 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
  th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
  th{background:#f3f4f6} code{font-size:13px}
  .updated{color:#1a7f37;font-weight:600} .failed{color:#cf222e;font-weight:600}
- .current{color:#57606a} .unmatched{color:#9a6700;font-weight:600} .behind{background:#fff8c5} .error{color:#cf222e}
+ .current{color:#57606a} .behind{background:#fff8c5} .error{color:#cf222e}
+ .unmatched{color:#9a6700;font-weight:600}
  .pill{display:inline-block;padding:0 .5rem;border-radius:1rem;background:#eaeef2}
 </style></head>
 <body>

@@ -20,9 +20,10 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from image_bot import checkout as checkouts
 from image_bot import refs
 from image_bot.config.loading import breadcrumb
-from image_bot.errors import ConfigError
+from image_bot.errors import ConfigError, FileRefused
 
 SUFFIXES = (".yaml", ".yml")
 _DEFAULT_FILE_STEMS = {"compose", "docker-compose"}
@@ -121,25 +122,30 @@ class DesiredState:
     broken: tuple[Broken, ...] = field(default_factory=tuple)
 
 
-def load(checkout: Path, path: str) -> DesiredState:
-    """Every Compose file (a YAML mapping with ``services``) under ``checkout/path``."""
+def load(checkout: Path, path: str, *,
+         max_file_bytes: int = checkouts.DEFAULT_MAX_FILE_BYTES) -> DesiredState:
+    """Every Compose file (a YAML mapping with ``services``) under ``checkout/path``, read
+    through a checkout index: a link out of the checkout, a device or a file over the cap
+    is a broken application, never read."""
     base = (checkout / path).resolve()
     if not base.is_relative_to(checkout.resolve()):
         raise ConfigError(f"sync path {path!r} leaves the repository")
     if not base.exists():
         raise ConfigError(f"sync path {path!r} does not exist in the repository")
-    files = [base] if base.is_file() else sorted(
-        p for p in base.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    index = checkouts.Index(checkout, max_file_bytes=max_file_bytes, suffixes=SUFFIXES)
+    files = index.under(checkout / path)
     apps: list[Application] = []
-    broken: list[Broken] = []
+    broken = [Broken(project_name(Path(r.file)), r.file, f"{breadcrumb(r.file)}: {r.reason}")
+              for r in index.refused]
     for file in files:
-        display = file.relative_to(checkout.resolve()).as_posix()
+        display = index.name(file)
         name = project_name(file)
         try:
-            document = _read(file, display)
+            document = _read(index, file, display)
             if document is None:
                 continue
-            apps.append(_application(document, name=name, file=display, directory=file.parent))
+            apps.append(_application(document, name=name, file=display, directory=file.parent,
+                                     index=index))
         except ConfigError as exc:
             broken.append(Broken(name, display, str(exc)))
     _check_unique(apps, broken)
@@ -164,10 +170,16 @@ def _check_unique(apps: list[Application], broken: list[Broken]) -> None:
                              f"{app.name!r} is also used by {others}"))
 
 
-def _read(file: Path, display: str) -> dict[str, Any] | None:
+def _read(index: checkouts.Index, file: Path, display: str) -> dict[str, Any] | None:
     try:
-        documents = list(YAML(typ="safe", pure=True).load_all(file.read_text(encoding="utf-8")))
-    except (YAMLError, UnicodeDecodeError) as exc:
+        text = index.read(file).decode("utf-8")
+    except FileRefused as exc:
+        raise ConfigError(f"{breadcrumb(display)}: {exc.reason}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{breadcrumb(display)}: not UTF-8 text") from None
+    try:
+        documents = list(YAML(typ="safe", pure=True).load_all(text))
+    except YAMLError as exc:
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{breadcrumb(display)}: not valid YAML: {problem}") from None
     mappings = [d for d in documents if isinstance(d, dict) and "services" in d]
@@ -179,7 +191,7 @@ def _read(file: Path, display: str) -> dict[str, Any] | None:
 
 
 def _application(document: Mapping[str, Any], *, name: str, file: str,
-                 directory: Path) -> Application:
+                 directory: Path, index: checkouts.Index) -> Application:
     unknown = sorted(k for k in document if k not in _TOP_KEYS and not str(k).startswith("x-"))
     if unknown:
         raise ConfigError(f"{breadcrumb(file, None, unknown[0])}: not supported by the sync "
@@ -190,7 +202,7 @@ def _application(document: Mapping[str, Any], *, name: str, file: str,
                           f"services")
     volumes = _names(document.get("volumes"), file, "volumes")
     networks = _names(document.get("networks"), file, "networks")
-    context = _Context(project=name, file=file, directory=directory,
+    context = _Context(project=name, file=file, directory=directory, index=index,
                        volumes=frozenset(volumes), networks=frozenset(networks))
     parsed = {str(key): _service(context, str(key), value) for key, value in services.items()}
     ordered = _in_dependency_order(parsed, file)
@@ -215,6 +227,7 @@ class _Context:
     project: str
     file: str
     directory: Path
+    index: checkouts.Index  # env files are read through it: never from outside the checkout
     volumes: frozenset[str]
     networks: frozenset[str]
 
@@ -332,11 +345,13 @@ def _environment(ctx: _Context, name: str, spec: Mapping[str, Any]) -> tuple[tup
 
 
 def _read_env_file(ctx: _Context, name: str, relative: str) -> dict[str, str]:
-    path = (ctx.directory / relative).resolve()
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ctx.error(name, "env_file", f"cannot read {relative}: {exc.strerror}") from None
+        text = ctx.index.read(ctx.index.file(ctx.directory / relative)).decode("utf-8")
+    except FileRefused as exc:
+        detail = exc.reason.removeprefix("cannot read: ")
+        raise ctx.error(name, "env_file", f"cannot read {relative}: {detail}") from None
+    except UnicodeDecodeError:
+        raise ctx.error(name, "env_file", f"{relative}: not UTF-8 text") from None
     values = {}
     for line in text.splitlines():
         line = line.strip()

@@ -3,13 +3,16 @@ into the file at the scalar's exact span, and verify by re-parsing that the edit
 read as intended and nothing else changed (local files only; no network, no Git).
 
 A file is either fully edited and verified, or left untouched and reported. Files are
-replaced atomically (temporary file + rename), and only when their bytes change.
+replaced atomically (temporary file + rename), and only when their bytes change. Only
+regular files are edited: a symbolic link (or a file reached through a linked folder) is
+never replaced, and nothing larger than the size cap is read.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +22,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from image_bot import refs
-from image_bot.update import scanning
+from image_bot import checkout, refs
+from image_bot.errors import FileRefused
+from image_bot.update import yamlgraph
+from image_bot.update.detecting import Field, Reference
 from image_bot.update.result import Change, Skipped, UpdateResult
-from image_bot.update.scanning import Field, KeyPath, Reference, plain_reads_as_string
+from image_bot.update.yamlgraph import KeyPath, plain_reads_as_string
 
 _BOM = "\ufeff"
 _PLAIN_UNSAFE_START = tuple("-?:,[]{}#&*!|>'\"%@` ")
@@ -75,20 +80,32 @@ def new_value(edit: Edit) -> str:
     return f"{name}{f':{tag}' if tag else ''}{f'@{edit.digest}' if edit.digest else ''}"
 
 
-def apply(root: Path, edits: Sequence[Edit], *, write: bool = True) -> UpdateResult:
+def apply(root: Path, edits: Sequence[Edit], *, write: bool = True,
+          max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> UpdateResult:
     """Apply ``edits`` under ``root``; each file is edited completely or not at all."""
     by_file: dict[str, list[Edit]] = {}
     for edit in edits:
         by_file.setdefault(edit.reference.file, []).append(edit)
     result = UpdateResult()
     for file, file_edits in sorted(by_file.items()):
-        result = result.merged(_apply_file(root, file, file_edits, write=write))
+        result = result.merged(_apply_file(root, file, file_edits, write=write,
+                                           limit=max_file_bytes))
     return result
 
 
-def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool) -> UpdateResult:
+def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool,
+                limit: int) -> UpdateResult:
     path = root / file
-    original = path.read_bytes().decode("utf-8")
+    problem, original = _not_editable(root, path), ""
+    if problem is None:
+        try:
+            original = checkout.read_bounded(path, limit, file).decode("utf-8")
+        except FileRefused as exc:
+            problem = exc.reason
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+    if problem is not None:
+        return UpdateResult(skipped=(Skipped(file, problem),))
     bom = _BOM if original.startswith(_BOM) else ""
     text = original.removeprefix(bom)
     try:
@@ -238,7 +255,7 @@ def splice(text: str, writes: Sequence[_Write]) -> str:
 def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
     """The new text must parse to the old documents with exactly the edited values changed."""
     try:
-        expected = scanning.load_documents(old_text)
+        expected = yamlgraph.load_documents(old_text)
     except YAMLError as exc:  # e.g. duplicate keys: valid to compose, ambiguous to edit
         raise UnsafeEdit(f"the file is ambiguous YAML ({_first_line(exc)}); not edited") from None
     for w in writes:
@@ -281,8 +298,26 @@ def _change(w: _Write) -> Change:
                   policy=edit.policy, new_digest=edit.digest)
 
 
+def _not_editable(root: Path, path: Path) -> str | None:
+    """Why ``path`` must not be replaced: a link, not a regular file, or reached through a
+    linked folder (``root`` itself may sit behind links)."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link: image-bot never replaces a link with a file; not edited"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file; not edited"
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if not relative.startswith("..") and (
+            os.path.realpath(path) != os.path.join(os.path.realpath(root), relative)):
+        return "reached through a symbolic link to a folder; not edited"
+    return None
+
+
 def _replace_atomically(path: Path, data: bytes) -> None:
-    mode = path.stat().st_mode
+    mode = os.lstat(path).st_mode
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

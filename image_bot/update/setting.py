@@ -4,12 +4,13 @@ under some paths at a given tag or digest (local files only; no registry, no Git
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_bot import refs
+from image_bot import checkout, refs
 from image_bot.update import rewriting, scanning
 from image_bot.update.result import Skipped, UpdateResult
 
@@ -79,16 +80,46 @@ def _strip_tag(name: str) -> str:
 
 
 def set_images(root: Path, paths: Sequence[Path], assignments: Sequence[Assignment], *,
-               write: bool = True) -> Outcome:
-    """Rewrite every reference under ``paths`` (named relative to ``root``)."""
-    files = scanning.yaml_files(paths)
+               write: bool = True,
+               max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> Outcome:
+    """Rewrite every reference under ``paths`` (named relative to ``root``).
+
+    Files are listed and read through a checkout index: ``root`` when a path lies under it,
+    otherwise the path's own folder; nothing outside it is read through a link.
+    """
+    indexes: dict[Path, checkout.Index] = {}
+    listed: dict[tuple[int, Path], checkout.Index] = {}
+    for path in paths:
+        base = _checkout_of(root, path)
+        index = indexes.setdefault(base, checkout.Index(base, max_file_bytes=max_file_bytes))
+        listed.update({(id(index), file): index for file in index.under(path)})
+    unreadable: dict[Skipped, None] = {
+        Skipped(_shown(index.root / r.file, root), r.reason): None
+        for index in indexes.values() for r in index.refused}
     edits: list[rewriting.Edit] = []
-    unreadable: dict[Skipped, None] = {}
     for assignment in assignments:
-        scan = scanning.scan_files(root, files, assignment.image)
-        unreadable.update(dict.fromkeys(scan.skipped))
-        edits += [rewriting.Edit(reference, assignment.tag, "set-image",
-                                 digest=assignment.digest, name=assignment.name)
-                  for reference in scan.references]
-    result = rewriting.apply(root, edits, write=write)
+        for index in indexes.values():
+            files = [file for (owner, file) in listed if owner == id(index)]
+            scan = scanning.scan_files(index, files, assignment.image, shown=root)
+            unreadable.update(dict.fromkeys(scan.skipped))
+            edits += [rewriting.Edit(reference, assignment.tag, "set-image",
+                                     digest=assignment.digest, name=assignment.name)
+                      for reference in scan.references]
+    result = rewriting.apply(root, edits, write=write, max_file_bytes=max_file_bytes)
     return Outcome(result, tuple(unreadable), result.skipped)
+
+
+def _checkout_of(root: Path, path: Path) -> Path:
+    """The folder whose files ``path`` may reach: ``root``, or the path's own folder."""
+    absolute = Path(os.path.abspath(path))
+    for base in (Path(os.path.abspath(root)), root.resolve()):
+        if absolute.is_relative_to(base):
+            return root
+    return path if path.is_dir() and not path.is_symlink() else path.parent
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

@@ -1,0 +1,298 @@
+"""Bottom layer: the files of a checkout, listed and read once, never leaving it (no Git, no
+YAML, no config; used by the update stage, policy loading, the scheduler and the sync agent).
+
+The rules (docs/security.md, "Files in the config repository"):
+
+- a symbolic link to a regular file inside the checkout is read as that file: it is listed
+  under the file's own path, so an edit goes to the file and the link is never replaced;
+- every other link (leading outside the checkout or into ``.git``, dangling, looping, to a
+  directory, a device or a FIFO) and every entry that is not a regular file is refused:
+  reported once, never opened, never replaced;
+- a file larger than ``max_file_bytes`` is refused before it is read (``stat``), and a read
+  stops at the cap if the file grew meanwhile.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_bot.errors import FileRefused, FileTooLarge
+
+DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
+YAML_SUFFIXES = (".yaml", ".yml")
+_CHUNK = 1024 * 1024
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An entry of the checkout that is never read, and why."""
+
+    file: str  # relative to the checkout, forward slashes
+    reason: str
+
+
+class Index:
+    """The files under ``root`` whose names end in ``suffixes``: listed on first use, each
+    read at most once (one per pass: files edited afterwards are not seen)."""
+
+    def __init__(self, root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 suffixes: Sequence[str] = YAML_SUFFIXES) -> None:
+        self.root = root
+        self.max_file_bytes = max_file_bytes
+        self.suffixes = tuple(suffixes)
+        self.reads = 0
+        self._real_root = root.resolve()
+        self._listing: list[tuple[str, Path]] | None = None  # (listed name, file to read)
+        self._refused: dict[str, str] = {}  # every refused entry of the listing
+        self._reported: dict[str, str] = {}  # those under the paths somebody asked for
+        self._data: dict[Path, bytes] = {}
+        self._names: dict[Path, str] = {}  # file to read → its name in the checkout
+        self._mentions: dict[tuple[Path, tuple[bytes, ...]], bool] = {}
+
+    # --- listing ----------------------------------------------------------------------------
+
+    def files(self, patterns: Sequence[str] = ("**",)) -> list[Path]:
+        """The readable files whose names match a glob of ``patterns`` (``**`` spans folders;
+        a folder name covers what is inside), each once, in path order. Refused entries
+        under the patterns are remembered for :attr:`refused`."""
+        listing = self._list()
+        for name, reason in self._refused.items():
+            if matches(name, patterns):
+                self._reported.setdefault(name, reason)
+        chosen = {path: None for name, path in listing if matches(name, patterns)}
+        return sorted(chosen)
+
+    def under(self, path: Path) -> list[Path]:
+        """The readable files at ``path`` (a file, or a folder searched recursively);
+        ``path`` itself is checked like any entry (a refused one is reported, not listed)."""
+        try:
+            name = self.name(path)
+            if name == ".":
+                return self.files()
+            self._check_parents(name)
+            if path.is_dir() and not path.is_symlink():
+                return self.files([name])
+            return [self.file(path)]
+        except FileRefused as exc:
+            self._reported.setdefault(exc.file, exc.reason)
+            return []
+
+    def file(self, path: Path) -> Path:
+        """The file to read for ``path``: a regular file in the checkout or a link to one
+        (then its target); raises :class:`FileRefused` for anything else."""
+        name = self.name(path)
+        self._check_parents(name)
+        checked = self._check(self.root / name, name)
+        if isinstance(checked, str):
+            raise FileRefused(name, checked)
+        return checked
+
+    def _check_parents(self, name: str) -> None:
+        parent = Path(name).parent
+        if os.path.realpath(self.root / parent) != str(self._real_root / parent):
+            raise FileRefused(name, "reached through a symbolic link to a folder; not read")
+
+    @property
+    def refused(self) -> tuple[Refusal, ...]:
+        """Entries refused under the paths asked for so far, each once, in path order."""
+        return tuple(Refusal(name, reason) for name, reason in sorted(self._reported.items()))
+
+    def name(self, path: Path) -> str:
+        """``path`` relative to the root, with forward slashes; raises :class:`FileRefused`
+        when it lies outside the checkout."""
+        absolute = Path(os.path.abspath(path))
+        for base in (Path(os.path.abspath(self.root)), self._real_root):
+            if absolute.is_relative_to(base):
+                return absolute.relative_to(base).as_posix()
+        raise FileRefused(str(path), "outside the checkout; not read")
+
+    def _list(self) -> list[tuple[str, Path]]:
+        if self._listing is not None:
+            return self._listing
+        listing: list[tuple[str, Path]] = []
+        folders = [("", str(self.root))]
+        while folders:  # scandir's entry types come from the folder listing: no stat per file
+            prefix, folder = folders.pop()
+            with os.scandir(folder) as entries:
+                ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            for entry in ordered:
+                relative = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != ".git":
+                        folders.append((relative + "/", entry.path))
+                elif not entry.name.endswith(self.suffixes):
+                    if entry.is_symlink() and os.path.isdir(entry.path):
+                        reason = self._check_folder_link(Path(entry.path))
+                        if reason:
+                            self._refused[relative] = reason
+                elif entry.is_file(follow_symlinks=False):
+                    path = Path(entry.path)
+                    listing.append((relative, path))
+                    self._names[path] = relative
+                else:
+                    checked = self._check(Path(entry.path), relative)
+                    if isinstance(checked, str):
+                        self._refused[relative] = checked
+                    else:
+                        listing.append((relative, checked))
+        listing.sort()
+        self._listing = listing
+        return listing
+
+    def _check_folder_link(self, path: Path) -> str | None:
+        """A link to a folder is never followed; one that leaves the checkout is reported
+        (one inside it is silent: its files are listed where they really are)."""
+        real = path.resolve()
+        if real.is_relative_to(self._real_root) and ".git" not in real.relative_to(
+                self._real_root).parts:
+            return None
+        return "a symbolic link to a folder outside the checkout; not followed"
+
+    def _check(self, path: Path, name: str) -> Path | str:
+        """The file to read for the entry at ``path``, or why it is refused."""
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            return f"cannot read: {exc.strerror}"
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                return "a symbolic link that leads nowhere (dangling or a loop); not read"
+            if not real.is_relative_to(self._real_root):
+                return "a symbolic link to a file outside the checkout; not read"
+            inside = real.relative_to(self._real_root)
+            if ".git" in inside.parts:
+                return "a symbolic link into .git; not read"
+            if not real.is_file():
+                return ("a symbolic link to something that is not a regular file "
+                        "(a folder, device or FIFO); not read")
+            return self.root / inside
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file (a device, FIFO or socket); not read"
+        return path
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self, path: Path) -> bytes:
+        """The bytes of a listed file (cached); raises :class:`FileRefused` when it is
+        larger than the cap or cannot be read."""
+        if path not in self._data:
+            self._data[path] = read_bounded(path, self.max_file_bytes, self.shown(path))
+            self.reads += 1
+        return self._data[path]
+
+    def mentions(self, path: Path, needles: tuple[bytes, ...]) -> bool:
+        """Whether a file too large to read contains one of ``needles`` (streamed in
+        chunks, never held whole; at most the size ``stat`` reported is read)."""
+        key = (path, needles)
+        if key not in self._mentions:
+            self._mentions[key] = _stream_contains(path, needles)
+        return self._mentions[key]
+
+    def shown(self, path: Path) -> str:
+        """How to name a file in messages: relative to the root, else the path as given."""
+        if path not in self._names:
+            try:
+                self._names[path] = self.name(path)
+            except FileRefused:
+                return str(path)
+        return self._names[path]
+
+    def fingerprint(self, path: Path) -> str:
+        """A hash of the names and bytes of the readable files at ``path`` (a file or a
+        folder) and of the names of refused entries there, which are never read."""
+        digest = hashlib.sha256()
+        for file in self.under(path):
+            digest.update(self.shown(file).encode() + b"\0")
+            try:
+                digest.update(self.read(file) + b"\0")
+            except FileRefused as exc:
+                digest.update(f"refused: {exc.reason}".encode() + b"\0")
+        for refusal in self.refused:
+            digest.update(f"{refusal.file}\0{refusal.reason}\0".encode())
+        return digest.hexdigest()
+
+
+def read_bounded(path: Path, limit: int, shown: str) -> bytes:
+    """The bytes of the regular file ``path`` (not a link), at most ``limit`` of them, or
+    :class:`FileRefused`; a FIFO or device is never read, even if it replaced the file.
+    Read in chunks, so memory follows the file's size, not the limit."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise FileRefused(shown, f"cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(shown, "not a regular file (a device, FIFO or socket); not read")
+        if info.st_size > limit:
+            raise FileTooLarge(shown, too_large(limit))
+        data = bytearray()
+        while len(data) <= limit:  # a file that grows after stat stops at the cap
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileTooLarge(shown, too_large(limit))
+    return bytes(data)
+
+
+def too_large(limit: int) -> str:
+    return f"larger than {limit} bytes (limits.max_file_bytes); skipped"
+
+
+def matches(relative: str, patterns: Iterable[str]) -> bool:
+    """Whether the checkout-relative name matches one of the globs (``**`` spans folders;
+    a plain folder name covers what is inside)."""
+    return any(_matches(relative, pattern) for pattern in patterns)
+
+
+def _matches(relative: str, pattern: str) -> bool:
+    pattern = pattern.strip("/")
+    if pattern in ("**", "**/*", "", "."):
+        return True
+    if fnmatch.fnmatchcase(relative, pattern):
+        return True
+    if pattern.endswith("/**") or pattern.endswith("/"):
+        return relative.startswith(pattern.rstrip("*").rstrip("/") + "/")
+    return relative.startswith(pattern + "/")
+
+
+def _join(prefix: str, name: str) -> str:
+    return name if prefix == "." else f"{prefix}/{name}"
+
+
+def _stream_contains(path: Path, needles: tuple[bytes, ...]) -> bool:
+    overlap = max((len(n) for n in needles), default=1) - 1
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        left = info.st_size
+        tail = b""
+        while left > 0:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                return False
+            left -= len(chunk)
+            window = tail + chunk
+            if any(needle in window for needle in needles):
+                return True
+            tail = window[-overlap:] if overlap else b""
+    return False
