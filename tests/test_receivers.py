@@ -148,3 +148,11 @@ def test_every_kind_in_the_config_model_has_a_parser() -> None:
 
     from image_bot.config import models
     assert set(get_args(models.ReceiverKind)) == set(receivers.KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(receivers.KINDS))
+def test_json_nested_deeper_than_the_recursion_limit_is_malformed(kind: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = {"X-GitHub-Event": "package", "X-Gitlab-Event": "Push Hook"}
+    with pytest.raises(MalformedPayload, match="body is JSON nested too deeply"):
+        receivers.parse(kind, _request(deep, headers))

@@ -249,3 +249,21 @@ def test_receivers_need_their_secret_in_the_environment(tmp_path: Path) -> None:
     unsigned = models.ReceiverConfig.model_validate(
         {"name": "open", "kind": "quay", "allow_unsigned": True})
     assert unsigned.secret_env is None
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(registry: devservers.Registry,
+                                               web_repo: tuple[str, Path],
+                                               tmp_path: Path) -> None:
+    url, _ = web_repo
+
+    async def scenario() -> None:
+        async with _daemon(_config(url, registry.host, tmp_path)) as (http, scheduler, _):
+            deep = b"[" * 100_000 + b"]" * 100_000
+            for receiver in ("ci", "forge"):
+                answer = await _post(http, deep, receiver=receiver,
+                                     **{"X-GitHub-Event": "package"})
+                assert answer.status_code == 400
+                assert answer.json()["error"].endswith("body is JSON nested too deeply")
+            assert scheduler.scans == 0
+
+    asyncio.run(scenario())

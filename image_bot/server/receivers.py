@@ -122,6 +122,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedPayload("body is not JSON") from None
+    except RecursionError:  # ``[[[[…`` deeper than the interpreter's recursion limit
+        raise MalformedPayload("body is JSON nested too deeply") from None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
