@@ -236,3 +236,21 @@ def test_ssh_signed_commits(repo: Repo, tmp_path: Path) -> None:
         cwd=repo.bare, capture_output=True, text=True, check=False)
     assert verified.returncode == 0, verified.stderr
     assert 'Good "git" signature for bot@example.com' in verified.stderr
+
+
+def test_a_hook_rejection_fails_at_once_with_the_remotes_message(repo: Repo) -> None:
+    calls = repo.tmp_path / "hook-calls"
+    hook = repo.bare / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho call >> {calls}\n"
+                    "echo 'policy: deploys are frozen until Monday' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+    result = repo.run(push_attempts=5)
+
+    assert result.exit_code == 1
+    error = json.loads(result.output)["repositories"][0]["error"]
+    assert error == (f"git {repo.git_server.url(repo.name)}: push to 'main' refused by the "
+                     f"remote: pre-receive hook declined; the remote said: policy: deploys "
+                     f"are frozen until Monday")
+    assert calls.read_text().splitlines() == ["call"]  # not retried as if the branch moved
+    assert [line.split("|")[0] for line in repo.log()] == ["dev"]

@@ -140,6 +140,10 @@ class Workspace:
         except git.GitCommandError as exc:
             raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
     def scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
