@@ -254,3 +254,33 @@ def test_a_hook_rejection_fails_at_once_with_the_remotes_message(repo: Repo) -> 
                      f"are frozen until Monday")
     assert calls.read_text().splitlines() == ["call"]  # not retried as if the branch moved
     assert [line.split("|")[0] for line in repo.log()] == ["dev"]
+
+
+def test_at_signs_colons_and_escapes_in_url_credentials_never_leak(
+        registry: devservers.Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """user ``b@t-user``, password ``s3cr@t:pw@x``, written with literal ``@`` and ``%40``."""
+    (tmp_path / "root").mkdir()
+    server = devservers.start_git_server(tmp_path / "root",
+                                         credentials="b@t-user:s3cr@t:pw@x")
+    caplog.set_level("DEBUG")
+    try:
+        repo = Repo(registry, server, tmp_path)
+        ok = repo.run(server.url(repo.name, credentials="b@t-user:s3cr@t:pw%40x"))
+        refused = repo.run(server.url(repo.name, credentials="b@t-user:s3cr@t:wr0ng%40x"))
+    finally:
+        server.stop()
+
+    assert ok.exit_code == 0, ok.output
+    assert repo.log()[0].startswith("image-bot|")
+    assert refused.exit_code == 1
+    assert "authentication refused" in json.loads(refused.output)["repositories"][0]["error"]
+    clean = server.url(repo.name)
+    for result in (ok, refused):
+        assert json.loads(result.output)["repositories"][0]["repository"] == clean
+    seen = [ok.output, refused.output, caplog.text]
+    state = tmp_path / "state"
+    seen += [path.read_bytes().decode("utf-8", "replace") for path in state.rglob("*")
+             if path.is_file() and "objects" not in path.parts]
+    for text in seen:
+        for fragment in ("s3cr", "t:pw", "pw%40x", "pw@x", "wr0ng", "t-user:"):
+            assert fragment not in text
