@@ -7,6 +7,8 @@
     │   ├── ConfigError       a bot config or policy document is invalid
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
+    │   ├── RegistryError     the registry answered something we cannot use
+    │   │   └── RegistryLimitExceeded   more bytes, tags or manifest than a limit allows
     │   ├── UpdateError       a file could not be edited safely (left untouched)
     │   ├── SyncError         the sync target refused a change (pull, create, health)
     │   ├── PublishError      Git refused our change for good
@@ -55,6 +57,10 @@ class AuthError(PermanentError):
 
 class RegistryError(PermanentError):
     """The registry answered something we cannot use (bad JSON, HTML page, wrong type)."""
+
+
+class RegistryLimitExceeded(RegistryError):
+    """A registry answered more than a limit allows: bytes, tags or manifest size."""
 
 
 class UpdateError(PermanentError):

@@ -56,6 +56,7 @@ class RepositoryConfig(_Model):
     ssh_known_hosts_file: Path | None = None
     push_attempts: int = Field(default=5, ge=1, le=50)  # commit mode, on a moved branch
     push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
+    registry_deadline: float = Field(default=300.0, gt=0)  # seconds: registry phase of a scan
     forge: ForgeConfig | None = None
 
     @property
@@ -94,6 +95,11 @@ class RegistryConfig(_Model):
     burst: int | None = Field(default=None, ge=1)          # bucket size (default: rate, ≥ 1)
     concurrency: int = Field(default=8, ge=1, le=256)      # requests in flight to this host
     page_size: int | None = Field(default=None, ge=1, le=10000)  # ``n`` of tags/list
+    # what one registry may make the bot do (defaults in docs/security.md)
+    request_deadline: float = Field(default=60.0, gt=0)  # seconds per request, body included
+    max_response_bytes: int = Field(default=16 * 2**20, ge=1024)  # one answer (a tag page)
+    max_manifest_bytes: int = Field(default=4 * 2**20, ge=1024)  # distribution's own limit
+    max_tags: int = Field(default=100_000, ge=1)  # tags of one image, over every page
 
     @field_validator("host")
     @classmethod

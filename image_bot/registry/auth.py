@@ -132,14 +132,14 @@ async def fetch_token(
             auth = (credentials.username, credentials.password) if credentials else None
             response = await http.get(realm, params=params, auth=auth)
     except httpx.HTTPError as exc:
-        raise RegistryUnavailable(f"registry {host}: token server {_origin(realm)} "
+        raise RegistryUnavailable(f"registry {host}: token server {origin(realm)} "
                                   f"unreachable: {type(exc).__name__}") from exc
     return _token_from(response, host=host, realm=realm, anonymous=credentials is None)
 
 
 def _token_from(response: httpx.Response, *, host: str, realm: str,
                 anonymous: bool) -> Token:
-    where = f"registry {host}: token server {_origin(realm)}"
+    where = f"registry {host}: token server {origin(realm)}"
     if response.status_code in {401, 403}:
         what = "refused anonymous access" if anonymous else "refused the credentials"
         raise AuthError(f"{where} {what} (HTTP {response.status_code})")
@@ -156,7 +156,7 @@ def _token_from(response: httpx.Response, *, host: str, realm: str,
     return Token(token, expires_in)
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
     """Scheme, host and path of ``url``: never its query (it may carry an account name)."""
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"
