@@ -277,7 +277,7 @@ def _daemon(config: models.BotConfig, *, polling: bool, interval: float | None,
     observing.setup_logging(log_format)
     try:
         with locking.hold(config.state_dir, purpose="daemon"), \
-                State.in_dir(config.state_dir) as state:
+                history.open_state(config) as state:
             asyncio.run(_daemon_async(config, state, polling=polling, interval=interval,
                                       listen=listen or config.daemon.listen, shard=shard))
     except StateDirLocked as exc:

@@ -187,11 +187,24 @@ class DaemonConfig(_Model):
     grace: float = Field(default=25.0, ge=0.0)  # seconds a cycle may finish after SIGTERM
 
 
+class RetentionConfig(_Model):
+    """How much ``state.db`` keeps: it stays small however long the daemon runs."""
+
+    max_event_age: Annotated[str, Field(pattern=r"^\d+(\.\d+)?(s|m|h|d)$")] = "30d"
+    max_events: int = Field(default=10_000, ge=100)
+    max_blob_bytes: int = Field(default=64 << 20, ge=1 << 20)  # cached manifests and configs
+
+    @property
+    def max_event_age_seconds(self) -> float:
+        return duration_seconds(self.max_event_age)
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
     git: GitConfig = GitConfig()
     state_dir: Path = Field(default_factory=_default_state_dir)
+    retention: RetentionConfig = RetentionConfig()
     receivers: list[ReceiverConfig] = []
     daemon: DaemonConfig = DaemonConfig()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from image_bot import refs
 from image_bot.config import loading, models
-from image_bot.engine import ranking, selecting
+from image_bot.engine import history, ranking, selecting
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport, Status
 from image_bot.errors import ConfigError, ImageBotError, PushRejected
 from image_bot.policy import strategies
@@ -58,7 +58,7 @@ async def run_once(config: models.BotConfig, *, dry_run: bool = False,
     ``selection`` narrows the run to some policies (a webhook's image, a shard).
     """
     owned = client is None
-    state = State.in_dir(config.state_dir)
+    state = history.open_state(config)
     client = client or registry.RegistryClient(config.registries, state=state)
     try:
         reports = [await _run_repository(config, repo, client, state, dry_run=dry_run,
