@@ -159,12 +159,17 @@ class ReceiverConfig(_Model):
     secret_env: str | None = None  # environment variable holding the shared secret
     allow_unsigned: bool = False  # explicit opt-out: accept requests without a secret
     registry: str | None = None  # registry host for payloads that do not name one
+    replay_window: float = Field(default=300.0, ge=0)  # seconds; 0: accept replays
+    require_timestamp: bool = False  # generic: refuse requests without a signed timestamp
 
     @model_validator(mode="after")
     def _secret_required(self) -> ReceiverConfig:
         if not self.secret_env and not self.allow_unsigned:
             raise ValueError(f"receiver {self.name!r} needs secret_env (or allow_unsigned: "
                              f"true to accept unauthenticated requests)")
+        if self.require_timestamp and (self.kind != "generic" or not self.secret_env):
+            raise ValueError(f"receiver {self.name!r}: require_timestamp needs kind generic "
+                             f"and secret_env (only a signed timestamp can be trusted)")
         return self
 
     @field_validator("registry")
