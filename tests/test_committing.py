@@ -14,7 +14,9 @@ from click.testing import CliRunner, Result
 
 import devservers
 from image_bot import cli
+from image_bot.errors import PublishError, PushRejected
 from image_bot.publish import committing
+from image_bot.publish import workspace as workspaces
 
 pytestmark = pytest.mark.e2e
 
@@ -284,3 +286,17 @@ def test_at_signs_colons_and_escapes_in_url_credentials_never_leak(
     for text in seen:
         for fragment in ("s3cr", "t:pw", "pw%40x", "pw@x", "wr0ng", "t-user:"):
             assert fragment not in text
+
+
+def test_only_the_bots_own_branches_are_force_pushed_and_only_under_a_lease(
+        repo: Repo) -> None:
+    ws = workspaces.Workspace.open(repo.git_server.url(repo.name), "main",
+                                   repo.tmp_path / "state")
+    tip = ws.head
+    with pytest.raises(PublishError, match="refusing to force-push 'main': not a branch of "
+                                           "image-bot"):
+        committing.push_leased(ws, "main", tip, tip)
+    committing.push_leased(ws, "image-bot/app", tip, None)  # created: nothing was expected
+    with pytest.raises(PushRejected, match="rejected: the branch moved"):
+        committing.push_leased(ws, "image-bot/app", None, "0" * 40)  # a tip it never saw
+    assert devservers.git("rev-parse", "image-bot/app", cwd=repo.bare).strip() == tip

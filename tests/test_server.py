@@ -337,3 +337,23 @@ def test_signed_requests_replayed_within_the_window_are_refused(
             assert 'image_bot_webhook_events_total{outcome="replayed",receiver="ci"} 2.0' in text
 
     asyncio.run(scenario())
+
+
+def test_no_secret_or_body_is_logged(registry: devservers.Registry, web_repo: tuple[str, Path],
+                                     tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url, _ = web_repo
+    caplog.set_level("DEBUG")
+    marker = "body-marker-5e1f"
+
+    async def scenario() -> None:
+        async with _daemon(_config(url, registry.host, tmp_path)) as (http, _, _):
+            payloads = [{"image": f"x.io/{marker}", "tag": "1"}, {"tag": marker}, b"[" * 5000]
+            for payload in payloads:
+                for sign in (True, False):
+                    await _post(http, payload, sign=sign)
+            await _post(http, {"package": marker}, receiver="forge",
+                        **{"X-GitHub-Event": "package"})
+
+    asyncio.run(scenario())
+    assert "webhook refused" in caplog.text
+    assert marker not in caplog.text and SECRET not in caplog.text
