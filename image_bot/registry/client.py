@@ -137,10 +137,11 @@ class RegistryClient:
             response = await self._request(image, "GET", url)
             for tag in _tags_from(response, image):
                 tags[tag] = None
-            if len(tags) > host.settings.max_tags:
-                raise RegistryLimitExceeded(
-                    f"registry {image.host}, image {image.repository}: more than "
-                    f"{host.settings.max_tags} tags (registries[].max_tags); not reading more")
+                if len(tags) > host.settings.max_tags:
+                    raise RegistryLimitExceeded(
+                        f"registry {image.host}, image {image.repository}: more than "
+                        f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
+                        f"more")
             url = _next_page(response, image)
         return list(tags)
 
