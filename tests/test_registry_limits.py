@@ -43,6 +43,7 @@ class HostileRegistry(socketserver.ThreadingTCPServer):
         self.stopping = threading.Event()
         self.paths: list[str] = []
         self.sent = 0  # body bytes written by the flood
+        self.bearer = False  # /v2/ asks for a token from /token, which floods
 
     @property
     def host(self) -> str:
@@ -78,7 +79,17 @@ class _Handler(socketserver.StreamRequestHandler):
     def _answer(self, method: str, target: str) -> None:
         url = urlsplit(target)
         name = url.path.removeprefix("/v2/").split("/", 1)[0]
-        if url.path == "/v2/":
+        if url.path == "/v2/" and self.server.bearer:
+            realm = f"http://{self.server.host}/token"
+            self._head("401 Unauthorized", {"Content-Length": "2", "WWW-Authenticate":
+                                            f'Bearer realm="{realm}",service="hostile"'})
+            self.wfile.write(b"{}")
+        elif url.path == "/token":
+            self._head("200 OK", {"Transfer-Encoding": "chunked"})
+            self._chunk(b'{"token": "')
+            while not self.server.stopping.is_set() and self.server.sent < 256 * 2**20:
+                self._chunk(b"t" * 65536)
+        elif url.path == "/v2/":
             self._head("200 OK", {"Content-Length": "2"})
             self.wfile.write(b"{}")
         elif name == "drip":  # headers at once, then one byte every 0.1 s
@@ -200,6 +211,21 @@ def test_an_answer_without_end_is_cut_at_the_byte_cap(hostile: HostileRegistry) 
 
     _guarded(scenario)
     assert hostile.count("flood") == 1  # a limit is final: not retried
+
+
+def test_a_token_server_answer_is_capped_too(hostile: HostileRegistry) -> None:
+    hostile.bearer = True
+
+    async def scenario() -> None:
+        async with _client(hostile.host, max_response_bytes=2**20) as client:
+            with pytest.raises(RegistryLimitExceeded, match=(
+                    rf"^registry {hostile.host}: token server http://{hostile.host}/token "
+                    rf"answered more than 1048576 bytes \(it kept sending; "
+                    rf"registries\[\].max_response_bytes\)$")):
+                await client.list_tags(refs.parse(f"{hostile.host}/anything"))
+
+    _guarded(scenario)
+    assert hostile.sent < 64 * 2**20
 
 
 def test_a_declared_length_over_the_cap_is_refused_before_reading(

@@ -369,7 +369,8 @@ class RegistryClient:
         async with host.limits.slot(max_wait=self._max_wait), _deadline(
                 host, image, f"a token from {auth.origin(challenge.realm)}"):
             return await auth.fetch_token(host.http, challenge, scope=scope,
-                                          credentials=creds, host=image.host)
+                                          credentials=creds, host=image.host,
+                                          max_bytes=host.settings.max_response_bytes)
 
     async def _reauthorize(self, host: _Host, image: refs.ImageRef, method: str, url: str,
                            headers: dict[str, str], refused: httpx.Response,
@@ -408,13 +409,14 @@ class RegistryClient:
         async with host.limits.slot(max_wait=self._max_wait):
             try:
                 async with _deadline(host, image, f"{_kind(method, url)} {redact_url(url)}"):
-                    response = await _read_capped(host.http, method, url, headers, limit)
+                    response = await limits.read_capped(host.http, method, url, limit=limit,
+                                                        headers=headers)
             except httpx.HTTPError as exc:
                 self._record(method, url, 0, 0.0)
                 raise RegistryUnavailable(
                     f"registry {image.host} unreachable while reading {image.repository}: "
                     f"{type(exc).__name__}") from exc
-            except _TooLarge as exc:
+            except limits.TooLarge as exc:
                 raise RegistryLimitExceeded(
                     f"registry {image.host}, image {image.repository}: {_kind(method, url)} "
                     f"answer larger than {limit} bytes ({exc}; registries[]."
@@ -490,32 +492,6 @@ async def _deadline(host: _Host, image: refs.ImageRef, what: str) -> AsyncIterat
 
 class _DeadlinePassed(RegistryUnavailable):
     """Not retried within the cycle: a registry that drips once likely drips again."""
-
-
-class _TooLarge(Exception):
-    """An answer went past its byte cap (the message says how we know)."""
-
-
-_DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
-
-
-async def _read_capped(http: httpx.AsyncClient, method: str, url: str,
-                       headers: dict[str, str], limit: int) -> httpx.Response:
-    """The answer with its body read, never more than ``limit`` bytes once decoded."""
-    async with http.stream(method, url, headers=headers) as streamed:
-        declared = streamed.headers.get("Content-Length", "")
-        if method != "HEAD" and declared.isdigit() and int(declared) > limit:
-            raise _TooLarge(f"Content-Length {declared}")
-        body = bytearray()
-        async for chunk in streamed.aiter_bytes():
-            body += chunk
-            if len(body) > limit:
-                raise _TooLarge("it kept sending")
-    # the body is decoded already: a fresh response without the transfer headers
-    kept = [(k, v) for k, v in streamed.headers.multi_items()
-            if k.lower() not in _DROPPED_HEADERS]
-    return httpx.Response(streamed.status_code, headers=kept, content=bytes(body),
-                          request=streamed.request)
 
 
 # --- helpers ------------------------------------------------------------------------------
