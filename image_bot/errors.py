@@ -7,6 +7,8 @@
     │   ├── ConfigError       a bot config or policy document is invalid
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
+    │   ├── RegistryError     the registry answered something we cannot use
+    │   │   └── RegistryLimitExceeded   more bytes, tags or manifest than a limit allows
     │   ├── UpdateError       a file could not be edited safely (left untouched)
     │   ├── FileRefused       a file of the checkout is never read (a link out, a device)
     │   │   └── FileTooLarge  … because it is larger than the cap
@@ -72,6 +74,10 @@ class RegistryError(PermanentError):
     """The registry answered something we cannot use (bad JSON, HTML page, wrong type)."""
 
     kind = "registry"
+
+
+class RegistryLimitExceeded(RegistryError):
+    """A registry answered more than a limit allows: bytes, tags or manifest size."""
 
 
 class UpdateError(PermanentError):

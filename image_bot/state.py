@@ -1,8 +1,13 @@
 """The SQLite state store: a cache that can be deleted at any time (Git is the truth).
 
 Holds what is expensive or impossible to recompute between runs: immutable registry data
-addressed by digest (cached forever), declined versions, the last decision per policy and
-an event log. Stages that do I/O may use it; ``policy`` and ``update`` never do.
+addressed by digest, declined versions, the last decision per policy and an event log.
+Stages that do I/O may use it; ``policy`` and ``update`` never do.
+
+It stays small however long a daemon runs: events are pruned by age and count, cached blobs
+are bounded in bytes with the least recently used dropped first, and the file is vacuumed
+when pruning freed a good part of it. Pruning runs at most once per ``prune_interval``
+(remembered in the file, so short-lived processes share it) or after many writes.
 
 Schema changes are append-only migrations in ``_MIGRATIONS``: add a new entry, never edit
 an old one (the index is stored in ``PRAGMA user_version``).
@@ -14,8 +19,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +44,51 @@ _MIGRATIONS: tuple[str, ...] = (
         data TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE blobs ADD COLUMN used REAL NOT NULL DEFAULT 0;   -- last read or write (LRU)
+    CREATE INDEX blobs_by_use ON blobs (used);
+    CREATE INDEX events_by_time ON events (at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+    """,
 )
+
+DAY = 86400.0
+_TOUCH_EVERY = 3600.0  # a cache hit rewrites ``used`` at most this often (reads stay reads)
+_PRUNE_AFTER_WRITES = 1000
+_VACUUM_MIN_BYTES = 1 << 20  # and at least a quarter of the file free
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history and cache ``state.db`` keeps (``retention`` in the bot config)."""
+
+    max_event_age: float = 30 * DAY  # seconds
+    max_events: int = 10_000
+    max_blob_bytes: int = 64 << 20
+    prune_interval: float = 3600.0  # seconds
 
 
 class State:
     """A thread-safe handle on ``state.db`` inside the state dir."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, retention: Retention | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.retention = retention or Retention()
+        self._clock = clock
+        self._writes = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: WAL stays consistent anyway
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        self._maybe_prune()
 
     @classmethod
-    def in_dir(cls, state_dir: Path) -> State:
-        return cls(state_dir / "state.db")
+    def in_dir(cls, state_dir: Path, *, retention: Retention | None = None) -> State:
+        return cls(state_dir / "state.db", retention=retention)
 
     def close(self) -> None:
         with self._lock:
@@ -81,15 +114,21 @@ class State:
     # --- immutable blobs --------------------------------------------------------------
 
     def get_blob(self, digest: str, kind: str) -> bytes | None:
+        now = self._clock()
         with self._lock:
-            row = self._db.execute("SELECT data FROM blobs WHERE digest = ? AND kind = ?",
+            row = self._db.execute("SELECT data, used FROM blobs WHERE digest = ? AND kind = ?",
                                    (digest, kind)).fetchone()
+            if row and row[1] < now - _TOUCH_EVERY:
+                self._db.execute("UPDATE blobs SET used = ? WHERE digest = ? AND kind = ?",
+                                 (now, digest, kind))
         return bytes(row[0]) if row else None
 
     def put_blob(self, digest: str, kind: str, data: bytes) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO blobs (digest, kind, data) VALUES (?, ?, ?)",
-                       (digest, kind, data))
+            db.execute("INSERT INTO blobs (digest, kind, data, used) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT DO UPDATE SET used = excluded.used",
+                       (digest, kind, data, self._clock()))
+        self._wrote()
 
     # --- declined versions ------------------------------------------------------------
 
@@ -126,13 +165,57 @@ class State:
     def log_event(self, kind: str, data: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
-                       (time.time(), kind, json.dumps(data, sort_keys=True)))
+                       (self._clock(), kind, json.dumps(data, sort_keys=True)))
+        self._wrote()
 
     def events(self, limit: int = 100) -> list[tuple[float, str, dict[str, Any]]]:
         with self._lock:
             rows = self._db.execute("SELECT at, kind, data FROM events ORDER BY id DESC "
                                     "LIMIT ?", (limit,)).fetchall()
         return [(at, kind, json.loads(data)) for at, kind, data in rows]
+
+    # --- retention ----------------------------------------------------------------------
+
+    def prune(self) -> dict[str, int]:
+        """Apply the retention now: rows deleted per table, and whether the file was vacuumed."""
+        now, keep = self._clock(), self.retention
+        with self.transaction() as db:
+            old = db.execute("DELETE FROM events WHERE at < ?", (now - keep.max_event_age,))
+            extra = db.execute("DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY "
+                               "id DESC LIMIT 1 OFFSET ?)", (keep.max_events,))
+            # keep the most recently used blobs whose sizes add up to the cap, drop the rest
+            blobs = db.execute(
+                "DELETE FROM blobs WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
+                "SUM(length(data)) OVER (ORDER BY used DESC, rowid DESC) AS kept FROM blobs) "
+                "WHERE kept > ?)", (keep.max_blob_bytes,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (now,))
+            counts = {"events": old.rowcount + extra.rowcount, "blobs": blobs.rowcount}
+        self._writes = 0
+        return {**counts, "vacuumed": int(self._vacuum_if_worthwhile())}
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._writes >= _PRUNE_AFTER_WRITES:
+            self.prune()
+        else:
+            self._maybe_prune()
+
+    def _maybe_prune(self) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_at'").fetchone()
+        if row is None or self._clock() - row[0] >= self.retention.prune_interval:
+            self.prune()
+
+    def _vacuum_if_worthwhile(self) -> bool:
+        with self._lock:
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            if free * size < _VACUUM_MIN_BYTES or free * 4 < pages:
+                return False
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
 
     def _migrate(self) -> None:
         with self._lock:

@@ -15,7 +15,9 @@ from click.testing import CliRunner, Result
 import devservers
 import testing
 from image_bot import cli
+from image_bot.errors import PublishError, PushRejected
 from image_bot.publish import committing
+from image_bot.publish import workspace as workspaces
 
 pytestmark = pytest.mark.e2e
 
@@ -208,3 +210,65 @@ def test_ssh_signed_commits(repo: Repo, tmp_path: Path) -> None:
         cwd=repo.bare, capture_output=True, text=True, check=False)
     assert verified.returncode == 0, verified.stderr
     assert 'Good "git" signature for bot@example.com' in verified.stderr
+
+
+def test_a_hook_rejection_fails_at_once_with_the_remotes_message(repo: Repo) -> None:
+    calls = repo.tmp_path / "hook-calls"
+    hook = repo.bare / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho call >> {calls}\n"
+                    "echo 'policy: deploys are frozen until Monday' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+    result = repo.run(push_attempts=5)
+
+    assert result.exit_code == 1
+    error = json.loads(result.output)["repositories"][0]["error"]
+    assert error == (f"git {repo.git_server.url(repo.name)}: push to 'main' refused by the "
+                     f"remote: pre-receive hook declined; the remote said: policy: deploys "
+                     f"are frozen until Monday")
+    assert calls.read_text().splitlines() == ["call"]  # not retried as if the branch moved
+    assert [line.split("|")[0] for line in repo.log()] == ["dev"]
+
+
+def test_at_signs_colons_and_escapes_in_url_credentials_never_leak(
+        registry: devservers.Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """user ``b@t-user``, password ``s3cr@t:pw@x``, written with literal ``@`` and ``%40``."""
+    (tmp_path / "root").mkdir()
+    server = devservers.start_git_server(tmp_path / "root",
+                                         credentials="b@t-user:s3cr@t:pw@x")
+    caplog.set_level("DEBUG")
+    try:
+        repo = Repo(registry, server, tmp_path)
+        ok = repo.run(server.url(repo.name, credentials="b@t-user:s3cr@t:pw%40x"))
+        refused = repo.run(server.url(repo.name, credentials="b@t-user:s3cr@t:wr0ng%40x"))
+    finally:
+        server.stop()
+
+    assert ok.exit_code == 0, ok.output
+    assert repo.log()[0].startswith("image-bot|")
+    assert refused.exit_code == 1
+    assert "authentication refused" in json.loads(refused.output)["repositories"][0]["error"]
+    clean = server.url(repo.name)
+    for result in (ok, refused):
+        assert json.loads(result.output)["repositories"][0]["repository"] == clean
+    seen = [ok.output, refused.output, caplog.text]
+    state = tmp_path / "state"
+    seen += [path.read_bytes().decode("utf-8", "replace") for path in state.rglob("*")
+             if path.is_file() and "objects" not in path.parts]
+    for text in seen:
+        for fragment in ("s3cr", "t:pw", "pw%40x", "pw@x", "wr0ng", "t-user:"):
+            assert fragment not in text
+
+
+def test_only_the_bots_own_branches_are_force_pushed_and_only_under_a_lease(
+        repo: Repo) -> None:
+    ws = workspaces.Workspace.open(repo.git_server.url(repo.name), "main",
+                                   repo.tmp_path / "state")
+    tip = ws.head
+    with pytest.raises(PublishError, match="refusing to force-push 'main': not a branch of "
+                                           "image-bot"):
+        committing.push_leased(ws, "main", tip, tip)
+    committing.push_leased(ws, "image-bot/app", tip, None)  # created: nothing was expected
+    with pytest.raises(PushRejected, match="rejected: the branch moved"):
+        committing.push_leased(ws, "image-bot/app", None, "0" * 40)  # a tip it never saw
+    assert devservers.git("rev-parse", "image-bot/app", cwd=repo.bare).strip() == tip

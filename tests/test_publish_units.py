@@ -114,3 +114,30 @@ def test_missing_token_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     expected = "forge.token_env: environment variable NO_SUCH_TOKEN is not set or empty"
     with pytest.raises(ConfigError, match=re.escape(expected)):
         secrets.read("NO_SUCH_TOKEN", None, key="forge.token")
+
+
+@pytest.mark.parametrize(("userinfo", "user", "password"), [
+    ("bot:s3cr@t-pw", "bot", "s3cr@t-pw"),
+    ("bot:a@b@c-pw", "bot", "a@b@c-pw"),
+    ("bot:pa:ss@w-pw", "bot", "pa:ss@w-pw"),
+    ("bot:p%40ss-pw", "bot", "p@ss-pw"),
+    ("bot:p%2540ss-pw", "bot", "p%40ss-pw"),
+    ("b@t-user:pw-pw", "b@t-user", "pw-pw"),
+    ("b%40t-user:x@y-pw", "b@t-user", "x@y-pw"),
+    ("b%3At-user:pw@pw", "b:t-user", "pw@pw"),
+])
+def test_redaction_and_credential_parsing_agree_on_at_signs_colons_and_escapes(
+        userinfo: str, user: str, password: str) -> None:
+    url = f"https://{userinfo}@git.example.com:8443/org/config.git"
+    clean, creds = workspaces.split_credentials(url, workspaces.Credentials())
+    assert (creds.username, creds.password) == (user, password)
+    assert clean == workspaces.redact(url) == "https://git.example.com:8443/org/config.git"
+    message = f"fatal: unable to access '{url}/': The requested URL returned error: 403"
+    shown = workspaces.scrub(message, (password,))
+    assert shown == ("fatal: unable to access 'https://git.example.com:8443/org/config.git/': "
+                     "The requested URL returned error: 403")
+
+
+def test_redaction_leaves_at_signs_outside_the_authority_alone() -> None:
+    text = "see https://git.example.com/org/a@b.git and mail ops@example.com"
+    assert workspaces.redact(text) == text

@@ -148,3 +148,45 @@ def test_every_kind_in_the_config_model_has_a_parser() -> None:
 
     from image_bot.config import models
     assert set(get_args(models.ReceiverKind)) == set(receivers.KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(receivers.KINDS))
+def test_json_nested_deeper_than_the_recursion_limit_is_malformed(kind: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = {"X-GitHub-Event": "package", "X-Gitlab-Event": "Push Hook"}
+    with pytest.raises(MalformedPayload, match="body is JSON nested too deeply"):
+        receivers.parse(kind, _request(deep, headers))
+
+
+def _timestamped(body: Any, stamp: str, secret: str = SECRET) -> Request:
+    raw = json.dumps(body).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + raw,
+                                     hashlib.sha256).hexdigest()
+    return _request(raw, {"X-Signature-256": signature, "X-Signature-Timestamp": stamp})
+
+
+def test_a_generic_timestamp_is_signed_with_the_body() -> None:
+    body = {"image": "reg.local/web", "tag": "1"}
+    good = _timestamped(body, "1800000000")
+    receivers.authenticate("generic", good, SECRET)
+    assert receivers.signed_time("generic", good) == 1800000000.0
+    moved = Request({**good.headers, "x-signature-timestamp": "1800000999"}, {}, good.body)
+    with pytest.raises(Unauthorized, match="signature does not match"):
+        receivers.authenticate("generic", moved, SECRET)  # a fresh time on an old request
+    body_only = _signed(body, "X-Signature-256", **{"X-Signature-Timestamp": "1800000000"})
+    with pytest.raises(Unauthorized, match="signature does not match"):
+        receivers.authenticate("generic", body_only, SECRET)
+    with pytest.raises(Unauthorized, match="x-signature-timestamp: expected Unix seconds"):
+        receivers.signed_time("generic", _timestamped(body, "yesterday"))
+
+
+def test_replay_keys_exist_only_where_the_sender_signs_something_unique() -> None:
+    body = {"image": "reg.local/web", "tag": "1"}
+    github = _signed(body, **{"X-GitHub-Delivery": "72d3162e"})
+    assert receivers.replay_key("github", github) == github.headers["x-hub-signature-256"]
+    stamped = _timestamped(body, "1800000000")
+    assert receivers.replay_key("generic", stamped) == stamped.headers["x-signature-256"]
+    assert receivers.replay_key("generic", _signed(body, "X-Signature-256")) is None
+    assert receivers.signed_time("generic", _signed(body, "X-Signature-256")) is None
+    for kind in ("distribution", "dockerhub", "gitlab", "harbor", "quay"):
+        assert receivers.replay_key(kind, _request(body, {"Authorization": SECRET})) is None

@@ -156,3 +156,8 @@ def test_https_registry_with_a_private_ca_bundle(tmp_path: Path) -> None:
     assert trusted == ["1.0.0"]
     assert str(untrusted.value) == (f"registry {server.host} unreachable while reading "
                                     f"secure/app: ConnectError")
+
+
+def test_a_manifest_nested_deeper_than_the_recursion_limit_is_invalid() -> None:
+    with pytest.raises(manifests.InvalidManifest, match="manifest is JSON nested too deeply"):
+        manifests.parse(b"[" * 100_000 + b"]" * 100_000)

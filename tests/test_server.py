@@ -45,7 +45,8 @@ def _sign(body: bytes) -> str:
 
 
 @asynccontextmanager
-async def _daemon(config: models.BotConfig) -> AsyncIterator[
+async def _daemon(config: models.BotConfig, clock: Callable[[], float] = time.time,
+                  ) -> AsyncIterator[
         tuple[httpx.AsyncClient, scheduling.Scheduler, observing.Metrics]]:
     """The app on an in-process transport, its scheduler running (webhooks only)."""
     async with context.Engine.open(config) as engine:
@@ -53,7 +54,7 @@ async def _daemon(config: models.BotConfig) -> AsyncIterator[
         scheduler = scheduling.Scheduler(engine, polling=False)
         receivers = app.load_receivers(config, {"CI_HOOK_SECRET": SECRET})
         asgi = app.create_app(config, scheduler=scheduler, state=state, metrics=metrics,
-                              receivers_by_name=receivers)
+                              receivers_by_name=receivers, clock=clock)
         running = asyncio.create_task(scheduler.run())
         transport = httpx.ASGITransport(app=asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
@@ -233,3 +234,110 @@ def test_receivers_need_their_secret_in_the_environment(tmp_path: Path) -> None:
     unsigned = models.ReceiverConfig.model_validate(
         {"name": "open", "kind": "quay", "allow_unsigned": True})
     assert unsigned.secret_env is None
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(registry: devservers.Registry,
+                                               web_repo: tuple[str, Path],
+                                               tmp_path: Path) -> None:
+    url, _ = web_repo
+
+    async def scenario() -> None:
+        async with _daemon(_config(url, registry.host, tmp_path)) as (http, scheduler, _):
+            deep = b"[" * 100_000 + b"]" * 100_000
+            for receiver in ("ci", "forge"):
+                answer = await _post(http, deep, receiver=receiver,
+                                     **{"X-GitHub-Event": "package"})
+                assert answer.status_code == 400
+                assert answer.json()["error"].endswith("body is JSON nested too deeply")
+            assert scheduler.scans == 0
+
+    asyncio.run(scenario())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stamped(payload: Any, stamp: float) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    text = str(int(stamp))
+    signature = "sha256=" + hmac.new(SECRET.encode(), text.encode() + b"." + body,
+                                     hashlib.sha256).hexdigest()
+    return body, {"X-Signature-256": signature, "X-Signature-Timestamp": text}
+
+
+def test_signed_requests_replayed_within_the_window_are_refused(
+        registry: devservers.Registry, web_repo: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = web_repo
+    config = _config(url, registry.host, tmp_path)
+    config = config.model_copy(update={"receivers": [*config.receivers, models.ReceiverConfig(
+        name="strict", kind="generic", secret_env="CI_HOOK_SECRET", require_timestamp=True)]})
+    clock = FakeClock()
+    package = {"action": "published", "package": {
+        "name": "nothing-of-ours", "owner": {"login": "acme"},
+        "package_version": {"container_metadata": {"tag": {"name": "1.0.1"}}}}}
+    event = {"X-GitHub-Event": "package", "X-GitHub-Delivery": "72d3162e"}
+
+    async def scenario() -> None:
+        async with _daemon(config, clock) as (http, _, metrics):
+            # GitHub signs the body, unique per delivery: the same signature again is a replay
+            assert (await _post(http, package, receiver="forge", **event)).status_code == 202
+            clock.now += 60
+            again = await _post(http, package, receiver="forge",
+                                **{**event, "X-GitHub-Delivery": "another-id"})
+            assert (again.status_code, again.json()) == (
+                409, {"error": "replay of a request accepted 60 s ago"})
+            clock.now += 241  # past the window GitHub's unsigned requests cannot be told apart
+            assert (await _post(http, package, receiver="forge", **event)).status_code == 202
+            # generic with a signed timestamp: replays refused within the window, stale after
+            body, headers = _stamped({"image": "x.io/a", "tag": "1"}, clock.now)
+            first = await http.post("/webhook/ci", content=body, headers=headers)
+            assert first.status_code == 202
+            replayed = await http.post("/webhook/ci", content=body, headers=headers)
+            assert replayed.status_code == 409
+            clock.now += 301
+            stale = await http.post("/webhook/ci", content=body, headers=headers)
+            assert (stale.status_code, stale.json()) == (409, {
+                "error": "signed 301 s ago, outside the replay window of 300 s"})
+            moved = {**headers, "X-Signature-Timestamp": str(int(clock.now))}
+            forged = await http.post("/webhook/ci", content=body, headers=moved)
+            assert forged.status_code == 401  # a fresh time needs a fresh signature
+            # generic without a timestamp: a CI job may send the same event twice on purpose
+            for _ in range(2):
+                plain = await _post(http, {"image": "x.io/a", "tag": "1"})
+                assert plain.status_code == 202
+            unstamped = await _post(http, {"image": "x.io/a", "tag": "1"}, receiver="strict")
+            assert unstamped.status_code == 401
+            body, headers = _stamped({"image": "x.io/a", "tag": "2"}, clock.now)
+            stamped = await http.post("/webhook/strict", content=body, headers=headers)
+            assert stamped.status_code == 202
+            text = metrics.exposition().decode()
+            assert 'image_bot_webhook_events_total{outcome="replayed",receiver="forge"} 1.0' \
+                in text
+            assert 'image_bot_webhook_events_total{outcome="replayed",receiver="ci"} 2.0' in text
+
+    asyncio.run(scenario())
+
+
+def test_no_secret_or_body_is_logged(registry: devservers.Registry, web_repo: tuple[str, Path],
+                                     tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url, _ = web_repo
+    caplog.set_level("DEBUG")
+    marker = "body-marker-5e1f"
+
+    async def scenario() -> None:
+        async with _daemon(_config(url, registry.host, tmp_path)) as (http, _, _):
+            payloads = [{"image": f"x.io/{marker}", "tag": "1"}, {"tag": marker}, b"[" * 5000]
+            for payload in payloads:
+                for sign in (True, False):
+                    await _post(http, payload, sign=sign)
+            await _post(http, {"package": marker}, receiver="forge",
+                        **{"X-GitHub-Event": "package"})
+
+    asyncio.run(scenario())
+    assert "webhook refused" in caplog.text
+    assert marker not in caplog.text and SECRET not in caplog.text

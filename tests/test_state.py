@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from image_bot.state import State
+from image_bot.config import models
+from image_bot.engine import history
+from image_bot.state import Retention, State
 
 
 def test_round_trips_and_survives_reopen(tmp_path: Path) -> None:
@@ -24,4 +27,100 @@ def test_round_trips_and_survives_reopen(tmp_path: Path) -> None:
         assert state.decisions()["web"][0] == {"tag": "1.1.0"}
         assert [kind for _, kind, _ in state.events()] == ["commit", "scan"]
     version = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA user_version").fetchone()
-    assert version == (1,)
+    assert version == (2,)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+DAY = 86400.0
+
+
+def _state(path: Path, clock: Clock, **retention: Any) -> State:
+    return State(path / "state.db", retention=Retention(**retention), clock=clock)
+
+
+def test_events_are_pruned_by_age_and_by_count(tmp_path: Path) -> None:
+    clock = Clock()
+    with _state(tmp_path, clock, max_event_age=30 * DAY, max_events=100) as state:
+        for day in range(40):
+            state.log_event("scan", {"day": day})
+            clock.now += DAY
+        assert [data["day"] for _, _, data in state.events(1000)] == list(range(39, 8, -1))
+        for number in range(250):
+            state.log_event("burst", {"n": number})
+        clock.now += 3600
+        state.log_event("last", {})
+        kinds = [kind for _, kind, _ in state.events(1000)]
+        assert len(kinds) == 100 and kinds[0] == "last" and set(kinds[1:]) == {"burst"}
+
+
+def test_cached_blobs_are_bounded_and_the_least_recently_used_go_first(tmp_path: Path) -> None:
+    clock = Clock()
+    with _state(tmp_path, clock, max_blob_bytes=10 << 20) as state:
+        for number in range(30):
+            state.put_blob(f"sha256:{number}", "manifest", bytes([number]) * (1 << 20))
+            clock.now += 2 * 3600
+            assert state.get_blob("sha256:0", "manifest") is not None  # in use every time
+        state.prune()
+        kept = [n for n in range(30) if state.get_blob(f"sha256:{n}", "manifest") is not None]
+    assert kept == [0, *range(21, 30)]  # 10 MiB: the one in use and the 9 newest
+
+
+def test_a_daemon_running_for_months_keeps_a_small_state_file(tmp_path: Path) -> None:
+    """Three months of a busy daemon: 150 events and 20 new 64 KiB blobs a day."""
+    clock = Clock()
+    with _state(tmp_path, clock, max_event_age=7 * DAY, max_events=1000,
+                max_blob_bytes=4 << 20) as state:
+        for day in range(90):
+            for number in range(150):
+                state.log_event("scan", {"day": day, "n": number, "pad": "x" * 200})
+                clock.now += 576
+            for number in range(20):
+                state.put_blob(f"sha256:{day}-{number}", "config", b"c" * (64 << 10))
+        state.prune()
+        events = state.events(5000)
+    assert len(events) == 1000
+    total = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("state.db"))
+    assert total < 12 << 20, total  # 4 MiB of blobs, 1000 events, sqlite's own overhead
+
+
+def test_vacuum_runs_when_pruning_freed_a_good_part_of_the_file(tmp_path: Path) -> None:
+    clock = Clock()
+    with _state(tmp_path, clock, max_blob_bytes=1 << 20) as state:
+        with state.transaction() as db:  # a state.db from before retention: 8 MiB of blobs
+            db.executemany("INSERT INTO blobs (digest, kind, data, used) VALUES (?, ?, ?, ?)",
+                           [(f"sha256:{n}", "config", b"c" * (1 << 20), clock.now)
+                            for n in range(8)])
+        before = (tmp_path / "state.db").stat().st_size + (tmp_path / "state.db-wal").stat(
+            ).st_size
+        assert state.prune() == {"events": 0, "blobs": 7, "vacuumed": 1}
+        assert state.prune()["vacuumed"] == 0  # nothing left to gain
+    after = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("state.db"))
+    assert before > 8 << 20 and after < 3 << 20
+
+
+def test_pruning_is_remembered_across_processes(tmp_path: Path) -> None:
+    clock = Clock()
+    with _state(tmp_path, clock, max_event_age=DAY, max_events=100) as state:
+        state.log_event("old", {})
+    clock.now += 2 * DAY  # a cron job that runs every 2 days: pruned when it opens
+    with _state(tmp_path, clock, max_event_age=DAY, max_events=100) as state:
+        assert state.events() == []
+
+
+def test_retention_comes_from_the_bot_config(tmp_path: Path) -> None:
+    config = models.BotConfig.model_validate({
+        "repositories": [{"url": "https://git.example/c.git"}], "state_dir": str(tmp_path),
+        "retention": {"max_event_age": "7d", "max_events": 500, "max_blob_bytes": 1 << 22}})
+    with history.open_state(config) as state:
+        assert state.retention == Retention(max_event_age=7 * DAY, max_events=500,
+                                            max_blob_bytes=1 << 22)
+    default = models.BotConfig.model_validate({"repositories": [{"url": "x"}]}).retention
+    assert (default.max_event_age_seconds, default.max_events, default.max_blob_bytes) == (
+        30 * DAY, 10_000, 64 << 20)

@@ -57,6 +57,7 @@ class RepositoryConfig(_Model):
     ssh_known_hosts_file: Path | None = None
     push_attempts: int = Field(default=5, ge=1, le=50)  # commit mode, on a moved branch
     push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
+    registry_deadline: float = Field(default=300.0, gt=0)  # seconds: registry phase of a scan
     forge: ForgeConfig | None = None
 
     @property
@@ -85,6 +86,11 @@ class RegistryConfig(_Model):
     burst: int | None = Field(default=None, ge=1)          # bucket size (default: rate, ≥ 1)
     concurrency: int = Field(default=8, ge=1, le=256)      # requests in flight to this host
     page_size: int | None = Field(default=None, ge=1, le=10000)  # ``n`` of tags/list
+    # what one registry may make the bot do (defaults in docs/security.md)
+    request_deadline: float = Field(default=60.0, gt=0)  # seconds per request, body included
+    max_response_bytes: int = Field(default=16 * 2**20, ge=1024)  # one answer (a tag page)
+    max_manifest_bytes: int = Field(default=4 * 2**20, ge=1024)  # distribution's own limit
+    max_tags: int = Field(default=100_000, ge=1)  # tags of one image, over every page
 
     @field_validator("host")
     @classmethod
@@ -145,6 +151,8 @@ class ReceiverConfig(_Model):
     secret_file: Path | None = None  # or a file holding it (a mounted Kubernetes Secret)
     allow_unsigned: bool = False  # explicit opt-out: accept requests without a secret
     registry: str | None = None  # registry host for payloads that do not name one
+    replay_window: float = Field(default=300.0, ge=0)  # seconds; 0: accept replays
+    require_timestamp: bool = False  # generic: refuse requests without a signed timestamp
 
     @model_validator(mode="after")
     def _secret_required(self) -> ReceiverConfig:
@@ -154,6 +162,10 @@ class ReceiverConfig(_Model):
         if not (self.secret_env or self.secret_file) and not self.allow_unsigned:
             raise ValueError(f"receiver {self.name!r} needs secret_env or secret_file (or "
                              f"allow_unsigned: true to accept unauthenticated requests)")
+        if self.require_timestamp and (self.kind != "generic"
+                                       or not (self.secret_env or self.secret_file)):
+            raise ValueError(f"receiver {self.name!r}: require_timestamp needs kind generic "
+                             f"and a secret (only a signed timestamp can be trusted)")
         return self
 
     @field_validator("registry")
@@ -184,11 +196,24 @@ class LimitsConfig(_Model):
                                 le=1024 * 1024 * 1024)
 
 
+class RetentionConfig(_Model):
+    """How much ``state.db`` keeps: it stays small however long the daemon runs."""
+
+    max_event_age: durations.Duration = "30d"
+    max_events: int = Field(default=10_000, ge=100)
+    max_blob_bytes: int = Field(default=64 << 20, ge=1 << 20)  # cached manifests and configs
+
+    @property
+    def max_event_age_seconds(self) -> float:
+        return durations.parse(self.max_event_age)
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
     git: GitConfig = GitConfig()
     state_dir: Path = Field(default_factory=_default_state_dir)
+    retention: RetentionConfig = RetentionConfig()
     receivers: list[ReceiverConfig] = []
     daemon: DaemonConfig = DaemonConfig()
     limits: LimitsConfig = LimitsConfig()

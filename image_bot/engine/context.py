@@ -66,7 +66,7 @@ class Engine:
             for hook in hooks:
                 hook(method, url, status, seconds)
 
-        with State.in_dir(config.state_dir) as state:
+        with history.open_state(config) as state:
             async with registry.RegistryClient(config.registries, state=state,
                                                on_request=counted) as client:
                 yield cls(config, state, client, metrics, clock or Clock())

@@ -108,12 +108,13 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),
                                           repo.branch)
-        # 3. tags, once per image, concurrently
-        planned = await _fetch_tags(engine.client, planned)
-        # 4. versions humans declined by rolling back on the target branch
-        planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
-        # 5. image metadata, only for policies whose `needs` ask for it
-        planned = await _fetch_metadata(engine.client, planned)
+        async with registry.scan_deadline(repo.registry_deadline, repository=name):
+            # 3. tags, once per image, concurrently
+            planned = await _fetch_tags(engine.client, planned)
+            # 4. versions humans declined by rolling back on the target branch
+            planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
+            # 5. image metadata, only for policies whose `needs` ask for it
+            planned = await _fetch_metadata(engine.client, planned)
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, errors=(exc,))
     # 6-8. decide, edit, publish: each mode in turn, one batch at a time

@@ -11,12 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from image_bot import state
+from image_bot.config import models
 from image_bot.engine import syncing
 from image_bot.engine.report import CycleReport, PolicyOutcome
 from image_bot.state import State
 from image_bot.sync import status as sync_status
 
 EVENT_LIMIT = 50
+
+
+def open_state(config: models.BotConfig) -> State:
+    """``state.db`` of ``config``'s state dir with the configured retention."""
+    keep = config.retention
+    return State.in_dir(config.state_dir, retention=state.Retention(
+        max_event_age=keep.max_event_age_seconds, max_events=keep.max_events,
+        max_blob_bytes=keep.max_blob_bytes))
 
 
 @dataclass(frozen=True, slots=True)

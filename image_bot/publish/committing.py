@@ -7,6 +7,7 @@ only with a lease on the tip the bot last saw.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +18,9 @@ from image_bot.publish import workspace as workspaces
 
 BOT_PREFIX = "image-bot/"
 TRAILER = "Image-Bot-Update"
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "failed to update ref",
-             "cannot lock ref", "stale info", "rejected")
+# ``[remote rejected]`` reasons that mean another push won a race on the server: retried
+_RACES = ("failed to update ref", "cannot lock ref", "incorrect old value")
+_REMOTE_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +93,44 @@ def _push(ws: workspaces.Workspace, *refspecs: str, branch: str) -> None:
     try:
         ws.repo.git.push("--porcelain", "origin", *refspecs)
     except git.GitCommandError as exc:
-        text = f"{exc.stdout or ''} {exc.stderr or ''}".lower()
-        if any(marker in text for marker in _REJECTED):
-            raise PushRejected(f"git {workspaces.redact(ws.url)}: push to {branch!r} "
-                               f"rejected: the branch moved") from None
-        raise workspaces.translate(exc, ws.url, f"pushing to {branch!r}") from None
+        raise _push_error(ws, exc, branch) from None
+
+
+def _push_error(ws: workspaces.Workspace, exc: git.GitCommandError, branch: str) -> Exception:
+    """Why a push failed, from git's porcelain status line (``!<TAB>ref<TAB>summary``).
+
+    ``[rejected]`` is git's own verdict on a moved branch (non-fast-forward, fetch first,
+    a stale lease): retried. ``[remote rejected]`` is the server refusing: a hook, a
+    protected branch, a quota. That is final and the remote's own words are the message,
+    except for the reasons that mean a concurrent push won a race on the server.
+    """
+    where = f"git {workspaces.redact(ws.url)}: push to {branch!r}"
+    summary = next((line.split("\t")[2] for line in _output(exc.stdout).splitlines()
+                    if line.startswith("!") and line.count("\t") >= 2), "")
+    if summary.startswith("[rejected]"):
+        return PushRejected(f"{where} rejected: the branch moved")
+    if summary.startswith("[remote rejected]"):
+        reason = summary.removeprefix("[remote rejected]").strip().strip("()")
+        if any(race in reason for race in _RACES):
+            return PushRejected(f"{where} rejected: the branch moved ({ws.scrub(reason)})")
+        said = _remote_lines(_output(exc.stderr))
+        return PublishError(f"{where} refused by the remote: {ws.scrub(reason)}"
+                            + (f"; the remote said: {ws.scrub(said)}" if said else ""))
+    return workspaces.translate(exc, ws.url, f"pushing to {branch!r}", ws.secrets)
+
+
+def _output(captured: object) -> str:
+    """GitPython's ``"\\n  stderr: '<text>'"`` back to ``<text>``."""
+    text = str(captured or "")
+    return re.sub(r"^\s*std(out|err): '", "", text).removesuffix("'")
+
+
+def _remote_lines(stderr: str) -> str:
+    """What the server printed (``remote: …`` lines: a hook's explanation), capped."""
+    lines = [line.partition("remote:")[2].strip() for line in stderr.splitlines()
+             if line.strip().startswith("remote:")]
+    text = "".join(c for c in " / ".join(line for line in lines if line) if c.isprintable())
+    return text[:_REMOTE_MESSAGE_CHARS] + ("…" if len(text) > _REMOTE_MESSAGE_CHARS else "")
 
 
 def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200) -> list[Write]:

@@ -24,7 +24,9 @@ import git
 
 from image_bot.errors import AuthError, PublishError, TemporaryError
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# userinfo ends at the LAST "@" of the authority, which ends at the first "/", "?" or "#"
+# (RFC 3986; ``urllib.parse.urlsplit`` agrees), so a literal "@" in a password is covered
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
 _ASKPASS = """#!/bin/sh
 # image-bot: answers git's credential prompts from the environment (holds no secret itself)
 case "$1" in
@@ -63,6 +65,13 @@ def split_credentials(url: str, credentials: Credentials) -> tuple[str, Credenti
         password=credentials.password or urllib.parse.unquote(password) or None,
         ssh_key_file=credentials.ssh_key_file,
         ssh_known_hosts_file=credentials.ssh_known_hosts_file)
+
+
+def _secret_forms(password: str | None) -> tuple[str, ...]:
+    """The password as given and percent-encoded (the form a URL in a message would hold)."""
+    if not password:
+        return ()
+    return tuple(dict.fromkeys((password, urllib.parse.quote(password, safe=""))))
 
 
 def git_environment(credentials: Credentials, askpass: Path) -> dict[str, str]:
@@ -123,7 +132,7 @@ class Workspace:
         clean, creds = split_credentials(url, credentials or Credentials())
         env = git_environment(creds, _write_askpass(state_dir))
         path = state_dir / "repos" / _directory_name(clean)
-        secrets = (creds.password or "",)
+        secrets = _secret_forms(creds.password)
         try:
             repo = _existing_clone(path, clean) or _clone(clean, path, env)
             repo.git.update_environment(**env)
@@ -139,6 +148,10 @@ class Workspace:
             return str(self.repo.git.execute(["git", *args], env=env))
         except git.GitCommandError as exc:
             raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._secrets)

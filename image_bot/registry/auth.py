@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from image_bot.errors import AuthError, RegistryError, RegistryUnavailable
+from image_bot.errors import AuthError, RegistryError, RegistryLimitExceeded, RegistryUnavailable
+from image_bot.registry import limits
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _TOKEN_TTL_DEFAULT = 60.0  # the distribution spec's default when expires_in is absent
@@ -114,15 +115,16 @@ class Token:
 
 async def fetch_token(
     http: httpx.AsyncClient, challenge: Challenge, *, scope: str,
-    credentials: Credentials | None, host: str,
+    credentials: Credentials | None, host: str, max_bytes: int,
 ) -> Token:
-    """Ask the token server named in a Bearer challenge for a token with ``scope``."""
+    """Ask the token server named in a Bearer challenge for a token with ``scope``; its
+    answer is read up to ``max_bytes``."""
     realm = challenge.realm
     if not realm:
         raise RegistryError(f"registry {host}: Bearer challenge without a realm")
     try:
         if credentials and credentials.identity_token:
-            response = await http.post(realm, data={
+            response = await limits.read_capped(http, "POST", realm, limit=max_bytes, data={
                 "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
                 "service": challenge.service, "scope": scope, "client_id": CLIENT_ID})
         else:
@@ -130,16 +132,21 @@ async def fetch_token(
             if credentials:
                 params["account"] = credentials.username
             auth = (credentials.username, credentials.password) if credentials else None
-            response = await http.get(realm, params=params, auth=auth)
+            response = await limits.read_capped(http, "GET", realm, limit=max_bytes,
+                                                params=params, auth=auth)
     except httpx.HTTPError as exc:
-        raise RegistryUnavailable(f"registry {host}: token server {_origin(realm)} "
+        raise RegistryUnavailable(f"registry {host}: token server {origin(realm)} "
                                   f"unreachable: {type(exc).__name__}") from exc
+    except limits.TooLarge as exc:
+        raise RegistryLimitExceeded(f"registry {host}: token server {origin(realm)} answered "
+                                    f"more than {max_bytes} bytes ({exc}; registries[]."
+                                    f"max_response_bytes)") from None
     return _token_from(response, host=host, realm=realm, anonymous=credentials is None)
 
 
 def _token_from(response: httpx.Response, *, host: str, realm: str,
                 anonymous: bool) -> Token:
-    where = f"registry {host}: token server {_origin(realm)}"
+    where = f"registry {host}: token server {origin(realm)}"
     if response.status_code in {401, 403}:
         what = "refused anonymous access" if anonymous else "refused the credentials"
         raise AuthError(f"{where} {what} (HTTP {response.status_code})")
@@ -156,7 +163,7 @@ def _token_from(response: httpx.Response, *, host: str, realm: str,
     return Token(token, expires_in)
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
     """Scheme, host and path of ``url``: never its query (it may carry an account name)."""
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"

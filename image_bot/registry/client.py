@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from image_bot.errors import (
     ConfigError,
     ImageNotFound,
     RegistryError,
+    RegistryLimitExceeded,
     RegistryUnavailable,
 )
 from image_bot.registry import auth, credentials, limits, manifests, quirks
@@ -44,7 +46,8 @@ from image_bot.state import State
 
 _Parsed = TypeVar("_Parsed")
 
-__all__ = ["MANIFEST_ACCEPT", "ImageInfo", "OnRequest", "RegistryClient", "redact_url"]
+__all__ = ["MANIFEST_ACCEPT", "ImageInfo", "OnRequest", "RegistryClient", "redact_url",
+           "scan_deadline"]
 
 MANIFEST_ACCEPT = manifests.ACCEPT
 OnRequest = Callable[[str, str, int, float], None]  # method, redacted URL, status, seconds
@@ -134,6 +137,11 @@ class RegistryClient:
             response = await self._request(image, "GET", url)
             for tag in _tags_from(response, image):
                 tags[tag] = None
+                if len(tags) > host.settings.max_tags:
+                    raise RegistryLimitExceeded(
+                        f"registry {image.host}, image {image.repository}: more than "
+                        f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
+                        f"more")
             url = _next_page(response, image)
         return list(tags)
 
@@ -203,8 +211,10 @@ class RegistryClient:
                                      lambda: self._fetch_manifest(image, digest))
 
     async def _fetch_manifest(self, image: refs.ImageRef, reference: str) -> bytes:
-        url = f"{self._host(image.host).base}/v2/{image.repository}/manifests/{reference}"
-        response = await self._request(image, "GET", url, headers={"Accept": MANIFEST_ACCEPT})
+        host = self._host(image.host)
+        url = f"{host.base}/v2/{image.repository}/manifests/{reference}"
+        response = await self._request(image, "GET", url, headers={"Accept": MANIFEST_ACCEPT},
+                                       max_bytes=host.settings.max_manifest_bytes)
         kind = _content_type(response)
         if kind not in manifests.INDEX_TYPES | manifests.IMAGE_TYPES | {"application/json", ""}:
             raise RegistryError(f"registry {image.host}, image {image.repository}:{reference}: "
@@ -271,7 +281,8 @@ class RegistryClient:
     # --- one request: retries, authorisation, limits ------------------------------------
 
     async def _request(self, image: refs.ImageRef, method: str, url: str,
-                       headers: dict[str, str] | None = None) -> httpx.Response:
+                       headers: dict[str, str] | None = None, *,
+                       max_bytes: int | None = None) -> httpx.Response:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._attempts),
             wait=_wait_retry_after(self._backoff),
@@ -280,22 +291,25 @@ class RegistryClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._authorized(image, method, url, dict(headers or {}))
+                return await self._authorized(image, method, url, dict(headers or {}),
+                                              max_bytes)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _retryable(self, error: BaseException) -> bool:
-        return isinstance(error, RegistryUnavailable) and (
-            error.retry_after is None or error.retry_after <= self._max_wait)
+        if not isinstance(error, RegistryUnavailable) or isinstance(error, _DeadlinePassed):
+            return False
+        return error.retry_after is None or error.retry_after <= self._max_wait
 
     async def _authorized(self, image: refs.ImageRef, method: str, url: str,
-                          headers: dict[str, str]) -> httpx.Response:
+                          headers: dict[str, str], max_bytes: int | None) -> httpx.Response:
         host = self._host(image.host)
         await self._probe(host, image)
         scope = auth.pull_scope(image.repository)
         headers.update(await self._auth_headers(host, image, scope))
-        response = await self._send(host, image, method, url, headers)
+        response = await self._send(host, image, method, url, headers, max_bytes)
         if response.status_code == 401:
-            response = await self._reauthorize(host, image, method, url, headers, response)
+            response = await self._reauthorize(host, image, method, url, headers, response,
+                                               max_bytes)
         _raise_for_status(response, image)
         return response
 
@@ -306,7 +320,7 @@ class RegistryClient:
         async with host.probe_lock:
             if host.probed:
                 return
-            response = await self._send(host, image, "GET", f"{host.base}/v2/", {})
+            response = await self._send(host, image, "GET", f"{host.base}/v2/", {}, None)
             if response.status_code == 429 or response.status_code >= 500:
                 _raise_for_status(response, image)
             if response.status_code == 401:
@@ -352,12 +366,15 @@ class RegistryClient:
                                 creds: auth.Credentials | None) -> auth.Token:
         # under the host's cap too: token and registry requests then interleave, instead of
         # a burst of token requests for every repository before the first tag list
-        async with host.limits.slot(max_wait=self._max_wait):
+        async with host.limits.slot(max_wait=self._max_wait), _deadline(
+                host, image, f"a token from {auth.origin(challenge.realm)}"):
             return await auth.fetch_token(host.http, challenge, scope=scope,
-                                          credentials=creds, host=image.host)
+                                          credentials=creds, host=image.host,
+                                          max_bytes=host.settings.max_response_bytes)
 
     async def _reauthorize(self, host: _Host, image: refs.ImageRef, method: str, url: str,
-                           headers: dict[str, str], refused: httpx.Response) -> httpx.Response:
+                           headers: dict[str, str], refused: httpx.Response,
+                           max_bytes: int | None) -> httpx.Response:
         """A 401: learn the challenge, or fetch fresh credentials and token; send once more."""
         challenge = auth.parse_challenge(refused.headers.get("WWW-Authenticate", ""))
         if challenge is None:
@@ -373,7 +390,7 @@ class RegistryClient:
             raise AuthError(f"registry {image.host}: credentials required for "
                             f"{image.repository} (configure a credentials source for this "
                             f"registry; see docs/registries.md)")
-        response = await self._send(host, image, method, url, {**headers, **fresh})
+        response = await self._send(host, image, method, url, {**headers, **fresh}, max_bytes)
         if response.status_code == 401:
             who = ("the configured credentials" if await host.credentials.get() else
                    "anonymous access (its credentials source gave none)"
@@ -384,15 +401,26 @@ class RegistryClient:
         return response
 
     async def _send(self, host: _Host, image: refs.ImageRef, method: str, url: str,
-                    headers: dict[str, str]) -> httpx.Response:
+                    headers: dict[str, str], max_bytes: int | None) -> httpx.Response:
+        """One HTTP exchange, its whole body read within ``request_deadline`` and capped at
+        ``max_bytes`` (default ``max_response_bytes``): a registry that drips or floods
+        cannot hold a scan or fill memory."""
+        limit = max_bytes or host.settings.max_response_bytes
         async with host.limits.slot(max_wait=self._max_wait):
             try:
-                response = await host.http.request(method, url, headers=headers)
+                async with _deadline(host, image, f"{_kind(method, url)} {redact_url(url)}"):
+                    response = await limits.read_capped(host.http, method, url, limit=limit,
+                                                        headers=headers)
             except httpx.HTTPError as exc:
                 self._record(method, url, 0, 0.0)
                 raise RegistryUnavailable(
                     f"registry {image.host} unreachable while reading {image.repository}: "
                     f"{type(exc).__name__}") from exc
+            except limits.TooLarge as exc:
+                raise RegistryLimitExceeded(
+                    f"registry {image.host}, image {image.repository}: {_kind(method, url)} "
+                    f"answer larger than {limit} bytes ({exc}; registries[]."
+                    f"{'max_manifest_bytes' if max_bytes else 'max_response_bytes'})") from None
         host.limits.observe(response.headers)
         wait = limits.retry_after(response.headers)
         if response.status_code == 429 and wait is not None:  # nobody sends until then
@@ -423,6 +451,47 @@ class _Hooks:
         started = response.request.extensions.get(_START, time.monotonic())
         self._client._record(response.request.method, str(response.request.url),
                              response.status_code, time.monotonic() - started)
+
+
+# --- deadlines and caps --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def scan_deadline(seconds: float, *, repository: str) -> AsyncIterator[None]:
+    """Bound the registry phase of one repository scan (``repositories[].registry_deadline``).
+
+    Every registry request already has its own deadline; this bounds their sum, so a scan
+    of many images on a slow registry ends with a :class:`RegistryUnavailable` (retried next
+    cycle) instead of holding its repository's slot for the time of hundreds of requests.
+    """
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise RegistryUnavailable(
+            f"repository {repository}: registry requests took longer than "
+            f"{seconds:g} s (repositories[].registry_deadline); the scan was abandoned and "
+            f"runs again next cycle") from None
+
+
+@contextlib.asynccontextmanager
+async def _deadline(host: _Host, image: refs.ImageRef, what: str) -> AsyncIterator[None]:
+    seconds = host.settings.request_deadline
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise _DeadlinePassed(
+            f"registry {image.host}, image {image.repository}: no complete answer to {what} "
+            f"within {seconds:g} s (registries[].request_deadline)") from None
+
+
+class _DeadlinePassed(RegistryUnavailable):
+    """Not retried within the cycle: a registry that drips once likely drips again."""
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Per-host request budget: token bucket, concurrency cap, and pauses the registry asks for.
+"""Per-host request budget: token bucket, concurrency cap, pauses the registry asks for, and
+the byte cap every answer is read under.
 
 A pause comes from ``429`` + ``Retry-After`` or from a rate-limit header saying nothing is
 left (Docker Hub's ``ratelimit-remaining: 0;w=21600``). While a host is paused nothing is
@@ -15,6 +16,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+import httpx
 
 from image_bot.errors import RegistryUnavailable
 
@@ -148,3 +152,30 @@ class HostLimits:
                 f"registry {self.host}: {self.pause_reason}; not querying it until "
                 f"{self.paused_until_utc()}", retry_after=wait)
         await asyncio.sleep(wait)
+
+
+class TooLarge(Exception):
+    """An answer went past its byte cap (the message says how we know)."""
+
+
+_DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+async def read_capped(http: httpx.AsyncClient, method: str, url: str, *, limit: int,
+                      **options: Any) -> httpx.Response:
+    """The answer with its body read, never more than ``limit`` bytes once decoded (so a
+    gzip bomb counts at its real size); ``options`` go to ``httpx.AsyncClient.stream``."""
+    async with http.stream(method, url, **options) as streamed:
+        declared = streamed.headers.get("Content-Length", "")
+        if method != "HEAD" and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"Content-Length {declared}")
+        body = bytearray()
+        async for chunk in streamed.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge("it kept sending")
+    # the body is decoded already: a fresh response without the transfer headers
+    kept = [(k, v) for k, v in streamed.headers.multi_items()
+            if k.lower() not in _DROPPED_HEADERS]
+    return httpx.Response(streamed.status_code, headers=kept, content=bytes(body),
+                          request=streamed.request)

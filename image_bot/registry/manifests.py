@@ -161,6 +161,8 @@ def _timestamp(value: Any) -> datetime | None:
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         body = json.loads(data)
+    except RecursionError:
+        raise InvalidManifest(f"{what} is JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         head = data[:64].decode("utf-8", "replace").strip()
         looks = "an HTML page" if head.lower().startswith(("<!doctype", "<html")) else "not JSON"

@@ -5,7 +5,8 @@ Routes: ``POST /webhook/<receiver>``, ``GET /healthz``, ``GET /readyz``, ``GET /
 answered after parsing and enqueueing only: it never waits for a registry or Git.
 
 Webhook answers: 404 unknown receiver, 413 body over ``daemon.max_body_bytes``, 401 bad or
-missing secret, 400 malformed payload, 202 accepted (with the policies queued) or ignored
+missing secret, 400 malformed payload, 409 a replay (a signed request seen, or signed, too
+long ago: ``receivers[].replay_window``), 202 accepted (with the policies queued) or ignored
 (image not covered by any policy, or an event kind that is not a push).
 """
 
@@ -16,7 +17,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,7 @@ from starlette.routing import Route
 from image_bot.config import models, secrets
 from image_bot.engine import history, observing, scheduling
 from image_bot.errors import ConfigError
-from image_bot.server import page, receivers
+from image_bot.server import page, receivers, replay
 from image_bot.state import State
 
 log = logging.getLogger("image_bot.server")
@@ -68,9 +70,12 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class _Handlers:
     def __init__(self, config: models.BotConfig, scheduler: scheduling.Scheduler,
                  state: State, metrics: observing.Metrics,
-                 receivers_by_name: Mapping[str, Receiver]) -> None:
+                 receivers_by_name: Mapping[str, Receiver],
+                 clock: Callable[[], float] = time.time) -> None:
         self.config, self.scheduler, self.state, self.metrics = config, scheduler, state, metrics
         self.receivers = receivers_by_name
+        self.guards = {name: replay.ReplayGuard(r.config.replay_window, clock=clock)
+                       for name, r in receivers_by_name.items()}
         self.stopping = False
 
     async def healthz(self, request: Request) -> Response:
@@ -122,17 +127,26 @@ class _Handlers:
             return 413, {"outcome": "too_large", "error": "body too large"}
         incoming = receivers.Request({k.lower(): v for k, v in request.headers.items()},
                                      dict(request.query_params), body)
-        kind = receiver.config.kind
+        kind, name = receiver.config.kind, receiver.config.name
+        signed_at = None
         if receiver.secret is not None:
             try:
                 receivers.authenticate(kind, incoming, receiver.secret)
+                signed_at = receivers.signed_time(kind, incoming)
+                if signed_at is None and receiver.config.require_timestamp:
+                    raise receivers.Unauthorized(f"missing {receivers.TIMESTAMP_HEADER}")
             except receivers.Unauthorized as exc:
-                log.warning("webhook refused: %s", exc, extra={"receiver": receiver.config.name})
+                log.warning("webhook refused: %s", exc, extra={"receiver": name})
                 return 401, {"outcome": "unauthorized", "error": "unauthorized"}
         try:
             parsed = receivers.parse(kind, incoming, receiver.config.registry)
         except receivers.MalformedPayload as exc:
             return 400, {"outcome": "malformed", "error": f"malformed {kind} payload: {exc}"}
+        if receiver.secret is not None:  # only a signed request can be told from a replay
+            refusal = self.guards[name].refusal(receivers.replay_key(kind, incoming), signed_at)
+            if refusal:
+                log.warning("webhook refused: %s", refusal, extra={"receiver": name})
+                return 409, {"outcome": "replayed", "error": refusal}
         return 202, self._enqueue(receiver, parsed)
 
     def _enqueue(self, receiver: Receiver, parsed: receivers.Parsed) -> dict[str, Any]:
@@ -173,9 +187,10 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 def create_app(config: models.BotConfig, *, scheduler: scheduling.Scheduler, state: State,
-               metrics: observing.Metrics,
-               receivers_by_name: Mapping[str, Receiver]) -> Starlette:
-    handlers = _Handlers(config, scheduler, state, metrics, receivers_by_name)
+               metrics: observing.Metrics, receivers_by_name: Mapping[str, Receiver],
+               clock: Callable[[], float] = time.time) -> Starlette:
+    """The app; ``clock`` (Unix seconds) dates requests for replay protection."""
+    handlers = _Handlers(config, scheduler, state, metrics, receivers_by_name, clock)
     app = Starlette(routes=[
         Route("/", handlers.status_page),
         Route("/api/status", handlers.status_json),

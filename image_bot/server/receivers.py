@@ -14,7 +14,14 @@ kind                    payload                                    authenticatio
 ``harbor``              ``PUSH_ARTIFACT`` ``event_data.resources``  ``Authorization``
 ``quay``                ``docker_url`` + ``updated_tags``          ``?token=`` in the URL
 ``generic``             ``{"image": ..., "tag": ...}``             ``X-Signature-256`` HMAC
+                                                                   (optionally over
+                                                                   ``X-Signature-Timestamp``)
 ======================  =========================================  =======================
+
+Replays: :func:`replay_key` names what makes a signed request unique (its signature, which
+covers the body, and for ``generic`` the timestamp too) and :func:`signed_time` the time the
+sender signed; ``server.replay`` refuses a key seen within the window and a signed time
+outside it. Token kinds sign nothing, so nothing distinguishes a replay from a new event.
 
 Secrets are compared with :func:`hmac.compare_digest` (constant time). Nothing here logs
 or echoes a secret or a request body.
@@ -34,6 +41,9 @@ from image_bot import refs
 
 class Unauthorized(Exception):
     """Missing or wrong signature / token (HTTP 401)."""
+
+
+TIMESTAMP_HEADER = "x-signature-timestamp"
 
 
 class MalformedPayload(ValueError):
@@ -71,8 +81,9 @@ def _hmac_sha256(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _check_signature(request: Request, secret: str, *headers: str) -> None:
-    expected = _hmac_sha256(secret, request.body).encode()
+def _check_signature(request: Request, secret: str, *headers: str,
+                     signed: bytes | None = None) -> None:
+    expected = _hmac_sha256(secret, request.body if signed is None else signed).encode()
     for header in headers:
         given = request.headers.get(header)
         if given is not None:
@@ -105,13 +116,43 @@ def authenticate(kind: str, request: Request, secret: str) -> None:
     if kind == "github":
         _check_signature(request, secret, "x-hub-signature-256")
     elif kind == "generic":
-        _check_signature(request, secret, "x-signature-256", "x-hub-signature-256")
+        stamp = request.headers.get(TIMESTAMP_HEADER)
+        signed = None if stamp is None else stamp.strip().encode() + b"." + request.body
+        _check_signature(request, secret, "x-signature-256", "x-hub-signature-256",
+                         signed=signed)
     elif kind == "gitlab":
         _check_token(request, secret, header="x-gitlab-token")
     elif kind in ("dockerhub", "quay"):
         _check_token(request, secret, query=True)
     else:  # distribution, harbor
         _check_token(request, secret)
+
+
+def replay_key(kind: str, request: Request) -> str | None:
+    """What makes an authenticated request unique, or None when nothing signed does.
+
+    GitHub signs the body only (``X-GitHub-Delivery`` is not signed, so a replay can carry
+    any delivery id), and each delivery's body is unique: its signature is the key. A
+    ``generic`` request is keyed only when it signs a timestamp: a CI job may well send the
+    same body twice on purpose.
+    """
+    if kind == "github":
+        return request.headers.get("x-hub-signature-256", "").strip().lower() or None
+    if kind == "generic" and TIMESTAMP_HEADER in request.headers:
+        signature = (request.headers.get("x-signature-256")
+                     or request.headers.get("x-hub-signature-256") or "")
+        return signature.strip().lower() or None
+    return None
+
+
+def signed_time(kind: str, request: Request) -> float | None:
+    """The Unix time the sender signed (``generic`` with ``X-Signature-Timestamp``)."""
+    stamp = request.headers.get(TIMESTAMP_HEADER) if kind == "generic" else None
+    if stamp is None:
+        return None
+    if not stamp.strip().isdigit():
+        raise Unauthorized(f"{TIMESTAMP_HEADER}: expected Unix seconds")
+    return float(stamp.strip())
 
 
 # --- payloads -----------------------------------------------------------------------------
@@ -122,6 +163,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedPayload("body is not JSON") from None
+    except RecursionError:  # ``[[[[…`` deeper than the interpreter's recursion limit
+        raise MalformedPayload("body is JSON nested too deeply") from None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
