@@ -111,10 +111,11 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         async with registry.scan_deadline(repo.registry_deadline, repository=name):
             # 3. tags, once per image, concurrently
             planned = await _fetch_tags(engine.client, planned)
-            # 4. versions humans declined by rolling back on the target branch
-            planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
-            # 5. image metadata, only for policies whose `needs` ask for it
+            # 4. image metadata, only for policies whose `needs` ask for it
             planned = await _fetch_metadata(engine.client, planned)
+        # 5. versions humans declined by rolling back on the target branch (no registry: a
+        # thread must not outlive the deadline above)
+        planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, errors=(exc,))
     # 6-8. decide, edit, publish: each mode in turn, one batch at a time
