@@ -124,8 +124,12 @@ class Index:
         folders = [("", str(self.root))]
         while folders:  # scandir's entry types come from the folder listing: no stat per file
             prefix, folder = folders.pop()
-            with os.scandir(folder) as entries:
-                ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            try:
+                with os.scandir(folder) as entries:
+                    ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            except OSError as exc:  # e.g. a folder without read permission
+                self._refused[prefix.rstrip("/") or "."] = f"cannot list: {exc.strerror}"
+                continue
             for entry in ordered:
                 relative = prefix + entry.name
                 if entry.is_dir(follow_symlinks=False):
