@@ -72,7 +72,8 @@ class Index:
 
     def under(self, path: Path) -> list[Path]:
         """The readable files at ``path`` (a file, or a folder searched recursively);
-        ``path`` itself is checked like any entry (a refused one is reported, not listed)."""
+        ``path`` itself is checked like any entry (a refused one is reported, not listed),
+        except that a link to a folder inside the checkout, named explicitly, is followed."""
         try:
             name = self.name(path)
             if name == ".":
@@ -80,6 +81,8 @@ class Index:
             self._check_parents(name)
             if path.is_dir() and not path.is_symlink():
                 return self.files([name])
+            if path.is_symlink() and path.is_dir() and not self._check_folder_link(path):
+                return self.files([path.resolve().relative_to(self._real_root).as_posix()])
             return [self.file(path)]
         except FileRefused as exc:
             self._reported.setdefault(exc.file, exc.reason)
@@ -121,8 +124,12 @@ class Index:
         folders = [("", str(self.root))]
         while folders:  # scandir's entry types come from the folder listing: no stat per file
             prefix, folder = folders.pop()
-            with os.scandir(folder) as entries:
-                ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            try:
+                with os.scandir(folder) as entries:
+                    ordered = sorted(entries, key=lambda e: e.name, reverse=True)
+            except OSError as exc:  # e.g. a folder without read permission
+                self._refused[prefix.rstrip("/") or "."] = f"cannot list: {exc.strerror}"
+                continue
             for entry in ordered:
                 relative = prefix + entry.name
                 if entry.is_dir(follow_symlinks=False):
@@ -168,7 +175,8 @@ class Index:
             except (OSError, RuntimeError):
                 return "a symbolic link that leads nowhere (dangling or a loop); not read"
             if not real.is_relative_to(self._real_root):
-                return "a symbolic link to a file outside the checkout; not read"
+                what = "a folder" if real.is_dir() else "a file"
+                return f"a symbolic link to {what} outside the checkout; not read"
             inside = real.relative_to(self._real_root)
             if ".git" in inside.parts:
                 return "a symbolic link into .git; not read"

@@ -189,6 +189,24 @@ def test_policy_files_linking_outside_are_not_loaded(tmp_path: Path) -> None:
         f"==> File policies/env.yaml: {OUTSIDE}", f"==> File policies/evil.yaml: {OUTSIDE}"]
 
 
+def test_a_policies_path_that_links_to_a_folder_is_followed_only_inside(
+        tmp_path: Path) -> None:
+    root, outside = _layout(tmp_path)
+    (root / "config/policies").mkdir(parents=True)
+    (root / "config/policies/ok.yaml").write_text(POLICY % "ok")
+    (root / "policies").symlink_to("config/policies")
+    (outside / "evil.yaml").write_text(POLICY % "evil")
+    (root / "evil-policies").symlink_to(outside)
+
+    inside = loading.load_policies(root / "policies", display_root=root)
+    out = loading.load_policies(root / "evil-policies", display_root=root)
+
+    assert [p.policy.name for p in inside.policies] == ["ok"] and inside.errors == ()
+    assert out.policies == ()
+    assert [str(e) for e in out.errors] == [
+        "==> File evil-policies: a symbolic link to a folder outside the checkout; not read"]
+
+
 def test_the_policy_fingerprint_never_reads_through_a_link_out(tmp_path: Path) -> None:
     root, outside = _layout(tmp_path)
     (root / "policies").mkdir()
