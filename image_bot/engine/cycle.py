@@ -420,9 +420,10 @@ def _with_rollbacks(engine: Engine, ws: workspaces.Workspace,
     email = engine.identity.author.email
     writes = {(w.policy, w.image): w for w in committing.bot_writes(ws, email)}
     now = engine.clock.now()
+    index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
     for p in planned:
         write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
-        if write and p.tags is not None and _rolled_back(ws.root, p, write.tag, now=now):
+        if write and p.tags is not None and _rolled_back(index, p, write.tag, now=now):
             engine.state.decline(p.name, write.image, write.tag,
                                  f"rolled back on {ws.branch} after {write.commit[:12]}")
     return _attach_declined(planned, engine)
@@ -433,10 +434,10 @@ def _attach_declined(planned: Sequence[_Planned], engine: Engine) -> list[_Plann
         engine.state.declined(p.name, p.loaded.policy.spec.image_ref.name))) for p in planned]
 
 
-def _rolled_back(root: Path, p: _Planned, written: str, *, now: datetime) -> bool:
+def _rolled_back(index: scanning.Index, p: _Planned, written: str, *, now: datetime) -> bool:
     """A human set a reference back below the tag the bot wrote (the policy ranks them)."""
     spec = p.loaded.policy.spec
-    scan = scanning.find(root, spec.image_ref, spec.paths, policy=p.name)
+    scan = scanning.find(index.root, spec.image_ref, spec.paths, policy=p.name, index=index)
     current = {r.ref.tag for r in scan.references if r.ref.tag}
     if not current or written in current:
         return False
