@@ -254,3 +254,49 @@ def test_default_paths_never_rewrite_the_policy_files_themselves(
     assert "team/everywhere:1.4.0" in (clone / "deploy/app.yaml").read_text()
     again = _invoke("run", "--once", "--config", str(config))
     assert again.exit_code == 0, again.output
+
+
+def test_a_policy_that_matches_nothing_is_unmatched_and_fails_only_with_strict(
+        registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+        bot_config: Callable[..., Path]) -> None:
+    image = f"{registry.host}/team/typo"
+    testing.push_tags(registry, "team/typo", ["1.0.0", "1.1.0"])
+    url = config_repo({
+        "deploy/app.yaml": testing.deployment("app", {"app": f"{image}:1.0.0"}),
+        # a typo in paths: the policy would show green "current" for ever
+        "policies/typo.yaml": testing.policy("typo", image, paths=["deploy/apps/**"]),
+    })
+    config = str(bot_config(url, registries=[{"host": registry.host, "insecure": True}]))
+
+    lenient = _invoke("plan", "--json", "--config", config)
+    strict = _invoke("plan", "--strict", "--config", config)
+
+    assert lenient.exit_code == 0, lenient.output
+    [outcome] = json.loads(lenient.output)["repositories"][0]["outcomes"]
+    assert (outcome["status"], outcome["message"]) == (
+        "unmatched", f"no references to {image} in deploy/apps/**")
+    assert strict.exit_code == 1
+    assert f"error: typo: no references to {image} in deploy/apps/**" in strict.stderr
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("0.5", "must be at least 1s"),
+    ("5 minutes", "'5 minutes' is not a duration: write for example 90s, 15m, 2h or 7d"),
+])
+def test_run_interval_takes_the_one_duration_grammar(tmp_path: Path, flag: str,
+                                                     message: str) -> None:
+    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        ["file:///nowhere"], state_dir=tmp_path / "state"))
+    result = _invoke("run", "--interval", flag, "--config", str(config))
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90", 90.0), ("1.5", 1.5), ("30s", 30.0), ("5m", 300.0), ("1m30s", 90.0), ("1h", 3600.0),
+    ("500ms", 0.5), ("1d", 86400.0),
+])
+def test_duration_flags(text: str, seconds: float) -> None:
+    from image_bot.cli import options
+
+    assert options.seconds(None, None, text) == seconds  # type: ignore[arg-type]

@@ -1,0 +1,24 @@
+"""`image-bot plan`: what `run` would change, as a diff; commits, pushes and records nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from image_bot.cli import options, render, running
+from image_bot.config import loading
+from image_bot.engine import selecting
+
+
+@click.command()
+@options.config
+@options.as_json
+@options.strict
+def plan(config_path: Path, as_json: bool, strict: bool) -> int:
+    """Show what `run` would change, as a diff, without committing anything."""
+    config = loading.load_bot_config(config_path)
+    report = running.run_cycle(config, dry_run=True, selection=selecting.EVERYTHING,
+                               show_progress=not as_json, purpose="plan")
+    render.report(report, as_json=as_json, strict=strict)
+    return render.exit_code(report, strict=strict)

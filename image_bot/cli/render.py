@@ -1,0 +1,187 @@
+"""What the commands print: tables for people, one JSON document for scripts, errors on stderr.
+
+Renders values it is given and decides nothing. rich (tables, ~40 ms to import) and the
+engine's helpers are imported inside the functions that draw tables, so plain-text and JSON
+output (`validate`, `set-image`, `test`) never pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from image_bot.engine.history import PolicyStatus
+    from image_bot.engine.report import CycleReport
+    from image_bot.policy.strategies import Decision
+    from image_bot.sync.status import SyncReport
+    from image_bot.update.setting import Outcome
+
+STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "unmatched": "yellow",
+                "failed": "red", "proposed": "green", "blocked": "yellow"}
+SYNC_STYLE = {"Synced": "green", "OutOfSync": "yellow", "Healthy": "green",
+              "Progressing": "cyan", "Degraded": "red", "Missing": "red", "Unknown": "dim"}
+
+
+def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
+    """A cycle (`run --once`, `plan`): per repository its diff (plan), a table, commits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        click.echo(json.dumps(cycle.to_dict(), indent=2))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    for repo in cycle.repositories:
+        if cycle.dry_run and repo.diff:
+            console.print(repo.diff, markup=False, end="")
+        table = Table(title=f"{repo.repository} ({repo.branch})", title_justify="left")
+        for column in ("policy", "status", "details"):
+            table.add_column(column)
+        for outcome in repo.outcomes:
+            style = STATUS_STYLE[outcome.status]
+            table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", outcome.message)
+        if repo.outcomes:
+            console.print(table)
+        for commit in repo.commits:
+            console.print(f"committed {commit[:12]} and pushed to {repo.branch}")
+        for skipped in repo.skipped:
+            console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
+        if repo.error:
+            console.print(f"[red]error:[/] {repo.error}", markup=True)
+    failures(cycle, strict=strict)
+
+
+def exit_code(cycle: CycleReport, *, strict: bool) -> int:
+    """0 when every policy ran; 1 when one failed, or (``--strict``) found nothing to update."""
+    if not cycle.ok or (strict and cycle.unmatched):
+        return 1
+    return 0
+
+
+def failures(cycle: CycleReport, *, strict: bool = False) -> None:
+    """Failures also go to stderr, one line each, so scripts and CI logs show them; with
+    ``--strict`` a policy that matched nothing is one too."""
+    for repo in cycle.repositories:
+        lines: list[Any] = [f"error: {o.policy}: {o.message}" for o in repo.outcomes
+                            if o.status == "failed" or (strict and o.status == "unmatched")]
+        if repo.error:
+            lines.append(f"error: {repo.repository}: {repo.error}")
+        for line in lines:
+            click.echo(line, err=True)
+
+
+def statuses(rows: list[PolicyStatus], *, state_dir: Path, as_json: bool) -> None:
+    """`status`: one row per policy the state dir knows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from image_bot.server import page
+
+    if as_json:
+        click.echo(json.dumps({"policies": [row.to_dict() for row in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no policy has run yet (state dir {state_dir})")
+        return
+    table = Table(title="image-bot status", title_justify="left")
+    for column in ("policy", "image", "in Git", "latest", "status", "PR", "last error",
+                   "last run"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        behind = row.latest and row.current != row.latest
+        table.add_row(row.policy, row.image, row.current or "—",
+                      f"[yellow]{row.latest}[/]" if behind else (row.latest or "—"),
+                      f"[{STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
+                      row.pull_request or "—", row.last_error or "", page.ago(row.last_run))
+    Console(highlight=False).print(table)
+
+
+def validation(count: int, problems: list[str], *, as_json: bool) -> None:
+    """`validate`: one line per problem on stderr, then a count."""
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "policies": count, "problems": problems}))
+        return
+    for problem in problems:
+        click.echo(problem, err=True)
+    click.echo(f"{count} valid polic{'y' if count == 1 else 'ies'}, "
+               f"{len(problems)} problem(s)")
+
+
+def set_image(outcome: Outcome, *, dry_run: bool, as_json: bool) -> None:
+    """`set-image`: the files it changed (or would), the diff on a dry run, what it refused."""
+    result = outcome.result
+    if as_json:
+        click.echo(json.dumps({
+            "dry_run": dry_run, "files": list(result.files),
+            "changes": [{"file": c.file, "line": c.line, "image": c.image, "old": c.old,
+                         "new": c.new} for c in result.changes],
+            "skipped": [{"file": s.file, "reason": s.reason} for s in outcome.unreadable],
+            "refused": [{"file": s.file, "reason": s.reason} for s in outcome.refused],
+        }, indent=2))
+        return
+    for file in result.files:
+        click.echo(f"{'would update' if dry_run else 'updated'} {file}")
+    if dry_run:
+        click.echo("".join(result.diffs.values()), nl=False)
+    for skipped in outcome.unreadable:
+        click.echo(f"skipped {skipped.file}: {skipped.reason}", err=True)
+    for refused in outcome.refused:
+        click.echo(f"error: {refused.file}: {refused.reason}", err=True)
+
+
+def sync_reports(reports: list[SyncReport], *, as_json: bool) -> None:
+    """`sync` and `sync status`: a table per agent pass, errors also on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        click.echo(json.dumps({"agents": [r.to_dict() for r in reports]}, indent=2))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    for sync_report in reports:
+        revision = (sync_report.revision or "-")[:12]
+        table = Table(title=f"{sync_report.agent}: {sync_report.repository} "
+                            f"({sync_report.branch}) {sync_report.path} → "
+                            f"{sync_report.target} @ {revision}",
+                      title_justify="left")
+        for column in ("application", "service", "sync", "health", "revision", "details"):
+            table.add_column(column)
+        for s in sync_report.services:
+            details = "; ".join(x for x in (s.action if s.action != "none" else "", s.drift,
+                                            s.error) if x)
+            table.add_row(s.application, s.service, f"[{SYNC_STYLE[s.sync]}]{s.sync}[/]",
+                          f"[{SYNC_STYLE[s.health]}]{s.health}[/]", (s.revision or "-")[:12],
+                          details)
+        console.print(table)
+        for removed in sync_report.removed:
+            console.print(f"removed {removed} (not in Git any more)")
+        for error in sync_report.errors:
+            console.print(f"[red]error:[/] {error}")
+            click.echo(f"error: {error}", err=True)
+
+
+def decision(chosen: Decision, *, as_json: bool, explain: bool) -> None:
+    """`test`: the chosen tag on stdout (nothing when none qualifies), the reason on stderr."""
+    from image_bot.engine import ranking
+
+    if as_json:
+        click.echo(json.dumps(ranking.to_json(chosen, explain=explain), indent=2))
+        return
+    if explain:
+        for line in ranking.explanation(chosen):
+            click.echo(line, err=True)
+    else:
+        click.echo(chosen.reason, err=True)
+    tag = ranking.written(chosen)
+    if tag:
+        click.echo(tag)
+
+
+def request(method: str, url: str, status: int, seconds: float) -> None:
+    """One line per registry request for ``test --verbose`` (the URL is already redacted)."""
+    shown = status if status else "no answer"
+    click.echo(f"{method} {url} → {shown} ({seconds * 1000:.0f} ms)", err=True)

@@ -1,0 +1,64 @@
+"""`image-bot validate`: policy files and the bot config checked offline, every problem listed.
+
+Runs in pre-commit hooks, so it imports config loading and the policy builder only: no
+registry, Git, Docker, HTTP or rich. It never touches the network or the state dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from image_bot.cli import errors, options, render
+from image_bot.config import loading
+from image_bot.errors import ConfigError
+from image_bot.policy import strategies
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="IMAGE_BOT_CONFIG", show_envvar=True, help="Bot config file to check too.")
+@options.as_json
+def validate(path: Path | None, config_path: Path | None, as_json: bool) -> int:
+    """Check policy files under PATH (a file or directory) and the bot config.
+
+    Prints one line per problem, naming the file, the policy and the key.
+    """
+    if path is None and config_path is None:
+        raise click.UsageError("give a PATH with policies, or --config, or both")
+    problems: list[str] = []
+    count = 0
+    if config_path is not None:
+        try:
+            loading.load_bot_config(config_path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if path is not None:
+        try:
+            policy_set = loading.load_policies(path)
+        except ConfigError as exc:
+            policy_set = loading.PolicySet((), (exc,))
+        problems += [str(error) for error in policy_set.errors]
+        for loaded in policy_set.policies:
+            try:
+                build_policy(loaded)
+                count += 1
+            except ConfigError as exc:
+                problems.append(str(exc))
+    render.validation(count, problems, as_json=as_json)
+    return errors.EXIT_FAILED if problems else errors.EXIT_OK
+
+
+def build_policy(loaded: loading.LoadedPolicy) -> strategies.Policy:
+    """The policy object for a loaded document, or a :class:`ConfigError` with a breadcrumb.
+
+    engine.cycle.build_policy does the same and also checks spec.publish.branch against the
+    repository's branch, which validate cannot know; importing it would import the whole
+    engine (Git, HTTP), which a pre-commit hook must not pay for.
+    """
+    try:
+        return strategies.build(loaded.policy.spec)
+    except strategies.InvalidSpec as exc:
+        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None
