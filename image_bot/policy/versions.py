@@ -25,7 +25,9 @@ _TAG = re.compile(
 _SEGMENT = re.compile(r"^[0-9A-Za-z_]+(?:\.[0-9A-Za-z_]+)*$")
 PRERELEASE_WORDS = ("alpha", "beta", "rc", "pre", "preview", "dev", "snapshot", "canary",
                     "nightly", "m", "a", "b")
-_PRE_IDENTIFIER = re.compile(rf"^(?:(?:{'|'.join(PRERELEASE_WORDS)})\d*|\d+)$", re.IGNORECASE)
+_PRE_IDENTIFIER = rf"(?:(?:{'|'.join(PRERELEASE_WORDS)})\d*|\d+)"
+# a segment made only of pre-release identifiers, dot-separated
+_PRE_SEGMENT = re.compile(rf"^{_PRE_IDENTIFIER}(?:\.{_PRE_IDENTIFIER})*$", re.IGNORECASE)
 _CHUNK = re.compile(r"\d+|[A-Za-z_]+")
 _NOT_FAMILY = re.compile(r"[\d.]")
 _DIGITS = re.compile(r"\d+")
@@ -34,8 +36,9 @@ _DIGITS = re.compile(r"\d+")
 PreKey = tuple[tuple[int, int, str], ...]
 
 
-# distinct tag strings whose parse is kept, across policies and cycles (~0.3 KB each)
-PARSE_CACHE_SIZE = 1 << 16
+# distinct tag strings whose parse is kept, across policies and cycles (≤ 0.6 KB each with
+# the cache's own entry: 20 MB at most)
+PARSE_CACHE_SIZE = 1 << 15
 
 # semver precedence as a tuple compared natively: major, minor, patch, 1 for a release and
 # 0 for a pre-release, then the pre-release identifiers (see ``prerelease_key``)
@@ -88,11 +91,16 @@ class TagVersion(NamedTuple):
         return self.rank_key
 
 
+_PADDING = ((), (0, 0, 0), (0, 0), (0,), ())  # by precision: what makes four components
+
+
 def _version(tag: str, numbers: tuple[int, ...], prerelease: tuple[str | int, ...],
              variant: str, build: str) -> TagVersion:
-    release: tuple[int, int, int, int] = (*numbers, 0, 0, 0, 0)[:4]  # type: ignore[assignment]
+    # the cold path of every new tag: no generator, no slicing of padded copies
+    precision = len(numbers)
+    release: tuple[int, int, int, int] = numbers + _PADDING[precision]  # type: ignore[assignment]
     pre, is_release = prerelease_key(prerelease), 0 if prerelease else 1
-    return TagVersion(tag, numbers, prerelease, variant, build, len(numbers), release,
+    return TagVersion(tag, numbers, prerelease, variant, build, precision, release,
                       family(variant), (release, is_release, pre, variant_numbers(variant)),
                       (*release[:3], is_release, pre))
 
@@ -107,21 +115,20 @@ def parse(tag: str) -> TagVersion | None:
     match = _TAG.match(tag)
     if not match:
         return None
-    numbers = tuple(map(int, match["numbers"].split(".")))
+    written, suffix, build = match.groups()
+    numbers = tuple(map(int, written.split(".")))
+    if not suffix:
+        return _version(tag, numbers, (), "", build or "")
     prerelease: list[str | int] = []
     variant: list[str] = []
-    for segment in (match["suffix"] or "").split("-") if match["suffix"] else []:
+    for segment in suffix.split("-"):
         if not _SEGMENT.match(segment):
             return None
-        if _is_prerelease_segment(segment) and not (variant and segment.isdigit()):
+        if _PRE_SEGMENT.match(segment) and not (variant and segment.isdigit()):
             prerelease.extend(split_identifiers(segment))
         else:
             variant.append(segment)
-    return _version(tag, numbers, tuple(prerelease), "-".join(variant), match["build"] or "")
-
-
-def _is_prerelease_segment(segment: str) -> bool:
-    return all(_PRE_IDENTIFIER.match(part) for part in segment.split("."))
+    return _version(tag, numbers, tuple(prerelease), "-".join(variant), build or "")
 
 
 def split_identifiers(segment: str) -> list[str | int]:
@@ -150,7 +157,7 @@ def variant_numbers(variant: str) -> tuple[int, ...]:
     return tuple(map(int, _DIGITS.findall(variant))) if variant else ()
 
 
-@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE // 4)  # ranked tags only, ~0.5 KB each
 def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
     """Order text with its digit runs read as numbers (``build9`` < ``build10``).
 
