@@ -18,6 +18,7 @@ part of the image-bot package, and it never pushes an image anywhere.
 
     python tools/imagebuild.py base          # make (or reuse) the cached base tarball
     python tools/imagebuild.py build -H unix:///path/docker.sock [-t image-bot:0.1.0]
+    python tools/imagebuild.py measure [--cold-base]   # on a private dockerd: times, size
 """
 
 from __future__ import annotations
@@ -314,6 +315,46 @@ def build(docker_host: str, tag: str, inputs: Inputs, *,
     return Built(tag, seconds, done.stdout)
 
 
+def image_size(docker_host: str, tag: str) -> int:
+    done = subprocess.run(["docker", "-H", docker_host, "image", "inspect", "--format",
+                           "{{.Size}}", tag], capture_output=True, text=True, timeout=60,
+                          check=False)
+    if done.returncode != 0:
+        raise ImageBuildError(f"docker image inspect {tag}: {done.stderr}")
+    return int(done.stdout.strip())
+
+
+def measure(*, cold_base: bool, tag: str = "image-bot:measure") -> dict[str, float]:
+    """Seconds for each step on a fresh private dockerd (overlay2 where possible), and the
+    image size; ``cold_base`` runs debootstrap into a throw-away cache instead of ours."""
+    import devservers  # tools/ sibling; only the command line needs a dockerd
+
+    try:
+        daemon = devservers.start_dockerd(storage_driver="overlay2")
+    except RuntimeError:
+        daemon = devservers.start_dockerd()
+    scratch = Path(tempfile.mkdtemp(prefix="imagebuild-measure-"))
+    try:
+        numbers: dict[str, float] = {}
+        started = time.monotonic()
+        tarball = base_tarball(scratch / "cache" if cold_base else CACHE)
+        numbers["base_s"] = time.monotonic() - started
+        started = time.monotonic()
+        import_base(daemon.host, tarball)
+        numbers["import_s"] = time.monotonic() - started
+        started = time.monotonic()
+        inputs = prepare_inputs()
+        numbers["inputs_s"] = time.monotonic() - started
+        numbers["build_cold_s"] = build(daemon.host, tag, inputs).seconds
+        numbers["build_cached_s"] = build(daemon.host, tag, inputs).seconds
+        numbers["image_mb"] = image_size(daemon.host, tag) / 1e6
+        numbers["base_mb"] = image_size(daemon.host, BASE_TAG) / 1e6
+        return numbers
+    finally:
+        daemon.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _run(command: Sequence[str], *, step: str, timeout: float,
          cwd: Path | None = None) -> str:
     done = subprocess.run(list(command), cwd=cwd, capture_output=True, text=True,
@@ -339,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     make = sub.add_parser("build", help="import the base and build the image on a dockerd")
     make.add_argument("-H", "--host", required=True, help="the dockerd, e.g. unix:///d.sock")
     make.add_argument("-t", "--tag", default="image-bot:local")
+    timing = sub.add_parser("measure", help="time base, inputs and builds on a fresh dockerd")
+    timing.add_argument("--cold-base", action="store_true",
+                        help="debootstrap again (into a throw-away cache)")
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        numbers = measure(cold_base=args.cold_base)
+        print(" ".join(f"{key}={value:.1f}" for key, value in numbers.items()))
+        return 0
     started = time.monotonic()
     tarball = base_tarball()
     print(f"base {BASE_TAG}: {tarball} ({tarball.stat().st_size} bytes, "
