@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# image-bot container image: `docker build -t image-bot .`
+# image-bot container image: `docker build -t image-bot:0.1.0 .` (the tag the Helm chart expects)
 #   docker run --rm image-bot --help
 #   docker run -v $PWD/bot.yaml:/etc/image-bot/config/bot.yaml:ro -p 8080:8080 image-bot
 # Stages: build (wheel + venv) → kubectl (verified binary) → runtime (slim, non-root).
