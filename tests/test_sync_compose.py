@@ -102,9 +102,8 @@ def test_project_names_come_from_the_path_and_other_yaml_is_ignored(tmp_path: Pa
 
 @pytest.mark.parametrize(("text", "message"), [
     ("services: {web: {build: .}}",
-     "==> File deploy/x.yaml ==> At service 'web' ==> At key: build: not supported by the sync "
-     "agent (supported: command, depends_on, entrypoint, env_file, environment, healthcheck, "
-     "image, labels, network_mode, networks, ports, restart, user, volumes, working_dir)"),
+     "==> File deploy/x.yaml ==> At service 'web' ==> At key: build: the sync agent does not "
+     "build images (build images in CI; give an `image:`)"),
     ("services: {web: {command: x}}",
      "==> File deploy/x.yaml ==> At service 'web' ==> At key: image: required (the sync "
      "agent does not build images)"),
@@ -127,9 +126,8 @@ def test_project_names_come_from_the_path_and_other_yaml_is_ignored(tmp_path: Pa
     ("services: {web: {image: 'a:1', env_file: missing.env}}",
      "==> File deploy/x.yaml ==> At service 'web' ==> At key: env_file: cannot read "
      "missing.env: No such file or directory"),
-    ("services: {web: {image: 'a:1'}}\nconfigs: {}",
-     "==> File deploy/x.yaml ==> At key: configs: not supported by the sync agent "
-     "(supported: name, networks, services, version, volumes)"),
+    ("services: {web: {image: 'a:1'}}\ninclude: []",
+     "==> File deploy/x.yaml ==> At key: include: not supported by the sync agent"),
     ("services: [web\n", "==> File deploy/x.yaml: not valid YAML: while parsing a flow "
      "sequence"),
 ])
