@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := git docker-registry apache2-utils chromium docker.io busybox-static openssh-client
+APT_PACKAGES := git docker-registry apache2-utils chromium docker.io busybox-static openssh-client docker-compose
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo deps system-deps lint typecheck contracts pytest clean
