@@ -58,6 +58,14 @@ SERVICE_KEYS = frozenset({
 _TOP_KEYS = frozenset({"services", "volumes", "networks", "version", "name", "configs",
                        "secrets"})
 _HASH_EXCLUDED = frozenset({"conditions", "completes"})  # ordering, not the container
+# Fields added to the hashed dataclasses since containers were first labelled with a hash:
+# left out of the hash while unset, so upgrading the agent recreates nothing.
+_ADDED = {"Mount": frozenset({"digest"}), "Service": frozenset({
+    "container", "mem_limit", "mem_reservation", "nano_cpus", "shm_size", "log_driver",
+    "log_options", "extra_hosts", "dns", "dns_search", "ulimits", "cap_add", "cap_drop",
+    "security_opt", "read_only", "privileged", "tty", "stdin_open", "init", "tmpfs",
+    "stop_signal", "stop_grace_period", "hostname", "domainname", "sysctls", "pid", "ipc",
+    "expose"})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +167,13 @@ class Service:
 
 
 def _canonical(value: Any) -> Any:
-    """Dataclasses as mappings without default-valued (or ordering-only) fields."""
+    """Dataclasses as mappings (as ``asdict``); a field added after the first release
+    (``_ADDED``) only when it is set, ordering-only fields never."""
     if is_dataclass(value) and not isinstance(value, type):
+        added = _ADDED.get(type(value).__name__, frozenset())
         return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)
-                if f.name not in _HASH_EXCLUDED and getattr(value, f.name) != f.default}
+                if f.name not in _HASH_EXCLUDED
+                and (f.name not in added or getattr(value, f.name) != f.default)}
     if isinstance(value, tuple | list):
         return [_canonical(v) for v in value]
     return value
@@ -476,16 +487,23 @@ def _validator() -> Any:
     return jsonschema.Draft7Validator(schema)
 
 
+@functools.cache
+def _service_schema_keys() -> frozenset[str]:
+    return frozenset(_validator().schema["definitions"]["service"]["properties"])
+
+
 def _schema_problems(document: Mapping[str, Any], file: str) -> list[str]:
     """Every place the document breaks the official Compose schema (values never echoed)."""
     problems = []
     for error in sorted(_validator().iter_errors(document), key=lambda e: list(map(
             str, e.absolute_path))):
         path: list[str | int] = list(error.absolute_path)
-        if error.validator == "additionalProperties":
-            unexpected = re.findall(r"'([^']*)'", error.message.split(" were unexpected")[0]
-                                    .split(" was unexpected")[0])
-            problems += [f"{_where(file, [*path, key])}: not a Compose key" for key in
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {})
+            patterns = error.schema.get("patternProperties", {})
+            unexpected = [k for k in error.instance if k not in known
+                          and not any(re.search(p, str(k)) for p in patterns)]
+            problems += [f"{_where(file, [*path, str(key)])}: not a Compose key" for key in
                          unexpected]
             continue
         problems.append(f"{_where(file, path)}: {_describe(error)}")
@@ -520,8 +538,8 @@ class _Context:
     root: Path
     volumes: Mapping[str, str]  # declared name → engine name ("" when external)
     networks: frozenset[str]
-    configs: Mapping[str, Path]
-    secrets: Mapping[str, Path]
+    configs: Mapping[str, Path | None]
+    secrets: Mapping[str, Path | None]
 
     def error(self, service: str, key: str | None, message: str) -> ConfigError:
         return ConfigError(f"{breadcrumb(self.file, f'service {service!r}', key)}: {message}")
@@ -584,7 +602,7 @@ def _unsupported(document: Mapping[str, Any], file: str) -> list[str]:
             if key == "build":
                 problems.append(f"{breadcrumb(file, here, 'build')}: the sync agent does not "
                                 f"build images (build images in CI; give an `image:`)")
-            elif key not in SERVICE_KEYS and not key.startswith("x-"):
+            elif key not in SERVICE_KEYS and key in _service_schema_keys():
                 problems.append(f"{breadcrumb(file, here, key)}: not supported by the sync "
                                 f"agent")
         deploy = spec.get("deploy") or {}
@@ -618,10 +636,8 @@ def _build(document: Mapping[str, Any], *, name: str, file: str, directory: Path
 
     volumes = top("volumes", lambda: _volumes(document.get("volumes"), file, name), {})
     networks = top("networks", lambda: _names(document.get("networks"), file, "networks"), [])
-    configs = top("configs", lambda: _files(document.get("configs"), file, "configs",
-                                            directory, root), {})
-    secrets = top("secrets", lambda: _files(document.get("secrets"), file, "secrets",
-                                            directory, root), {})
+    configs = _files(document.get("configs"), file, "configs", directory, root, problems)
+    secrets = _files(document.get("secrets"), file, "secrets", directory, root, problems)
     context = _Context(project=name, file=file, directory=directory, root=root,
                        volumes=volumes, networks=frozenset(networks), configs=configs,
                        secrets=secrets)
@@ -678,23 +694,26 @@ def _volumes(value: Any, file: str, project: str) -> dict[str, str]:
     return result
 
 
-def _files(value: Any, file: str, key: str, directory: Path, root: Path) -> dict[str, Path]:
-    """Top-level ``configs``/``secrets`` from files inside the checkout."""
-    result = {}
+def _files(value: Any, file: str, key: str, directory: Path, root: Path,
+           problems: list[str]) -> dict[str, Path | None]:
+    """Top-level ``configs``/``secrets`` from files inside the checkout (``None``: broken,
+    already reported)."""
+    result: dict[str, Path | None] = {}
     for name, options in (value or {}).items():
         options = options or {}
         source = options.get("file")
+        where = breadcrumb(file, None, f"{key}.{name}")
+        result[str(name)] = None
         if not isinstance(source, str) or set(options) - {"file", "name"}:
-            raise ConfigError(f"{breadcrumb(file, None, f'{key}.{name}')}: only `file:` "
-                              f"{key} are supported by the sync agent")
+            problems.append(f"{where}: only `file:` {key} are supported by the sync agent")
+            continue
         path = (directory / source).resolve()
         if not path.is_relative_to(root):
-            raise ConfigError(f"{breadcrumb(file, None, f'{key}.{name}.file')}: {source!r} "
-                              f"is outside the repository")
-        if not path.is_file():
-            raise ConfigError(f"{breadcrumb(file, None, f'{key}.{name}.file')}: no file "
-                              f"{source!r}")
-        result[str(name)] = path
+            problems.append(f"{where}.file: {source!r} is outside the repository")
+        elif not path.is_file():
+            problems.append(f"{where}.file: no file {source!r}")
+        else:
+            result[str(name)] = path
     return result
 
 
@@ -930,6 +949,8 @@ def _mounts(ctx: _Context, name: str, spec: Mapping[str, Any]) -> tuple[Mount, .
             if not target.startswith("/"):
                 target = default_dir + target
             path = declared[str(source)]
+            if path is None:
+                continue  # its top-level entry is broken and reported
             mounts.append(Mount("bind", str(path), target, True, digest=_digest(path)))
     if problems:
         raise ConfigError("\n".join(problems))
