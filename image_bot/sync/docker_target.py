@@ -311,6 +311,8 @@ class DockerTarget:
             container = self.client.containers.create(**_create_arguments(service, labels))
         except docker.errors.APIError as exc:
             raise _api_error(f"creating {service.container_name}", exc) from None
+        except (docker.errors.InvalidArgument, ValueError) as exc:  # refused by the SDK
+            raise SyncError(f"docker: creating {service.container_name}: {exc}") from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise TargetUnavailable(f"docker: creating {service.container_name}: "
                                     f"{type(exc).__name__}") from None
@@ -565,7 +567,8 @@ def _create_arguments(service: compose.Service, labels: Mapping[str, str]) -> di
                               (t.partition(":") for t in service.tmpfs)}
     if service.sysctls:
         arguments["sysctls"] = dict(service.sysctls)
-    if service.expose and "ports" not in arguments:
+    if service.expose and "ports" not in arguments and service.network_mode not in (
+            "host", "none"):  # the SDK cannot expose without binding, refused on host
         arguments["ports"] = {port: None for port in service.expose}
     return arguments
 
