@@ -563,17 +563,19 @@ def _application(document: Mapping[str, Any], overrides: list[Path], *, name: st
         merged = _merge(merged, _interpolate_tree(override, env, shown, [], problems))
     if problems:
         raise ConfigError("\n".join(problems))
-    # 3. the official schema, then what the agent supports, then the values
-    problems = _schema_problems(merged, file)
-    problems += _unsupported(merged, file)
-    if problems:
+    # 3. the official schema; once the shape is right, what the agent supports and the
+    # values, all reported together
+    problems = _schema_problems(merged, file) + _unsupported(merged, file)
+    if len(problems) > len(_unsupported(merged, file)):  # the shape is wrong: stop here
         raise ConfigError("\n".join(problems))
     profiles = {p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
     try:
         app = _build(merged, name=name, file=file, directory=directory, root=root,
                      profiles=profiles)
     except _Problems as exc:
-        raise ConfigError(str(exc)) from None
+        problems += exc.lines
+    if problems:
+        raise ConfigError("\n".join(problems))
     return app
 
 
@@ -592,8 +594,7 @@ def _unsupported(document: Mapping[str, Any], file: str) -> list[str]:
     problems = [f"{breadcrumb(file, None, str(k))}: not supported by the sync agent"
                 for k in document if k not in _TOP_KEYS and not str(k).startswith("x-")
                 and k in _validator().schema["properties"]]
-    services = document.get("services") or {}
-    for name, spec in services.items():
+    for name, spec in _mapping(document.get("services")).items():
         if not isinstance(spec, dict):
             continue
         here = f"service {name!r}"
@@ -605,22 +606,26 @@ def _unsupported(document: Mapping[str, Any], file: str) -> list[str]:
             elif key not in SERVICE_KEYS and key in _service_schema_keys():
                 problems.append(f"{breadcrumb(file, here, key)}: not supported by the sync "
                                 f"agent")
-        deploy = spec.get("deploy") or {}
+        deploy = _mapping(spec.get("deploy"))
         for key in deploy:
             if key not in _DEPLOY_KEYS:
                 problems.append(f"{breadcrumb(file, here, f'deploy.{key}')}: not supported by "
                                 f"the sync agent (only deploy.resources limits/reservations)")
-        for kind, values in (deploy.get("resources") or {}).items():
+        for kind, values in _mapping(deploy.get("resources")).items():
             allowed = _RESOURCE_KEYS.get(kind, set())
-            for key in values or {}:
+            for key in _mapping(values):
                 if key not in allowed:
                     problems.append(f"{breadcrumb(file, here, f'deploy.resources.{kind}.{key}')}"
                                     f": not supported by the sync agent (cpus and memory only)")
-        for key in spec.get("healthcheck") or {}:
+        for key in _mapping(spec.get("healthcheck")):
             if key not in _HEALTH_KEYS:
                 problems.append(f"{breadcrumb(file, here, f'healthcheck.{key}')}: not "
                                 f"supported by the sync agent")
     return problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _build(document: Mapping[str, Any], *, name: str, file: str, directory: Path, root: Path,
@@ -731,7 +736,9 @@ def _service(ctx: _Context, name: str, spec: Any) -> Service:
     if not _NAME.match(name):
         problems.append(str(ctx.error(name, None, "service names use a-z, 0-9, '_', '.', '-'")))
     image = spec.get("image")
-    if not isinstance(image, str) or not image:
+    if "build" in spec and not image:
+        image = ""  # reported with build
+    elif not isinstance(image, str) or not image:
         problems.append(str(ctx.error(name, "image", "required (the sync agent does not "
                                       "build images)")))
         image = ""
