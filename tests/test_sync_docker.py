@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 import devservers
 from image_bot import cli
+from image_bot.sync import compose as compose_module
 from image_bot.sync import docker_target
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -489,3 +490,52 @@ def test_depends_on_conditions_order_the_deploy_and_a_failed_service_rolls_back_
     for container in engine.containers.list(all=True, filters={
             "label": f"{docker_target.LABEL_AGENT}=ord"}):
         container.remove(force=True)
+
+
+def test_a_crash_mid_update_keeps_the_previous_container_until_the_successor_is_healthy(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+) -> None:
+    """Issue 13 item 9: the state ``kill -9`` leaves between starting the new container and
+    judging it (``X-previous`` stopped, ``X`` starting); the next pass rolls back."""
+    devservers.push_busybox_image(registry.url, "team/crash", "1.0.0")
+    devservers.push_busybox_image(registry.url, "team/crash", "2.0.0", entrypoint=["false"])
+    text = (f"services:\n  app:\n    image: {registry.host}/team/crash:{{tag}}\n"
+            f"    command: sleep 3600\n    network_mode: none\n")
+    url = config_repo({"deploy/crash.yaml": text.format(tag="1.0.0")})
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "crash")
+    assert agent.once()[0] == 0
+    v1 = engine.containers.get("crash-app")
+    v1_revision = v1.labels[docker_target.LABEL_REVISION]
+    v2_revision = _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/crash.yaml")
+                             .write_text(text.format(tag="2.0.0")), "v2 (dies at once)")
+
+    # the pass that crashed: it set v1 aside and started v2, then died before judging it
+    target = docker_target.DockerTarget(docker_target.DockerSettings(agent="crash"),
+                                        client=engine)
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", url, str(checkout)], check=True)
+    (app,) = compose_module.load(checkout, "deploy").applications
+    target._pull(app.services[0].image)
+    target._set_aside(v1)
+    target._create(app.services[0], v2_revision).start()
+
+    code, report = agent.once()
+
+    app_status = _services(report)["app"]
+    assert code == 1
+    assert (app_status["action"], app_status["health"]) == ("rolled-back", "Degraded")
+    assert app_status["revision"] == v1_revision
+    assert f"{registry.host}/team/crash:2.0.0 failed: container exited" in app_status["error"]
+    running = engine.containers.get("crash-app")
+    assert (running.id, running.status) == (v1.id, "running")
+    assert [c.name for c in engine.containers.list(all=True, filters={
+        "label": f"{docker_target.LABEL_AGENT}=crash"})] == ["crash-app"]
+
+    # the failed config is not retried; the next commit is
+    assert _services(agent.once()[1])["app"]["action"] == "none"
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/crash.yaml").write_text(
+        text.format(tag="1.0.0").replace("sleep 3600", "sleep 3601")), "v1 again")
+    code, report = agent.once()
+    assert (code, _services(report)["app"]["action"]) == (0, "updated")
+    engine.containers.get("crash-app").remove(force=True)

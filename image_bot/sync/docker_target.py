@@ -102,12 +102,12 @@ class DockerTarget:
         desired = compose.load(checkout, path)
         # 2. live state (only our containers), after repairing an interrupted replacement
         with _translated("listing containers"):
-            self._recover_set_aside()
+            pending = self._recover_set_aside()
             live = self._live()
         # 3. every service, in parallel as far as depends_on allows (images pulled once a pass)
         self._pulled.clear()
         services = self._apply_applications(desired.applications, live, revision=revision,
-                                            previous=previous)
+                                            previous=previous, pending=pending)
         for broken in desired.broken:
             services += self._keep_broken(broken, live, previous)
         # 4. prune what Git no longer has
@@ -115,6 +115,9 @@ class DockerTarget:
         keep = {b.name for b in desired.broken}
         orphans = {k: c for k, c in live.items() if k not in wanted and k[0] not in keep}
         removed, kept = self._prune(orphans)
+        for key in orphans.keys() & pending.keys() if self.settings.prune else ():
+            with _translated(f"removing {pending[key].name}"):  # its service left Git too
+                pending[key].remove(force=True)
         errors = tuple(b.error for b in desired.broken)
         return TargetResult(tuple(services + kept), errors, removed)
 
@@ -128,26 +131,33 @@ class DockerTarget:
         return {(c.labels[LABEL_PROJECT], c.labels[LABEL_SERVICE]): c for c in self._ours()
                 if LABEL_PROJECT in c.labels and not c.name.endswith(PREVIOUS)}
 
-    def _recover_set_aside(self) -> None:
-        """A crash between stop and start leaves ``X-previous``: put it back, or drop it."""
+    def _recover_set_aside(self) -> dict[tuple[str, str], Any]:
+        """A crash in the middle of a replacement leaves ``X-previous``. Without ``X`` it is
+        put back at once; beside ``X`` (the successor, never proven healthy) it is kept and
+        returned, so the pass waits for ``X`` and rolls back to it as an unbroken pass
+        would have."""
         containers = self._ours()
         names = {c.name for c in containers}
+        pending = {}
         for container in containers:
             if not container.name.endswith(PREVIOUS):
                 continue
             primary = container.name.removesuffix(PREVIOUS)
             if primary in names:
-                container.remove(force=True)
+                key = (container.labels.get(LABEL_PROJECT, ""),
+                       container.labels.get(LABEL_SERVICE, ""))
+                pending[key] = container
             else:
                 container.rename(primary)
                 container.start()
+        return pending
 
     # --- one application -----------------------------------------------------------------
 
     def _apply_applications(self, apps: Sequence[compose.Application],
                             live: Mapping[tuple[str, str], Any], *, revision: str,
-                            previous: Mapping[tuple[str, str], ServiceStatus]
-                            ) -> list[ServiceStatus]:
+                            previous: Mapping[tuple[str, str], ServiceStatus],
+                            pending: Mapping[tuple[str, str], Any]) -> list[ServiceStatus]:
         results: list[ServiceStatus] = []
         ready: list[compose.Service] = []
         for app in apps:
@@ -164,6 +174,10 @@ class DockerTarget:
                  started: Callable[[], None]) -> ServiceStatus:
             key = (service.project, service.name)
             try:
+                if key in pending and live.get(key) is not None:
+                    resumed = self._resume(service, live[key], pending[key])
+                    if resumed is not None:
+                        return resumed
                 return self._apply_service(service, live.get(key), revision=revision,
                                            before=previous.get(key), blocked=blocked,
                                            started=started)
@@ -232,6 +246,22 @@ class DockerTarget:
         return self._replace(service, container, revision=revision, drift=drift,
                              started=started)
 
+    def _resume(self, service: compose.Service, container: Any, aside: Any
+                ) -> ServiceStatus | None:
+        """Finish a replacement a crashed pass left: keep the successor once it is healthy
+        (``None``: carry on as usual), else roll back to the container set aside."""
+        if container.status == "created":
+            with _translated(f"starting {container.name}"):
+                container.start()
+        verdict = self._wait(container, service)
+        if verdict.health == "Healthy":
+            with _translated(f"removing {aside.name}"):
+                aside.remove(force=True)
+            return None
+        return self._roll_back(service, container, aside, verdict.reason,
+                               failed_hash=container.labels.get(LABEL_HASH),
+                               image=container.labels.get(LABEL_IMAGE))
+
     def _hold_failed(self, service: compose.Service, container: Any,
                      before: ServiceStatus) -> ServiceStatus:
         """The desired config failed before and was rolled back: keep the old one running."""
@@ -269,22 +299,26 @@ class DockerTarget:
         return self._roll_back(service, new, aside, verdict.reason)
 
     def _roll_back(self, service: compose.Service, new: Any | None, aside: Any | None,
-                   reason: str) -> ServiceStatus:
+                   reason: str, *, failed_hash: str | None = None,
+                   image: str | None = None) -> ServiceStatus:
+        """Remove ``new``, put ``aside`` back; ``failed_hash``/``image``: of ``new`` when it
+        is not this pass's desired config (a crashed pass's)."""
         if new is not None:
             with _translated(f"removing {new.name}"):
                 new.remove(force=True)
-        error = f"{service.container_name}: {service.image} failed: {reason}"
+        failed_hash = failed_hash or service.config_hash
+        error = f"{service.container_name}: {image or service.image} failed: {reason}"
         if aside is None:
             return ServiceStatus(service.project, service.name, "OutOfSync", "Degraded",
                                  image=service.image, action="failed", error=error,
-                                 failed_hash=service.config_hash)
+                                 failed_hash=failed_hash)
         with _translated(f"restoring {aside.name}"):
             aside.rename(service.container_name)
             aside.start()
         self._wait(aside, service)
         revision = aside.labels.get(LABEL_REVISION, "?")
         live = self._status(service, aside, "OutOfSync", "Degraded", "rolled-back")
-        return ServiceStatus(**{**_fields(live), "failed_hash": service.config_hash,
+        return ServiceStatus(**{**_fields(live), "failed_hash": failed_hash,
                                 "error": f"{error}; rolled back to the previous container "
                                          f"(revision {revision[:12]})"})
 
