@@ -426,7 +426,11 @@ services:
 
 
 def _started(engine: docker.DockerClient, name: str, key: str = "StartedAt") -> str:
-    return str(engine.containers.get(name).attrs["State"][key])
+    """Docker's UTC timestamp with the fraction padded to 9 digits, so strings compare."""
+    stamp = str(engine.containers.get(name).attrs["State"][key])
+    assert stamp.endswith("Z"), stamp
+    base, _, fraction = stamp.removesuffix("Z").partition(".")
+    return f"{base}.{fraction:0<9}"
 
 
 def test_depends_on_conditions_order_the_deploy_and_a_failed_service_rolls_back_alone(
