@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := git docker-registry apache2-utils chromium docker.io busybox-static openssh-client \
-  openssh-server debootstrap
+  openssh-server debootstrap docker-compose
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo deps system-deps lint typecheck contracts pytest clean

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 import devservers
 import testing
 from image_bot import cli
+from image_bot.sync import compose as compose_module
 from image_bot.sync import docker_target
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -249,6 +250,34 @@ def test_invalid_compose_file_and_unpullable_image_leave_running_containers_alon
     assert engine.containers.get("safe-api").id == running.id  # neither pruned nor touched
 
     _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
+        service.replace("1.0.0", "${SAFE_TAG:?set SAFE_TAG}") + "    build: .\n"
+        "    mem_limit: lots\n"), "three problems at once")
+    code, report = agent.once()
+
+    assert code == 1
+    assert report["errors"] == [
+        "==> File deploy/safe.yaml ==> At service 'api' ==> At key: image: required variable "
+        "SAFE_TAG is unset or empty: set SAFE_TAG"]
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
+        service + "    colour: blue\n"), "not a Compose key")
+    code, report = agent.once()
+
+    assert code == 1
+    assert report["errors"][0].splitlines() == [
+        "==> File deploy/safe.yaml ==> At service 'api' ==> At key: colour: not a Compose key"]
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
+        service + "    build: .\n    mem_limit: lots\n"), "two problems")
+    code, report = agent.once()
+
+    assert code == 1
+    assert report["errors"][0].splitlines() == [
+        "==> File deploy/safe.yaml ==> At service 'api' ==> At key: build: the sync agent "
+        "does not build images (build images in CI; give an `image:`)",
+        "==> File deploy/safe.yaml ==> At service 'api' ==> At key: mem_limit: 'lots' is not "
+        "a size like 512m or 1g"]
+    assert engine.containers.get("safe-api").id == running.id
+
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/safe.yaml").write_text(
         service.replace("safe:1.0.0", "safe:9.9.9")), "an image that does not exist")
     code, report = agent.once()
 
@@ -344,3 +373,158 @@ def test_a_container_changed_or_removed_by_hand_is_recreated_from_git(
     assert (code, _services(report)["job"]["action"]) == (0, "created")
     assert engine.containers.get("drift-job").status == "running"
     engine.containers.get("drift-job").remove(force=True)
+
+
+ORDERED = """\
+x-host: &host
+  network_mode: host
+  restart: "no"
+services:
+  migrate:
+    image: {host}/team/ord:1.0.0
+    command: ["true"]
+    network_mode: none
+  db:
+    <<: *host
+    image: {host}/team/ord-db:${{DB_TAG:-1.0.0}}
+    command: ["httpd", "-f", "-p", "127.0.0.1:{db_port}", "-h", "/www"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{db_port}/"]
+      interval: 300ms
+  api:
+    image: {host}/team/ord:{api_tag}
+    command: sleep 3600
+    network_mode: none
+    depends_on:
+      db: {{condition: service_healthy}}
+      migrate: {{condition: service_completed_successfully}}
+  web:
+    image: {host}/team/ord:{api_tag}
+    command: sleep 3600
+    network_mode: none
+    depends_on: [api]
+  other:
+    image: {host}/team/ord:{api_tag}
+    command: sleep 3600
+    network_mode: none
+"""
+
+
+def _started(engine: docker.DockerClient, name: str, key: str = "StartedAt") -> str:
+    """Docker's UTC timestamp with the fraction padded to 9 digits, so strings compare."""
+    stamp = str(engine.containers.get(name).attrs["State"][key])
+    assert stamp.endswith("Z"), stamp
+    base, _, fraction = stamp.removesuffix("Z").partition(".")
+    return f"{base}.{fraction:0<9}"
+
+
+def test_depends_on_conditions_order_the_deploy_and_a_failed_service_rolls_back_alone(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+) -> None:
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_busybox_image(registry.url, "team/ord", tag)
+    devservers.push_busybox_image(registry.url, "team/ord-db", "1.0.0")
+    devservers.push_busybox_image(registry.url, "team/ord-db", "2.0.0", entrypoint=["false"])
+    port = devservers.free_port()
+
+    def text(api_tag: str) -> str:
+        return ORDERED.format(host=registry.host, db_port=port, api_tag=api_tag)
+
+    url = config_repo({"deploy/ord/compose.yaml": text("1.0.0")})
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "ord")
+
+    # 1. deploy: api starts only once db is healthy and migrate has exited 0
+    code, report = agent.once()
+    assert code == 0, report
+    assert {s["service"]: s["action"] for s in report["services"]} == {
+        "migrate": "created", "db": "created", "api": "created", "web": "created",
+        "other": "created"}
+    assert _services(report)["migrate"]["health"] == "Healthy"
+    api_started = _started(engine, "ord-api")
+    assert api_started >= _started(engine, "ord-migrate", "FinishedAt")
+    assert api_started >= _started(engine, "ord-db")
+    assert _started(engine, "ord-web") >= api_started
+    assert engine.containers.get("ord-migrate").status == "exited"  # a finished job is fine
+
+    code, report = agent.once()
+    assert code == 0, report
+    assert {s["action"] for s in report["services"]} == {"none"}
+
+    # 2. db's new image (from .env) dies: db rolls back alone, api (service_healthy) waits,
+    # the others update
+    def update(clone: Path) -> None:
+        (clone / "deploy/ord/.env").write_text("DB_TAG=2.0.0\n")
+        (clone / "deploy/ord/compose.yaml").write_text(text("1.1.0"))
+
+    def add_env(clone: Path) -> None:
+        update(clone)
+        devservers.git("add", "deploy/ord/.env", cwd=clone)
+
+    _edit_repo(url, tmp_path, add_env, "db 2.0.0 (broken), api 1.1.0")
+    code, report = agent.once()
+    services = _services(report)
+    assert code == 1
+    assert (services["db"]["action"], services["db"]["health"]) == ("rolled-back", "Degraded")
+    assert services["api"]["action"] == "none"
+    assert services["api"]["error"] == (
+        "not updated: depends on 'db' (service_healthy), which is Degraded")
+    assert services["api"]["image"] == f"{registry.host}/team/ord:1.0.0"
+    assert (services["other"]["action"], services["other"]["health"]) == ("updated", "Healthy")
+    assert services["migrate"]["action"] == "none"
+    assert services["web"]["action"] == "updated"  # service_started: the old api still runs
+    assert engine.containers.get("ord-db").labels[docker_target.LABEL_IMAGE].endswith(
+        "ord-db:1.0.0")
+    assert engine.containers.get("ord-db").status == "running"
+    for container in engine.containers.list(all=True, filters={
+            "label": f"{docker_target.LABEL_AGENT}=ord"}):
+        container.remove(force=True)
+
+
+def test_a_crash_mid_update_keeps_the_previous_container_until_the_successor_is_healthy(
+    registry: devservers.Registry, dockerd: devservers.Dockerd, engine: docker.DockerClient,
+    config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+) -> None:
+    """Issue 13 item 9: the state ``kill -9`` leaves between starting the new container and
+    judging it (``X-previous`` stopped, ``X`` starting); the next pass rolls back."""
+    devservers.push_busybox_image(registry.url, "team/crash", "1.0.0")
+    devservers.push_busybox_image(registry.url, "team/crash", "2.0.0", entrypoint=["false"])
+    text = (f"services:\n  app:\n    image: {registry.host}/team/crash:{{tag}}\n"
+            f"    command: sleep 3600\n    network_mode: none\n")
+    url = config_repo({"deploy/crash.yaml": text.format(tag="1.0.0")})
+    agent = Agent(url, dockerd, tmp_path / "sync-state", "crash")
+    assert agent.once()[0] == 0
+    v1 = engine.containers.get("crash-app")
+    v1_revision = v1.labels[docker_target.LABEL_REVISION]
+    v2_revision = _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/crash.yaml")
+                             .write_text(text.format(tag="2.0.0")), "v2 (dies at once)")
+
+    # the pass that crashed: it set v1 aside and started v2, then died before judging it
+    target = docker_target.DockerTarget(docker_target.DockerSettings(agent="crash"),
+                                        client=engine)
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", url, str(checkout)], check=True)
+    (app,) = compose_module.load(checkout, "deploy").applications
+    target._pull(app.services[0].image)
+    target._set_aside(v1)
+    target._create(app.services[0], v2_revision).start()
+
+    code, report = agent.once()
+
+    app_status = _services(report)["app"]
+    assert code == 1
+    assert (app_status["action"], app_status["health"]) == ("rolled-back", "Degraded")
+    assert app_status["revision"] == v1_revision
+    assert f"{registry.host}/team/crash:2.0.0 failed: container exited" in app_status["error"]
+    running = engine.containers.get("crash-app")
+    assert (running.id, running.status) == (v1.id, "running")
+    assert [c.name for c in engine.containers.list(all=True, filters={
+        "label": f"{docker_target.LABEL_AGENT}=crash"})] == ["crash-app"]
+
+    # the failed config is not retried; the next commit is
+    assert _services(agent.once()[1])["app"]["action"] == "none"
+    _edit_repo(url, tmp_path, lambda clone: (clone / "deploy/crash.yaml").write_text(
+        text.format(tag="1.0.0").replace("sleep 3600", "sleep 3601")), "v1 again")
+    code, report = agent.once()
+    assert (code, _services(report)["app"]["action"]) == (0, "updated")
+    engine.containers.get("crash-app").remove(force=True)

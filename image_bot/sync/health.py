@@ -31,8 +31,17 @@ class Verdict:
     reason: str
 
 
-def assess(seen: Observation, *, min_running: float, baseline_restarts: int = 0) -> Verdict:
-    """Healthy, Progressing or Degraded, with the reason a human needs."""
+def assess(seen: Observation, *, min_running: float, baseline_restarts: int = 0,
+           completes: bool = False) -> Verdict:
+    """Healthy, Progressing or Degraded, with the reason a human needs.
+
+    ``completes``: a job others wait for (``service_completed_successfully``): it is
+    Healthy once it exited with code 0, Progressing while it runs.
+    """
+    if completes and seen.status == "exited" and seen.exit_code == 0:
+        return Verdict("Healthy", "completed successfully")
+    if completes and seen.status == "running" and seen.restart_count <= baseline_restarts:
+        return Verdict("Progressing", "running until it completes")
     if seen.status in ("exited", "dead"):
         detail = f": {seen.error}" if seen.error else ""
         return Verdict("Degraded", f"container exited with code {seen.exit_code}{detail}")
@@ -52,14 +61,14 @@ def assess(seen: Observation, *, min_running: float, baseline_restarts: int = 0)
 
 
 def wait(observe: Callable[[], Observation], *, min_running: float, timeout: float,
-         baseline_restarts: int = 0, poll: float = 0.25,
+         baseline_restarts: int = 0, completes: bool = False, poll: float = 0.25,
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> Verdict:
     """Poll until the container is Healthy or Degraded; Degraded after ``timeout`` seconds."""
     deadline = clock() + timeout
     while True:
         verdict = assess(observe(), min_running=min_running,
-                         baseline_restarts=baseline_restarts)
+                         baseline_restarts=baseline_restarts, completes=completes)
         if verdict.health != "Progressing":
             return verdict
         if clock() >= deadline:
