@@ -129,9 +129,10 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
     _seed_sync(tmp_path / "state")
     port = devservers.free_port()
     config = _config(tmp_path, url)
+    log = tmp_path / "daemon.log"
     daemon = subprocess.Popen(
         [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+         "--listen", f"127.0.0.1:{port}"], stderr=log.open("wb"))
     try:
         devservers.wait_for_port(port, timeout=30)
         page = f"http://127.0.0.1:{port}/"
@@ -146,7 +147,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
                         page], capture_output=True, timeout=90, check=True)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+        assert daemon.wait(30) == 0, log.read_text()[-4000:]
     assert "<title>image-bot status</title>" in dom
     assert dom.count("<tr") >= 3 + 4  # headers, two policies, events
     for text in ("web", "reg.local/team/web", "1.1.0", "api", "failed",
