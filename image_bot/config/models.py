@@ -18,6 +18,8 @@ from image_bot import refs
 
 
 class _Model(BaseModel):
+    # Validators are built on first use (and defaults are factories, not instances built at
+    # import), so `image-bot validate` on policies never pays for the bot config's models.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
@@ -184,10 +186,10 @@ class DaemonConfig(_Model):
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
-    git: GitConfig = GitConfig()
+    git: GitConfig = Field(default_factory=GitConfig)
     state_dir: Path = Field(default_factory=_default_state_dir)
     receivers: list[ReceiverConfig] = []
-    daemon: DaemonConfig = DaemonConfig()
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 
     @field_validator("receivers")
     @classmethod
