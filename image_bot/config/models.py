@@ -19,6 +19,8 @@ from image_bot.config import durations
 
 
 class _Model(BaseModel):
+    # Validators are built on first use (and defaults are factories, not instances built at
+    # import), so `image-bot validate` on policies never pays for the bot config's models.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
@@ -211,12 +213,12 @@ class RetentionConfig(_Model):
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
-    git: GitConfig = GitConfig()
+    git: GitConfig = Field(default_factory=GitConfig)
     state_dir: Path = Field(default_factory=_default_state_dir)
-    retention: RetentionConfig = RetentionConfig()
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     receivers: list[ReceiverConfig] = []
-    daemon: DaemonConfig = DaemonConfig()
-    limits: LimitsConfig = LimitsConfig()
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("receivers")
     @classmethod
