@@ -215,6 +215,7 @@ class Policy:
         named_variant = self.variant if self.variant not in {None, "none", "any"} else None
         wanted = self._wanted_precision(current)
         floor = here.key if here and not self.allow_downgrade else None
+        lower = _lower_than(current_tag)
         more = bool(self.max_bump or self.min_age or self.platforms)
         ranked: list[_Ranked] = []
         excluded: list[Excluded] = []
@@ -255,7 +256,7 @@ class Policy:
                     exclude(verdict)
                     continue
             elif floor is not None and entry.key < floor:
-                exclude(_downgrade(tag, current_tag))
+                exclude(new(Excluded, (tag, "downgrade", lower)))
                 continue
             ranked.append(entry)
         return ranked, excluded
@@ -503,8 +504,11 @@ def _declined(tag: str) -> Excluded:
 
 
 def _downgrade(tag: str, current: str | None) -> Excluded:
-    return Excluded(tag, "downgrade", f"lower than current {current} (allow with "
-                                      f"allow-downgrade: true)")
+    return Excluded(tag, "downgrade", _lower_than(current))
+
+
+def _lower_than(current: str | None) -> str:
+    return f"lower than current {current} (allow with allow-downgrade: true)"
 
 
 def _number(value: str) -> decimal.Decimal | None:
