@@ -175,7 +175,9 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
             except PushRejected as exc:
-                if not mode.retries_moved_branch or attempt == repo.push_attempts:
+                if not mode.retries_moved_branch:
+                    raise
+                if attempt == repo.push_attempts:
                     raise _prefixed(exc, suffix=f"gave up after {attempt} attempts") from exc
                 await asyncio.sleep(repo.push_backoff * 2 ** (attempt - 1))
                 await asyncio.to_thread(ws.refresh)
