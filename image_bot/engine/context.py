@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from image_bot.config import models
+from image_bot.config import loading, models
 from image_bot.engine import history, observing
 from image_bot.engine.report import CycleReport
+from image_bot.errors import ImageBotError
 from image_bot.publish import committing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
@@ -91,6 +92,28 @@ class Engine:
             return
         history.record(self.state, report, trigger=trigger, seconds=seconds)
         _log_report(report, trigger=trigger, seconds=seconds)
+
+
+    def record_reload(self, repository: str, policies: loading.PolicySet, *, scheduled: int,
+                      changed: list[str], removed: list[str]) -> None:
+        """Remember a reload of a repository's policy files (the daemon): an event, a log
+        line, and one config error per broken document (the others run meanwhile)."""
+        log.info("policies loaded", extra={"repository": repository, "count": scheduled})
+        for error in policies.errors:
+            self.metrics.errors.labels(error.kind).inc()
+            log.warning("policy skipped: %s", error, extra={"repository": repository})
+        self.state.log_event("reload", {
+            "repository": repository, "policies": scheduled, "changed": changed,
+            "removed": removed, "errors": [str(e) for e in policies.errors]})
+
+    def record_failure(self, repository: str, error: Exception) -> None:
+        """A repository's scan or reload that failed as a whole (ours, or a bug)."""
+        if isinstance(error, ImageBotError):
+            self.metrics.errors.labels(error.kind).inc()
+            log.error("repository failed: %s", error, extra={"repository": repository})
+        else:
+            self.metrics.errors.labels("internal").inc()
+            log.error("internal error", exc_info=error, extra={"repository": repository})
 
 
 def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:

@@ -35,7 +35,7 @@ from image_bot.config import durations, loading
 from image_bot.engine import cycle, selecting, waking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import CycleReport
-from image_bot.errors import ConfigError, ImageBotError
+from image_bot.errors import ConfigError
 from image_bot.publish import workspace as workspaces
 
 log = logging.getLogger("image_bot.scheduler")
@@ -200,12 +200,8 @@ class Scheduler:
             names &= set(self._entries[index])
             if names and not self._stopping:
                 await self._scan(index, names, trigger=trigger, checkout=checkout)
-        except ImageBotError as exc:
-            self._metrics.errors.labels(exc.kind).inc()
-            log.error("repository failed: %s", exc, extra={"repository": repository})
-        except Exception:
-            self._metrics.errors.labels("internal").inc()
-            log.exception("internal error", extra={"repository": repository})
+        except Exception as exc:  # one repository's failure never stops the others
+            self.engine.record_failure(repository, exc)
         finally:
             if reload:
                 self._attempted.add(index)
@@ -274,14 +270,8 @@ class Scheduler:
         self._entries[index], self._fingerprints[index] = fresh, fingerprint
         self._loaded.add(index)
         self._metrics.policies.set(len(self.entries))
-        removed = sorted(set(old) - set(fresh))
-        log.info("policies loaded", extra={"repository": repository, "count": len(fresh)})
-        for error in policy_set.errors:  # the others run; this one waits for a fix in Git
-            self._metrics.errors.labels("config").inc()
-            log.warning("policy skipped: %s", error, extra={"repository": repository})
-        self.engine.state.log_event("reload", {
-            "repository": repository, "policies": len(fresh), "changed": sorted(changed),
-            "removed": removed, "errors": [str(e) for e in policy_set.errors]})
+        self.engine.record_reload(repository, policy_set, scheduled=len(fresh),
+                                  changed=sorted(changed), removed=sorted(set(old) - set(fresh)))
         return cycle.Checkout(ws, policy_set), changed
 
     def _entries_of(self, index: int, repository: str,
