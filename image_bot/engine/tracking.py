@@ -158,11 +158,11 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
         latest = pair not in newest
         newest.add(pair)
         if update_key in known:
-            old = known[update_key]
-            if not latest and old.get("latest", True):  # a newer commit took over
-                state = old["state"] if old["state"] not in ("committed", "degraded") \
+            seen = known[update_key]
+            if not latest and seen.get("latest", True):  # a newer commit took over
+                state = seen["state"] if seen["state"] not in ("committed", "degraded") \
                     else "superseded"
-                engine.state.put_update(update_key, {**old, "state": state, "latest": False})
+                engine.state.put_update(update_key, {**seen, "state": state, "latest": False})
             continue
         loaded = by_policy.get(write.policy)
         files, old = await asyncio.to_thread(_what_changed, ws, write, loaded)
