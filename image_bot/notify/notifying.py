@@ -9,6 +9,7 @@ secret: Apprise URLs and webhook keys are read once and only used to send.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,7 +17,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -114,20 +116,31 @@ class AppriseTarget:
     """Any service Apprise knows (Slack, Teams, Matrix, email…), one URL per line."""
 
     def __init__(self, urls: Sequence[str]) -> None:
-        import apprise  # imported only when a target needs it
+        with _quiet():
+            import apprise  # imported only when a target needs it
 
-        self._apprise = apprise.Apprise()
-        for url in urls:
-            if not self._apprise.add(url):
-                raise ConfigError("notifications: an Apprise URL is not understood (the "
-                                  "URL is not repeated here: it may hold a token)")
+            self._apprise = apprise.Apprise()
+            for url in urls:  # plugins load on first use
+                if not self._apprise.add(url):
+                    raise ConfigError("notifications: an Apprise URL is not understood (the "
+                                      "URL is not repeated here: it may hold a token)")
 
     def __repr__(self) -> str:
         return f"AppriseTarget({len(self._apprise)} URL(s))"
 
     def deliver(self, event: Event) -> None:
-        if not self._apprise.notify(title=event.title, body=event.body):
+        with _quiet():
+            sent = self._apprise.notify(title=event.title, body=event.body)
+        if not sent:
             raise DeliveryFailed("apprise could not deliver to every URL")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Apprise's plugins import deprecated modules (imghdr, via pgpy): not our warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def sign(secret: str, body: bytes) -> str:
