@@ -8,14 +8,10 @@ and the notifications it sends. The agent itself (Docker) runs in test_deploy_lo
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,6 @@ import devservers
 from image_bot.config import models
 from image_bot.engine import context, cycle, deployments
 from image_bot.engine.report import CycleReport
-from image_bot.notify import notifying
 from image_bot.sync import status
 
 pytestmark = pytest.mark.e2e
@@ -49,50 +44,9 @@ spec:
 {extra}"""
 
 
-class Hooks:
-    """A local HTTP receiver for the signed JSON webhook: it checks every signature."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                expected = "sha256=" + hmac.new(HOOK_SECRET.encode(), body,
-                                                hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(self.headers.get(notifying.SIGNATURE_HEADER, ""),
-                                           expected):
-                    hooks.bad_signatures += 1
-                    self.send_response(401)
-                else:
-                    hooks.events.append(json.loads(body))
-                    self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def kinds(self) -> list[str]:
-        return [e["event"] for e in self.events]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hooks() -> Iterator[Hooks]:
-    receiver = Hooks()
+def hooks() -> Iterator[devservers.HookReceiver]:
+    receiver = devservers.HookReceiver(HOOK_SECRET)
     yield receiver
     receiver.stop()
 
@@ -165,7 +119,7 @@ def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("secrets_env")
 def test_commit_deployed_degraded_rolled_back_in_git_then_a_newer_version(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
-    tmp_path: Path, hooks: Hooks,
+    tmp_path: Path, hooks: devservers.HookReceiver,
 ) -> None:
     host = registry.host
     for tag in ("1.0.0", "1.1.0"):

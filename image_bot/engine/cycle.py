@@ -130,7 +130,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run))
     if report.commits and not dry_run:  # followed from now on (committed)
-        await tracking.register(engine, repo, ws, checkout.policies)
+        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
     return report
 
 

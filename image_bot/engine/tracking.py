@@ -66,10 +66,14 @@ def _no_forge() -> forges.Forge | None:
 
 
 async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
-                   policies: loading.PolicySet) -> None:
+                   policies: loading.PolicySet, *, pushed: Sequence[str] = ()) -> None:
     """Record the bot's commits on the target branch not seen yet (newest per policy:
-    *committed*, older ones: *superseded*)."""
+    *committed*, older ones: *superseded*). ``pushed``: commits this run just pushed, timed
+    now (Git's commit times have whole seconds)."""
     writes = await asyncio.to_thread(_bot_writes, ws, engine.identity.author.email)
+    now = engine.clock.now().timestamp()
+    writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
+              for w in writes]
     by_policy = {p.policy.name: p for p in policies.policies}
     await _register(engine, ws, workspaces.redact(repo.url), writes, by_policy)
 
