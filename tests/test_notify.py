@@ -187,8 +187,8 @@ def test_a_policy_failing_n_cycles_in_a_row_notifies_once_then_recovered(
                            "events": ["failed", "recovered"], "failed_after": 2}]})
 
     async def cycles() -> None:
-        async with context.Engine.open(config) as engine:
-            for number in range(4):
+        for number in range(4):  # one process per run, like ``run --once`` from cron
+            async with context.Engine.open(config) as engine:
                 if number == 3:  # the image appears: the policy works again
                     devservers.push_image(registry.url, "team/late", "1.0.0")
                 report = await cycle.run_once(engine)

@@ -54,7 +54,6 @@ class Engine:
     metrics: observing.Metrics = field(default_factory=observing.Metrics)
     clock: Clock = Clock()
     notifier: notifying.Notifier = field(default_factory=lambda: notifying.Notifier(()))
-    failures: dict[str, int] = field(default_factory=dict)  # policy → failed runs in a row
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -100,15 +99,18 @@ class Engine:
         self.metrics.observe_report(report, seconds)
         if report.dry_run:
             return
+        streaks = history.failed_runs(self.state)  # before this run
         history.record(self.state, report, trigger=trigger, seconds=seconds)
         _log_report(report, trigger=trigger, seconds=seconds)
         for repo in report.repositories:
-            for event in _events(repo, self.failures):
+            for event in _events(repo, streaks):
                 self.notifier.publish(event)
 
 
 def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.Event]:
-    """What a run did, as notification events (``failures`` counts failed runs in a row)."""
+    """What a run did, as notification events (``failures``: failed runs in a row before
+    this one, per ``repository#policy``, from the state DB: it survives restarts and
+    ``run --once``)."""
     events = []
     commit = repo.commits[-1] if len(repo.commits) == 1 else None
     prs = {p.branch: p for p in repo.pull_requests}
@@ -118,12 +120,11 @@ def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.
                                old_tag=change.old_tag if change else o.current,
                                new_tag=change.new_tag if change else o.latest, commit=commit)
         key = f"{repo.repository}#{o.policy}"
+        streak = failures.get(key, 0)
         if o.status == "failed":
-            failures[key] = failures.get(key, 0) + 1
             events.append(dataclasses.replace(base, kind="failed", commit=None,
-                                              failures=failures[key], reason=o.message))
+                                              failures=streak + 1, reason=o.message))
             continue
-        streak = failures.pop(key, 0)
         if streak:
             events.append(dataclasses.replace(base, kind="recovered", commit=None,
                                               failures=streak))

@@ -69,6 +69,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
         })
 
 
+def failed_runs(state: State) -> dict[str, int]:
+    """``repository#policy`` → how many runs in a row it failed (0: the last one worked)."""
+    return {key: data.get("failed_runs", 0) for key, (data, _) in state.decisions().items()}
+
+
 def _key(repository: str, policy: str) -> str:
     return f"{repository}#{policy}"
 
@@ -87,6 +92,7 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
         "pull_request": old.get("pull_request"),
         "last_error": outcome.message if failed else old.get("last_error"),
         "last_error_at": now if failed else old.get("last_error_at"),
+        "failed_runs": old.get("failed_runs", 0) + 1 if failed else 0,  # in a row
     }
 
 
