@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import devservers
+import fakeforge
 from image_bot.config import models
 from image_bot.engine import context, cycle, deployments
 from image_bot.engine.report import CycleReport
@@ -230,3 +231,94 @@ def test_no_rollback_where_a_human_changed_the_line_or_the_policy_says_never(
     assert _declined(config, "human", f"{host}/team/human") == {"1.1.0"}
     again = _run(config, report=broken).repositories[0]
     assert (again.commits, again.transitions) == ((), ())
+
+
+PR_POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  image: {host}/team/{image}
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+  publish: {{mode: pull-request}}
+"""
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_pull_request_mode_proposes_the_rollback_of_a_merged_update(
+    registry: devservers.Registry, git_server: devservers.GitServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORGE_TOKEN", "ghp_fake_token_for_rollback_1")
+    image = f"{registry.host}/team/prloop"
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/prloop", tag)
+    bare = devservers.create_repo(git_server.root, "prloop.git", {
+        "deploy/compose.yaml": DEPLOYMENT.format(host=registry.host, image="prloop"),
+        "policies/app.yaml": PR_POLICY.format(host=registry.host, image="prloop")})
+    forge = fakeforge.FakeGitHub(bare=bare, project="acme/config",
+                                 token="ghp_fake_token_for_rollback_1").start()
+    try:
+        url = git_server.url("prloop.git")
+        config = models.BotConfig.model_validate({
+            "repositories": [{"url": url, "forge": {
+                "kind": "github", "project": "acme/config", "api_url": f"{forge.url}/api/v3",
+                "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0}}],
+            "registries": [{"host": registry.host, "insecure": True}],
+            "state_dir": str(tmp_path / "state"),
+            "agents": {"secret_env": "TEST_AGENT_SECRET"}})
+        # 1. the update is proposed, and a human merges it
+        _run(config)
+        [proposal] = forge.open_pulls()
+        forge.merge(proposal["number"])
+        merged = devservers.git("rev-parse", "main", cwd=bare).strip()
+        # 2. an agent at the merge reports the new version degraded
+        report = _agent(url, merged, image=f"{image}:1.0.0", sync="OutOfSync",
+                        health="Degraded", action="rolled-back", error="exited at once")
+        done = _run(config, report=report).repositories[0]
+        assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]
+        # 3. the rollback is a pull request; the target branch is left to a human
+        assert devservers.git("rev-parse", "main", cwd=bare).strip() == merged
+        [rollback] = forge.open_pulls()
+        assert rollback["head"]["ref"] == "image-bot/rollback-app"
+        assert rollback["title"] == f"revert: roll {image} back to 1.0.0"
+        assert "exited at once" in rollback["body"]
+        assert (done.transitions[1].rollback_url or "").endswith(f"/pull/{rollback['number']}")
+        shown = devservers.git("show", "image-bot/rollback-app:deploy/compose.yaml", cwd=bare)
+        assert f"image: {image}:1.0.0   # deployed by image-bot" in shown
+        assert _declined(config, "app", image) == {"1.1.0"}
+        # 4. nothing more on the next run: no second rollback PR, no new proposal of 1.1.0
+        again = _run(config, report=report).repositories[0]
+        assert again.transitions == () and len(forge.open_pulls()) == 1
+    finally:
+        forge.stop()
+        assert forge.errors == [], "the bot sent requests a real forge would refuse"
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_kubernetes_agent_report_degraded_rollout_feeds_the_same_loop(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/kube", tag)
+    url = config_repo({"deploy/web.yaml": DEPLOYMENT.format(host=host, image="kube"),
+                       "policies/kube.yaml": POLICY.format(host=host, image="kube", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    # what the kubernetes target reports: one object per workload, its images joined
+    deployment = status.ServiceStatus(
+        "deploy", "Deployment/default/web", "Synced", "Degraded", revision=commit,
+        image=f"{host}/team/kube:1.1.0, {host}/team/sidecar:2.0.0", action="applied",
+        error="rollout failed: deployment \"web\" exceeded its progress deadline")
+    report = status.SyncReport(agent="cluster", target="kubernetes", repository=url,
+                               branch="main", path="deploy", revision=commit,
+                               finished_at=time.time(), services=(deployment,))
+    done = _run(config, report=report).repositories[0]
+    assert [(t.state, t.service) for t in done.transitions] == [
+        ("degraded", "Deployment/default/web"), ("rolled-back", "Deployment/default/web")]
+    assert len(done.commits) == 1
+    clone = _clone(url, tmp_path / "kube")
+    assert f"{host}/team/kube:1.0.0" in (clone / "deploy/web.yaml").read_text()

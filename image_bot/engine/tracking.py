@@ -270,34 +270,33 @@ def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
 def _verdict(report: status.SyncReport,
              update: dict[str, Any]) -> tuple[str, str | None, str] | None:
     """deployed / degraded / None (still on its way) for the services running the image."""
-    services = [s for s in report.services if s.image and _name(s.image) == update["image"]]
-    if not services:
+    running = [(s, tag) for s in report.services for name, tag in _images(s.image)
+               if name == update["image"]]
+    if not running:
         return None
-    for s in services:
+    for s, _ in running:
         if s.health == "Degraded" or s.action in ("rolled-back", "failed"):
             return "degraded", s.service, s.error or f"{s.service} is {s.health}"
-    if all(s.sync == "Synced" and s.health == "Healthy" and _tag(s.image) == update["tag"]
-           for s in services):
-        return "deployed", services[0].service, ""
-    for s in services:
-        if s.sync == "OutOfSync" and s.health == "Healthy" and _tag(s.image) != update["tag"]:
-            return "degraded", s.service, (f"{s.service} runs {_tag(s.image)} instead of "
-                                           f"{update['tag']}")
+    if all(s.sync == "Synced" and s.health == "Healthy" and tag == update["tag"]
+           for s, tag in running):
+        return "deployed", running[0][0].service, ""
+    for s, tag in running:
+        if s.sync == "OutOfSync" and s.health == "Healthy" and tag != update["tag"]:
+            return "degraded", s.service, f"{s.service} runs {tag} instead of {update['tag']}"
     return None
 
 
-def _name(image: str | None) -> str:
-    try:
-        return refs.parse(image or "").name
-    except refs.InvalidReference:
-        return ""
-
-
-def _tag(image: str | None) -> str | None:
-    try:
-        return refs.parse(image or "").tag
-    except refs.InvalidReference:
-        return None
+def _images(text: str | None) -> list[tuple[str, str | None]]:
+    """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
+    (a Kubernetes workload's containers)."""
+    found = []
+    for part in (text or "").split(","):
+        try:
+            ref = refs.parse(part.strip())
+        except refs.InvalidReference:
+            continue
+        found.append((ref.name, ref.tag))
+    return found
 
 
 def _transition(update: dict[str, Any], state: str, agent: str | None) -> Transition:
