@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 import devservers
+from image_bot import cli
 from image_bot.config import models
 from image_bot.engine import context, reporting, scheduling
 from image_bot.server import app
@@ -184,3 +186,24 @@ def test_the_agent_side_never_fails_a_pass_when_the_daemon_is_down(
     assert ok is False
     assert "could not report" in caplog.text
     assert SECRET not in caplog.text and "pw" not in caplog.text and "token=t" not in caplog.text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--report-to", "http://bot:8080"], "--report-to needs --report-secret-env"),
+    (["--report-secret-env", "TEST_AGENT_SECRET"], "need --report-to"),
+    (["--report-to", "bot:8080", "--report-secret-env", "TEST_AGENT_SECRET"],
+     "is not an http(s) URL"),
+    (["--report-to", "http://bot:8080", "--report-secret-env", "UNSET_VARIABLE_X"],
+     "UNSET_VARIABLE_X is not set"),
+])
+def test_report_options_are_checked_before_any_pass(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_AGENT_SECRET", SECRET)
+    result = CliRunner().invoke(cli.main, [
+        "sync", "--repo", "https://git.invalid/ops.git", "--once",
+        "--state-dir", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert SECRET not in result.output
+    assert not (tmp_path / "sync").exists()  # nothing fetched, nothing written

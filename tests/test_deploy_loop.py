@@ -322,3 +322,27 @@ def test_a_kubernetes_agent_report_degraded_rollout_feeds_the_same_loop(
     assert len(done.commits) == 1
     clone = _clone(url, tmp_path / "kube")
     assert f"{host}/team/kube:1.0.0" in (clone / "deploy/web.yaml").read_text()
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_helm_tag_field_is_rolled_back_on_its_own_line(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/helm", tag)
+    values = f"image:\n  repository: {host}/team/helm\n  tag: 1.0.0   # pinned by CI\n"
+    url = config_repo({"deploy/values.yaml": values,
+                       "policies/helm.yaml": POLICY.format(host=host, image="helm", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    clone = _clone(url, tmp_path / "helm")
+    assert "tag: 1.1.0   # pinned by CI" in (clone / "deploy/values.yaml").read_text()
+    broken = status.ServiceStatus("deploy", "Deployment/default/helm", "Synced", "Degraded",
+                                  image=f"{host}/team/helm:1.1.0", error="rollout failed")
+    done = _run(config, report=status.SyncReport(
+        agent="cluster", target="kubernetes", repository=url, branch="main", path="deploy",
+        revision=commit, finished_at=time.time(), services=(broken,))).repositories[0]
+    assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]
+    assert (_clone(url, tmp_path / "helm") / "deploy/values.yaml").read_text() == values

@@ -175,7 +175,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             "policy": write.policy, "image": write.image, "tag": write.tag,
             "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
             "files": files, "committed_at": write.committed_at,
-            "pushed_at": await _pushed_at(engine, write),
+            "pushed_at": await _pushed_at(engine, write) if latest else None,
             "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
             "reason": "", "rollback": None, "degraded_by": None})
 
@@ -363,7 +363,7 @@ def _edits(ws: workspaces.Workspace, loaded: loading.LoadedPolicy,
         if reference.ref.tag != update["tag"] or reference.file not in update["files"]:
             continue
         lines = (ws.root / reference.file).read_text(encoding="utf-8").splitlines()
-        touched = {f.line for f in reference.fields}
+        touched = {f.line for f in reference.fields if f.role in ("image", "tag")}
         if all(0 < n <= len(lines) and lines[n - 1] in written.get(reference.file, set())
                for n in touched):
             edits.append(rewriting.Edit(reference, update["old_tag"], update["policy"],
