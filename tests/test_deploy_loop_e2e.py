@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
 import devservers
 from image_bot.engine import reporting
 from image_bot.state import State
-from image_bot.sync import status
+from image_bot.sync import docker_target, status
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -102,6 +103,16 @@ class Bot:
 
     def agent(self, name: str) -> Callable[[dict[str, Any]], Any]:
         return lambda s: next((a for a in s["sync"] if a["agent"] == name), None)
+
+
+def _remove_containers(dockerd: devservers.Dockerd, *, agent: str) -> None:
+    client = docker.DockerClient(base_url=dockerd.host)
+    try:
+        for container in client.containers.list(all=True, filters={
+                "label": f"{docker_target.LABEL_AGENT}={agent}"}):
+            container.remove(force=True)
+    finally:
+        client.close()
 
 
 def _subjects(bare: Path) -> list[str]:
@@ -226,6 +237,7 @@ def test_the_deploy_loop_with_a_separate_agent_reporting_over_http(
         code = daemon.wait(30)
         bot_log.close()
         agent_log.close()
+        _remove_containers(dockerd, agent="edge")  # the engine is shared by the session
     logs = (tmp_path / "bot.log").read_text() + (tmp_path / "agent.log").read_text()
     assert code == 0, logs
     for secret in (AGENT_SECRET, WEBHOOK_SECRET, HOOK_SECRET):
