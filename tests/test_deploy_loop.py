@@ -20,7 +20,7 @@ import pytest
 import devservers
 import fakeforge
 from image_bot.config import models
-from image_bot.engine import context, cycle, deployments
+from image_bot.engine import context, cycle, deployments, syncing
 from image_bot.engine.report import CycleReport
 from image_bot.sync import status
 
@@ -64,11 +64,16 @@ def _config(url: str, registry: devservers.Registry, state_dir: Path,
     })
 
 
-def _run(config: models.BotConfig, *, report: status.SyncReport | None = None
-         ) -> CycleReport:
+def _run(config: models.BotConfig, *, report: status.SyncReport | None = None,
+         local: bool = False) -> CycleReport:
+    """One bot run; ``report`` as an agent posted it, or (``local``) as an agent sharing the
+    state dir wrote it."""
     async def go() -> CycleReport:
         async with context.Engine.open(config) as engine:
-            if report is not None:
+            if report is not None and local:
+                status.write(syncing.status_dir(config.state_dir) / f"{report.agent}.json",
+                             report)
+            elif report is not None:
                 engine.state.put_agent_report(report.agent, report.to_dict(), interval=60,
                                               at=time.time())
             done = await cycle.run_once(engine)
@@ -325,7 +330,7 @@ def test_a_kubernetes_agent_report_degraded_rollout_feeds_the_same_loop(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_a_helm_tag_field_is_rolled_back_on_its_own_line(
+def test_a_helm_tag_field_is_rolled_back_on_its_own_line_for_a_local_agent(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     tmp_path: Path,
 ) -> None:
@@ -341,7 +346,7 @@ def test_a_helm_tag_field_is_rolled_back_on_its_own_line(
     assert "tag: 1.1.0   # pinned by CI" in (clone / "deploy/values.yaml").read_text()
     broken = status.ServiceStatus("deploy", "Deployment/default/helm", "Synced", "Degraded",
                                   image=f"{host}/team/helm:1.1.0", error="rollout failed")
-    done = _run(config, report=status.SyncReport(
+    done = _run(config, local=True, report=status.SyncReport(  # an agent sharing the state dir
         agent="cluster", target="kubernetes", repository=url, branch="main", path="deploy",
         revision=commit, finished_at=time.time(), services=(broken,))).repositories[0]
     assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]

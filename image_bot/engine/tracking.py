@@ -31,7 +31,7 @@ from typing import Any
 
 from image_bot import refs
 from image_bot.config import loading, models
-from image_bot.engine import reporting
+from image_bot.engine import reporting, syncing
 from image_bot.engine.context import Engine
 from image_bot.engine.report import Transition
 from image_bot.errors import ImageBotError
@@ -89,11 +89,14 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     by_policy = {p.policy.name: p for p in policies.policies}
     # 1. the bot's commits, newest first, and what each one changed
     await register(engine, repo, ws, policies)
-    # 2. the agents' reports on this repository and branch
-    reports = [a.report for a in reporting.agents(engine.state.agent_reports(),
-                                                  now=engine.clock.now().timestamp(),
-                                                  stale_after=1_000_000)
-               if same_repository(a.report.repository, name) and a.report.branch == repo.branch]
+    # 2. the agents' reports on this repository and branch: posted over HTTP, or status
+    # files of agents sharing the state dir (a posted report wins for the same name)
+    posted = {a.report.agent: a.report for a in reporting.agents(
+        engine.state.agent_reports(), now=engine.clock.now().timestamp(),
+        stale_after=1_000_000)}
+    local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
+    reports = [r for r in {**local, **posted}.values()
+               if same_repository(r.repository, name) and r.branch == repo.branch]
     transitions: list[Transition] = []
     for update_key, update in engine.state.updates().items():
         if update["repository"] != name or update["state"] not in _OPEN \
