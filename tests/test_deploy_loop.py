@@ -180,6 +180,12 @@ def test_commit_deployed_degraded_rolled_back_in_git_then_a_newer_version(
     assert [(r["tag"], r["state"]) for r in rows] == [
         ("1.3.0", "deployed"), ("1.2.0", "rolled-back"), ("1.1.0", "deployed")]
     assert rows[0]["agents"]["edge-1"]["commit_to_deployed"] is not None
+    async def events() -> list[tuple[str, str]]:
+        async with context.Engine.open(config) as engine:
+            return [(kind, data.get("tag", "")) for _, kind, data in engine.state.events(200)
+                    if kind in ("deployed", "degraded", "rolled-back")]
+    assert asyncio.run(events())[::-1] == [("deployed", "1.1.0"), ("degraded", "1.2.0"),
+                                           ("rolled-back", "1.2.0"), ("deployed", "1.3.0")]
     # 7. notifications: signed, in order, with the fields a person needs
     assert hooks.bad_signatures == 0
     assert hooks.kinds() == ["updated", "deployed", "updated", "degraded", "rolled-back",

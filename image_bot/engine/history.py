@@ -59,6 +59,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
             changed = [o.policy for o in repo.outcomes if o.status == "updated"]
             state.log_event("commit", {"repository": repo.repository, "branch": repo.branch,
                                        "commit": sha, "policies": changed})
+        for t in repo.transitions:  # the deploy loop: deployed, degraded, rolled-back
+            state.log_event(t.state, {
+                "repository": repo.repository, "policy": t.policy, "image": t.image,
+                "tag": t.tag, "commit": t.commit, "agent": t.agent, "service": t.service,
+                "message": t.reason, "rollback": t.rollback_commit or t.rollback_url})
         if repo.error:
             state.log_event("error", {"repository": repo.repository, "message": repo.error})
         state.log_event("scan", {
