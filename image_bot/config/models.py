@@ -210,6 +210,60 @@ class RetentionConfig(_Model):
         return durations.parse(self.max_event_age)
 
 
+class AgentsConfig(_Model):
+    """Sync agents that report to the daemon, ``POST /api/agents/<name>/report``; see
+    docs/deploy-loop.md."""
+
+    secret_env: str | None = None  # environment variable holding the shared secret
+    secret_file: Path | None = None  # or a file holding it
+    stale_after: int = Field(default=3, ge=1, le=1000)  # silent for this many intervals
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AgentsConfig:
+        if self.secret_env and self.secret_file:
+            raise ValueError("agents: choose secret_env or secret_file, not both")
+        if not (self.secret_env or self.secret_file):
+            raise ValueError("agents needs secret_env or secret_file: reports are signed")
+        return self
+
+
+NotificationEvent = Literal["updated", "pr-opened", "deployed", "degraded", "rolled-back",
+                            "failed", "recovered"]
+NOTIFICATION_EVENTS: tuple[str, ...] = ("updated", "pr-opened", "deployed", "degraded",
+                                        "rolled-back", "failed", "recovered")
+
+
+class NotificationTarget(_Model):
+    """One place notifications go: Apprise URLs (Slack, Teams, Matrix, email…) read from an
+    env var or file (they hold tokens), or a generic JSON webhook signed with HMAC-SHA256."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: Literal["apprise", "webhook"]
+    url: str | None = None  # webhook: where to POST (no secret in it)
+    url_env: str | None = None  # apprise: the Apprise URL(s), secret-bearing
+    url_file: Path | None = None
+    secret_env: str | None = None  # webhook: HMAC key for X-Image-Bot-Signature-256
+    secret_file: Path | None = None
+    events: list[NotificationEvent] = list(NOTIFICATION_EVENTS)  # type: ignore[arg-type]
+    failed_after: int = Field(default=3, ge=1, le=1000)  # cycles in a row before ``failed``
+    retries: int = Field(default=3, ge=1, le=10)
+    backoff: float = Field(default=1.0, ge=0, le=60)  # seconds before the 2nd attempt; doubles
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _where(self) -> NotificationTarget:
+        if self.kind == "webhook" and not self.url:
+            raise ValueError(f"notification {self.name!r}: kind webhook needs url")
+        if self.kind == "apprise" and not (self.url_env or self.url_file):
+            raise ValueError(f"notification {self.name!r}: kind apprise needs url_env or "
+                             f"url_file (Apprise URLs carry tokens)")
+        if self.kind == "apprise" and self.url:
+            raise ValueError(f"notification {self.name!r}: put Apprise URLs in url_env or "
+                             f"url_file, not url (they carry tokens)")
+        return self
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
@@ -219,6 +273,8 @@ class BotConfig(_Model):
     receivers: list[ReceiverConfig] = []
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    agents: AgentsConfig | None = None
+    notifications: list[NotificationTarget] = []
 
     @field_validator("receivers")
     @classmethod
@@ -317,6 +373,13 @@ class Publish(_Model):
     auto_merge: bool = Field(default=False, alias="auto-merge")
 
 
+class Rollback(_Model):
+    """Write the previous tag back into Git when an agent reports the new one degraded
+    (a commit in commit mode, a pull request in pull-request mode)."""
+
+    on: Literal["degraded", "never"] = "degraded"
+
+
 class PolicySpec(_Model):
     image: str
     select: Select
@@ -331,6 +394,7 @@ class PolicySpec(_Model):
     min_age: durations.Duration = Field(default="0s", alias="min-age")
     max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
     platforms: list[str] = []
+    rollback: Rollback = Rollback()
 
     @field_validator("platforms")
     @classmethod

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from image_bot import refs
 from image_bot.config import loading, models
-from image_bot.engine import ranking, selecting
+from image_bot.engine import ranking, selecting, tracking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import (
     CycleReport,
@@ -101,10 +101,16 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     ``checkout`` reuses a clone and policies the caller just read (the daemon's reload).
     """
     name = workspaces.redact(repo.url)
+    forge = _Forge(repo, enabled=not dry_run)
+    followed = RepositoryReport(name, repo.branch)
     try:
         # 1. the config repository at its remote tip, and its policies
         checkout = checkout or await open_repository(engine, repo)
         ws = checkout.workspace
+        # 1b. the deploy loop: agents' reports judge earlier commits; degraded ones are
+        # rolled back in Git and declined (before the policies below choose)
+        if not dry_run:
+            followed = await _follow(engine, repo, checkout, forge)
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),
                                           repo.branch)
@@ -117,17 +123,34 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # thread must not outlive the deadline above)
         planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
     except ImageBotError as exc:
-        return RepositoryReport(name, repo.branch, errors=(exc,))
+        return followed.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
     # 6-8. decide, edit, publish: each mode in turn, one batch at a time
-    report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
-    forge = _Forge(repo, enabled=not dry_run)
+    report = followed.combined(RepositoryReport(name, repo.branch, outcomes=tuple(failed)))
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
             batch = [p for p in members if p.name in names]
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run))
+    if report.commits and not dry_run:  # followed from now on (committed)
+        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
     return report
+
+
+async def _follow(engine: Engine, repo: models.RepositoryConfig, checkout: Checkout,
+                  forge: _Forge) -> RepositoryReport:
+    """Judge the bot's earlier commits by the agents' reports, roll back degraded ones, and
+    decline what was rolled back (so the policies below see it)."""
+    name = workspaces.redact(repo.url)
+    try:
+        transitions, commits, errors = await tracking.follow(
+            engine, repo, checkout.workspace, checkout.policies, forge=forge.get)
+        if commits:
+            await asyncio.to_thread(checkout.workspace.refresh)
+    except ImageBotError as exc:
+        return RepositoryReport(name, repo.branch, errors=(exc,))
+    return RepositoryReport(name, repo.branch, commits=tuple(commits), errors=tuple(errors),
+                            transitions=tuple(transitions))
 
 
 class _Forge:
@@ -425,7 +448,8 @@ def _with_rollbacks(engine: Engine, ws: workspaces.Workspace,
     index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
     for p in planned:
         write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
-        if write and p.tags is not None and _rolled_back(index, p, write.tag, now=now):
+        if write and p.tags is not None and write.tag not in engine.state.declined(
+                p.name, write.image) and _rolled_back(index, p, write.tag, now=now):
             engine.state.decline(p.name, write.image, write.tag,
                                  f"rolled back on {ws.branch} after {write.commit[:12]}")
     return _attach_declined(planned, engine)
