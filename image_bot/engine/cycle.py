@@ -280,10 +280,7 @@ def build_policy(loaded: loading.LoadedPolicy, branch: str) -> strategies.Policy
         raise ConfigError(f"{loaded.where('spec.publish.branch')}: {target!r} differs from the "
                           f"repository branch {branch!r}; commit mode pushes to the branch "
                           f"the policies are read from")
-    try:
-        return strategies.build(loaded.policy.spec)
-    except strategies.InvalidSpec as exc:
-        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None
+    return strategies.build_document(loaded)
 
 
 async def _fetch_tags(client: registry.RegistryClient,

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from image_bot.config import durations, models
+from image_bot.config import durations, loading, models
+from image_bot.errors import ConfigError
 from image_bot.policy import filters, ranges, versions
 
 Need = Literal["created", "digest", "platforms"]
@@ -539,6 +540,15 @@ def _span(delta: timedelta) -> str:
 def _summary(excluded: list[Excluded]) -> str:
     counts = collections.Counter(e.rule for e in excluded)
     return ", ".join(f"{counts[rule]} {rule}" for rule in RULES if counts[rule])
+
+
+def build_document(loaded: loading.LoadedPolicy) -> Policy:
+    """The policy of a loaded ``ImagePolicy`` document, or a :class:`ConfigError` with the
+    document's breadcrumb (the one builder ``validate`` and the engine share)."""
+    try:
+        return build(loaded.policy.spec)
+    except InvalidSpec as exc:
+        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None
 
 
 def build(spec: models.PolicySpec) -> Policy:
