@@ -99,10 +99,13 @@ def _version(tag: str, numbers: tuple[int, ...], prerelease: tuple[str | int, ..
     # the cold path of every new tag: no generator, no slicing of padded copies
     precision = len(numbers)
     release: tuple[int, int, int, int] = numbers + _PADDING[precision]  # type: ignore[assignment]
-    pre, is_release = prerelease_key(prerelease), 0 if prerelease else 1
-    return TagVersion(tag, numbers, prerelease, variant, build, precision, release,
-                      family(variant), (release, is_release, pre, variant_numbers(variant)),
-                      (*release[:3], is_release, pre))
+    pre, is_release = (prerelease_key(prerelease), 0) if prerelease else ((), 1)
+    kin, spins = (family(variant), variant_numbers(variant)) if variant else ("", ())
+    return _NEW(TagVersion, (tag, numbers, prerelease, variant, build, precision, release, kin,
+                             (release, is_release, pre, spins), (*release[:3], is_release, pre)))
+
+
+_NEW = tuple.__new__  # TagVersion(...) goes through a Python __new__: twice the cost
 
 
 @functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
