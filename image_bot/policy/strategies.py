@@ -207,7 +207,8 @@ class Policy:
         """
         # 1. what does not change from tag to tag
         assert self.range is not None
-        tag_filter, contains = self.filter, self.range.contains_key
+        tag_filter, contains, natural_key = self.filter, self.range.contains_key, (
+            versions.natural_key)
         prerelease, out_of_range = self.prerelease, f"not in range {self.range.text!r}"
         default_filter = tag_filter == _DEFAULT_FILTER
         current = here.version if here else None
@@ -220,7 +221,8 @@ class Policy:
         more = bool(self.max_bump or self.min_age or self.platforms)
         ranked: list[_Ranked] = []
         excluded: list[Excluded] = []
-        exclude, new = excluded.append, tuple.__new__  # Excluded(...) costs twice new(...)
+        # named tuples built with tuple.__new__: Excluded(...) costs twice as much
+        exclude, new = excluded.append, tuple.__new__
         # 2. each tag: the first rule that fails excludes it
         for tag in names:
             reading = _reading(tag) if default_filter else self._read(tag)
@@ -248,17 +250,16 @@ class Policy:
             if wanted is not None and parsed.precision != wanted:
                 exclude(Excluded(tag, "precision", self._precision_problem(parsed, wanted)))
                 continue
-            entry = _Ranked(parsed.rank_key, tag == current_tag,
-                            (parsed.precision, versions.natural_key(tag)), tag, meta.get(tag),
-                            parsed)
-            if more:
+            if not more and floor is not None and parsed.rank_key < floor:
+                exclude(new(Excluded, (tag, "downgrade", lower)))
+                continue
+            entry: _Ranked = new(_Ranked, (parsed.rank_key, tag == current_tag, (
+                parsed.precision, natural_key(tag)), tag, meta.get(tag), parsed))
+            if more:  # the safety rules, downgrade first
                 verdict = self._safety(entry, here, now)
                 if isinstance(verdict, Excluded):
                     exclude(verdict)
                     continue
-            elif floor is not None and entry.key < floor:
-                exclude(new(Excluded, (tag, "downgrade", lower)))
-                continue
             ranked.append(entry)
         return ranked, excluded
 
