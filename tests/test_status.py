@@ -130,9 +130,10 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
     port = devservers.free_port()
     config = _config(tmp_path, url)
     log = tmp_path / "daemon.log"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}"], stderr=log.open("wb"))
+    with log.open("wb") as stderr:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"], stderr=stderr)
     try:
         devservers.wait_for_port(port, timeout=30)
         page = f"http://127.0.0.1:{port}/"
