@@ -107,7 +107,6 @@ class Engine:
             for event in _events(repo, streaks):
                 self.notifier.publish(event)
 
-
     def record_reload(self, repository: str, policies: loading.PolicySet, *, scheduled: int,
                       changed: list[str], removed: list[str]) -> None:
         """Remember a reload of a repository's policy files (the daemon): an event, a log
@@ -154,7 +153,7 @@ def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.
         if o.status == "updated" and repo.commits:
             events.append(base)
         elif o.status == "proposed":
-            opened = [p for p in prs.values() if p.action == "opened" and p.message in o.note]
+            opened = [p for p in prs.values() if p.action == "opened" and o.policy in p.policies]
             if opened:
                 events.append(dataclasses.replace(base, kind="pr-opened", commit=None,
                                                   link=opened[0].url))
