@@ -198,3 +198,28 @@ def test_a_policy_failing_n_cycles_in_a_row_notifies_once_then_recovered(
     events = [json.loads(body) for _, body in receiver.bodies]
     assert [(e["event"], e["failures"]) for e in events] == [("failed", 2), ("recovered", 3)]
     assert events[0]["policy"] == "late" and events[0]["reason"]
+
+
+def test_an_opened_pull_request_is_a_pr_opened_event_with_its_link() -> None:
+    from image_bot.engine import context
+    from image_bot.engine.report import PolicyOutcome, PullRequestResult, RepositoryReport
+    from image_bot.update.result import Change
+
+    change = Change("deploy/a.yaml", 3, "r.io/team/web", "r.io/team/web:1.0.0",
+                    "r.io/team/web:1.1.0", "1.0.0", "1.1.0", "web")
+    repo = RepositoryReport("https://git/x.git", "main", outcomes=(
+        PolicyOutcome("web", "policies/web.yaml", "proposed", "opened #7",
+                      image="r.io/team/web", changes=(change,)),
+        PolicyOutcome("api", "policies/api.yaml", "proposed", "#3 is up to date",
+                      image="r.io/team/api"),
+    ), pull_requests=(
+        PullRequestResult("image-bot/web", "opened", "opened #7", 7, "https://forge/pr/7",
+                          policies=("web",)),
+        PullRequestResult("image-bot/api", "unchanged", "#3 is up to date", 3,
+                          "https://forge/pr/3", policies=("api",)),
+    ))
+
+    [event] = context._events(repo, {})
+
+    assert (event.kind, event.policy, event.old_tag, event.new_tag, event.link) == (
+        "pr-opened", "web", "1.0.0", "1.1.0", "https://forge/pr/7")
