@@ -166,6 +166,7 @@ class FakeGitHub(Fake):
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     auto_merge: set[int] = field(default_factory=set)
+    releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, tag) → body
     app_id: int | None = None
     app_public_key: str | None = None
     installation_id: int | None = None
@@ -186,6 +187,8 @@ class FakeGitHub(Fake):
             ("GET", rf"{p}/repos/{repo}/issues/(\d+)/comments", "list_comments"),
             ("POST", rf"{p}/repos/{repo}/issues/(\d+)/comments", "create_comment"),
             ("POST", r"/api/graphql", "graphql"),
+            ("GET", rf"{p}/repos/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)/releases/tags/([^/]+)",
+             "get_release"),
         ]
 
     def authorize(self, request: BaseHTTPRequestHandler, path: str) -> None:
@@ -237,6 +240,8 @@ class FakeGitHub(Fake):
             "base": {"label": f"{owner}:{pr['base']['ref']}", "ref": pr["base"]["ref"],
                      "sha": branch_sha(self.bare, pr["base"]["ref"])},
             "user": {"login": "image-bot"},
+            "auto_merge": ({"merge_method": "merge", "enabled_by": {"login": "image-bot"}}
+                           if number in self.auto_merge else None),
         }
 
     def _pull(self, number: str) -> dict[str, Any]:
@@ -348,16 +353,33 @@ class FakeGitHub(Fake):
     def graphql(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
         data = only_fields(payload, {"query", "variables"}, "POST graphql")
         query = str(data.get("query", ""))
-        require("enablePullRequestAutoMerge(input: $input)" in query,
+        enable = "enablePullRequestAutoMerge(input: $input)" in query
+        require(enable or "disablePullRequestAutoMerge(input: $input)" in query,
                 f"graphql: unexpected query {query[:80]!r}")
         given = (data.get("variables") or {}).get("input") or {}
         node = str(given.get("pullRequestId", ""))
         require(node.startswith("PR_") and int(node[3:]) in self.pulls,
                 f"graphql: unknown pullRequestId {node!r}")
-        require(given.get("mergeMethod") in ("MERGE", "SQUASH", "REBASE"), "graphql: method")
-        self.auto_merge.add(int(node[3:]))
-        return 200, {"data": {"enablePullRequestAutoMerge": {
-            "actor": {"login": "image-bot"}, "clientMutationId": None}}}
+        if enable:
+            require(given.get("mergeMethod") in ("MERGE", "SQUASH", "REBASE"), "graphql: method")
+            self.auto_merge.add(int(node[3:]))
+        else:
+            require(set(given) <= {"pullRequestId", "clientMutationId"}, "graphql: input")
+            self.auto_merge.discard(int(node[3:]))
+        name = "enablePullRequestAutoMerge" if enable else "disablePullRequestAutoMerge"
+        return 200, {"data": {name: {"actor": {"login": "image-bot"},
+                                     "clientMutationId": None}}}
+
+    def get_release(self, payload: Json, params: dict[str, str], repo: str,
+                    tag: str) -> tuple[int, Json]:
+        require(payload is None and not params, "GET release: unexpected body or query", 400)
+        tag = urllib.parse.unquote(tag)
+        body = self.releases.get((repo, tag))
+        if body is None:  # a missing release is an ordinary answer, not a bot mistake
+            raise Refused(404, f"Not Found: release {tag} of {repo}", record=False)
+        return 200, {"id": 1, "tag_name": tag, "name": tag, "body": body, "draft": False,
+                     "prerelease": False, "html_url": f"{self.url}/{repo}/releases/tag/{tag}",
+                     "url": f"{self.url}{self.prefix}/repos/{repo}/releases/1"}
 
 
 def _check_app_jwt(fake: FakeGitHub, request: BaseHTTPRequestHandler, installation: str) -> None:
@@ -412,6 +434,7 @@ class FakeGitLab(Fake):
     mrs: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=lambda: {"alice": 11, "bob": 12})
+    releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (path, tag) → notes
     next_iid: int = 1
     project_id: int = 42
 
@@ -425,6 +448,8 @@ class FakeGitLab(Fake):
             ("GET", rf"{base}/(\d+)", "get_mr"),
             ("PUT", rf"{base}/(\d+)", "update_mr"),
             ("PUT", rf"{base}/(\d+)/merge", "merge_mr"),
+            ("POST", rf"{base}/(\d+)/cancel_merge_when_pipeline_succeeds", "cancel_mwps"),
+            ("GET", r"/api/v4/projects/([^/]+)/releases/([^/]+)", "get_release"),
             ("GET", rf"{base}/(\d+)/notes", "list_notes"),
             ("POST", rf"{base}/(\d+)/notes", "create_note"),
             ("GET", r"/api/v4/users", "list_users"),
@@ -550,6 +575,24 @@ class FakeGitLab(Fake):
         require(mr["state"] == "opened", "PUT merge: MR is not open", 405)
         mr["mwps"] = True
         return 200, self._mr_json(mr)
+
+    def cancel_mwps(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
+        require(not payload, "POST cancel_merge_when_pipeline_succeeds: unexpected body", 400)
+        mr = self._mr(iid)
+        require(mr["mwps"], "POST cancel_merge_when_pipeline_succeeds: not set", 406)
+        mr["mwps"] = False
+        return 201, {"status": "success"}
+
+    def get_release(self, payload: Json, params: dict[str, str], project: str,
+                    tag: str) -> tuple[int, Json]:
+        require(payload is None and not params, "GET release: unexpected body or query", 400)
+        path, tag = urllib.parse.unquote(project), urllib.parse.unquote(tag)
+        require("/" in path, f"GET release: project {project!r} must be a URL-encoded path")
+        notes = self.releases.get((path, tag))
+        if notes is None:
+            raise Refused(404, f"404 Release Not Found: {tag} of {path}", record=False)
+        return 200, {"tag_name": tag, "name": tag, "description": notes,
+                     "_links": {"self": f"{self.url}/{path}/-/releases/{tag}"}}
 
     def list_notes(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
         self._mr(iid)

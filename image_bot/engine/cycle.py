@@ -33,7 +33,7 @@ from image_bot.engine.report import (
     Status,
 )
 from image_bot.errors import ConfigError, ImageBotError, PushRejected, RegistryError, UpdateError
-from image_bot.policy import strategies
+from image_bot.policy import strategies, versions
 from image_bot.publish import committing, forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
@@ -170,7 +170,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
-                rows = await _rows(engine.client, result) if mode.uses_forge and result else []
+                rows = await _rows(engine.client, result, metadata=mode.uses_forge)
                 done = await asyncio.to_thread(
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
@@ -454,16 +454,37 @@ def _proposed(outcome: PolicyOutcome, done: proposing.Outcome) -> PolicyOutcome:
     return dataclasses.replace(outcome, status=status, note=f"{outcome.note}; {done.message}")
 
 
-async def _rows(client: registry.RegistryClient, result: UpdateResult) -> list[messages.Row]:
-    return [await _row(client, c, result) for c in publishing.rows_wanted(result)]
+async def _rows(client: registry.RegistryClient, result: UpdateResult, *,
+                metadata: bool) -> list[messages.Row]:
+    """What publishing says about each update: its type, and (``metadata``: for PRs) what
+    the registry knows of the new image and the old one's revision."""
+    return [await _row(client, c, result, metadata=metadata)
+            for c in publishing.rows_wanted(result)]
 
 
-async def _row(client: registry.RegistryClient, change: Change,
-               result: UpdateResult) -> messages.Row:
-    row = publishing.row(change, result)
+async def _row(client: registry.RegistryClient, change: Change, result: UpdateResult, *,
+               metadata: bool) -> messages.Row:
+    row = dataclasses.replace(publishing.row(change, result),
+                              update_type=versions.update_type(change.old_tag, change.new_tag))
+    if not metadata:
+        return row
+    image = refs.parse(change.image)
     try:
-        info = await client.image_info(refs.parse(change.image), change.new_tag)
+        info = await client.image_info(image, change.new_tag)
     except ImageBotError:
         return row  # the table says "–"; not worth failing the proposal for
-    return dataclasses.replace(row, digest=info.digest, created=info.created,
-                               source=info.labels.get("org.opencontainers.image.source"))
+    labels = info.labels
+    row = dataclasses.replace(row, digest=info.digest, created=info.created,
+                              platforms=info.platforms,
+                              source=labels.get("org.opencontainers.image.source"),
+                              revision=labels.get("org.opencontainers.image.revision"),
+                              version=labels.get("org.opencontainers.image.version"))
+    if row.revision and change.old_tag and change.old_tag != change.new_tag:
+        try:
+            old = await client.image_info(image, change.old_tag)
+        except ImageBotError:
+            return row  # the old tag is gone: no compare link
+        if old.labels.get("org.opencontainers.image.source") == row.source:
+            row = dataclasses.replace(
+                row, old_revision=old.labels.get("org.opencontainers.image.revision"))
+    return row

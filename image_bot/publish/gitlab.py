@@ -25,6 +25,7 @@ _STATES: dict[str, forges.State] = {"opened": "open", "merged": "merged"}
 
 class GitLabForge:
     kind = "gitlab"
+    web: str
 
     def __init__(self, config: models.ForgeConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -37,6 +38,7 @@ class GitLabForge:
                                      private_token=token, timeout=30,
                                      retry_transient_errors=False)
         self._project = self._client.projects.get(config.project, lazy=True)
+        self.web = forges.web_address(config.api_url, DEFAULT_API)
         self._objects: dict[int, ProjectMergeRequest] = {}
         self._user_ids: dict[str, int] = {}
 
@@ -91,6 +93,30 @@ class GitLabForge:
         mr = self._handle(pr)
         self._call(lambda: mr.notes.create({"body": text}), "commenting")
 
+    def set_auto_merge(self, pr: forges.PullRequest, enabled: bool) -> None:
+        mr = self._handle(pr)
+        if enabled:
+            self._call(lambda: mr.merge(merge_when_pipeline_succeeds=True),
+                       "enabling merge when the pipeline succeeds")
+        else:
+            self._call(mr.cancel_merge_when_pipeline_succeeds,
+                       "cancelling merge when the pipeline succeeds")
+
+    def release_notes(self, project: str, tag: str) -> str | None:
+        def get() -> str | None:
+            try:
+                release = self._client.projects.get(project, lazy=True).releases.get(tag)
+            except gitlab.GitlabGetError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+            return str(release.description or "")
+
+        return self._call(get, f"reading release {tag} of {project}")
+
+    def file_url(self, path: str, branch: str) -> str:
+        return f"{self.web}/{self._config.project}/-/blob/{branch}/{path}"
+
     # --- helpers ----------------------------------------------------------------------
 
     def _list(self, head: str, base: str, state: str) -> list[ProjectMergeRequest]:
@@ -118,7 +144,8 @@ class GitLabForge:
         title = str(mr.title).removeprefix("Draft: ")
         return forges.PullRequest(int(mr.iid), str(mr.web_url), title,
                                   str(mr.description or ""), tuple(mr.labels),
-                                  _STATES.get(str(mr.state), "closed"), str(mr.source_branch))
+                                  _STATES.get(str(mr.state), "closed"), str(mr.source_branch),
+                                  bool(getattr(mr, "merge_when_pipeline_succeeds", False)))
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         return forges.with_retries(

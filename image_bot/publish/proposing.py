@@ -9,7 +9,7 @@ closes itself carries a marker so that it is not mistaken for a human "no".
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +27,9 @@ class Proposal:
     files: tuple[str, ...]
     message: str
     spec: forges.PullRequestSpec
+    #: the spec with what costs forge requests (release notes), asked for only when the PR
+    #: is opened or its proposal changes
+    complete: Callable[[], forges.PullRequestSpec] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +84,20 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
     if not (tip and _same_change(ws, tip, sha, proposal.files)):
         committing.push_leased(ws, proposal.branch, sha, tip)
         pushed = sha
-    # 4. the PR: open it, or bring it up to date in place
+    # 4. the PR: open it, or bring it up to date in place (auto-merge follows the new
+    # proposal: consent given for a patch is not consent for a major)
+    spec = proposal.spec
     if pr is None:
-        pr = forge.open(proposal.spec)
+        spec = proposal.complete() if proposal.complete else spec
+        pr = forge.open(spec)
         return Outcome("opened", f"opened #{pr.number}", pr.number, pr.url, pushed)
-    missing = tuple(label for label in proposal.spec.labels if label not in pr.labels)
-    if (pr.title != proposal.spec.title or missing
-            or messages.proposed(pr.body) != messages.proposed(proposal.spec.body)):
-        forge.update(pr, title=proposal.spec.title, body=proposal.spec.body,
-                     add_labels=missing)
+    missing = tuple(label for label in spec.labels if label not in pr.labels)
+    if (pr.title != spec.title or missing
+            or messages.proposed(pr.body) != messages.proposed(spec.body)):
+        spec = proposal.complete() if proposal.complete else spec
+        forge.update(pr, title=spec.title, body=spec.body, add_labels=missing)
+        if pr.auto_merge != spec.auto_merge:
+            forge.set_auto_merge(pr, spec.auto_merge)
         return Outcome("updated", f"updated #{pr.number}", pr.number, pr.url, pushed)
     return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
 
