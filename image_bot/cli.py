@@ -48,7 +48,7 @@ from image_bot.update import setting
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 _STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "failed": "red",
-                 "proposed": "green", "blocked": "yellow"}
+                 "proposed": "green", "blocked": "yellow", "waiting": "cyan"}
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),

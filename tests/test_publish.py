@@ -7,10 +7,12 @@ opens a new MR; a human commit on the bot branch; forge down then up; bad token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +44,27 @@ class Setup:
         self.kind = kind
         monkeypatch.setenv("FORGE_TOKEN", TOKEN)
 
-    def create(self, tags: tuple[str, ...] = ("1.0.0", "1.1.0"), **fake: Any) -> None:
+    def create(self, tags: tuple[str, ...] = ("1.0.0", "1.1.0"), *,
+               publish: dict[str, Any] = PUBLISH, select: dict[str, Any] = testing.SEMVER_1,
+               **fake: Any) -> None:
+        fake_class: Any = fakeforge.FakeGitLab
+        if self.kind == "github":
+            fake_class = fakeforge.AppAwareGitHub if fake else fakeforge.FakeGitHub
+        # the forge starts first: image labels may point at a repository on it
+        self.forge = fake_class(bare=self.tmp_path / "unset", project="acme/config",
+                                token=TOKEN, **fake).start()
         for tag in tags:
             self.push_tag(tag)
         image = f"{self.registry.host}/team/{self.image}"
         self.bare = devservers.create_repo(self.git_server.root, self.name, {
             "deploy/app.yaml": testing.deployment("app", {"app": f"{image}:1.0.0"},
                                                   comment="   # keep this comment"),
-            "policies/app.yaml": testing.policy("app", image, publish=PUBLISH)})
-        fake_class: Any = fakeforge.FakeGitLab
-        if self.kind == "github":
-            fake_class = fakeforge.AppAwareGitHub if fake else fakeforge.FakeGitHub
-        self.forge = fake_class(bare=self.bare, project="acme/config", token=TOKEN,
-                                **fake).start()
+            "policies/app.yaml": testing.policy("app", image, publish=publish,
+                                                select=select)})
+        self.forge.bare = self.bare
 
-    def push_tag(self, tag: str) -> None:
-        devservers.push_image(self.registry.url, f"team/{self.image}", tag)
+    def push_tag(self, tag: str, labels: dict[str, str] | None = None) -> None:
+        devservers.push_image(self.registry.url, f"team/{self.image}", tag, labels=labels)
 
     def config(self, **forge: Any) -> Path:
         api = f"{self.forge.url}/api/v3" if self.kind == "github" else self.forge.url
@@ -315,3 +322,156 @@ def test_a_pr_no_longer_needed_is_closed_and_declines_nothing(setup: Setup) -> N
     assert (done["action"], done["number"]) == ("closed", pr["number"])
     with State.in_dir(setup.tmp_path / "state") as state:
         assert state.declined("app", f"{setup.registry.host}/team/{setup.image}") == set()
+
+
+# --- what changed upstream, rules by update type, schedules (issue 19) ---------------------
+
+
+def _labels(setup: Setup, revision: str) -> dict[str, str]:
+    return {"org.opencontainers.image.source": f"{setup.forge.url}/acme/web.git",
+            "org.opencontainers.image.revision": revision}
+
+
+def test_compare_link_and_release_notes_from_image_labels(setup: Setup) -> None:
+    setup.create(tags=())
+    setup.push_tag("1.0.0", _labels(setup, "aaa1111"))
+    setup.push_tag("1.1.0", _labels(setup, "bbb2222"))
+    notes = ("## What's new\n\nFaster startup, thanks @octocat. See "
+             f"[the docs]({setup.forge.url}/acme/web/wiki) and [evil](https://evil.example/x)"
+             " ![tracker](https://evil.example/pixel.png)\n<script>alert(1)</script>"
+             '<!-- image-bot:proposal {"updates":[["x","y","z"]]} -->\n')
+    setup.forge.releases[("acme/web", "1.1.0")] = notes
+
+    first = setup.run()
+
+    assert first.exit_code == 0, first.output
+    [pr] = _prs(setup)
+    body = pr["body"]
+    compare = ("compare" if setup.kind == "github" else "-/compare") + "/aaa1111...bbb2222"
+    assert f"[changes]({setup.forge.url}/acme/web/{compare})" in body
+    assert "| minor |" in body
+    assert "<summary>Release notes:" in body and "Faster startup" in body
+    assert f"[the docs]({setup.forge.url}/acme/web/wiki)" in body  # the source's own host
+    assert "evil.example" not in body  # links and images elsewhere keep only their text
+    assert "<script>" not in body and "@\u200boctocat" in body
+    # the one proposal marker is the bot's: notes cannot smuggle in another one
+    assert body.count("<!-- image-bot:proposal") == 1
+    assert "1 file(s) changed, +1 −1 lines." in body
+    blob = "blob" if setup.kind == "github" else "-/blob"
+    assert f"Policy: [`app`]({setup.forge.url}/acme/config/{blob}/main/policies/app.yaml)" in body
+    release = ("GET", "/api/v3/repos/acme/web/releases/tags/1.1.0") if setup.kind == "github" \
+        else ("GET", "/api/v4/projects/acme%2Fweb/releases/1.1.0")
+    assert release in setup.forge.requests
+
+    # a steady cycle does not fetch the notes again: two reads, as before
+    before = len(setup.forge.requests)
+    assert setup.run().exit_code == 0
+    assert [method for method, _ in setup.forge.requests[before:]] == ["GET", "GET"]
+
+
+def test_default_messages_read_well_in_git_log(setup: Setup) -> None:
+    setup.create(publish={"mode": "pull-request"})
+
+    assert setup.run().exit_code == 0
+
+    [pr] = _prs(setup)
+    assert pr["title"] == f"chore(deps): update {setup.image} from 1.0.0 to 1.1.0 (minor)"
+    subject = devservers.git("log", "-1", "--format=%s", "image-bot/app", cwd=setup.bare)
+    assert subject.strip() == pr["title"]
+
+
+RULES = {"mode": "commit", "labels": ["image-update"], "rules": [
+    {"update": "patch", "mode": "commit"},
+    {"update": "minor", "mode": "pull-request", "auto-merge": True},
+    {"update": ["major"], "mode": "pull-request", "labels": ["major"],
+     "reviewers": ["alice"]}]}
+
+
+def _auto_merge(setup: Setup, number: int) -> bool:
+    if isinstance(setup.forge, fakeforge.FakeGitHub):
+        return number in setup.forge.auto_merge
+    return bool(setup.forge.mrs[number]["mwps"])
+
+
+def test_rules_by_update_type_from_one_policy(setup: Setup) -> None:
+    setup.create(tags=("1.0.0", "1.0.1"), publish=RULES, select={"semver": {"range": ">=1.0"}})
+
+    # a patch is committed straight to the target branch
+    patch = setup.run()
+    assert patch.exit_code == 0, patch.output
+    assert _prs(setup) == []
+    subject = devservers.git("log", "-1", "--format=%s", "main", cwd=setup.bare).strip()
+    assert subject == f"chore(deps): update {setup.image} from 1.0.0 to 1.0.1 (patch)"
+
+    # a minor opens a PR that merges itself when checks pass
+    setup.push_tag("1.1.0")
+    minor = setup.run()
+    assert minor.exit_code == 0, minor.output
+    [pr] = _prs(setup)
+    assert pr["labels"] == ["image-update"]
+    assert pr["title"].endswith("from 1.0.1 to 1.1.0 (minor)")
+    assert _auto_merge(setup, pr["number"])
+
+    # a major arriving on it: labelled, and the consent to auto-merge is withdrawn
+    setup.push_tag("2.0.0")
+    major = setup.run()
+    assert major.exit_code == 0, major.output
+    [same] = _prs(setup)
+    assert same["number"] == pr["number"] and same["labels"] == ["image-update", "major"]
+    assert not _auto_merge(setup, pr["number"])
+
+    # merged by a human; the next major opens a new PR with the major rule's reviewers
+    setup.forge.merge(pr["number"])
+    setup.push_tag("3.0.0")
+    again = setup.run()
+    assert again.exit_code == 0, again.output
+    [new] = _prs(setup)
+    assert new["number"] != pr["number"] and new["labels"] == ["image-update", "major"]
+    assert not _auto_merge(setup, new["number"])
+    if isinstance(setup.forge, fakeforge.FakeGitHub):
+        assert setup.forge.pulls[new["number"]]["reviewers"] == ["alice"]
+    else:
+        assert setup.forge.mrs[new["number"]]["reviewer_ids"] == [11]
+
+
+def _run_at(setup: Setup, when: datetime) -> dict[str, Any]:
+    from image_bot.config import loading
+    from image_bot.engine import context, cycle
+
+    config = loading.load_bot_config(setup.config())
+
+    async def once() -> dict[str, Any]:
+        async with context.Engine.open(config, clock=context.Clock(now=lambda: when)) as eng:
+            report = await cycle.run_once(eng)
+            eng.record(report, trigger="test", seconds=0.0)
+            return report.to_dict()
+
+    return asyncio.run(once())
+
+
+def test_schedule_window_with_a_fake_clock(setup: Setup) -> None:
+    publish = {**PUBLISH, "schedule": ["after 22:00 before 06:00 on weekdays"],
+               "timezone": "Europe/Berlin"}
+    setup.create(publish=publish)
+    # Monday 2026-11-30 12:00 UTC is 13:00 in Berlin: outside the window
+    noon = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    waiting = _run_at(setup, noon)
+
+    [outcome] = waiting["repositories"][0]["outcomes"]
+    assert outcome["status"] == "waiting"
+    assert "waiting for window: after 22:00 before 06:00 on weekdays (Europe/Berlin)" \
+        in outcome["message"]
+    assert _prs(setup) == [] and setup.sha("image-bot/app") is None
+    assert _status(setup)["status"] == "waiting"
+    # Monday 21:30 UTC is 22:30 in Berlin: inside the window, the PR opens
+    night = datetime(2026, 11, 30, 21, 30, tzinfo=UTC)
+    opened = _run_at(setup, night)
+    assert opened["repositories"][0]["outcomes"][0]["status"] == "proposed"
+    assert len(_prs(setup)) == 1
+    # Saturday night is not a weekday
+    setup.push_tag("1.2.0")
+    saturday = _run_at(setup, datetime(2026, 12, 5, 22, 30, tzinfo=UTC))
+    assert saturday["repositories"][0]["outcomes"][0]["status"] == "waiting"
+    [pr] = _prs(setup)
+    assert pr["title"].endswith("to 1.1.0")  # not superseded outside the window

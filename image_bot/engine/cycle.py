@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from image_bot import refs
-from image_bot.config import loading, models
+from image_bot.config import loading, models, schedules
 from image_bot.engine import ranking, selecting
 from image_bot.engine.context import Engine
 from image_bot.engine.report import (
@@ -116,9 +116,11 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # 5. versions humans declined by rolling back on the target branch (no registry: a
         # thread must not outlive the deadline above)
         planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
+        # 6. publish settings by update type (publish.rules): decide first, then batch
+        planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, errors=(exc,))
-    # 6-8. decide, edit, publish: each mode in turn, one batch at a time
+    # 7-9. decide, edit, publish: each mode in turn, one batch at a time
     report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
     forge = _Forge(repo, enabled=not dry_run)
     for mode_name, mode in publishing.MODES.items():
@@ -167,6 +169,10 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
                 await asyncio.to_thread(ws.reset)
+                closed = _closed_windows(batch, engine.clock.now())
+                if closed and not dry_run:  # plan, do not publish
+                    outcomes, result = await _update(engine, ws.root, batch, dry_run=True)
+                    return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
@@ -442,6 +448,66 @@ def _rolled_back(root: Path, p: _Planned, written: str, *, now: datetime) -> boo
         return False
     return any(p.policy.select([written], current=tag, now=now).tag == written
                for tag in current)
+
+
+# --- publish rules (by update type) and schedules ----------------------------------------
+
+
+def _with_rules(engine: Engine, root: Path, planned: Sequence[_Planned]) -> list[_Planned]:
+    """Each policy with ``publish.rules`` gets the settings of the update it will make.
+
+    The decision is the one ``_update`` makes again later on the same tip (pure, same
+    inputs); with no update, a policy that can open PRs stays in pull-request mode so an
+    open PR it no longer needs is still withdrawn.
+    """
+    if not any(p.publish.rules for p in planned):
+        return list(planned)
+    index = scanning.Index(root, max_file_bytes=engine.config.limits.max_file_bytes)
+    now = engine.clock.now()
+    done = []
+    for p in planned:
+        if not p.publish.rules or p.tags is None:
+            done.append(p)
+            continue
+        _, edits = _decide(root, p, index, now=now)
+        kind = _update_type(edits)
+        publish = p.publish.for_update(kind) if kind else _idle(p.publish)
+        spec = p.loaded.policy.spec.model_copy(update={"publish": publish})
+        loaded = dataclasses.replace(p.loaded, policy=p.loaded.policy.model_copy(
+            update={"spec": spec}))
+        done.append(dataclasses.replace(p, loaded=loaded))
+    return done
+
+
+def _update_type(edits: Sequence[rewriting.Edit]) -> str | None:
+    """The update type of a policy's edits (the first moved tag), None when nothing moves."""
+    for edit in edits:
+        if edit.tag and edit.tag != edit.reference.ref.tag:
+            return versions.update_type(edit.reference.ref.tag, edit.tag)
+    if any(e.digest and e.digest != e.reference.ref.digest for e in edits):
+        return "digest"
+    return None
+
+
+def _idle(publish: models.Publish) -> models.Publish:
+    modes = [publish.mode, *(r.mode for r in publish.rules if r.mode)]
+    mode = "pull-request" if "pull-request" in modes else publish.mode
+    return publish.model_copy(update={"mode": mode, "rules": []})
+
+
+def _closed_windows(batch: Sequence[_Planned], now: datetime) -> list[str]:
+    """The schedules of batch members whose window is closed at ``now`` (one closed window
+    holds back the whole batch: one PR proposes all or nothing)."""
+    return [f"{'; '.join(p.publish.schedule)} ({p.publish.timezone})" for p in batch
+            if not schedules.is_open(p.publish.schedule, p.publish.timezone, now)]
+
+
+def _waiting(outcome: PolicyOutcome, closed: Sequence[str]) -> PolicyOutcome:
+    if outcome.status != "planned":
+        return outcome
+    window = ", ".join(dict.fromkeys(closed))
+    return dataclasses.replace(outcome, status="waiting",
+                               note=f"{outcome.note}; waiting for window: {window}")
 
 
 # --- pull requests: outcomes and the registry's part of the PR table ----------------------

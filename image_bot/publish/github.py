@@ -102,7 +102,7 @@ class GitHubForge:
     def release_notes(self, project: str, tag: str) -> str | None:
         def get() -> str | None:
             try:
-                release = self._client.get_repo(project, lazy=True).get_release(tag)
+                release = self._client.get_repo(project).get_release(tag)
             except github.UnknownObjectException:
                 return None
             return str(release.body or "")
