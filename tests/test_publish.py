@@ -475,3 +475,57 @@ def test_schedule_window_with_a_fake_clock(setup: Setup) -> None:
     assert saturday["repositories"][0]["outcomes"][0]["status"] == "waiting"
     [pr] = _prs(setup)
     assert pr["title"].endswith("to 1.1.0")  # not superseded outside the window
+
+
+def _tick_rebase_box(setup: Setup, number: int) -> None:
+    """A human ticks the rebase/retry box in the PR description (the forge's web editor)."""
+    if isinstance(setup.forge, fakeforge.FakeGitHub):
+        pr = setup.forge.pulls[number]
+        pr["body"] = pr["body"].replace("- [ ] <!-- image-bot:rebase -->",
+                                        "- [x] <!-- image-bot:rebase -->")
+    else:
+        mr = setup.forge.mrs[number]
+        mr["description"] = mr["description"].replace("- [ ] <!-- image-bot:rebase -->",
+                                                      "- [x] <!-- image-bot:rebase -->")
+
+
+def test_rebase_checkbox_rebuilds_the_branch_next_cycle(setup: Setup) -> None:
+    setup.create()
+    assert setup.run().exit_code == 0
+    [pr] = _prs(setup)
+    assert "- [ ] <!-- image-bot:rebase -->" in pr["body"]
+    # the target moves on, and someone commits on the bot branch: the bot stops there
+    work = setup.tmp_path / "human"
+    subprocess.run(["git", "clone", "-q", str(setup.bare), str(work)], check=True)
+    (work / "README.md").write_text("unrelated\n")
+    devservers.git("add", "README.md", cwd=work)
+    devservers.git("commit", "-q", "-m", "docs", cwd=work)
+    devservers.git("push", "-q", "origin", "main", cwd=work)
+    devservers.git("checkout", "-q", "-b", "image-bot/app", "origin/image-bot/app", cwd=work)
+    (work / "NOTES.md").write_text("tried it\n")
+    devservers.git("add", "NOTES.md", cwd=work)
+    devservers.git("commit", "-q", "-m", "human fix", cwd=work)
+    devservers.git("push", "-q", "origin", "image-bot/app", cwd=work)
+    blocked = setup.run()
+    assert _report(blocked)["repositories"][0]["outcomes"][0]["status"] == "blocked"
+    notes = (setup.forge.comments[pr["number"]] if isinstance(setup.forge, fakeforge.FakeGitHub)
+             else setup.forge.notes[pr["number"]])
+    assert "tick the rebase box" in notes[0]["body"]
+
+    _tick_rebase_box(setup, pr["number"])
+    rebased = setup.run()
+
+    assert rebased.exit_code == 0, rebased.output
+    [done] = _report(rebased)["repositories"][0]["pull_requests"]
+    assert (done["action"], done["message"]) == ("updated", f"rebased on request #{pr['number']}")
+    parents = devservers.git("rev-list", "--parents", "-n", "1", "image-bot/app",
+                             cwd=setup.bare).split()
+    assert parents[1:] == [setup.sha("main")]  # one bot commit on the new target tip
+    assert "NOTES.md" not in devservers.git("ls-tree", "--name-only", "image-bot/app",
+                                            cwd=setup.bare)
+    [after] = _prs(setup)
+    assert after["number"] == pr["number"] and "- [ ] <!-- image-bot:rebase -->" in after["body"]
+    # the box is cleared: the next cycle leaves the branch alone
+    tip = setup.sha("image-bot/app")
+    assert setup.run().exit_code == 0
+    assert setup.sha("image-bot/app") == tip

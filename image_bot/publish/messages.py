@@ -35,6 +35,8 @@ def render(template: str, context: Mapping[str, Any], *, where: str = "publish.m
 _MARKER = re.compile(r"<!-- image-bot:proposal (\{.*?\}) -->", re.DOTALL)
 _SAFE_URL = re.compile(r"https?://[^\s()<>\[\]`|]+")  # a label is untrusted text
 WITHDRAWN = "<!-- image-bot:withdrawn -->"
+REBASE = "<!-- image-bot:rebase -->"
+_REBASE_BOX = re.compile(r"^\s*[-*] \[(?P<mark>[ xX])\] " + re.escape(REBASE), re.MULTILINE)
 HUMAN_NOTICE = "<!-- image-bot:human-commits -->"
 
 
@@ -100,8 +102,16 @@ def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "",
     marker = json.dumps({"updates": [list(u) for u in updates]}, separators=(",", ":"))
     lines += ["", "Merging deploys it. Closing this without merging declines these versions: "
               "image-bot will not propose them again, only newer ones.", "",
+              f"- [ ] {REBASE} Check this box to rebuild this branch on the target's tip "
+              "(retry) in the next cycle; commits not made by image-bot are discarded.", "",
               f"<!-- image-bot:proposal {marker} -->"]
     return "\n".join(lines) + "\n"
+
+
+def rebase_requested(body: str) -> bool:
+    """True when someone ticked the rebase/retry box of a body written by :func:`pr_body`."""
+    match = _REBASE_BOX.search(body or "")
+    return match is not None and match["mark"] in "xX"
 
 
 def _link(text: str, url: str | None) -> str:

@@ -68,11 +68,13 @@ def declined(forge: forges.Forge, branch: str, base: str) -> list[Declined]:
 def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
             identity: committing.Identity) -> Outcome:
     """Rebuild the bot branch with the working tree's edits and open or update its PR."""
-    # 1. what is there now: the remote branch, its authors, the open PR
+    # 1. what is there now: the remote branch, its authors, the open PR (a ticked rebase box
+    # asks for the branch to be rebuilt, other people's commits included)
     tip = ws.fetch_branch(proposal.branch)
     humans = _human_commits(ws, tip, identity.author.email) if tip else []
     pr = forge.find_open(proposal.branch, proposal.spec.base)
-    if humans:
+    rebase = pr is not None and messages.rebase_requested(pr.body)
+    if humans and not rebase:
         return _blocked(forge, pr, proposal.branch, humans)
     # 2. one bot commit on the target tip (the working tree already holds the edits)
     ws.run("checkout", "-q", "--detach")
@@ -81,7 +83,7 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
         return Outcome("none", "nothing to propose: the target already has it")
     # 3. push only when the branch does not already propose exactly this
     pushed = None
-    if not (tip and _same_change(ws, tip, sha, proposal.files)):
+    if rebase or not (tip and _same_change(ws, tip, sha, proposal.files)):
         committing.push_leased(ws, proposal.branch, sha, tip)
         pushed = sha
     # 4. the PR: open it, or bring it up to date in place (auto-merge follows the new
@@ -92,13 +94,14 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
         pr = forge.open(spec)
         return Outcome("opened", f"opened #{pr.number}", pr.number, pr.url, pushed)
     missing = tuple(label for label in spec.labels if label not in pr.labels)
-    if (pr.title != spec.title or missing
+    if (rebase or pr.title != spec.title or missing
             or messages.proposed(pr.body) != messages.proposed(spec.body)):
         spec = proposal.complete() if proposal.complete else spec
-        forge.update(pr, title=spec.title, body=spec.body, add_labels=missing)
+        forge.update(pr, title=spec.title, body=spec.body, add_labels=missing)  # box cleared
         if pr.auto_merge != spec.auto_merge:
             forge.set_auto_merge(pr, spec.auto_merge)
-        return Outcome("updated", f"updated #{pr.number}", pr.number, pr.url, pushed)
+        how = "rebased on request" if rebase else "updated"
+        return Outcome("updated", f"{how} #{pr.number}", pr.number, pr.url, pushed)
     return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
 
 
@@ -122,8 +125,9 @@ def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: s
 def _blocked(forge: forges.Forge, pr: forges.PullRequest | None, branch: str,
              humans: Sequence[str]) -> Outcome:
     text = (f"image-bot stopped updating `{branch}`: it has commits that image-bot did not "
-            f"make ({', '.join(humans[:5])}). Merge or close this PR, or delete the branch "
-            f"to let image-bot start over. {messages.HUMAN_NOTICE}")
+            f"make ({', '.join(humans[:5])}). Merge or close this PR, delete the branch, or "
+            f"tick the rebase box in the description to let image-bot start over. "
+            f"{messages.HUMAN_NOTICE}")
     if pr is not None and not any(messages.HUMAN_NOTICE in c for c in forge.comments(pr)):
         forge.comment(pr, text)
     where = f"#{pr.number}" if pr else branch
