@@ -167,6 +167,7 @@ class FakeGitHub(Fake):
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     auto_merge: set[int] = field(default_factory=set)
     releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, tag) → body
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # not PRs; same numbers
     app_id: int | None = None
     app_public_key: str | None = None
     installation_id: int | None = None
@@ -189,6 +190,9 @@ class FakeGitHub(Fake):
             ("POST", r"/api/graphql", "graphql"),
             ("GET", rf"{p}/repos/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)/releases/tags/([^/]+)",
              "get_release"),
+            ("GET", rf"{p}/repos/{repo}/issues", "list_issues"),
+            ("POST", rf"{p}/repos/{repo}/issues", "create_issue"),
+            ("PATCH", rf"{p}/repos/{repo}/issues/(\d+)", "edit_issue"),
         ]
 
     def authorize(self, request: BaseHTTPRequestHandler, path: str) -> None:
@@ -370,6 +374,58 @@ class FakeGitHub(Fake):
         return 200, {"data": {name: {"actor": {"login": "image-bot"},
                                      "clientMutationId": None}}}
 
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        number = issue["number"]
+        api = f"{self.url}{self.prefix}/repos/{self.project}"
+        return {"url": f"{api}/issues/{number}", "id": 3000 + number, "number": number,
+                "html_url": f"{self.url}/{self.project}/issues/{number}",
+                "state": issue["state"], "title": issue["title"], "body": issue["body"],
+                "labels": [{"name": n} for n in issue["labels"]],
+                "user": {"login": "image-bot"}, "created_at": issue["created_at"],
+                "updated_at": stamp()}
+
+    def list_issues(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        require(payload is None, "GET issues: unexpected body", 400)
+        unknown = set(params) - {"state", "labels", "sort", "direction", "per_page", "page",
+                                 "creator", "since"}
+        require(not unknown, f"GET issues: unknown parameters {sorted(unknown)}")
+        state = params.get("state", "open")
+        require(state in ("open", "closed", "all"), f"GET issues: bad state {state!r}")
+        wanted = {x for x in params.get("labels", "").split(",") if x}
+        found = [self._issue_json(i) for i in self.issues.values()
+                 if state in ("all", i["state"]) and wanted <= set(i["labels"])]
+        # documented: the issues list includes pull requests (with a pull_request key)
+        found += [{**self._pr_json(pr), "pull_request": {"url": ""}}
+                  for pr in self.pulls.values()
+                  if state in ("all", pr["state"]) and wanted <= set(pr["labels"])]
+        return 200, sorted(found, key=lambda i: -int(i["number"]))
+
+    def create_issue(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "body", "labels", "assignees", "assignee",
+                                     "milestone"}, "POST issues")
+        require(isinstance(data.get("title"), str) and data["title"], "POST issues: title")
+        labels = data.get("labels", [])
+        require(isinstance(labels, list) and all(isinstance(x, str) for x in labels),
+                "POST issues: labels must be a list of names")
+        number, self.next_number = self.next_number, self.next_number + 1
+        self.issues[number] = {"number": number, "state": "open", "title": data["title"],
+                               "body": data.get("body") or "", "labels": labels,
+                               "created_at": stamp()}
+        return 201, self._issue_json(self.issues[number])
+
+    def edit_issue(self, payload: Json, params: dict[str, str],
+                   number: str) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "body", "state", "state_reason", "labels",
+                                     "assignees", "milestone"}, "PATCH issue")
+        issue = self.issues.get(int(number))
+        if issue is None:
+            raise Refused(404, f"Not Found: issue {number}")
+        for key in ("title", "body", "state"):
+            if key in data:
+                require(isinstance(data[key], str), f"PATCH issue: {key} must be a string")
+                issue[key] = data[key]
+        return 200, self._issue_json(issue)
+
     def get_release(self, payload: Json, params: dict[str, str], repo: str,
                     tag: str) -> tuple[int, Json]:
         require(payload is None and not params, "GET release: unexpected body or query", 400)
@@ -435,6 +491,8 @@ class FakeGitLab(Fake):
     notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=lambda: {"alice": 11, "bob": 12})
     releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (path, tag) → notes
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_issue_iid: int = 1
     next_iid: int = 1
     project_id: int = 42
 
@@ -450,6 +508,9 @@ class FakeGitLab(Fake):
             ("PUT", rf"{base}/(\d+)/merge", "merge_mr"),
             ("POST", rf"{base}/(\d+)/cancel_merge_when_pipeline_succeeds", "cancel_mwps"),
             ("GET", r"/api/v4/projects/([^/]+)/releases/([^/]+)", "get_release"),
+            ("GET", base.replace("merge_requests", "issues"), "list_issues"),
+            ("POST", base.replace("merge_requests", "issues"), "create_issue"),
+            ("PUT", base.replace("merge_requests", "issues") + r"/(\d+)", "update_issue"),
             ("GET", rf"{base}/(\d+)/notes", "list_notes"),
             ("POST", rf"{base}/(\d+)/notes", "create_note"),
             ("GET", r"/api/v4/users", "list_users"),
@@ -575,6 +636,52 @@ class FakeGitLab(Fake):
         require(mr["state"] == "opened", "PUT merge: MR is not open", 405)
         mr["mwps"] = True
         return 200, self._mr_json(mr)
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        return {"id": 7000 + issue["iid"], "iid": issue["iid"], "project_id": self.project_id,
+                "title": issue["title"], "description": issue["description"],
+                "state": issue["state"], "labels": list(issue["labels"]),
+                "web_url": f"{self.url}/{self.project}/-/issues/{issue['iid']}",
+                "created_at": issue["created_at"], "updated_at": stamp()}
+
+    def list_issues(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        unknown = set(params) - {"labels", "state", "per_page", "page", "order_by", "sort"}
+        require(not unknown, f"GET issues: unknown parameters {sorted(unknown)}", 400)
+        state = params.get("state", "all")
+        require(state in ("opened", "closed", "all"), f"GET issues: bad state {state!r}", 400)
+        wanted = set(self._labels(params.get("labels", ""), "GET issues"))
+        found = [i for i in self.issues.values()
+                 if state in ("all", i["state"]) and wanted <= set(i["labels"])]
+        return 200, [self._issue_json(i) for i in sorted(found, key=lambda i: -i["iid"])]
+
+    def create_issue(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "description", "labels", "assignee_ids",
+                                     "confidential"}, "POST issues")
+        require(isinstance(data.get("title"), str) and data["title"], "POST issues: title", 400)
+        iid, self.next_issue_iid = self.next_issue_iid, self.next_issue_iid + 1
+        self.issues[iid] = {"iid": iid, "title": data["title"], "state": "opened",
+                            "description": str(data.get("description", "")),
+                            "labels": self._labels(data.get("labels", []), "POST issues"),
+                            "created_at": stamp()}
+        return 201, self._issue_json(self.issues[iid])
+
+    def update_issue(self, payload: Json, params: dict[str, str],
+                     iid: str) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "description", "labels", "state_event"},
+                           "PUT issue")
+        require(bool(data), "PUT issue: nothing to update", 400)
+        issue = self.issues.get(int(iid))
+        if issue is None:
+            raise Refused(404, f"404 Not found: issue {iid}")
+        if "state_event" in data:
+            require(data["state_event"] in ("close", "reopen"), "PUT issue: bad state_event")
+            issue["state"] = "closed" if data["state_event"] == "close" else "opened"
+        for key in ("title", "description"):
+            if key in data:
+                issue[key] = str(data[key])
+        if "labels" in data:
+            issue["labels"] = self._labels(data["labels"], "PUT issue")
+        return 200, self._issue_json(issue)
 
     def cancel_mwps(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
         require(not payload, "POST cancel_merge_when_pipeline_succeeds: unexpected body", 400)

@@ -42,6 +42,7 @@ class Setup:
         self.image = f"app-{uuid.uuid4().hex[:8]}"
         self.name = f"config-{uuid.uuid4().hex[:10]}.git"
         self.kind = kind
+        self.repository: dict[str, Any] = {}  # more keys of the repositories[] entry
         monkeypatch.setenv("FORGE_TOKEN", TOKEN)
 
     def create(self, tags: tuple[str, ...] = ("1.0.0", "1.1.0"), *,
@@ -72,7 +73,8 @@ class Setup:
                     "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0,
                     "retries": 3, **forge}
         return testing.write_json(self.tmp_path / "bot.yaml", testing.bot_config(
-            [{"url": self.git_server.url(self.name), "branch": "main", "forge": settings}],
+            [{"url": self.git_server.url(self.name), "branch": "main", "forge": settings,
+              **self.repository}],
             registries=[self.registry.host], git=testing.GIT_IDENTITY,
             state_dir=self.tmp_path / "state"))
 
@@ -529,3 +531,77 @@ def test_rebase_checkbox_rebuilds_the_branch_next_cycle(setup: Setup) -> None:
     tip = setup.sha("image-bot/app")
     assert setup.run().exit_code == 0
     assert setup.sha("image-bot/app") == tip
+
+
+
+def _issues(setup: Setup) -> list[dict[str, Any]]:
+    """Open issues in one shape: number, body, labels."""
+    if isinstance(setup.forge, fakeforge.FakeGitHub):
+        return [{"number": n, "body": i["body"], "labels": i["labels"]}
+                for n, i in setup.forge.issues.items() if i["state"] == "open"]
+    assert isinstance(setup.forge, fakeforge.FakeGitLab)
+    return [{"number": n, "body": i["description"], "labels": i["labels"]}
+            for n, i in setup.forge.issues.items() if i["state"] == "opened"]
+
+
+def _tick_approval(setup: Setup, number: int, policy: str) -> None:
+    box = f"- [ ] <!-- image-bot:approve {policy} -->"
+    issue = setup.forge.issues[number]
+    key = "body" if isinstance(setup.forge, fakeforge.FakeGitHub) else "description"
+    assert box in issue[key]
+    issue[key] = issue[key].replace(box, box.replace("[ ]", "[x]"))
+
+
+def test_dashboard_issue_kept_up_to_date_and_its_approval_box_publishes(setup: Setup) -> None:
+    publish = {**PUBLISH, "schedule": ["after 22:00 before 06:00 on weekdays"],
+               "timezone": "Europe/Berlin"}
+    setup.create(publish=publish)
+    setup.repository = {"dashboard": True}
+    noon = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # outside the window
+
+    first = _run_at(setup, noon)
+
+    assert first["repositories"][0]["dashboard"].startswith("opened dashboard #")
+    [issue] = _issues(setup)
+    assert issue["labels"] == ["image-bot-dashboard"]
+    waiting = issue["body"].split("## Waiting for their schedule window")[1].split("##")[0]
+    assert "- [ ] <!-- image-bot:approve app --> `app`: `1.0.0` → `1.1.0`, window: after " \
+        "22:00 before 06:00 on weekdays (Europe/Berlin)" in waiting
+    assert _prs(setup) == []
+
+    # nothing changed: the issue is read, not written
+    writes = len(setup.forge.writes())
+    steady = _run_at(setup, noon)
+    assert steady["repositories"][0]["dashboard"] == f"dashboard #{issue['number']} is up to date"
+    assert len(setup.forge.writes()) == writes
+
+    # a human ticks "publish now": the next cycle opens the PR outside the window and the
+    # same issue now lists it
+    _tick_approval(setup, issue["number"], "app")
+    approved = _run_at(setup, noon)
+
+    assert approved["repositories"][0]["outcomes"][0]["status"] == "proposed"
+    [pr] = _prs(setup)
+    assert approved["repositories"][0]["dashboard"] == f"updated dashboard #{issue['number']}"
+    [same] = _issues(setup)
+    assert same["number"] == issue["number"]
+    opened = same["body"].split("## Open pull requests")[1].split("##")[0]
+    assert f"#{pr['number']}]" in opened and "`1.0.0` → `1.1.0`" in opened
+    assert "image-bot:approve" not in same["body"]
+
+    # the PR is closed unmerged: the dashboard lists the declined version
+    setup.forge.close(pr["number"])
+    _run_at(setup, noon)
+    [after] = _issues(setup)
+    declined = after["body"].split("## Declined versions")[1].split("##")[0]
+    assert f"`app`: `1.1.0`: PR #{pr['number']} closed without merging" in declined
+
+
+def test_dashboard_needs_a_forge(tmp_path: Path) -> None:
+    from image_bot.config import loading
+    from image_bot.errors import ConfigError
+
+    path = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        [{"url": "https://example.org/config.git", "dashboard": True}], state_dir=tmp_path))
+    with pytest.raises(ConfigError, match="dashboard: true needs forge"):
+        loading.load_bot_config(path)

@@ -66,6 +66,13 @@ class RepositoryConfig(_Model):
     push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
     registry_deadline: float = Field(default=300.0, gt=0)  # seconds: registry phase of a scan
     forge: ForgeConfig | None = None
+    dashboard: bool = False  # keep one dashboard issue up to date on the forge
+
+    @model_validator(mode="after")
+    def _dashboard_needs_a_forge(self) -> RepositoryConfig:
+        if self.dashboard and self.forge is None:
+            raise ValueError("dashboard: true needs forge (where the issue lives)")
+        return self
 
     @property
     def display_name(self) -> str:

@@ -34,7 +34,7 @@ from image_bot.engine.report import (
 )
 from image_bot.errors import ConfigError, ImageBotError, PushRejected, RegistryError, UpdateError
 from image_bot.policy import strategies, versions
-from image_bot.publish import committing, forges, messages, proposing, publishing
+from image_bot.publish import committing, dashboard, forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.update import rewriting, scanning
@@ -123,13 +123,72 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     # 7-9. decide, edit, publish: each mode in turn, one batch at a time
     report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
     forge = _Forge(repo, enabled=not dry_run)
+    # the dashboard (opt-in) is read first (its ticked boxes) and written last, on full scans
+    board = None
+    if repo.dashboard and not dry_run and selection == selecting.EVERYTHING:
+        try:
+            board = await asyncio.to_thread(dashboard.read, _required(forge.get()))
+        except ImageBotError as exc:
+            report = report.combined(RepositoryReport(
+                name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
+    approved = board.approved if board else frozenset()
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
             batch = [p for p in members if p.name in names]
             report = report.combined(await _publish_batch(
-                engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run))
+                engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
+                approved=approved))
+    if board is not None:
+        report = await _write_dashboard(engine, _required(forge.get()), board, report, planned)
     return report
+
+
+def _required(client: forges.Forge | None) -> forges.Forge:
+    assert client is not None, "the forge is enabled outside dry runs"
+    return client
+
+
+async def _write_dashboard(engine: Engine, forge: forges.Forge, board: dashboard.Board,
+                           report: RepositoryReport,
+                           planned: Sequence[_Planned]) -> RepositoryReport:
+    """Bring the dashboard issue up to date with this scan (its failure fails the scan's
+    report, never what was published)."""
+    entries = _dashboard_entries(engine, report, planned)
+    body = dashboard.render(report.repository, report.branch, entries)
+    try:
+        done = await asyncio.to_thread(dashboard.write, forge, board, body)
+    except ImageBotError as exc:
+        return report.combined(RepositoryReport(report.repository, report.branch,
+                                                errors=(_prefixed(exc, prefix="dashboard"),)))
+    return dataclasses.replace(report, dashboard=done)
+
+
+def _dashboard_entries(engine: Engine, report: RepositoryReport,
+                       planned: Sequence[_Planned]) -> list[dashboard.Entry]:
+    prs = {policy: pr for pr in report.pull_requests for policy in pr.policies}
+    entries = []
+    for o in report.outcomes:
+        move = f"`{o.current or '?'}` → `{o.latest or '?'}`"
+        pr = prs.get(o.policy)
+        link = f"[#{pr.number}]({pr.url})" if pr and pr.number and pr.url else ""
+        if o.status == "waiting":
+            window = o.note.rsplit("waiting for window: ", 1)[-1]
+            entries.append(dashboard.Entry("waiting", o.policy, f"{move}, window: {window}"))
+        elif o.status == "proposed" and link:
+            entries.append(dashboard.Entry("open", o.policy, f"{link} {move}"))
+        elif o.status == "blocked":
+            where = link or (f"`{pr.branch}`" if pr else "")
+            entries.append(dashboard.Entry("held", o.policy, f"{where} {move}: it has commits "
+                                           f"by someone else".strip()))
+        elif o.status == "failed":
+            text = " ".join(o.message.split()).replace("`", "'")[:300]
+            entries.append(dashboard.Entry("failing", o.policy, f"`{text}`"))
+    images = {(p.name, p.loaded.policy.spec.image_ref.name) for p in planned}
+    for policy, image, tag, reason, _ in engine.state.declines():
+        if (policy, image) in images:
+            entries.append(dashboard.Entry("declined", policy, f"`{tag}`: {reason}"))
+    return entries
 
 
 class _Forge:
@@ -155,8 +214,8 @@ class _Forge:
 
 async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          repo: models.RepositoryConfig, mode: publishing.Mode, key: str,
-                         batch: list[_Planned], *, forge: _Forge,
-                         dry_run: bool) -> RepositoryReport:
+                         batch: list[_Planned], *, forge: _Forge, dry_run: bool,
+                         approved: frozenset[str] = frozenset()) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it)."""
     name = workspaces.redact(repo.url)
@@ -169,7 +228,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
                 await asyncio.to_thread(ws.reset)
-                closed = _closed_windows(batch, engine.clock.now())
+                closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True)
                     return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
@@ -495,11 +554,14 @@ def _idle(publish: models.Publish) -> models.Publish:
     return publish.model_copy(update={"mode": mode, "rules": []})
 
 
-def _closed_windows(batch: Sequence[_Planned], now: datetime) -> list[str]:
+def _closed_windows(batch: Sequence[_Planned], now: datetime,
+                    approved: frozenset[str] = frozenset()) -> list[str]:
     """The schedules of batch members whose window is closed at ``now`` (one closed window
-    holds back the whole batch: one PR proposes all or nothing)."""
+    holds back the whole batch: one PR proposes all or nothing); ``approved`` policies (a
+    ticked dashboard box) publish now."""
     return [f"{'; '.join(p.publish.schedule)} ({p.publish.timezone})" for p in batch
-            if not schedules.is_open(p.publish.schedule, p.publish.timezone, now)]
+            if p.name not in approved
+            and not schedules.is_open(p.publish.schedule, p.publish.timezone, now)]
 
 
 def _waiting(outcome: PolicyOutcome, closed: Sequence[str]) -> PolicyOutcome:

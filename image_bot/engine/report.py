@@ -84,6 +84,7 @@ class RepositoryReport:
     diff: str = ""
     errors: tuple[ImageBotError, ...] = ()  # the repository itself failed (fetch, push)
     pull_requests: tuple[PullRequestResult, ...] = ()
+    dashboard: str | None = None  # what happened to the dashboard issue (opt-in)
 
     @property
     def error(self) -> str | None:
@@ -106,7 +107,7 @@ class RepositoryReport:
             self, outcomes=self.outcomes + other.outcomes, commits=self.commits + other.commits,
             skipped=self.skipped + other.skipped, diff=self.diff + other.diff,
             pull_requests=self.pull_requests + other.pull_requests,
-            errors=self.errors + other.errors)
+            errors=self.errors + other.errors, dashboard=other.dashboard or self.dashboard)
 
     def to_dict(self) -> dict[str, Any]:
         return {"repository": self.repository, "branch": self.branch,
@@ -115,7 +116,8 @@ class RepositoryReport:
                 "skipped": [dataclasses.asdict(s) for s in self.skipped],
                 "diff": self.diff, "error": self.error,
                 "error_kinds": sorted({e.kind for e in self.errors}),
-                "pull_requests": [p.to_dict() for p in self.pull_requests]}
+                "pull_requests": [p.to_dict() for p in self.pull_requests],
+                "dashboard": self.dashboard}
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,16 @@ class PullRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Issue:
+    """An issue (the dashboard), as far as the bot cares."""
+
+    number: int
+    url: str
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
 class PullRequestSpec:
     """What the bot wants a pull request to say."""
 
@@ -78,6 +88,13 @@ class Forge(Protocol):
 
     def file_url(self, path: str, branch: str) -> str:
         """The web page of ``path`` on ``branch`` of the configured project (no request)."""
+
+    def find_issues(self, label: str) -> list[Issue]:
+        """Open issues of the configured project carrying ``label``."""
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> Issue: ...
+
+    def update_issue(self, issue: Issue, *, body: str) -> None: ...
 
 
 def connect(config: models.ForgeConfig, *, sleep: Callable[[float], None] = time.sleep) -> Forge:

@@ -13,6 +13,7 @@ from typing import TypeVar
 import github
 import requests
 from github import Auth, GithubException
+from github.Issue import Issue as GhIssue
 from github.PullRequest import PullRequest as GhPullRequest
 
 from image_bot.config import models, secrets
@@ -39,6 +40,7 @@ class GitHubForge:
         self._repo = self._client.get_repo(config.project)
         self.web = forges.web_address(config.api_url, DEFAULT_API, suffix="/api/v3")
         self._objects: dict[int, GhPullRequest] = {}
+        self._issues: dict[int, GhIssue] = {}
 
     def find_open(self, head: str, base: str) -> forges.PullRequest | None:
         found = self._call(lambda: list(self._repo.get_pulls(
@@ -111,6 +113,23 @@ class GitHubForge:
 
     def file_url(self, path: str, branch: str) -> str:
         return f"{self.web}/{self._config.project}/blob/{branch}/{path}"
+
+    def find_issues(self, label: str) -> list[forges.Issue]:
+        found = self._call(lambda: list(self._repo.get_issues(state="open", labels=[label])),
+                           "listing issues")
+        return [self._issue(i) for i in found]
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> forges.Issue:
+        return self._issue(self._call(lambda: self._repo.create_issue(
+            title=title, body=body, labels=list(labels)), "opening an issue"))
+
+    def update_issue(self, issue: forges.Issue, *, body: str) -> None:
+        handle = self._issues[issue.number]  # found or opened by this client
+        self._call(lambda: handle.edit(body=body), "updating an issue")
+
+    def _issue(self, issue: GhIssue) -> forges.Issue:
+        self._issues[issue.number] = issue
+        return forges.Issue(issue.number, issue.html_url, issue.title, issue.body or "")
 
     # --- helpers ----------------------------------------------------------------------
 

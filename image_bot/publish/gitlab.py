@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import gitlab
 import requests
-from gitlab.v4.objects import ProjectMergeRequest
+from gitlab.v4.objects import ProjectIssue, ProjectMergeRequest
 
 from image_bot.config import models, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
@@ -40,6 +40,7 @@ class GitLabForge:
         self._project = self._client.projects.get(config.project, lazy=True)
         self.web = forges.web_address(config.api_url, DEFAULT_API)
         self._objects: dict[int, ProjectMergeRequest] = {}
+        self._issues: dict[int, ProjectIssue] = {}
         self._user_ids: dict[str, int] = {}
 
     def find_open(self, head: str, base: str) -> forges.PullRequest | None:
@@ -116,6 +117,29 @@ class GitLabForge:
 
     def file_url(self, path: str, branch: str) -> str:
         return f"{self.web}/{self._config.project}/-/blob/{branch}/{path}"
+
+    def find_issues(self, label: str) -> list[forges.Issue]:
+        found = self._call(lambda: self._project.issues.list(
+            labels=[label], state="opened", get_all=True), "listing issues")
+        return [self._issue(i) for i in found if isinstance(i, ProjectIssue)]
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> forges.Issue:
+        issue = self._call(lambda: self._project.issues.create(
+            {"title": title, "description": body, "labels": ",".join(labels)}),
+            "opening an issue")
+        assert isinstance(issue, ProjectIssue)
+        return self._issue(issue)
+
+    def update_issue(self, issue: forges.Issue, *, body: str) -> None:
+        handle = self._issues.get(issue.number) or self._project.issues.get(issue.number,
+                                                                            lazy=True)
+        handle.description = body
+        self._call(handle.save, "updating an issue")
+
+    def _issue(self, issue: ProjectIssue) -> forges.Issue:
+        self._issues[int(issue.iid)] = issue
+        return forges.Issue(int(issue.iid), str(issue.web_url), str(issue.title),
+                            str(issue.description or ""))
 
     # --- helpers ----------------------------------------------------------------------
 
