@@ -594,7 +594,22 @@ def test_dashboard_issue_kept_up_to_date_and_its_approval_box_publishes(setup: S
     _run_at(setup, noon)
     [after] = _issues(setup)
     declined = after["body"].split("## Declined versions")[1].split("##")[0]
-    assert f"`app`: `1.1.0`: PR #{pr['number']} closed without merging" in declined
+    box = "- [ ] <!-- image-bot:undecline app 1.1.0 -->"
+    assert f"{box} `app`: `1.1.0`: PR #{pr['number']} closed without merging" in declined
+
+    # a human takes the "no" back: the version is planned again (waiting for its window)
+    key = "body" if isinstance(setup.forge, fakeforge.FakeGitHub) else "description"
+    setup.forge.issues[after["number"]][key] = after["body"].replace(
+        box, box.replace("[ ]", "[x]"))
+    cleared = _run_at(setup, noon)
+    assert cleared["repositories"][0]["outcomes"][0]["status"] == "waiting"
+    with State.in_dir(setup.tmp_path / "state") as state:
+        assert state.declined("app", f"{setup.registry.host}/team/{setup.image}") == set()
+    [final] = _issues(setup)
+    assert "image-bot:undecline" not in final["body"]
+    assert "- [ ] <!-- image-bot:approve app --> `app`: `1.0.0` → `1.1.0`" in final["body"]
+    # and it stays cleared: the closed PR is marked, not read as a "no" again
+    assert _run_at(setup, noon)["repositories"][0]["outcomes"][0]["status"] == "waiting"
 
 
 def test_dashboard_needs_a_forge(tmp_path: Path) -> None:

@@ -116,22 +116,28 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # 5. versions humans declined by rolling back on the target branch (no registry: a
         # thread must not outlive the deadline above)
         planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
-        # 6. publish settings by update type (publish.rules): decide first, then batch
-        planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
     except ImageBotError as exc:
         return RepositoryReport(name, repo.branch, errors=(exc,))
-    # 7-9. decide, edit, publish: each mode in turn, one batch at a time
     report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
     forge = _Forge(repo, enabled=not dry_run)
-    # the dashboard (opt-in) is read first (its ticked boxes) and written last, on full scans
+    # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last, on full
+    # scans; a cleared decline counts from this scan on
     board = None
     if repo.dashboard and not dry_run and selection == selecting.EVERYTHING:
         try:
-            board = await asyncio.to_thread(dashboard.read, _required(forge.get()))
+            board = await asyncio.to_thread(_read_dashboard, engine, _required(forge.get()),
+                                            planned)
         except ImageBotError as exc:
             report = report.combined(RepositoryReport(
                 name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
+        planned = _attach_declined(planned, engine)
     approved = board.approved if board else frozenset()
+    # 7. publish settings by update type (publish.rules): decide first, then batch
+    try:
+        planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
+    except ImageBotError as exc:
+        return report.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
+    # 8-10. decide, edit, publish: each mode in turn, one batch at a time
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
@@ -142,6 +148,30 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     if board is not None:
         report = await _write_dashboard(engine, _required(forge.get()), board, report, planned)
     return report
+
+
+def _read_dashboard(engine: Engine, forge: forges.Forge,
+                    planned: Sequence[_Planned]) -> dashboard.Board:
+    """The dashboard's ticked boxes; cleared declines are forgotten here (and their closed
+    PR marked, so it is not read as a "no" again)."""
+    board = dashboard.read(forge)
+    images = {p.name: p.loaded.policy.spec.image_ref.name for p in planned}
+    for policy, image, tag, reason, _ in engine.state.declines():
+        if (policy, tag) not in board.cleared or images.get(policy) != image:
+            continue
+        number = _closed_pr(reason)
+        if number is not None:
+            proposing.clear_decline(forge, number)
+            engine.state.clear_decline(policy, image, tag)
+    return board
+
+
+def _closed_pr(reason: str) -> int | None:
+    """The PR number of a decline recorded by ``proposing.declined``, else None (a rollback
+    in Git is undone in Git)."""
+    head, _, rest = reason.partition(" closed without merging")
+    return int(head[4:]) if head.startswith("PR #") and head[4:].isdigit() and not rest \
+        else None
 
 
 def _required(client: forges.Forge | None) -> forges.Forge:
@@ -187,7 +217,9 @@ def _dashboard_entries(engine: Engine, report: RepositoryReport,
     images = {(p.name, p.loaded.policy.spec.image_ref.name) for p in planned}
     for policy, image, tag, reason, _ in engine.state.declines():
         if (policy, image) in images:
-            entries.append(dashboard.Entry("declined", policy, f"`{tag}`: {reason}"))
+            clearable = tag if _closed_pr(reason) is not None else None
+            entries.append(dashboard.Entry("declined", policy, f"`{tag}`: {reason}",
+                                           clearable))
     return entries
 
 

@@ -21,13 +21,15 @@ TITLE = "image-bot dashboard"
 MARKER = "<!-- image-bot:dashboard -->"
 _APPROVE = re.compile(r"^\s*[-*] \[[xX]\] <!-- image-bot:approve ([A-Za-z0-9._-]{1,253}) -->",
                       re.MULTILINE)
+_CLEAR = re.compile(r"^\s*[-*] \[[xX]\] <!-- image-bot:undecline ([A-Za-z0-9._-]{1,253}) "
+                    r"([\w][\w.-]{0,127}) -->", re.MULTILINE)
 MAX_ENTRIES = 200  # lines per section; the rest is counted
 Section = Literal["waiting", "open", "held", "declined", "failing"]
 HEADINGS: dict[Section, str] = {
     "waiting": "Waiting for their schedule window (tick to publish now)",
     "open": "Open pull requests",
     "held": "Held up (left alone until a human acts)",
-    "declined": "Declined versions (not proposed again)",
+    "declined": "Declined versions (not proposed again; tick to clear)",
     "failing": "Failing policies",
 }
 
@@ -39,6 +41,7 @@ class Entry:
     section: Section
     policy: str
     text: str  # Markdown, already safe (the engine's words and the bot's own values)
+    tag: str | None = None  # declined entries that a box can clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class Board:
 
     issue: forges.Issue | None
     approved: frozenset[str]
+    cleared: frozenset[tuple[str, str]] = frozenset()  # (policy, tag) whose "no" is lifted
 
 
 def read(forge: forges.Forge) -> Board:
@@ -54,14 +58,16 @@ def read(forge: forges.Forge) -> Board:
     issue = next((i for i in forge.find_issues(LABEL) if MARKER in i.body), None)
     if issue is None:
         return Board(None, frozenset())
-    return Board(issue, frozenset(_APPROVE.findall(issue.body)))
+    return Board(issue, frozenset(_APPROVE.findall(issue.body)),
+                 frozenset(_CLEAR.findall(issue.body)))
 
 
 def render(repository: str, branch: str, entries: Sequence[Entry]) -> str:
     """The issue body: one section per kind of entry, then the hidden marker."""
     lines = [f"image-bot keeps this issue up to date with the updates of `{_code(repository)}` "
              f"(`{_code(branch)}`). Tick a box to publish a waiting update in the next "
-             f"cycle, outside its window.", ""]
+             f"cycle, outside its window, or to let a declined version be proposed again.",
+             ""]
     for section, heading in HEADINGS.items():
         found = [e for e in entries if e.section == section]
         lines += [f"## {heading}", ""]
@@ -69,8 +75,11 @@ def render(repository: str, branch: str, entries: Sequence[Entry]) -> str:
             lines += ["None.", ""]
             continue
         for entry in found[:MAX_ENTRIES]:
-            box = (f"[ ] <!-- image-bot:approve {entry.policy} --> "
-                   if section == "waiting" else "")
+            box = ""
+            if section == "waiting":
+                box = f"[ ] <!-- image-bot:approve {entry.policy} --> "
+            elif entry.tag is not None:
+                box = f"[ ] <!-- image-bot:undecline {entry.policy} {entry.tag} --> "
             lines.append(f"- {box}`{_code(entry.policy)}`: {entry.text}")
         if len(found) > MAX_ENTRIES:
             lines.append(f"- … and {len(found) - MAX_ENTRIES} more")

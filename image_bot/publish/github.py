@@ -52,6 +52,10 @@ class GitHubForge:
             state="closed", head=f"{self._owner}:{head}", base=base)), "listing pull requests")
         return [self._value(pr) for pr in found if pr.merged_at is None]
 
+    def pull(self, number: int) -> forges.PullRequest:
+        return self._value(self._call(lambda: self._repo.get_pull(number),
+                                      "reading a pull request"))
+
     def open(self, spec: forges.PullRequestSpec) -> forges.PullRequest:
         pr = self._call(lambda: self._repo.create_pull(
             base=spec.base, head=spec.head, title=spec.title, body=spec.body,

@@ -50,6 +50,12 @@ class GitLabForge:
     def closed_unmerged(self, head: str, base: str) -> list[forges.PullRequest]:
         return [self._value(mr) for mr in self._list(head, base, "closed")]
 
+    def pull(self, number: int) -> forges.PullRequest:
+        mr = self._call(lambda: self._project.mergerequests.get(number),
+                        "reading a merge request")
+        assert isinstance(mr, ProjectMergeRequest)
+        return self._value(mr)
+
     def open(self, spec: forges.PullRequestSpec) -> forges.PullRequest:
         data: dict[str, Any] = {
             "source_branch": spec.head, "target_branch": spec.base,

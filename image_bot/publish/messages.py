@@ -36,6 +36,7 @@ _MARKER = re.compile(r"<!-- image-bot:proposal (\{.*?\}) -->", re.DOTALL)
 _SAFE_URL = re.compile(r"https?://[^\s()<>\[\]`|]+")  # a label is untrusted text
 WITHDRAWN = "<!-- image-bot:withdrawn -->"
 REBASE = "<!-- image-bot:rebase -->"
+CLEARED = "<!-- image-bot:decline-cleared -->"  # a human took this PR's "no" back
 _REBASE_BOX = re.compile(r"^\s*[-*] \[(?P<mark>[ xX])\] " + re.escape(REBASE), re.MULTILINE)
 HUMAN_NOTICE = "<!-- image-bot:human-commits -->"
 

@@ -58,8 +58,8 @@ def declined(forge: forges.Forge, branch: str, base: str) -> list[Declined]:
     """Versions proposed by PRs of ``branch`` that a human closed without merging."""
     found = []
     for pr in forge.closed_unmerged(branch, base):
-        if messages.WITHDRAWN in pr.body:
-            continue  # closed by the bot itself: not a human decision
+        if messages.WITHDRAWN in pr.body or messages.CLEARED in pr.body:
+            continue  # closed by the bot itself, or the "no" was taken back (dashboard)
         found += [Declined(policy, image, tag, f"PR #{pr.number} closed without merging")
                   for policy, image, tag in messages.proposed(pr.body)]
     return found
@@ -120,6 +120,15 @@ def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: s
     if tip:
         committing.push_leased(ws, branch, None, tip)
     return Outcome("closed", f"closed #{pr.number}: {reason}", pr.number, pr.url)
+
+
+def clear_decline(forge: forges.Forge, number: int) -> None:
+    """Mark closed PR ``number`` so that it no longer declines what it proposed."""
+    pr = forge.pull(number)
+    if pr.state == "open" or messages.CLEARED in pr.body:
+        return
+    forge.update(pr, title=pr.title, body=f"{pr.body.rstrip()}\n\n{messages.CLEARED}\n",
+                 add_labels=())
 
 
 def _blocked(forge: forges.Forge, pr: forges.PullRequest | None, branch: str,
