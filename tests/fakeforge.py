@@ -625,6 +625,12 @@ class FakeGitLab(Fake):
                 mr[key] = str(data[key])
         if "labels" in data:
             mr["labels"] = self._labels(data["labels"], "PUT merge_request")
+        for key in ("assignee_ids", "reviewer_ids"):  # documented: replaces the list
+            if key in data:
+                ids = data[key]
+                require(isinstance(ids, list) and all(i in self.users.values() for i in ids),
+                        f"PUT merge_request: {key} must be known user ids")
+                mr[key] = list(ids)
         return 200, self._mr_json(mr)
 
     def merge_mr(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:

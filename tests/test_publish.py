@@ -421,6 +421,10 @@ def test_rules_by_update_type_from_one_policy(setup: Setup) -> None:
     [same] = _prs(setup)
     assert same["number"] == pr["number"] and same["labels"] == ["image-update", "major"]
     assert not _auto_merge(setup, pr["number"])
+    if isinstance(setup.forge, fakeforge.FakeGitHub):
+        assert setup.forge.pulls[pr["number"]]["reviewers"] == ["alice"]
+    else:
+        assert setup.forge.mrs[pr["number"]]["reviewer_ids"] == [11]
 
     # merged by a human; the next major opens a new PR with the major rule's reviewers
     setup.forge.merge(pr["number"])

@@ -85,6 +85,9 @@ class Forge(Protocol):
 
     def set_auto_merge(self, pr: PullRequest, enabled: bool) -> None: ...
 
+    def request_reviewers(self, pr: PullRequest, reviewers: tuple[str, ...]) -> None:
+        """Ask ``reviewers`` too (those already asked stay)."""
+
     def release_notes(self, project: str, tag: str) -> str | None:
         """The notes of release ``tag`` of ``project`` on this forge; None when there is none."""
 

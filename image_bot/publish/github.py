@@ -105,6 +105,11 @@ class GitHubForge:
         else:
             self._call(lambda: handle.disable_automerge(), "disabling auto-merge")
 
+    def request_reviewers(self, pr: forges.PullRequest, reviewers: tuple[str, ...]) -> None:
+        handle = self._handle(pr)
+        self._call(lambda: handle.create_review_request(reviewers=list(reviewers)),
+                   "requesting reviewers")
+
     def release_notes(self, project: str, tag: str) -> str | None:
         def get() -> str | None:
             try:

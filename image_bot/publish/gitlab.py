@@ -109,6 +109,15 @@ class GitLabForge:
             self._call(mr.cancel_merge_when_pipeline_succeeds,
                        "cancelling merge when the pipeline succeeds")
 
+    def request_reviewers(self, pr: forges.PullRequest, reviewers: tuple[str, ...]) -> None:
+        mr = self._handle(pr)
+        # read without __getattr__: python-gitlab would send a list it handed out back
+        asked = [int(r["id"]) for r in mr.attributes.get("reviewers") or []]
+        wanted = list(dict.fromkeys([*asked, *(self._user_id(name) for name in reviewers)]))
+        if wanted != asked:
+            mr.reviewer_ids = wanted
+            self._call(mr.save, "requesting reviewers")
+
     def release_notes(self, project: str, tag: str) -> str | None:
         def get() -> str | None:
             try:

@@ -100,6 +100,8 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
         forge.update(pr, title=spec.title, body=spec.body, add_labels=missing)  # box cleared
         if pr.auto_merge != spec.auto_merge:
             forge.set_auto_merge(pr, spec.auto_merge)
+        if spec.reviewers and messages.proposed(pr.body) != messages.proposed(spec.body):
+            forge.request_reviewers(pr, spec.reviewers)  # a rule may ask more for a major
         how = "rebased on request" if rebase else "updated"
         return Outcome("updated", f"{how} #{pr.number}", pr.number, pr.url, pushed)
     return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
