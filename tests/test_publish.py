@@ -440,15 +440,18 @@ def test_rules_by_update_type_from_one_policy(setup: Setup) -> None:
         assert setup.forge.mrs[new["number"]]["reviewer_ids"] == [11]
 
 
-def _run_at(setup: Setup, when: datetime) -> dict[str, Any]:
+def _run_at(setup: Setup, when: datetime, *, only: frozenset[str] | None = None
+            ) -> dict[str, Any]:
+    """One cycle at ``when`` (a fake clock); ``only`` scans those policies, like the daemon."""
     from image_bot.config import loading
-    from image_bot.engine import context, cycle
+    from image_bot.engine import context, cycle, selecting
 
     config = loading.load_bot_config(setup.config())
+    selection = selecting.Selection(policies=only) if only is not None else selecting.EVERYTHING
 
     async def once() -> dict[str, Any]:
         async with context.Engine.open(config, clock=context.Clock(now=lambda: when)) as eng:
-            report = await cycle.run_once(eng)
+            report = await cycle.run_once(eng, selection=selection)
             eng.record(report, trigger="test", seconds=0.0)
             return report.to_dict()
 
@@ -579,9 +582,14 @@ def test_dashboard_issue_kept_up_to_date_and_its_approval_box_publishes(setup: S
     assert steady["repositories"][0]["dashboard"] == f"dashboard #{issue['number']} is up to date"
     assert len(setup.forge.writes()) == writes
 
-    # a human ticks "publish now": the next cycle opens the PR outside the window and the
-    # same issue now lists it
+    # a human ticks "publish now"; a daemon scan of other policies keeps the whole
+    # repository's lines (from the state DB) and the tick
     _tick_approval(setup, issue["number"], "app")
+    other = _run_at(setup, noon, only=frozenset({"other"}))
+    assert other["repositories"][0]["dashboard"] == f"dashboard #{issue['number']} is up to date"
+    assert "- [x] <!-- image-bot:approve app --> `app`: `1.0.0` → `1.1.0`" in \
+        _issues(setup)[0]["body"]
+    # the next scan of the policy opens the PR outside the window; the same issue lists it
     approved = _run_at(setup, noon)
 
     assert approved["repositories"][0]["outcomes"][0]["status"] == "proposed"

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from image_bot import refs
 from image_bot.config import loading, models, schedules
-from image_bot.engine import ranking, selecting
+from image_bot.engine import dashboarding, ranking, selecting
 from image_bot.engine.context import Engine
 from image_bot.engine.report import (
     CycleReport,
@@ -34,7 +34,7 @@ from image_bot.engine.report import (
 )
 from image_bot.errors import ConfigError, ImageBotError, PushRejected, RegistryError, UpdateError
 from image_bot.policy import strategies, versions
-from image_bot.publish import committing, dashboard, forges, messages, proposing, publishing
+from image_bot.publish import committing, forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.update import rewriting, scanning
@@ -120,13 +120,13 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         return RepositoryReport(name, repo.branch, errors=(exc,))
     report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
     forge = _Forge(repo, enabled=not dry_run)
-    # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last, on full
-    # scans; a cleared decline counts from this scan on
+    # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last; a cleared
+    # decline counts from this scan on
     board = None
-    if repo.dashboard and not dry_run and selection == selecting.EVERYTHING:
+    if repo.dashboard and not dry_run:
         try:
-            board = await asyncio.to_thread(_read_dashboard, engine, _required(forge.get()),
-                                            planned)
+            board = await asyncio.to_thread(dashboarding.read, engine, _required(forge.get()),
+                                            checkout.policies.policies)
         except ImageBotError as exc:
             report = report.combined(RepositoryReport(
                 name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
@@ -145,82 +145,21 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
                 approved=approved))
-    if board is not None:
-        report = await _write_dashboard(engine, _required(forge.get()), board, report, planned)
+    if board is not None:  # its failure is reported; it undoes nothing that was published
+        try:
+            done = await asyncio.to_thread(
+                dashboarding.write, engine, _required(forge.get()), board, report,
+                checkout.policies.policies, {p.name for p in planned})
+            report = dataclasses.replace(report, dashboard=done)
+        except ImageBotError as exc:
+            report = report.combined(RepositoryReport(
+                name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
     return report
-
-
-def _read_dashboard(engine: Engine, forge: forges.Forge,
-                    planned: Sequence[_Planned]) -> dashboard.Board:
-    """The dashboard's ticked boxes; cleared declines are forgotten here (and their closed
-    PR marked, so it is not read as a "no" again)."""
-    board = dashboard.read(forge)
-    images = {p.name: p.loaded.policy.spec.image_ref.name for p in planned}
-    for policy, image, tag, reason, _ in engine.state.declines():
-        if (policy, tag) not in board.cleared or images.get(policy) != image:
-            continue
-        number = _closed_pr(reason)
-        if number is not None:
-            proposing.clear_decline(forge, number)
-            engine.state.clear_decline(policy, image, tag)
-    return board
-
-
-def _closed_pr(reason: str) -> int | None:
-    """The PR number of a decline recorded by ``proposing.declined``, else None (a rollback
-    in Git is undone in Git)."""
-    head, _, rest = reason.partition(" closed without merging")
-    return int(head[4:]) if head.startswith("PR #") and head[4:].isdigit() and not rest \
-        else None
 
 
 def _required(client: forges.Forge | None) -> forges.Forge:
     assert client is not None, "the forge is enabled outside dry runs"
     return client
-
-
-async def _write_dashboard(engine: Engine, forge: forges.Forge, board: dashboard.Board,
-                           report: RepositoryReport,
-                           planned: Sequence[_Planned]) -> RepositoryReport:
-    """Bring the dashboard issue up to date with this scan (its failure fails the scan's
-    report, never what was published)."""
-    entries = _dashboard_entries(engine, report, planned)
-    body = dashboard.render(report.repository, report.branch, entries)
-    try:
-        done = await asyncio.to_thread(dashboard.write, forge, board, body)
-    except ImageBotError as exc:
-        return report.combined(RepositoryReport(report.repository, report.branch,
-                                                errors=(_prefixed(exc, prefix="dashboard"),)))
-    return dataclasses.replace(report, dashboard=done)
-
-
-def _dashboard_entries(engine: Engine, report: RepositoryReport,
-                       planned: Sequence[_Planned]) -> list[dashboard.Entry]:
-    prs = {policy: pr for pr in report.pull_requests for policy in pr.policies}
-    entries = []
-    for o in report.outcomes:
-        move = f"`{o.current or '?'}` → `{o.latest or '?'}`"
-        pr = prs.get(o.policy)
-        link = f"[#{pr.number}]({pr.url})" if pr and pr.number and pr.url else ""
-        if o.status == "waiting":
-            window = o.note.rsplit("waiting for window: ", 1)[-1]
-            entries.append(dashboard.Entry("waiting", o.policy, f"{move}, window: {window}"))
-        elif o.status == "proposed" and link:
-            entries.append(dashboard.Entry("open", o.policy, f"{link} {move}"))
-        elif o.status == "blocked":
-            where = link or (f"`{pr.branch}`" if pr else "")
-            entries.append(dashboard.Entry("held", o.policy, f"{where} {move}: it has commits "
-                                           f"by someone else".strip()))
-        elif o.status == "failed":
-            text = " ".join(o.message.split()).replace("`", "'")[:300]
-            entries.append(dashboard.Entry("failing", o.policy, f"`{text}`"))
-    images = {(p.name, p.loaded.policy.spec.image_ref.name) for p in planned}
-    for policy, image, tag, reason, _ in engine.state.declines():
-        if (policy, image) in images:
-            clearable = tag if _closed_pr(reason) is not None else None
-            entries.append(dashboard.Entry("declined", policy, f"`{tag}`: {reason}",
-                                           clearable))
-    return entries
 
 
 class _Forge:

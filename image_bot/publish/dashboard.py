@@ -42,6 +42,7 @@ class Entry:
     policy: str
     text: str  # Markdown, already safe (the engine's words and the bot's own values)
     tag: str | None = None  # declined entries that a box can clear
+    ticked: bool = False  # keep a box ticked (a policy the scan did not cover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,11 @@ def render(repository: str, branch: str, entries: Sequence[Entry]) -> str:
             lines += ["None.", ""]
             continue
         for entry in found[:MAX_ENTRIES]:
-            box = ""
+            box, mark = "", "x" if entry.ticked else " "
             if section == "waiting":
-                box = f"[ ] <!-- image-bot:approve {entry.policy} --> "
+                box = f"[{mark}] <!-- image-bot:approve {entry.policy} --> "
             elif entry.tag is not None:
-                box = f"[ ] <!-- image-bot:undecline {entry.policy} {entry.tag} --> "
+                box = f"[{mark}] <!-- image-bot:undecline {entry.policy} {entry.tag} --> "
             lines.append(f"- {box}`{_code(entry.policy)}`: {entry.text}")
         if len(found) > MAX_ENTRIES:
             lines.append(f"- … and {len(found) - MAX_ENTRIES} more")
