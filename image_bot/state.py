@@ -151,6 +151,12 @@ class State:
             db.execute("INSERT OR REPLACE INTO declined VALUES (?, ?, ?, ?, ?)",
                        (policy, image, tag, reason, time.time()))
 
+    def clear_decline(self, policy: str, image: str, tag: str) -> None:
+        """Forget that ``tag`` was declined (a human cleared it on the dashboard)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM declined WHERE policy = ? AND image = ? AND tag = ?",
+                       (policy, image, tag))
+
     def declined(self, policy: str, image: str) -> set[str]:
         with self._lock:
             rows = self._db.execute("SELECT tag FROM declined WHERE policy = ? AND image = ?",

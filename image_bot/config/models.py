@@ -12,10 +12,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from image_bot import checkout, refs
-from image_bot.config import durations
+from image_bot.config import durations, schedules
 
 
 class _Model(BaseModel):
@@ -61,6 +68,13 @@ class RepositoryConfig(_Model):
     push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
     registry_deadline: float = Field(default=300.0, gt=0)  # seconds: registry phase of a scan
     forge: ForgeConfig | None = None
+    dashboard: bool = False  # keep one dashboard issue up to date on the forge
+
+    @model_validator(mode="after")
+    def _dashboard_needs_a_forge(self) -> RepositoryConfig:
+        if self.dashboard and self.forge is None:
+            raise ValueError("dashboard: true needs forge (where the issue lives)")
+        return self
 
     @property
     def display_name(self) -> str:
@@ -357,10 +371,50 @@ class Filter(_Model):
     include_signatures: bool = Field(default=False, alias="include-signatures")
 
 
+UpdateType = Literal["major", "minor", "patch", "pre-release", "digest", "other"]
+_LABEL = Annotated[str, Field(min_length=1, max_length=100)]
+DEFAULT_MESSAGE = ("chore(deps): update {{ image_name }} from {{ old_tag or '?' }} to "
+                   "{{ new_tag }} ({{ update_type }})")
+
+
+def _schedule(value: list[str]) -> list[str]:
+    if len(value) > schedules.MAX_ENTRIES:
+        raise ValueError(f"at most {schedules.MAX_ENTRIES} entries")
+    for entry in value:
+        schedules.parse(entry)  # InvalidSchedule is a ValueError: pydantic names the key
+    return value
+
+
+def _timezone(value: str) -> str:
+    schedules.zone(value)
+    return value
+
+
+class PublishRule(_Model):
+    """Publish settings for some update types (like Renovate's packageRules): lists add to
+    the policy's, other keys replace them; the first rule naming the update type applies
+    (later matching rules add their lists and fill keys the earlier ones left unset)."""
+
+    update: list[UpdateType] = Field(min_length=1)
+    mode: Literal["commit", "pull-request"] | None = None
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    labels: list[_LABEL] = Field(default=[], max_length=20)
+    reviewers: list[_LABEL] = Field(default=[], max_length=20)
+    assignees: list[_LABEL] = Field(default=[], max_length=20)
+    draft: bool | None = None
+    auto_merge: bool | None = Field(default=None, alias="auto-merge")
+    schedule: Annotated[list[str], AfterValidator(_schedule)] | None = None
+
+    @field_validator("update", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
 class Publish(_Model):
     mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
-    message: str = "chore: update {{ image }} to {{ new_tag }}"
+    message: str = DEFAULT_MESSAGE
     # commit mode: share the cycle's commit with the other policies, or get one of its own
     commit: Literal["per-cycle", "per-policy"] = "per-cycle"
     # pull-request mode: policies with the same group share one bot branch and one PR
@@ -371,6 +425,25 @@ class Publish(_Model):
     assignees: list[str] = []
     draft: bool = False
     auto_merge: bool = Field(default=False, alias="auto-merge")
+    # when publishing may happen: windows or cron entries, read in ``timezone``
+    schedule: Annotated[list[str], AfterValidator(_schedule)] = []
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    rules: list[PublishRule] = Field(default=[], max_length=20)
+
+    def for_update(self, update_type: str) -> Publish:
+        """These settings with the rules for ``update_type`` applied (no rules: itself)."""
+        matching = [r for r in self.rules if update_type in r.update]
+        if not matching:
+            return self
+        changed: dict[str, object] = {"rules": []}
+        for rule in matching:
+            for key in ("labels", "reviewers", "assignees"):
+                changed[key] = list(dict.fromkeys(
+                    [*changed.get(key, getattr(self, key)), *getattr(rule, key)]))  # type: ignore[misc]
+            for key in ("mode", "group", "draft", "auto_merge", "schedule"):
+                if getattr(rule, key) is not None and key not in changed:
+                    changed[key] = getattr(rule, key)
+        return self.model_copy(update=changed)
 
 
 class Rollback(_Model):

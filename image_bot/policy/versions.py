@@ -171,3 +171,25 @@ def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
     chunks = tuple([(1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
                     for chunk in _RUNS.findall(text)])
     return (chunks, text)
+
+
+UPDATE_TYPES = ("major", "minor", "patch", "pre-release", "digest", "other")
+"""What kind of move an update is (publish rules and messages read it): ``digest`` keeps the
+tag (a rebuilt image), ``pre-release`` moves to a pre-release, ``other`` is not two versions."""
+
+
+def update_type(old: str | None, new: str) -> str:
+    """``major``, ``minor``, ``patch``, ``pre-release``, ``digest`` or ``other`` for
+    ``old`` → ``new`` (the first number that differs decides; a fourth counts as patch)."""
+    if old == new:
+        return "digest"
+    before, after = parse(old) if old else None, parse(new)
+    if before is None or after is None:
+        return "other"
+    if after.is_prerelease:
+        return "pre-release"
+    for kind, was, now in zip(("major", "minor", "patch", "patch"), before.release,
+                              after.release, strict=True):
+        if was != now:
+            return kind
+    return "patch"  # the same numbers, from a pre-release to its release
