@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from image_bot import cli, errors, refs
 from image_bot.cli import errors as cli_errors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # What a start-up must not pay for unless the command uses it.
 NETWORK_AND_TOOLS = {"docker", "git", "github", "gitlab", "httpx", "starlette", "uvicorn",
