@@ -308,13 +308,14 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.apply(root, edits, write=False, max_file_bytes=limit)
-    unsafe: dict[str, ImageBotError] = {s.file: UpdateError(s.reason) for s in trial.skipped}
+    trial = rewriting.prepare(root, edits, max_file_bytes=limit)  # each file edited once
+    unsafe: dict[str, ImageBotError] = {
+        f: UpdateError(p.skipped.reason) for f, p in trial.items() if p.skipped}
     unsafe |= unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
-    result = rewriting.apply(root, edits, write=not dry_run,
-                             max_file_bytes=limit) if edits else UpdateResult()
+    result = rewriting.apply(root, edits, write=not dry_run, max_file_bytes=limit,
+                             prepared=trial) if edits else UpdateResult()
     result = result.merged(scanning.refused(index))  # links and devices: reported once
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
