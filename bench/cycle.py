@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import shutil
 import statistics
 import subprocess
@@ -103,6 +105,8 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more plan and print where its time goes")
     args = parser.parse_args()
     yamlgraph.use_parser(args.parser)
     work = Path(tempfile.mkdtemp(prefix="image-bot-bench-cycle-"))
@@ -151,6 +155,10 @@ def main() -> int:
             parses.append((len(composed), len(set(composed))))
             runs.append(timed(lambda: invoke("run", "--once")))
             revert()
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(invoke, "plan")
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
         base, plan, run = (statistics.median(x) for x in (floors, plans, runs))
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
               f"YAML parser: {args.parser}")

@@ -11,9 +11,11 @@ decides); :func:`compose_all` makes the C parser's nodes read as the pure one's
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,10 +152,39 @@ def _like_pure(text: str, documents: list[Node | None]) -> None:
                 node.anchor = match[1]
 
 
-@functools.lru_cache(maxsize=128)
-def trees(text: str) -> tuple[Tree | None, ...]:
-    """Each document of ``text`` as a walked tree (None for an empty one); cached, since a
-    file is searched once per policy and read again to verify an edit. Raises YAMLError."""
+class _Cache:
+    """The trees of the texts read last, up to ``budget`` characters of text in all: enough
+    for every file a cycle parses (it is searched once per policy, once for rollbacks and
+    read again to verify an edit), bounded whatever the files."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.lock = threading.Lock()  # cycles of several repositories may scan in threads
+        self.entries: collections.OrderedDict[str, tuple[Tree | None, ...]] = (
+            collections.OrderedDict())
+
+    def __call__(self, text: str) -> tuple[Tree | None, ...]:
+        with self.lock:
+            found = self.entries.get(text)
+            if found is not None:
+                self.entries.move_to_end(text)
+                return found
+        found = _trees(text)
+        with self.lock:
+            if len(text) <= self.budget and text not in self.entries:
+                self.entries[text] = found
+                self.size += len(text)
+                while self.size > self.budget:
+                    self.size -= len(self.entries.popitem(last=False)[0])
+        return found
+
+    def cache_clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
+
+
+def _trees(text: str) -> tuple[Tree | None, ...]:
     found: list[Tree | None] = []
     for index, document in enumerate(compose_all(text)):
         if document is None:
@@ -163,6 +194,11 @@ def trees(text: str) -> tuple[Tree | None, ...]:
         tree.walk(document, (index,))
         found.append(tree)
     return tuple(found)
+
+
+trees = _Cache(budget=2_000_000)
+"""Each document of a text as a walked tree (None for an empty one); cached, since a file
+is searched once per policy and read again to verify an edit. Raises YAMLError."""
 
 
 def load_documents(text: str) -> list[Any]:
