@@ -158,7 +158,8 @@ def main() -> int:
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(invoke, "plan")
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         base, plan, run = (statistics.median(x) for x in (floors, plans, runs))
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
               f"YAML parser: {args.parser}")
