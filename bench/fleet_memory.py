@@ -10,22 +10,26 @@ shared) and its own Deployment in a real git repository (git http-backend).
 floor: the same process after importing image-bot and before the cycle (goals: peak RSS
 ≤ 120 MB and CPU ≤ 5 s for 500 × 5,000):
 
-    .venv/bin/python bench/fleet_memory.py [--policies 500] [--tags 5000] [--page 1000]
+    .venv/bin/python bench/fleet_memory.py [--policies 500] [--tags 5000] [--page 1000] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import multiprocessing
+import pstats
 import re
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from click.testing import CliRunner
@@ -99,6 +103,10 @@ def _serve(port: int, count: int, page: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
+def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return function(*args, **kwargs)
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -108,6 +116,7 @@ def main() -> int:
     parser.add_argument("--policies", type=int, default=500)
     parser.add_argument("--tags", type=int, default=5000)
     parser.add_argument("--page", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="print where the CPU goes")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="image-bot-bench-fleet-"))
     port = devservers.free_port()
@@ -135,8 +144,10 @@ def main() -> int:
         del files
         before = _peak_mb()
         cpu, wall = time.process_time(), time.perf_counter()
-        result = CliRunner().invoke(cli.main, ["plan", "--json", "--config", str(config)],
-                                    catch_exceptions=False)
+        words = ["plan", "--json", "--config", str(config)]
+        profile = cProfile.Profile() if args.profile else None
+        result = (profile.runcall if profile else _call)(
+            CliRunner().invoke, cli.main, words, catch_exceptions=False)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         assert result.exit_code == 0, result.output[-2000:]
         report = json.loads(result.output)
@@ -145,6 +156,8 @@ def main() -> int:
         print(f"peak RSS before the cycle (imports, fake repo): {before:.0f} MB")
         print(f"peak RSS after plan: {_peak_mb():.0f} MB (goal ≤ 120)")
         print(f"plan CPU: {cpu:.2f} s (goal ≤ 5), wall: {wall:.2f} s")
+        if profile:
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return 0
     finally:
         git.stop()
