@@ -56,6 +56,8 @@ class Index:
         self._data: dict[Path, bytes] = {}
         self._names: dict[Path, str] = {}  # file to read → its name in the checkout
         self._mentions: dict[tuple[Path, tuple[bytes, ...]], bool] = {}
+        self._chosen: dict[tuple[str, ...], list[Path]] = {}  # patterns → files (policies
+        # of one repository mostly share their paths)
 
     # --- listing ----------------------------------------------------------------------------
 
@@ -63,12 +65,15 @@ class Index:
         """The readable files whose names match a glob of ``patterns`` (``**`` spans folders;
         a folder name covers what is inside), each once, in path order. Refused entries
         under the patterns are remembered for :attr:`refused`."""
-        listing = self._list()
-        for name, reason in self._refused.items():
-            if matches(name, patterns):
-                self._reported.setdefault(name, reason)
-        chosen = {path: None for name, path in listing if matches(name, patterns)}
-        return sorted(chosen)
+        key = tuple(patterns)
+        if key not in self._chosen:
+            listing = self._list()
+            for name, reason in self._refused.items():
+                if matches(name, patterns):
+                    self._reported.setdefault(name, reason)
+            self._chosen[key] = sorted({path: None for name, path in listing
+                                        if matches(name, patterns)})
+        return list(self._chosen[key])
 
     def under(self, path: Path) -> list[Path]:
         """The readable files at ``path`` (a file, or a folder searched recursively);

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from image_bot import refs
 from image_bot.config import loading, models, schedules
@@ -41,6 +41,7 @@ from image_bot.update import rewriting, scanning
 from image_bot.update.result import Change, UpdateResult
 
 E = TypeVar("E", bound=ImageBotError)
+_TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently (their lists held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class _Planned:
 
     loaded: loading.LoadedPolicy
     policy: strategies.Policy
-    tags: list[str | strategies.Candidate] | None
+    tags: Sequence[str | strategies.Candidate] | None
     error: ImageBotError | None
     declined: frozenset[str] = field(default_factory=frozenset)
 
@@ -322,7 +323,8 @@ def build_policy(loaded: loading.LoadedPolicy, branch: str) -> strategies.Policy
 async def _fetch_tags(client: registry.RegistryClient,
                       planned: Sequence[_Planned]) -> list[_Planned]:
     images = {p.loaded.policy.spec.image_ref for p in planned}
-    results = await asyncio.gather(*(client.list_tags(image) for image in images),
+    room = asyncio.Semaphore(_TAG_LISTS_AT_ONCE)
+    results = await asyncio.gather(*(_packed_tags(client, image, room) for image in images),
                                    return_exceptions=True)
     by_image = dict(zip(images, results, strict=True))
     filled = []
@@ -333,8 +335,43 @@ async def _fetch_tags(client: registry.RegistryClient,
         elif isinstance(tags, BaseException):
             raise tags
         else:
-            filled.append(dataclasses.replace(p, tags=list(tags)))
+            filled.append(dataclasses.replace(p, tags=tags))
     return filled
+
+
+async def _packed_tags(client: registry.RegistryClient, image: refs.ImageRef,
+                       room: asyncio.Semaphore) -> Sequence[str]:
+    """The image's tags, held as one string until a policy decides (a list of 5,000 tags
+    costs ~300 KB, the packed text ~30 KB): only the lists being fetched exist at once."""
+    async with room:
+        return _Packed.of(await client.list_tags(image))
+
+
+class _Packed(Sequence[str]):
+    """Tags joined by newlines (a tag never holds one); each use splits them afresh."""
+
+    __slots__ = ("_count", "_text")
+
+    def __init__(self, text: str, count: int) -> None:
+        self._text, self._count = text, count
+
+    @classmethod
+    def of(cls, tags: list[str]) -> Sequence[str]:
+        text = "\n".join(tags)
+        return tags if text.count("\n") != len(tags) - 1 else cls(text, len(tags))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._text.split("\n") if self._count else ())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return list(self)[index]
 
 
 async def _fetch_metadata(client: registry.RegistryClient,
@@ -366,13 +403,14 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.apply(root, edits, write=False, max_file_bytes=limit)
-    unsafe: dict[str, ImageBotError] = {s.file: UpdateError(s.reason) for s in trial.skipped}
+    trial = rewriting.prepare(root, edits, max_file_bytes=limit)  # each file edited once
+    unsafe: dict[str, ImageBotError] = {
+        f: UpdateError(p.skipped.reason) for f, p in trial.items() if p.skipped}
     unsafe |= unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
-    result = rewriting.apply(root, edits, write=not dry_run,
-                             max_file_bytes=limit) if edits else UpdateResult()
+    result = rewriting.apply(root, edits, write=not dry_run, max_file_bytes=limit,
+                             prepared=trial) if edits else UpdateResult()
     result = result.merged(scanning.refused(index))  # links and devices: reported once
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))

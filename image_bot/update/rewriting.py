@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout, refs
@@ -80,21 +79,54 @@ def new_value(edit: Edit) -> str:
     return f"{name}{f':{tag}' if tag else ''}{f'@{edit.digest}' if edit.digest else ''}"
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One file's edit worked out in memory: the new text (verified), or why not."""
+
+    file: str
+    edits: tuple[Edit, ...]
+    bom: str = ""
+    text: str = ""
+    new_text: str = ""
+    writes: tuple[_Write, ...] = ()
+    skipped: Skipped | None = None
+
+
+def prepare(root: Path, edits: Sequence[Edit], *,
+            max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> dict[str, Prepared]:
+    """Each file's edit, planned and verified but not written (a dry run of :func:`apply`);
+    hand it to :func:`apply` so the files whose edits stay the same are not redone."""
+    return {file: _prepare_file(root, file, file_edits, limit=max_file_bytes)
+            for file, file_edits in _by_file(edits).items()}
+
+
 def apply(root: Path, edits: Sequence[Edit], *, write: bool = True,
-          max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> UpdateResult:
-    """Apply ``edits`` under ``root``; each file is edited completely or not at all."""
-    by_file: dict[str, list[Edit]] = {}
-    for edit in edits:
-        by_file.setdefault(edit.reference.file, []).append(edit)
+          max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
+          prepared: dict[str, Prepared] | None = None) -> UpdateResult:
+    """Apply ``edits`` under ``root``; each file is edited completely or not at all.
+
+    ``prepared`` (from :func:`prepare`) is reused for each file whose edits are the same."""
     result = UpdateResult()
-    for file, file_edits in sorted(by_file.items()):
-        result = result.merged(_apply_file(root, file, file_edits, write=write,
-                                           limit=max_file_bytes))
+    for file, file_edits in sorted(_by_file(edits).items()):
+        done = (prepared or {}).get(file)
+        if done is None or not _same(done.edits, file_edits):
+            done = _prepare_file(root, file, file_edits, limit=max_file_bytes)
+        result = result.merged(_finish(root, done, write=write))
     return result
 
 
-def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool,
-                limit: int) -> UpdateResult:
+def _by_file(edits: Sequence[Edit]) -> dict[str, list[Edit]]:
+    by_file: dict[str, list[Edit]] = {}
+    for edit in edits:
+        by_file.setdefault(edit.reference.file, []).append(edit)
+    return by_file
+
+
+def _same(a: Sequence[Edit], b: Sequence[Edit]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _prepare_file(root: Path, file: str, edits: list[Edit], *, limit: int) -> Prepared:
     path = root / file
     problem, original = _not_editable(root, path), ""
     if problem is None:
@@ -105,7 +137,7 @@ def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool,
         except UnicodeDecodeError:
             problem = "not UTF-8 text"
     if problem is not None:
-        return UpdateResult(skipped=(Skipped(file, problem),))
+        return Prepared(file, tuple(edits), skipped=Skipped(file, problem))
     bom = _BOM if original.startswith(_BOM) else ""
     text = original.removeprefix(bom)
     try:
@@ -113,15 +145,22 @@ def _apply_file(root: Path, file: str, edits: list[Edit], *, write: bool,
         new_text = splice(text, writes)
         verify(text, new_text, writes)
     except UnsafeEdit as exc:
-        return UpdateResult(skipped=(Skipped(file, str(exc)),))
-    if new_text == text:
+        return Prepared(file, tuple(edits), skipped=Skipped(file, str(exc)))
+    return Prepared(file, tuple(edits), bom, text, new_text, tuple(writes))
+
+
+def _finish(root: Path, done: Prepared, *, write: bool) -> UpdateResult:
+    if done.skipped is not None:
+        return UpdateResult(skipped=(done.skipped,))
+    if done.new_text == done.text:
         return UpdateResult()
     if write:
-        _replace_atomically(path, (bom + new_text).encode("utf-8"))
+        _replace_atomically(root / done.file, (done.bom + done.new_text).encode("utf-8"))
     diff = "".join(difflib.unified_diff(
-        text.splitlines(keepends=True), new_text.splitlines(keepends=True),
-        fromfile=f"a/{file}", tofile=f"b/{file}"))
-    return UpdateResult(changes=tuple(_change(w) for w in writes), diffs={file: diff})
+        done.text.splitlines(keepends=True), done.new_text.splitlines(keepends=True),
+        fromfile=f"a/{done.file}", tofile=f"b/{done.file}"))
+    return UpdateResult(changes=tuple(_change(w) for w in done.writes),
+                        diffs={done.file: diff})
 
 
 # --- 1. what to write -------------------------------------------------------------------
@@ -277,7 +316,7 @@ def _first_line(exc: YAMLError) -> str:
 
 
 def _load(text: str) -> list[Any]:
-    return list(YAML(typ="safe", pure=True).load_all(text))
+    return yamlgraph.load_all(text)
 
 
 def _set(documents: list[Any], path: KeyPath, value: str) -> None:

@@ -2,16 +2,24 @@
 path it is reachable by (aliases and merge keys included); knows nothing of images.
 
 A document is composed once per text (cached) and shared by the detectors, the scan of each
-policy and the writer's check of an edit.
+policy and the writer's check of an edit. Composing uses ruamel.yaml's C parser (libyaml,
+from ruamel.yaml.clib) where it is installed, about ten times faster, and the pure Python
+one otherwise (and wherever libyaml refuses a text the pure parser reads, which then
+decides); :func:`compose_all` makes the C parser's nodes read as the pure one's
+(styles, anchors), and the corpus tests check both give identical edits.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import ruamel.yaml.main
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -23,6 +31,12 @@ _MERGE = "<<"
 _MAX_VISITS = 200_000  # aliases can multiply a small file into a huge tree ("billion laughs")
 
 KeyPath = tuple[int | str, ...]  # (document index, key or list index, ...)
+
+# what YAML(typ="safe") parses with: libyaml's CParser, None without ruamel.yaml.clib
+_C_PARSER = getattr(ruamel.yaml.main, "CParser", None)
+PARSERS: tuple[str, ...] = ("c", "pure") if _C_PARSER is not None else ("pure",)
+_parser = PARSERS[0]
+_ANCHOR = re.compile(r"(?:!\S*\s+)*&([^\s,\[\]{}]+)")  # an anchor among a node's properties
 
 
 class TooDeep(YAMLError):
@@ -77,14 +91,100 @@ class Tree:
                 self.walk(value, (*path, key.value), stack)
 
 
+def parser() -> str:
+    """The parser in use: "c" (libyaml) or "pure"."""
+    return _parser
+
+
+def use_parser(name: str) -> None:
+    """Compose with ``name`` ("c" or "pure") from now on (tests compare the two)."""
+    global _parser
+    if name not in PARSERS:
+        raise ValueError(f"YAML parser {name!r} is not available here (have: {PARSERS})")
+    _parser = name
+    trees.cache_clear()
+
+
 def compose_all(text: str) -> list[Node | None]:
+    if _parser == "c":
+        try:
+            documents = list(YAML(typ="safe").compose_all(text))
+        except YAMLError:
+            pass  # libyaml refuses some YAML the pure parser reads (":" in flow scalars)
+        else:
+            _like_pure(text, documents)
+            return documents
     return list(YAML(typ="safe", pure=True).compose_all(text))
 
 
-@functools.lru_cache(maxsize=128)
-def trees(text: str) -> tuple[Tree | None, ...]:
-    """Each document of ``text`` as a walked tree (None for an empty one); cached, since a
-    file is searched once per policy and read again to verify an edit. Raises YAMLError."""
+def load_all(text: str) -> list[Any]:
+    """The data of every document of ``text`` (``YAML(typ="safe").load_all``), with the
+    parser in use."""
+    if _parser == "c":
+        try:
+            return list(YAML(typ="safe").load_all(text))
+        except YAMLError:
+            pass  # as in compose_all: the pure parser has the last word
+    return list(YAML(typ="safe", pure=True).load_all(text))
+
+
+def _like_pure(text: str, documents: list[Node | None]) -> None:
+    """Give the C parser's nodes what the pure parser's have: ``style`` None for plain
+    scalars (not ""), and their ``anchor`` (libyaml's composer drops it)."""
+    seen: set[int] = set()
+    stack: list[Node] = [d for d in documents if d is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            node.style = node.style or None
+        elif isinstance(node, MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        start = node.start_mark.index
+        if text[start:start + 1] in ("&", "!"):
+            match = _ANCHOR.match(text, start)
+            if match and match.end() <= node.end_mark.index:
+                node.anchor = match[1]
+
+
+class _Cache:
+    """The trees of the texts read last, up to ``budget`` characters of text in all: enough
+    for every file a cycle parses (it is searched once per policy, once for rollbacks and
+    read again to verify an edit), bounded whatever the files."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.lock = threading.Lock()  # cycles of several repositories may scan in threads
+        self.entries: collections.OrderedDict[str, tuple[Tree | None, ...]] = (
+            collections.OrderedDict())
+
+    def __call__(self, text: str) -> tuple[Tree | None, ...]:
+        with self.lock:
+            found = self.entries.get(text)
+            if found is not None:
+                self.entries.move_to_end(text)
+                return found
+        found = _trees(text)
+        with self.lock:
+            if len(text) <= self.budget and text not in self.entries:
+                self.entries[text] = found
+                self.size += len(text)
+                while self.size > self.budget:
+                    self.size -= len(self.entries.popitem(last=False)[0])
+        return found
+
+    def cache_clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
+
+
+def _trees(text: str) -> tuple[Tree | None, ...]:
     found: list[Tree | None] = []
     for index, document in enumerate(compose_all(text)):
         if document is None:
@@ -94,6 +194,11 @@ def trees(text: str) -> tuple[Tree | None, ...]:
         tree.walk(document, (index,))
         found.append(tree)
     return tuple(found)
+
+
+trees = _Cache(budget=2_000_000)
+"""Each document of a text as a walked tree (None for an empty one); cached, since a file
+is searched once per policy and read again to verify an edit. Raises YAMLError."""
 
 
 def load_documents(text: str) -> list[Any]:

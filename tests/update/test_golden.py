@@ -1,19 +1,21 @@
 """The writer against golden directories: ``original/`` edited must equal ``expected/`` byte for
 byte. Each ``tests/golden/<case>/case.json`` names the image, the new tag, the policy (for
 marker comments), the digest the registry would answer and whether pin-digest is on, and the
-files the writer must refuse (left untouched, with the reason).
+files the writer must refuse (left untouched, with the reason). Every case runs with each
+YAML parser installed (libyaml's and the pure Python one).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from image_bot import refs
-from image_bot.update import rewriting, scanning
+from image_bot.update import rewriting, scanning, yamlgraph
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
@@ -24,7 +26,16 @@ def _files(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(params=yamlgraph.PARSERS)
+def parser(request: pytest.FixtureRequest) -> Iterator[str]:
+    before = yamlgraph.parser()
+    yamlgraph.use_parser(request.param)
+    yield request.param
+    yamlgraph.use_parser(before)
+
+
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.usefixtures("parser")
 def test_golden(case: str, tmp_path: Path) -> None:
     spec = json.loads((GOLDEN / case / "case.json").read_text())
     work = tmp_path / "repo"

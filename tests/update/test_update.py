@@ -14,7 +14,7 @@ from ruamel.yaml.error import YAMLError
 
 from conftest import CORPUS
 from image_bot import refs
-from image_bot.update import rewriting, scanning
+from image_bot.update import rewriting, scanning, yamlgraph
 
 APP = refs.parse("ghcr.io/team/app")
 DIGEST = "sha256:" + "d" * 64
@@ -316,3 +316,23 @@ def test_corpus_every_reference_edit_verifies_and_touches_only_the_value() -> No
     # the only refusals are files whose keys repeat (ambiguous to re-read, so never edited)
     assert refused, "expected the corpus file with duplicate keys to be refused"
     assert all("found duplicate key" in reason for reason in refused), refused
+
+
+def test_a_cycle_worth_of_files_is_composed_once_across_scans(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rollback check and the update each scan every file: the second scan reuses the
+    first one's parse, also for a few hundred files."""
+    for i in range(300):
+        (tmp_path / f"d{i}.yaml").write_text(f"image: ghcr.io/team/app:1.0.{i}\n")
+    composed: list[str] = []
+    compose_all = yamlgraph.compose_all
+    monkeypatch.setattr(yamlgraph, "compose_all",
+                        lambda text: composed.append(text) or compose_all(text))
+    yamlgraph.trees.cache_clear()
+    index = scanning.Index(tmp_path)
+
+    first = scanning.find(tmp_path, APP, ["**"], index=index)
+    second = scanning.find(tmp_path, APP, ["**"], index=index)
+
+    assert first == second and len(first.references) == 300
+    assert len(composed) == 300

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 import devservers
 import testing
 from image_bot import cli
+from image_bot.update import yamlgraph
 
 pytestmark = pytest.mark.e2e
 
@@ -176,3 +177,34 @@ def test_pin_digest_leaves_a_current_tag_the_registry_no_longer_has(
     [outcome] = json.loads(result.output)["repositories"][0]["outcomes"]
     assert (outcome["status"], outcome["changes"]) == ("current", [])
     assert "no downgrade" in outcome["message"]
+
+
+def test_a_cycle_parses_each_file_once_and_each_edited_text_once(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scan's parse is shared by every policy, the rollback check and the writer; the
+    edited text is re-read once to verify it (not once for a trial and again for real)."""
+    host = registry.host
+    devservers.push_image(registry.url, "team/once-web", "1.0.0")
+    devservers.push_image(registry.url, "team/once-web", "1.1.0")
+    url = config_repo({
+        "deploy/values.yaml": VALUES.format(host=host, image="once-web", name="web"),
+        "deploy/app.yaml": DEPLOYMENT.format(host=host, image="once-web"),
+        "policies/web.yaml": _policy(f"{host}/team/once-web"),
+    })
+    config = bot_config(url, registries=[{"host": host, "insecure": True}])
+    composed: list[str] = []
+    loaded: list[str] = []
+    compose_all, load_all = yamlgraph.compose_all, yamlgraph.load_all
+    monkeypatch.setattr(yamlgraph, "compose_all",
+                        lambda text: composed.append(text) or compose_all(text))
+    monkeypatch.setattr(yamlgraph, "load_all", lambda text: loaded.append(text) or load_all(text))
+    yamlgraph.trees.cache_clear()
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    assert len(composed) == len(set(composed)) == 2, "each file's text composed once"
+    assert len(loaded) == len(set(loaded)) == 2, "each edited text re-read once"
+    assert not set(loaded) & set(composed)

@@ -1,0 +1,181 @@
+"""Benchmark: one cycle (`plan`, then `run --once`) over POLICIES policies × TAGS tags.
+Not in make test.
+
+Real services on loopback: the docker-registry (each repository pushed once, its other tags
+added as links in the registry's storage, which is what a push of the same manifest under
+more tags leaves there) and a git server (git http-backend). The config repository holds
+POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment per image.
+
+* the **floor**, measured in the same run: one concurrent ``tags/list`` per repository
+  (bare httpx), one ``git fetch`` of the config repository, and reading every file of the
+  checkout once: the I/O any cycle needs;
+* **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing);
+* **run --once**: ``image-bot run --once`` (edits every file, commits, pushes); between
+  rounds a separate clone reverts the bot's commit (not timed).
+
+Prints the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML was composed
+(each file at most once a cycle):
+
+    .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import devservers  # noqa: E402
+import testing  # noqa: E402
+from image_bot import cli  # noqa: E402
+from image_bot.update import yamlgraph  # noqa: E402
+
+
+def seed_registry(registry: devservers.Registry, storage: Path, images: int, tags: int) -> None:
+    """Push ``bench/app-N:1.0.0`` for each image, then link tags 1.0.1… to the same manifest."""
+    with httpx.Client(timeout=30) as http:
+        for i in range(images):
+            devservers.push_image(registry.url, f"bench/app-{i}", "1.0.0", http=http)
+    repositories = storage / "docker" / "registry" / "v2" / "repositories" / "bench"
+    for i in range(images):
+        manifests = repositories / f"app-{i}" / "_manifests" / "tags"
+        first = manifests / "1.0.0"
+        for t in range(1, tags):
+            shutil.copytree(first, manifests / f"1.0.{t}")
+    with httpx.Client(timeout=30) as http:
+        listed = http.get(f"{registry.url}/v2/bench/app-0/tags/list").json()["tags"]
+    assert len(listed) == tags, len(listed)
+
+
+def seed_repo(git: devservers.GitServer, host: str, policies: int) -> str:
+    files: dict[str, str | bytes] = {}
+    for i in range(policies):
+        image = f"{host}/bench/app-{i}"
+        files[f"policies/p{i}.yaml"] = testing.policy(
+            f"p{i}", image, publish={"mode": "commit", "branch": "main"})
+        files[f"deploy/app-{i}.yaml"] = testing.deployment(
+            f"app-{i}", {"app": f"{image}:1.0.0", "sidecar": "nginx:1.25"})
+    devservers.create_repo(git.root, "config.git", files)
+    return git.url("config.git")
+
+
+async def _list_all(registry: devservers.Registry, images: int) -> int:
+    async with httpx.AsyncClient(timeout=30) as http:
+        answers = await asyncio.gather(*(http.get(f"{registry.url}/v2/bench/app-{i}/tags/list")
+                                         for i in range(images)))
+    return sum(len(a.json()["tags"]) for a in answers)
+
+
+def floor(registry: devservers.Registry, clone: Path, images: int) -> float:
+    started = time.perf_counter()
+    asyncio.run(_list_all(registry, images))
+    subprocess.run(["git", "fetch", "-q", "origin"], cwd=clone, check=True)
+    for folder, _, names in os.walk(clone):
+        if ".git" not in Path(folder).parts:
+            for name in names:
+                (Path(folder) / name).read_bytes()
+    return time.perf_counter() - started
+
+
+def timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policies", type=int, default=200)
+    parser.add_argument("--tags", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more plan and print where its time goes")
+    args = parser.parse_args()
+    yamlgraph.use_parser(args.parser)
+    work = Path(tempfile.mkdtemp(prefix="image-bot-bench-cycle-"))
+    registry = devservers.start_registry(work / "registry")
+    (work / "git").mkdir()
+    git = devservers.start_git_server(work / "git")
+    try:
+        seed_registry(registry, work / "registry" / "data", args.policies, args.tags)
+        url = seed_repo(git, registry.host, args.policies)
+        clone = work / "clone"
+        subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+        for key, value in (("user.name", "human"), ("user.email", "human@localhost")):
+            subprocess.run(["git", "config", key, value], cwd=clone, check=True)
+        config = testing.write_json(work / "bot.yaml", testing.bot_config(
+            [{"url": url, "branch": "main", "policies": "policies/"}],
+            registries=[registry.host], state_dir=work / "state",
+            git={"author_name": "image-bot", "author_email": "image-bot@localhost"}))
+        runner = CliRunner()
+        composed: list[str] = []
+        compose_all = yamlgraph.compose_all
+
+        def counting(text: str) -> list[object]:
+            composed.append(text)
+            return compose_all(text)  # type: ignore[return-value]
+
+        yamlgraph.compose_all = counting  # type: ignore[assignment]
+
+        def invoke(*words: str, code: int = 0) -> None:
+            result = runner.invoke(cli.main, [*words, "--config", str(config)],
+                                   catch_exceptions=False)
+            assert result.exit_code == code, result.output
+
+        def revert() -> None:
+            subprocess.run(["git", "pull", "-q", "--ff-only"], cwd=clone, check=True)
+            subprocess.run(["git", "revert", "--no-edit", "HEAD"], cwd=clone, check=True,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=clone, check=True)
+
+        invoke("plan")  # warm: the first clone of the workspace is not a cycle's cost
+        floors, plans, runs, parses = [], [], [], []
+        for _ in range(args.rounds):
+            floors.append(floor(registry, clone, args.policies))
+            yamlgraph.trees.cache_clear()
+            composed.clear()
+            plans.append(timed(lambda: invoke("plan")))
+            parses.append((len(composed), len(set(composed))))
+            runs.append(timed(lambda: invoke("run", "--once")))
+            revert()
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(invoke, "plan")
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+        base, plan, run = (statistics.median(x) for x in (floors, plans, runs))
+        print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
+              f"YAML parser: {args.parser}")
+        print(f"floor (concurrent tags/list + git fetch + read every file), median: "
+              f"{base * 1000:.0f} ms")
+        print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}")
+        print(f"run --once (edit, commit, push), median: {run * 1000:.0f} ms  "
+              f"ratio to floor: {run / base:.2f}")
+        total, distinct = parses[-1]
+        print(f"YAML texts composed in one plan: {total} ({distinct} distinct)")
+        return 0
+    finally:
+        git.stop()
+        registry.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

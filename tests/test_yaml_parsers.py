@@ -1,0 +1,86 @@
+"""The C (libyaml) and pure Python YAML parsers give the scanner and the writer identical
+references and identical edits: over the vendored real-world corpus and the golden cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ruamel.yaml.error import YAMLError
+
+from conftest import CORPUS
+from image_bot import refs
+from image_bot.update import rewriting, scanning, yamlgraph
+from test_update import DIGEST, _corpus_files, _references
+
+needs_c = pytest.mark.skipif("c" not in yamlgraph.PARSERS,
+                             reason="ruamel.yaml.clib is not installed")
+
+
+@pytest.fixture
+def restore_parser() -> Iterator[None]:
+    before = yamlgraph.parser()
+    yield
+    yamlgraph.use_parser(before)
+
+
+def _outcome(text: str, name: str, image: refs.ImageRef | None = None) -> tuple[Any, ...]:
+    """Everything the bot takes from a file: its references (to ``image``, or to every image
+    it seems to name) and the edit of all of them."""
+    try:
+        references = (_references(text, name) if image is None
+                      else list(scanning.references_in(text, image, name)))
+    except YAMLError as exc:
+        return ("unparsable", yamlgraph.problem(exc))
+    editable = [r for r in references if not r.problem]
+    edits = [rewriting.Edit(r, "9.9.9", "p", digest=DIGEST if rewriting.needs_digest(r)
+                            else None) for r in editable]
+    try:
+        writes = rewriting.plan(text, edits)
+        new_text = rewriting.splice(text, writes)
+        rewriting.verify(text, new_text, writes)
+    except rewriting.UnsafeEdit as exc:
+        return (references, "refused", str(exc))
+    return (references, new_text, [rewriting._change(w) for w in writes])
+
+
+@needs_c
+@pytest.mark.usefixtures("restore_parser")
+def test_the_corpus_reads_and_edits_the_same_with_either_parser() -> None:
+    files = _corpus_files()
+    assert len(files) > 50, f"corpus missing at {CORPUS}"
+    compared = 0
+    for source in files:
+        text = scanning.read_text(source)
+        assert text is not None
+        outcomes = []
+        for parser in ("c", "pure"):
+            yamlgraph.use_parser(parser)
+            outcomes.append(_outcome(text, source.name))
+        assert outcomes[0] == outcomes[1], source.relative_to(CORPUS)
+        compared += outcomes[0][0] != "unparsable"
+    assert compared > 400
+
+
+@needs_c
+@pytest.mark.usefixtures("restore_parser")
+@pytest.mark.parametrize("text", [
+    "image: &img nginx:1.0\nb:\n  image: *img\n",  # an anchored value, aliased
+    "x: &m {image: nginx:1.0}\ny:\n  <<: *m\n",  # an anchored mapping, merged
+    "image: !!str &i nginx:1.0\n",  # properties before the value
+    "image: nginx\ntag:\n",  # an empty value: written after the colon
+    "z: {image: nginx:1.0}\n",  # libyaml refuses ":" in a flow scalar
+])
+def test_anchors_styles_and_empty_values_read_the_same(text: str) -> None:
+    outcomes = []
+    for parser in ("c", "pure"):
+        yamlgraph.use_parser(parser)
+        outcomes.append(_outcome(text, "f.yaml", refs.parse("nginx")))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0], "expected a reference"
+
+
+def test_an_unknown_parser_is_refused() -> None:
+    with pytest.raises(ValueError, match="not available"):
+        yamlgraph.use_parser("fast")
