@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from ruamel.yaml.error import YAMLError
+from test_update import DIGEST, _corpus_files, _references
 
 from conftest import CORPUS
 from image_bot import refs
 from image_bot.update import rewriting, scanning, yamlgraph
-from test_update import DIGEST, _corpus_files, _references
 
 needs_c = pytest.mark.skipif("c" not in yamlgraph.PARSERS,
                              reason="ruamel.yaml.clib is not installed")
