@@ -176,3 +176,32 @@ def test_pin_digest_leaves_a_current_tag_the_registry_no_longer_has(
     [outcome] = json.loads(result.output)["repositories"][0]["outcomes"]
     assert (outcome["status"], outcome["changes"]) == ("current", [])
     assert "no downgrade" in outcome["message"]
+
+
+def test_a_digest_pinned_reference_stays_pinned_without_pin_digest(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    host = registry.host
+    old = devservers.push_image(registry.url, "team/kept-pin", "1.0.0")
+    new = devservers.push_image(registry.url, "team/kept-pin", "1.2.1")
+    deployment = DEPLOYMENT.format(host=host, image="kept-pin").replace(
+        "kept-pin:1.0.0'", f"kept-pin:1.0.0@{old}'")
+    values = (f"image:\n  repository: {host}/team/kept-pin\n  tag: 1.0.0\n"
+              f"  digest: \"{old}\"\n")
+    url = config_repo({
+        "deploy/app.yaml": deployment, "deploy/values.yaml": values,
+        "policies/web.yaml": testing.policy("web", f"{host}/team/kept-pin",
+                                            publish={"mode": "commit", "branch": "main"}),
+    })
+    config = bot_config(url, registries=[{"host": host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone = tmp_path / "check"
+    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+    assert (clone / "deploy/app.yaml").read_text() == deployment.replace(
+        f"kept-pin:1.0.0@{old}'", f"kept-pin:1.2.1@{new}'")
+    assert (clone / "deploy/values.yaml").read_text() == values.replace(
+        "tag: 1.0.0", "tag: 1.2.1").replace(old, new)

@@ -356,7 +356,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
 async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Planned],
                        edits: list[rewriting.Edit]) -> tuple[list[rewriting.Edit],
                                                              dict[str, ImageBotError]]:
-    """Add the digest of the chosen tag where pin-digest (or a :digest marker) asks for it.
+    """Add the digest of the chosen tag where pin-digest, a :digest marker or a reference
+    already pinned (``tag@digest``) asks for it.
 
     Returns the edits and, for a digest that could not be fetched, file → why.
     """
@@ -367,7 +368,8 @@ async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Plann
     for edit in edits:
         spec = pinned[edit.policy]
         if edit.tag is None or edit.digest is not None or not (
-                spec.pin_digest or rewriting.needs_digest(edit.reference)):
+                spec.pin_digest or rewriting.needs_digest(edit.reference)
+                or rewriting.pinned(edit.reference)):
             done.append(edit)
             continue
         key = (spec.image_ref, edit.tag)
