@@ -151,6 +151,9 @@ def test_set_image_refusal_and_bad_arguments(tmp_path: Path,
         (["v.yaml", "ghcr.io/team/web:1=2"], "name the image without a tag or digest"),
         (["v.yaml", "ghcr.io/team/web=bad tag"], "is not a valid tag"),
         (["missing.yaml", "ghcr.io/team/web=1"], "'missing.yaml': no such file or folder"),
+        (["v.yaml", "ghcr.io/team/web:1.2.0"],
+         "'ghcr.io/team/web:1.2.0': no such file or folder; to set an image, write IMAGE=REF, "
+         "e.g. ghcr.io/team/web=1.2.0"),
     ]:
         bad = CliRunner().invoke(cli.main, ["set-image", *args])
         assert bad.exit_code == 2, args
@@ -205,3 +208,21 @@ def test_a_digest_pinned_reference_stays_pinned_without_pin_digest(
         f"kept-pin:1.0.0@{old}'", f"kept-pin:1.2.1@{new}'")
     assert (clone / "deploy/values.yaml").read_text() == values.replace(
         "tag: 1.0.0", "tag: 1.2.1").replace(old, new)
+
+
+def test_set_image_that_matches_nothing_fails_unless_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "app.yaml").write_text(DEPLOYMENT.format(host="ghcr.io", image="web"))
+    monkeypatch.chdir(tmp_path)
+
+    typo = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/wbe=1.2.0"])
+    allowed = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/wbe=1.2.0",
+                                            "--allow-none", "--json"])
+    current = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/web=1.0.0"])
+
+    assert typo.exit_code == 1, typo.output
+    assert ("error: ghcr.io/team/wbe=1.2.0: no reference to ghcr.io/team/wbe under the given "
+            "paths") in typo.output
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["unmatched"] == ["ghcr.io/team/wbe=1.2.0"]
+    assert current.exit_code == 0, current.output  # already at REF: matched, nothing to do
