@@ -115,7 +115,8 @@ def test_comments_and_blank_lines_are_skipped() -> None:
 
 @pytest.mark.parametrize(("args", "tags", "message"), [
     (["--semver", ">>1"], "1.0.0\n",
-     "error: select.semver.range: invalid semver range '>>1': '>1' is not a version\n"),
+     "error: select.semver.range: invalid semver range '>>1': '>1' is not a version "
+     "(at character 2)\n"),
     (["--pattern", "("], "1.0.0\n", "error: filter.pattern: invalid regular expression '(': "
                                     "missing ), unterminated subpattern at position 0\n"),
     (["--min-age", "soon"], "1.0.0\n", "error: min-age: 'soon' is not a duration: write for "

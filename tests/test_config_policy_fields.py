@@ -93,7 +93,8 @@ def test_model_errors_are_breadcrumbs(tmp_path: Path, spec: str, message: str) -
     ("  select: {alphabetical: {}}\n  variant: alpine\n",
      "spec.variant: variant applies to the semver strategy only, not alphabetical"),
     ("  select: {semver: {range: '>=1 <<2'}}\n",
-     "spec.select.semver.range: invalid semver range '>=1 <<2': '<2' is not a version"),
+     "spec.select.semver.range: invalid semver range '>=1 <<2': '<2' is not a version "
+     "(at character 6)"),
 ])
 def test_validate_reports_policy_errors_with_the_key(tmp_path: Path, spec: str,
                                                      message: str) -> None:

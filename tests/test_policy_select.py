@@ -491,7 +491,7 @@ def test_worth_fetching_only_the_tags_the_policy_keeps() -> None:
 # (fields, key, message) for specs that validate structurally but cannot work
 INVALID: list[tuple[dict[str, Any], str, str]] = [
     (semver(">>1"), "spec.select.semver.range",
-     "invalid semver range '>>1': '>1' is not a version"),
+     "invalid semver range '>>1': '>1' is not a version (at character 2)"),
     (semver(filter={"pattern": "("}), "spec.filter.pattern",
      "invalid regular expression '(': missing ), unterminated subpattern at position 0"),
     (semver(filter={"extract": "$1"}), "spec.filter.extract",
