@@ -66,6 +66,18 @@ def test_a_plain_tag_is_quoted_only_when_it_would_not_read_as_a_string(
     assert loaded["image"]["tag"] == tag
 
 
+def test_a_tab_before_a_trailing_comment_is_valid_yaml(tmp_path: Path) -> None:
+    text = ("spec:\n  containers:\n    - image: ghcr.io/team/app:1.0.0\t# note\n"
+            "      name: a \t\t# another\n    - image: ghcr.io/team/app:1.0.0\t\n")
+    (tmp_path / "d.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "1.1.0")
+
+    assert result.skipped == ()
+    assert (tmp_path / "d.yaml").read_text() == text.replace("1.0.0", "1.1.0")
+    assert [c.line for c in result.changes] == [3, 5]
+
+
 def test_a_file_that_does_not_change_is_not_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text("image: ghcr.io/team/app:1.0.0\n")

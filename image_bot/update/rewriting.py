@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout, refs
@@ -283,7 +282,7 @@ def _first_line(exc: YAMLError) -> str:
 
 
 def _load(text: str) -> list[Any]:
-    return list(YAML(typ="safe", pure=True).load_all(text))
+    return list(yamlgraph.safe_yaml().load_all(text))
 
 
 def _set(documents: list[Any], path: KeyPath, value: str) -> None:
