@@ -78,6 +78,33 @@ def test_a_tab_before_a_trailing_comment_is_valid_yaml(tmp_path: Path) -> None:
     assert [c.line for c in result.changes] == [3, 5]
 
 
+def test_helm_maps_sharing_an_anchor_through_a_merge_key_are_each_edited(
+        tmp_path: Path) -> None:
+    text = ("images:\n  app: &app {repository: ghcr.io/team/app, tag: v1.0.0}\n"
+            "  sidecar: {<<: *app, tag: v1.0.0}   # same image, its own tag\n"
+            "  worker:\n    <<: *app\n    pullPolicy: Always\n")
+    (tmp_path / "values.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "v1.1.0")
+
+    assert result.skipped == ()
+    assert (tmp_path / "values.yaml").read_text() == text.replace("v1.0.0", "v1.1.0")
+    assert sorted(c.line for c in result.changes) == [2, 3]
+
+
+def test_a_merged_tag_shared_with_another_image_is_still_refused(tmp_path: Path) -> None:
+    text = ("app: &app {repository: ghcr.io/team/app, tag: v1.0.0}\n"
+            "other: {<<: *app, repository: ghcr.io/team/other}\n")
+    (tmp_path / "values.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "v1.1.0")
+
+    assert [s.reason for s in result.skipped] == [
+        "line 1: the value is also used at document 1: other.tag, which is not a reference "
+        "to ghcr.io/team/app; not edited"]
+    assert (tmp_path / "values.yaml").read_text() == text
+
+
 def test_a_file_that_does_not_change_is_not_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text("image: ghcr.io/team/app:1.0.0\n")

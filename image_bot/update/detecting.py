@@ -147,7 +147,7 @@ def _helm(tree: yamlgraph.Tree, mapping: MappingNode) -> _Draft | None:
     """``{registry?, repository, tag?, digest?}`` maps (Helm values)."""
     if _kustomize_entry(tree, mapping):
         return None
-    entries = _scalar_entries(mapping)
+    entries = _scalar_entries(mapping, merged=True)
     repo_key = next((k for k in _REPOSITORY_KEYS if k in entries), None)
     if repo_key is None and _image_context(tree, mapping):
         repo_key = next((k for k in _NAME_KEYS if k in entries), None)
@@ -366,9 +366,24 @@ def _entries(node: MappingNode | SequenceNode) -> Iterator[tuple[str | int, Node
             yield key.value, value
 
 
-def _scalar_entries(mapping: MappingNode) -> dict[str, ScalarNode]:
-    return {k.value: v for k, v in mapping.value
-            if isinstance(k, ScalarNode) and isinstance(v, ScalarNode)}
+def _scalar_entries(mapping: MappingNode, *, merged: bool = False,
+                    depth: int = 0) -> dict[str, ScalarNode]:
+    """The mapping's scalar values by key; with ``merged``, also those it inherits through
+    merge keys (``<<: *app``), its own keys and earlier sources winning, as YAML reads them:
+    a Helm map that inherits its repository is a reference of that image, and each of its
+    scalars is spliced where it is written."""
+    own = {k.value: v for k, v in mapping.value
+           if isinstance(k, ScalarNode) and isinstance(v, ScalarNode) and k.value != "<<"}
+    if not merged or depth > 8:
+        return own
+    for key, value in mapping.value:
+        if isinstance(key, ScalarNode) and key.value == "<<" and str(key.tag).endswith(":merge"):
+            sources = value.value if isinstance(value, SequenceNode) else [value]
+            for source in sources:
+                if isinstance(source, MappingNode):
+                    inherited = _scalar_entries(source, merged=True, depth=depth + 1)
+                    own.update({k: v for k, v in inherited.items() if k not in own})
+    return own
 
 
 def _markers(text: str) -> dict[int, tuple[str, Role]]:
