@@ -355,3 +355,31 @@ def test_corpus_every_reference_edit_verifies_and_touches_only_the_value() -> No
     # the only refusals are files whose keys repeat (ambiguous to re-read, so never edited)
     assert refused, "expected the corpus file with duplicate keys to be refused"
     assert all("found duplicate key" in reason for reason in refused), refused
+
+
+@pytest.mark.parametrize(("namespace", "found"), [
+    (None, True), ("staging", True), ("flux-system", False)])
+def test_a_flux_marker_names_a_policy_in_its_namespace(tmp_path: Path, namespace: str | None,
+                                                        found: bool) -> None:
+    text = 'spec:\n  image: docker.io/stefanprodan/podinfo:5.0.0 # {"$imagepolicy": "staging:web"}\n'
+    (tmp_path / "app.yaml").write_text(text)
+
+    scan = scanning.find(tmp_path, APP, ["**"], policy="web", namespace=namespace)
+
+    assert [r.kind for r in scan.references] == (["marker"] if found else [])
+
+
+def test_a_kustomization_without_extension_is_scanned_and_renamed_by_name_markers(
+        tmp_path: Path) -> None:
+    text = ("images:\n- name: podinfo\n"
+            '  newName: docker.io/stefanprodan/podinfo # {"$imagepolicy": "flux-system:web:name"}\n'
+            '  newTag: 5.0.0 # {"$imagepolicy": "flux-system:web:tag"}\n')
+    (tmp_path / "Kustomization").write_text(text)
+
+    scan = scanning.find(tmp_path, APP, ["**"], policy="web", namespace="flux-system")
+    edits = [rewriting.Edit(r, "1.1.0", "web") for r in scan.references]
+    result = rewriting.apply(tmp_path, edits)
+
+    assert result.skipped == ()
+    assert (tmp_path / "Kustomization").read_text() == text.replace(
+        "docker.io/stefanprodan/podinfo", "ghcr.io/team/app").replace("5.0.0", "1.1.0")

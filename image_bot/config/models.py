@@ -354,6 +354,8 @@ class PolicySpec(_Model):
 
 class Metadata(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    # Flux-style: a marker "NAMESPACE:NAME" belongs to the policy of that name and namespace
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class ImagePolicy(_Model):

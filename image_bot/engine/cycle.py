@@ -330,7 +330,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
     if p.tags is None:
         error = p.error or RegistryError(f"registry {image.host}: no tags for {image.name}")
         return dataclasses.replace(base, status="failed", error=error), []
-    scan = scanning.find(root, image, spec.paths, policy=name, index=index)
+    scan = scanning.find(root, image, spec.paths, policy=name, index=index,
+                         namespace=p.loaded.policy.metadata.namespace)
     if scan.skipped:  # never update half of a policy's files
         problems = "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped)
         return dataclasses.replace(base, status="failed", error=UpdateError(problems)), []
@@ -439,7 +440,8 @@ def _attach_declined(planned: Sequence[_Planned], engine: Engine) -> list[_Plann
 def _rolled_back(index: scanning.Index, p: _Planned, written: str, *, now: datetime) -> bool:
     """A human set a reference back below the tag the bot wrote (the policy ranks them)."""
     spec = p.loaded.policy.spec
-    scan = scanning.find(index.root, spec.image_ref, spec.paths, policy=p.name, index=index)
+    scan = scanning.find(index.root, spec.image_ref, spec.paths, policy=p.name, index=index,
+                         namespace=p.loaded.policy.metadata.namespace)
     current = {r.ref.tag for r in scan.references if r.ref.tag}
     if not current or written in current:
         return False

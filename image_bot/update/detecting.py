@@ -82,21 +82,43 @@ class Reference:
         return whole.value if whole else str(self.ref)
 
 
-def mentions(text: str, image: refs.ImageRef, policy: str | None) -> bool:
+def mentions(text: str, image: refs.ImageRef, policy: str | None,
+             namespace: str | None = None) -> bool:
     """The pre-filter: could ``text`` hold a reference? (False means: certainly not.)"""
     if image.repository.removeprefix("library/") in text:
         return True
     return policy is not None and policy in text and any(
-        _marker_policy(m[1])[0] == policy for m in _MARKER.finditer(text))
+        marker_names(m[1], policy, namespace) for m in _MARKER.finditer(text))
 
 
 def references_in(text: str, image: refs.ImageRef, file: str, *,
-                  policy: str | None = None) -> Iterator[Reference]:
-    """References to ``image`` in every document of ``text``; raises YAMLError if unparsable."""
-    markers = _markers(text) if policy is not None else {}
+                  policy: str | None = None,
+                  namespace: str | None = None) -> Iterator[Reference]:
+    """References to ``image`` in every document of ``text``; raises YAMLError if unparsable.
+
+    Markers count for ``policy``: ``NAME`` or Flux's ``NAMESPACE:NAME`` (a namespace must be
+    the policy's ``metadata.namespace`` when the policy declares one)."""
+    # every marker keeps its scalar from automatic detection; those of another policy (or
+    # of this name in another namespace) are kept under "" (no policy has that name)
+    markers = {} if policy is None else {
+        line: (name if name == policy and (marked_ns is None or namespace is None
+                                           or marked_ns == namespace) else "", role)
+        for line, (marked_ns, name, role) in _markers(text).items()}
     for tree in yamlgraph.trees(text):
         if tree is not None and not _is_own_document(tree.root):
             yield from _Finder(tree, image, file, policy, markers).references()
+
+
+def marker_names(setter: str, policy: str, namespace: str | None) -> bool:
+    """Whether the marker text ``setter`` names the policy ``policy`` (in ``namespace``)."""
+    marked_ns, name, _ = _marker_policy(setter)
+    return name == policy and (marked_ns is None or namespace is None or marked_ns == namespace)
+
+
+def markers_in(text: str) -> list[tuple[int, str, str | None, str]]:
+    """Every marker of ``text``: (1-based line, the marker as written, namespace, policy)."""
+    return [(text.count("\n", 0, m.start()) + 1, m[1], *_marker_policy(m[1])[:2])
+            for m in _MARKER.finditer(text)]
 
 
 def _is_own_document(node: Node) -> bool:
@@ -386,21 +408,23 @@ def _scalar_entries(mapping: MappingNode, *, merged: bool = False,
     return own
 
 
-def _markers(text: str) -> dict[int, tuple[str, Role]]:
-    found: dict[int, tuple[str, Role]] = {}
+def _markers(text: str) -> dict[int, tuple[str | None, str, Role]]:
+    found: dict[int, tuple[str | None, str, Role]] = {}
     for match in _MARKER.finditer(text):
         line = text.count("\n", 0, match.start())
         found[line] = _marker_policy(match[1])
     return found
 
 
-def _marker_policy(setter: str) -> tuple[str, Role]:
-    """``NAME``, ``NAME:tag`` … or Flux's ``NAMESPACE:NAME[:part]`` → (policy, role)."""
+def _marker_policy(setter: str) -> tuple[str | None, str, Role]:
+    """``NAME``, ``NAME:tag`` … or Flux's ``NAMESPACE:NAME[:part]`` → (namespace, policy,
+    role)."""
     parts = setter.split(":")
     role: Role = "image"
     if len(parts) > 1 and parts[-1] in _PARTS:
         role = _PARTS[parts.pop()]  # type: ignore[assignment]
-    return parts[-1], role
+    namespace = parts[-2] if len(parts) > 1 else None
+    return namespace, parts[-1], role
 
 
 def _as_ref(value: object) -> refs.ImageRef | None:
