@@ -361,7 +361,8 @@ def test_corpus_every_reference_edit_verifies_and_touches_only_the_value() -> No
     (None, True), ("staging", True), ("flux-system", False)])
 def test_a_flux_marker_names_a_policy_in_its_namespace(tmp_path: Path, namespace: str | None,
                                                         found: bool) -> None:
-    text = 'spec:\n  image: docker.io/stefanprodan/podinfo:5.0.0 # {"$imagepolicy": "staging:web"}\n'
+    text = ('spec:\n  image: docker.io/stefanprodan/podinfo:5.0.0'
+            ' # {"$imagepolicy": "staging:web"}\n')
     (tmp_path / "app.yaml").write_text(text)
 
     scan = scanning.find(tmp_path, APP, ["**"], policy="web", namespace=namespace)
