@@ -244,3 +244,13 @@ def test_verbose_prints_each_registry_request_without_secrets(
     assert all(line.endswith(" ms)") for line in lines)
     assert "s3cret-pw" not in result.stderr
     assert "Basic " not in result.stderr
+
+
+@pytest.mark.e2e
+def test_insecure_reaches_a_plain_http_registry_without_a_config(
+        registry: devservers.Registry) -> None:
+    name = f"team/plain-{uuid.uuid4().hex[:8]}"
+    for tag in ["1.0.0", "1.1.0"]:
+        devservers.push_image(registry.url, name, tag)
+    result = _test(f"{registry.host}/{name}:1.0.0", "--insecure")
+    assert (result.exit_code, result.stdout) == (0, "1.1.0\n"), result.stderr

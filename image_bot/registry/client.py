@@ -40,7 +40,7 @@ from image_bot.errors import (
     RegistryLimitExceeded,
     RegistryUnavailable,
 )
-from image_bot.registry import auth, credentials, limits, manifests, quirks
+from image_bot.registry import auth, credentials, limits, manifests, network, quirks
 from image_bot.registry.manifests import ImageInfo
 from image_bot.state import State
 
@@ -415,7 +415,7 @@ class RegistryClient:
                 self._record(method, url, 0, 0.0)
                 raise RegistryUnavailable(
                     f"registry {image.host} unreachable while reading {image.repository}: "
-                    f"{type(exc).__name__}") from exc
+                    f"{network.unreachable(exc)}") from exc
             except limits.TooLarge as exc:
                 raise RegistryLimitExceeded(
                     f"registry {image.host}, image {image.repository}: {_kind(method, url)} "
