@@ -387,13 +387,15 @@ class RegistryClient:
         host.challenge = challenge
         fresh = await self._auth_headers(host, image, scope)
         if not fresh:
+            hint = (host.credentials.why_none() if host.credentials.configured else
+                    "configure a credentials source for this registry; see "
+                    "docs/registries.md")
             raise AuthError(f"registry {image.host}: credentials required for "
-                            f"{image.repository} (configure a credentials source for this "
-                            f"registry; see docs/registries.md)")
+                            f"{image.repository} ({hint})")
         response = await self._send(host, image, method, url, {**headers, **fresh}, max_bytes)
         if response.status_code == 401:
             who = ("the configured credentials" if await host.credentials.get() else
-                   "anonymous access (its credentials source gave none)"
+                   f"anonymous access ({host.credentials.why_none()})"
                    if host.credentials.configured else
                    "anonymous access (no credentials configured)")
             raise AuthError(f"registry {image.host}, image {image.repository}: access denied "
