@@ -199,6 +199,29 @@ def test_one_broken_policy_does_not_stop_the_others(
     assert "team/bad:1.0.0" in (clone / "deploy/bad.yaml").read_text()
 
 
+def test_a_policy_that_does_not_validate_is_named_in_the_report(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path],
+) -> None:
+    bad = _policy(name="bad", host=registry.host, image="bad", semver="^1").replace(
+        '"semver"', '"semvr"')
+    url = config_repo({"deploy/bad.yaml": DEPLOYMENT.format(host=registry.host, image="bad"),
+                       "policies/bad.yaml": bad})
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config), "--json")
+
+    assert result.exit_code == 1
+    [outcome] = json.loads(result.stdout)["repositories"][0]["outcomes"]
+    assert (outcome["policy"], outcome["file"], outcome["status"]) == (
+        "bad", "policies/bad.yaml", "failed")
+    assert "did you mean `semver`?" in outcome["message"]
+    assert "/tmp" not in outcome["message"]
+    text = _invoke("run", "--once", "--config", str(config))
+    assert text.output.count("did you mean `semver`?") == 1, text.output  # printed once
+    assert "│ bad " in text.output and "(error below)" in text.output  # not the reason again
+
+
 @pytest.mark.parametrize(("case", "expected"), [
     ("unreachable", "registry 127.0.0.1:{dead} unreachable while reading team/app"),
     ("missing", "registry {host}, image team/does-not-exist: not found (HTTP 404 NAME_UNKNOWN)"),

@@ -41,18 +41,18 @@ def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
         table = Table(title=f"{repo.repository} ({repo.branch})", title_justify="left")
         for column in ("policy", "status", "details"):
             table.add_column(column)
-        for outcome in repo.outcomes:
+        for outcome in repo.outcomes:  # a failure's reason is printed once, on stderr
             style = STATUS_STYLE[outcome.status]
-            table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", outcome.message)
+            details = ("(error below)" if outcome.status == "failed" and outcome.error
+                       else outcome.message)
+            table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", details)
         if repo.outcomes:
             console.print(table)
         for commit in repo.commits:
             console.print(f"committed {commit[:12]} and pushed to {repo.branch}")
         for skipped in repo.skipped:
             console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
-        if repo.error:
-            console.print(f"[red]error:[/] {repo.error}", markup=True)
-    failures(cycle, strict=strict)
+    failures(cycle, strict=strict)  # the errors, each once
 
 
 def exit_code(cycle: CycleReport, *, strict: bool) -> int:

@@ -235,7 +235,8 @@ def _select(policy_set: loading.PolicySet, repository: str,
 
 def _build_policies(policy_set: loading.PolicySet,
                     branch: str) -> tuple[list[_Planned], list[PolicyOutcome]]:
-    failed = [PolicyOutcome(policy="?", file="", status="failed", error=error)
+    failed = [PolicyOutcome(policy=getattr(error, "policy", "?"), file=getattr(error, "file", ""),
+                            status="failed", error=error)
               for error in policy_set.errors]
     planned = []
     for loaded in policy_set.policies:
