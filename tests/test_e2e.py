@@ -323,3 +323,37 @@ def test_duration_flags(text: str, seconds: float) -> None:
     from image_bot.cli import options
 
     assert options.seconds(None, None, text) == seconds  # type: ignore[arg-type]
+
+
+def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    host = registry.host
+    url = config_repo({
+        "deploy/app.yaml": ('image: ghcr.io/t/app:1.0.0 # {"$imagepolicy": "flux-system:good"}\n'
+                            'other: ghcr.io/t/x:1.0.0 # {"$imagepolicy": "flux-system:ghost"}\n'),
+        "policies/good.yaml": _policy(name="good", host=host, image="good", semver="^1"),
+        "policies/pr.yaml": testing.policy("pr", f"{host}/team/pr",
+                                           publish={"mode": "pull-request"}),
+        "policies/rel.yaml": testing.policy("rel", f"{host}/team/rel",
+                                            publish={"mode": "commit", "branch": "release"}),
+    })
+    config = bot_config(url)
+
+    result = _invoke("validate", "--config", str(config))
+
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("repository ")]
+    assert problems == [
+        f"repository {url}: ==> File policies/pr.yaml ==> At ImagePolicy(name='pr') ==> At "
+        f"key: spec.publish.mode: pull-request, but this repository has no forge (set "
+        f"repositories[].forge in the bot config)",
+        f"repository {url}: ==> File policies/rel.yaml ==> At ImagePolicy(name='rel') ==> At "
+        f"key: spec.publish.branch: 'release' differs from the repository branch 'main'; "
+        f"commit mode pushes to the branch the policies are read from",
+        f"repository {url}: deploy/app.yaml:2: marker 'flux-system:ghost' names no policy of "
+        f"this repository",
+    ]
+    assert "1 valid policy, 3 problem(s)" in result.output
+    assert not (tmp_path / "state").exists()  # the daemon's state dir is never touched
