@@ -357,3 +357,58 @@ def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
     ]
     assert "1 valid policy, 3 problem(s)" in result.output
     assert not (tmp_path / "state").exists()  # the daemon's state dir is never touched
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_commit_mode_can_push_to_another_branch_rebuilt_from_the_base_each_cycle(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    testing.push_tags(registry, "team/pushed", ["1.0.0", "1.1.0"])
+    deployment = DEPLOYMENT.format(host=registry.host, image="pushed")
+    url = config_repo({
+        "deploy/app.yaml": deployment,
+        "policies/p.yaml": testing.policy(
+            "p", f"{registry.host}/team/pushed",
+            publish={**PUBLISH, "push-branch": "image-updates"}),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    main_before = _git("ls-remote", url, "refs/heads/main").split()[0]
+
+    first = _invoke("run", "--once", "--config", str(config))
+    pushed = _git("ls-remote", url, "refs/heads/image-updates").split()[0]
+    again = _invoke("run", "--once", "--config", str(config))  # same content: no new push
+    assert _git("ls-remote", url, "refs/heads/image-updates").split()[0] == pushed
+    testing.push_tags(registry, "team/pushed", ["1.2.0"])
+    newer = _invoke("run", "--once", "--config", str(config))
+
+    assert (first.exit_code, again.exit_code, newer.exit_code) == (0, 0, 0), newer.output
+    assert _git("ls-remote", url, "refs/heads/main").split()[0] == main_before
+    clone = tmp_path / "updates"
+    _git("clone", "-q", "-b", "image-updates", url, str(clone))
+    assert "team/pushed:1.2.0" in (clone / "deploy/app.yaml").read_text()
+    # rebuilt from main each cycle: one bot commit on top of main, not a growing stack
+    assert _git("-C", str(clone), "rev-list", "--count", f"{main_before}..HEAD") == "1\n"
+    assert _git("-C", str(clone), "rev-parse", "HEAD^") == f"{main_before}\n"
+    assert pushed != _git("-C", str(clone), "rev-parse", "HEAD").strip()
+    assert _git("-C", str(clone), "log", "-1", "--format=%s") == (
+        f"chore: update {registry.host}/team/pushed to 1.2.0\n")
+
+    # a human commit on the branch: the bot leaves it alone and says so
+    (clone / "notes.txt").write_text("mine\n")
+    _git("-C", str(clone), "add", "notes.txt")
+    _git("-C", str(clone), "-c", "user.name=Human", "-c", "user.email=human@example.com",
+         "commit", "-q", "-m", "human")
+    _git("-C", str(clone), "push", "-q", "origin", "image-updates")
+    human_tip = _git("-C", str(clone), "rev-parse", "HEAD").strip()
+    testing.push_tags(registry, "team/pushed", ["1.3.0"])
+
+    blocked = _invoke("run", "--once", "--config", str(config))
+
+    assert blocked.exit_code == 1
+    assert "left 'image-updates' alone: it has commits image-bot did not make" in blocked.output
+    assert _git("ls-remote", url, "refs/heads/image-updates").split()[0] == human_tip
+    assert _git("ls-remote", url, "refs/heads/main").split()[0] == main_before

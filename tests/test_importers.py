@@ -105,3 +105,17 @@ def test_objects_that_are_not_converted_are_named(tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert _notes(result) == ["ConfigMap x: not a Flux image automation object; skipped"]
+
+
+def test_a_flux_push_branch_becomes_a_push_branch(tmp_path: Path) -> None:
+    text = (DATA / "flux-guide.yaml").read_text().replace(
+        "    push:\n      branch: main", "    push:\n      branch: image-updates")
+    (tmp_path / "flux.yaml").write_text(text)
+    (tmp_path / "out").mkdir()
+
+    result = _import("flux", tmp_path / "flux.yaml")
+
+    [loaded] = _loads(result.stdout, tmp_path / "out").policies
+    publish = loaded.policy.spec.publish
+    assert (publish.mode, publish.branch, publish.push_branch) == (
+        "commit", "main", "image-updates")

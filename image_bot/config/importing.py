@@ -160,10 +160,7 @@ def _flux_automation(source: Source, out: Converted) -> _Automation:
     branch = push.get("branch") or checkout
     publish: dict[str, Any] | None = None
     if branch and checkout and branch != checkout:
-        out.note(where, f"spec.git.push.branch {branch!r} differs from the checkout branch "
-                        f"{checkout!r}: image-bot commits to the branch it reads (publish.branch "
-                        f"{checkout!r}); to review changes use publish.mode: pull-request")
-        publish = {"mode": "commit", "branch": checkout}
+        publish = {"mode": "commit", "branch": checkout, "push-branch": branch}
     elif branch:
         publish = {"mode": "commit", "branch": branch}
     if commit.get("messageTemplate"):

@@ -302,6 +302,11 @@ class Filter(_Model):
 class Publish(_Model):
     mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
+    # commit mode: push the commits to this branch instead (Flux push.branch), rebuilt as the
+    # repository branch plus the bot's commits each cycle; force-pushed with a lease, and only
+    # while every commit on it beyond the base is the bot's
+    push_branch: str | None = Field(default=None, alias="push-branch",
+                                    pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._/-]{0,199}$")
     message: str = "chore: update {{ image }} to {{ new_tag }}"
     # commit mode: share the cycle's commit with the other policies, or get one of its own
     commit: Literal["per-cycle", "per-policy"] = "per-cycle"
