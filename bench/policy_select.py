@@ -9,11 +9,14 @@ repositories, pre-releases before their release, variants such as ``-alpine3.20`
    once and ordering them: what any selection must at least do);
 2. a semver range policy (``^M`` around the current ``M.m.p``), cold (parse caches cleared
    before each run) and warm (parses memoised, as from the second policy or cycle on);
-3. ``*`` keeping the current variant family, and a numerical policy with pattern/extract.
+3. ``*`` keeping the current tag's family and precision (thousands ranked), and a numerical
+   policy with pattern/extract.
 
-Prints tags/s (input tags over the best of REPEAT runs) and each time's ratio to the floor.
-``--fleet`` adds the CPU of selection for POLICIES policies of FLEET_TAGS tags each (one
-repository per policy, generated, decided, dropped): cycle 1 with cold caches, cycle 2 warm.
+Prints tags/s (input tags over the best of REPEAT runs of CPU time, ``process_time``: the
+machine is shared, and a core's time is what is claimed) and each time's ratio to the floor.
+``--fleet`` adds the selection CPU of two cycles of POLICIES policies of FLEET_TAGS tags,
+spread over IMAGES images (default 500 and 50), each image's tags generated, decided by its
+policies, then dropped; more distinct tags than the memo holds make cycle 2 no cheaper.
 
     .venv/bin/python bench/policy_select.py [--tags 20000] [--repeat 7] [--fleet] [--json]
 """
@@ -185,7 +188,7 @@ def main() -> None:
     for name, label in (("floor", "floor (sort + regex match)"),
                         ("semver_cold", "semver range, cold parse"),
                         ("semver_warm", "semver range, memoised"),
-                        ("family_warm", "semver *, variant family"),
+                        ("family_warm", "semver *, current's family"),
                         ("numerical", "numerical, pattern/extract")):
         print(f"  {label:<28} {results[f'{name}_tags_per_s']:>11,} tags/s  "
               f"x{results[f'{name}_ratio']}")

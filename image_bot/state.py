@@ -68,6 +68,19 @@ class Retention:
     prune_interval: float = 3600.0  # seconds
 
 
+_DEPLOY_LOOP_TABLES = """
+    CREATE TABLE IF NOT EXISTS agent_reports (  -- the last report each sync agent posted
+        agent TEXT PRIMARY KEY, data TEXT NOT NULL, interval REAL NOT NULL, at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS pushes (         -- when a registry webhook announced a tag
+        image TEXT NOT NULL, tag TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (image, tag)
+    );
+    CREATE TABLE IF NOT EXISTS updates (        -- bot commits followed to the agents
+        key TEXT PRIMARY KEY, data TEXT NOT NULL, at REAL NOT NULL
+    );
+"""
+
+
 class State:
     """A thread-safe handle on ``state.db`` inside the state dir."""
 
@@ -84,6 +97,7 @@ class State:
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: WAL stays consistent anyway
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        self._deploy_loop_tables()
         self._maybe_prune()
 
     @classmethod
@@ -136,6 +150,12 @@ class State:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO declined VALUES (?, ?, ?, ?, ?)",
                        (policy, image, tag, reason, time.time()))
+
+    def clear_decline(self, policy: str, image: str, tag: str) -> None:
+        """Forget that ``tag`` was declined (a human cleared it on the dashboard)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM declined WHERE policy = ? AND image = ? AND tag = ?",
+                       (policy, image, tag))
 
     def declined(self, policy: str, image: str) -> set[str]:
         with self._lock:
@@ -216,6 +236,52 @@ class State:
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return True
+
+    # --- the deploy loop: agent reports, image pushes, updates and their deployments -----
+    # (created if missing, outside the numbered migrations: the tables are a cache too)
+
+    def _deploy_loop_tables(self) -> None:
+        with self._lock:
+            self._db.executescript(_DEPLOY_LOOP_TABLES)
+
+    def put_agent_report(self, agent: str, data: dict[str, Any], *, interval: float,
+                         at: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO agent_reports VALUES (?, ?, ?, ?)",
+                       (agent, json.dumps(data, sort_keys=True), interval, at))
+
+    def agent_reports(self) -> list[tuple[str, dict[str, Any], float, float]]:
+        """(agent, report, interval, received at) of every agent that reported, by name."""
+        with self._lock:
+            rows = self._db.execute("SELECT agent, data, interval, at FROM agent_reports "
+                                    "ORDER BY agent").fetchall()
+        return [(agent, json.loads(data), interval, at) for agent, data, interval, at in rows]
+
+    def note_push(self, image: str, tag: str, at: float) -> None:
+        """The first time a registry said ``image:tag`` was pushed (webhooks)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO pushes VALUES (?, ?, ?)", (image, tag, at))
+
+    def pushed_at(self, image: str, tag: str) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT at FROM pushes WHERE image = ? AND tag = ?",
+                                   (image, tag)).fetchone()
+        return float(row[0]) if row else None
+
+    def put_update(self, key: str, data: dict[str, Any]) -> None:
+        """Insert or replace one tracked update (``key``: repository, commit, policy, image)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET data = excluded.data, at = excluded.at",
+                       (key, json.dumps(data, sort_keys=True), time.time()))
+
+    def updates(self, limit: int = 500) -> dict[str, dict[str, Any]]:
+        """The most recent tracked updates, key → data, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, data FROM (SELECT key, data, rowid FROM "
+                                    "updates ORDER BY rowid DESC LIMIT ?) ORDER BY rowid",
+                                    (limit,)).fetchall()
+        return {key: json.loads(data) for key, data in rows}
 
     def _migrate(self) -> None:
         with self._lock:

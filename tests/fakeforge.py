@@ -166,6 +166,8 @@ class FakeGitHub(Fake):
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     auto_merge: set[int] = field(default_factory=set)
+    releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, tag) → body
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # not PRs; same numbers
     app_id: int | None = None
     app_public_key: str | None = None
     installation_id: int | None = None
@@ -186,6 +188,11 @@ class FakeGitHub(Fake):
             ("GET", rf"{p}/repos/{repo}/issues/(\d+)/comments", "list_comments"),
             ("POST", rf"{p}/repos/{repo}/issues/(\d+)/comments", "create_comment"),
             ("POST", r"/api/graphql", "graphql"),
+            ("GET", rf"{p}/repos/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)/releases/tags/([^/]+)",
+             "get_release"),
+            ("GET", rf"{p}/repos/{repo}/issues", "list_issues"),
+            ("POST", rf"{p}/repos/{repo}/issues", "create_issue"),
+            ("PATCH", rf"{p}/repos/{repo}/issues/(\d+)", "edit_issue"),
         ]
 
     def authorize(self, request: BaseHTTPRequestHandler, path: str) -> None:
@@ -237,6 +244,8 @@ class FakeGitHub(Fake):
             "base": {"label": f"{owner}:{pr['base']['ref']}", "ref": pr["base"]["ref"],
                      "sha": branch_sha(self.bare, pr["base"]["ref"])},
             "user": {"login": "image-bot"},
+            "auto_merge": ({"merge_method": "merge", "enabled_by": {"login": "image-bot"}}
+                           if number in self.auto_merge else None),
         }
 
     def _pull(self, number: str) -> dict[str, Any]:
@@ -348,16 +357,85 @@ class FakeGitHub(Fake):
     def graphql(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
         data = only_fields(payload, {"query", "variables"}, "POST graphql")
         query = str(data.get("query", ""))
-        require("enablePullRequestAutoMerge(input: $input)" in query,
+        enable = "enablePullRequestAutoMerge(input: $input)" in query
+        require(enable or "disablePullRequestAutoMerge(input: $input)" in query,
                 f"graphql: unexpected query {query[:80]!r}")
         given = (data.get("variables") or {}).get("input") or {}
         node = str(given.get("pullRequestId", ""))
         require(node.startswith("PR_") and int(node[3:]) in self.pulls,
                 f"graphql: unknown pullRequestId {node!r}")
-        require(given.get("mergeMethod") in ("MERGE", "SQUASH", "REBASE"), "graphql: method")
-        self.auto_merge.add(int(node[3:]))
-        return 200, {"data": {"enablePullRequestAutoMerge": {
-            "actor": {"login": "image-bot"}, "clientMutationId": None}}}
+        if enable:
+            require(given.get("mergeMethod") in ("MERGE", "SQUASH", "REBASE"), "graphql: method")
+            self.auto_merge.add(int(node[3:]))
+        else:
+            require(set(given) <= {"pullRequestId", "clientMutationId"}, "graphql: input")
+            self.auto_merge.discard(int(node[3:]))
+        name = "enablePullRequestAutoMerge" if enable else "disablePullRequestAutoMerge"
+        return 200, {"data": {name: {"actor": {"login": "image-bot"},
+                                     "clientMutationId": None}}}
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        number = issue["number"]
+        api = f"{self.url}{self.prefix}/repos/{self.project}"
+        return {"url": f"{api}/issues/{number}", "id": 3000 + number, "number": number,
+                "html_url": f"{self.url}/{self.project}/issues/{number}",
+                "state": issue["state"], "title": issue["title"], "body": issue["body"],
+                "labels": [{"name": n} for n in issue["labels"]],
+                "user": {"login": "image-bot"}, "created_at": issue["created_at"],
+                "updated_at": stamp()}
+
+    def list_issues(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        require(payload is None, "GET issues: unexpected body", 400)
+        unknown = set(params) - {"state", "labels", "sort", "direction", "per_page", "page",
+                                 "creator", "since"}
+        require(not unknown, f"GET issues: unknown parameters {sorted(unknown)}")
+        state = params.get("state", "open")
+        require(state in ("open", "closed", "all"), f"GET issues: bad state {state!r}")
+        wanted = {x for x in params.get("labels", "").split(",") if x}
+        found = [self._issue_json(i) for i in self.issues.values()
+                 if state in ("all", i["state"]) and wanted <= set(i["labels"])]
+        # documented: the issues list includes pull requests (with a pull_request key)
+        found += [{**self._pr_json(pr), "pull_request": {"url": ""}}
+                  for pr in self.pulls.values()
+                  if state in ("all", pr["state"]) and wanted <= set(pr["labels"])]
+        return 200, sorted(found, key=lambda i: -int(i["number"]))
+
+    def create_issue(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "body", "labels", "assignees", "assignee",
+                                     "milestone"}, "POST issues")
+        require(isinstance(data.get("title"), str) and data["title"], "POST issues: title")
+        labels = data.get("labels", [])
+        require(isinstance(labels, list) and all(isinstance(x, str) for x in labels),
+                "POST issues: labels must be a list of names")
+        number, self.next_number = self.next_number, self.next_number + 1
+        self.issues[number] = {"number": number, "state": "open", "title": data["title"],
+                               "body": data.get("body") or "", "labels": labels,
+                               "created_at": stamp()}
+        return 201, self._issue_json(self.issues[number])
+
+    def edit_issue(self, payload: Json, params: dict[str, str],
+                   number: str) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "body", "state", "state_reason", "labels",
+                                     "assignees", "milestone"}, "PATCH issue")
+        issue = self.issues.get(int(number))
+        if issue is None:
+            raise Refused(404, f"Not Found: issue {number}")
+        for key in ("title", "body", "state"):
+            if key in data:
+                require(isinstance(data[key], str), f"PATCH issue: {key} must be a string")
+                issue[key] = data[key]
+        return 200, self._issue_json(issue)
+
+    def get_release(self, payload: Json, params: dict[str, str], repo: str,
+                    tag: str) -> tuple[int, Json]:
+        require(payload is None and not params, "GET release: unexpected body or query", 400)
+        tag = urllib.parse.unquote(tag)
+        body = self.releases.get((repo, tag))
+        if body is None:  # a missing release is an ordinary answer, not a bot mistake
+            raise Refused(404, f"Not Found: release {tag} of {repo}", record=False)
+        return 200, {"id": 1, "tag_name": tag, "name": tag, "body": body, "draft": False,
+                     "prerelease": False, "html_url": f"{self.url}/{repo}/releases/tag/{tag}",
+                     "url": f"{self.url}{self.prefix}/repos/{repo}/releases/1"}
 
 
 def _check_app_jwt(fake: FakeGitHub, request: BaseHTTPRequestHandler, installation: str) -> None:
@@ -412,6 +490,9 @@ class FakeGitLab(Fake):
     mrs: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=lambda: {"alice": 11, "bob": 12})
+    releases: dict[tuple[str, str], str] = field(default_factory=dict)  # (path, tag) → notes
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_issue_iid: int = 1
     next_iid: int = 1
     project_id: int = 42
 
@@ -425,6 +506,11 @@ class FakeGitLab(Fake):
             ("GET", rf"{base}/(\d+)", "get_mr"),
             ("PUT", rf"{base}/(\d+)", "update_mr"),
             ("PUT", rf"{base}/(\d+)/merge", "merge_mr"),
+            ("POST", rf"{base}/(\d+)/cancel_merge_when_pipeline_succeeds", "cancel_mwps"),
+            ("GET", r"/api/v4/projects/([^/]+)/releases/([^/]+)", "get_release"),
+            ("GET", base.replace("merge_requests", "issues"), "list_issues"),
+            ("POST", base.replace("merge_requests", "issues"), "create_issue"),
+            ("PUT", base.replace("merge_requests", "issues") + r"/(\d+)", "update_issue"),
             ("GET", rf"{base}/(\d+)/notes", "list_notes"),
             ("POST", rf"{base}/(\d+)/notes", "create_note"),
             ("GET", r"/api/v4/users", "list_users"),
@@ -539,6 +625,12 @@ class FakeGitLab(Fake):
                 mr[key] = str(data[key])
         if "labels" in data:
             mr["labels"] = self._labels(data["labels"], "PUT merge_request")
+        for key in ("assignee_ids", "reviewer_ids"):  # documented: replaces the list
+            if key in data:
+                ids = data[key]
+                require(isinstance(ids, list) and all(i in self.users.values() for i in ids),
+                        f"PUT merge_request: {key} must be known user ids")
+                mr[key] = list(ids)
         return 200, self._mr_json(mr)
 
     def merge_mr(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
@@ -550,6 +642,70 @@ class FakeGitLab(Fake):
         require(mr["state"] == "opened", "PUT merge: MR is not open", 405)
         mr["mwps"] = True
         return 200, self._mr_json(mr)
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        return {"id": 7000 + issue["iid"], "iid": issue["iid"], "project_id": self.project_id,
+                "title": issue["title"], "description": issue["description"],
+                "state": issue["state"], "labels": list(issue["labels"]),
+                "web_url": f"{self.url}/{self.project}/-/issues/{issue['iid']}",
+                "created_at": issue["created_at"], "updated_at": stamp()}
+
+    def list_issues(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        unknown = set(params) - {"labels", "state", "per_page", "page", "order_by", "sort"}
+        require(not unknown, f"GET issues: unknown parameters {sorted(unknown)}", 400)
+        state = params.get("state", "all")
+        require(state in ("opened", "closed", "all"), f"GET issues: bad state {state!r}", 400)
+        wanted = set(self._labels(params.get("labels", ""), "GET issues"))
+        found = [i for i in self.issues.values()
+                 if state in ("all", i["state"]) and wanted <= set(i["labels"])]
+        return 200, [self._issue_json(i) for i in sorted(found, key=lambda i: -i["iid"])]
+
+    def create_issue(self, payload: Json, params: dict[str, str]) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "description", "labels", "assignee_ids",
+                                     "confidential"}, "POST issues")
+        require(isinstance(data.get("title"), str) and data["title"], "POST issues: title", 400)
+        iid, self.next_issue_iid = self.next_issue_iid, self.next_issue_iid + 1
+        self.issues[iid] = {"iid": iid, "title": data["title"], "state": "opened",
+                            "description": str(data.get("description", "")),
+                            "labels": self._labels(data.get("labels", []), "POST issues"),
+                            "created_at": stamp()}
+        return 201, self._issue_json(self.issues[iid])
+
+    def update_issue(self, payload: Json, params: dict[str, str],
+                     iid: str) -> tuple[int, Json]:
+        data = only_fields(payload, {"title", "description", "labels", "state_event"},
+                           "PUT issue")
+        require(bool(data), "PUT issue: nothing to update", 400)
+        issue = self.issues.get(int(iid))
+        if issue is None:
+            raise Refused(404, f"404 Not found: issue {iid}")
+        if "state_event" in data:
+            require(data["state_event"] in ("close", "reopen"), "PUT issue: bad state_event")
+            issue["state"] = "closed" if data["state_event"] == "close" else "opened"
+        for key in ("title", "description"):
+            if key in data:
+                issue[key] = str(data[key])
+        if "labels" in data:
+            issue["labels"] = self._labels(data["labels"], "PUT issue")
+        return 200, self._issue_json(issue)
+
+    def cancel_mwps(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
+        require(not payload, "POST cancel_merge_when_pipeline_succeeds: unexpected body", 400)
+        mr = self._mr(iid)
+        require(mr["mwps"], "POST cancel_merge_when_pipeline_succeeds: not set", 406)
+        mr["mwps"] = False
+        return 201, {"status": "success"}
+
+    def get_release(self, payload: Json, params: dict[str, str], project: str,
+                    tag: str) -> tuple[int, Json]:
+        require(payload is None and not params, "GET release: unexpected body or query", 400)
+        path, tag = urllib.parse.unquote(project), urllib.parse.unquote(tag)
+        require("/" in path, f"GET release: project {project!r} must be a URL-encoded path")
+        notes = self.releases.get((path, tag))
+        if notes is None:
+            raise Refused(404, f"404 Release Not Found: {tag} of {path}", record=False)
+        return 200, {"tag_name": tag, "name": tag, "description": notes,
+                     "_links": {"self": f"{self.url}/{path}/-/releases/{tag}"}}
 
     def list_notes(self, payload: Json, params: dict[str, str], iid: str) -> tuple[int, Json]:
         self._mr(iid)

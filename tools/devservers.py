@@ -15,6 +15,7 @@ import base64
 import contextlib
 import gzip
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -1015,6 +1016,50 @@ def create_repo(root: Path, name: str, files: Mapping[str, str | bytes], *,
 
 # --- command line (for make demo) --------------------------------------------------------
 
+
+# --- notifications ----------------------------------------------------------------------
+
+
+class HookReceiver:
+    """A local HTTP receiver for image-bot's signed JSON notifications: it checks every
+    ``X-Image-Bot-Signature-256`` against ``secret`` and keeps the events that match."""
+
+    def __init__(self, secret: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + hmac.new(secret.encode(), body,
+                                                hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(self.headers.get("X-Image-Bot-Signature-256", ""),
+                                           expected):
+                    hooks.bad_signatures += 1
+                    self.send_response(401)
+                else:
+                    hooks.events.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def kinds(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

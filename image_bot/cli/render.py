@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from image_bot.update.setting import Outcome
 
 STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "unmatched": "yellow",
-                "failed": "red", "proposed": "green", "blocked": "yellow"}
+                "failed": "red", "proposed": "green", "blocked": "yellow", "waiting": "cyan"}
 SYNC_STYLE = {"Synced": "green", "OutOfSync": "yellow", "Healthy": "green",
               "Progressing": "cyan", "Degraded": "red", "Missing": "red", "Unknown": "dim"}
 

@@ -6,18 +6,20 @@ image_bot.cli.render and returns an exit code (never calls sys.exit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from image_bot.cli import errors, options, render
-from image_bot.config import loading, models
-from image_bot.engine import syncing, waking
+from image_bot.config import loading, models, secrets
+from image_bot.engine import reporting, syncing, waking
 from image_bot.errors import ConfigError
 from image_bot.server import app
 from image_bot.sync import agent
 from image_bot.sync import status as sync_status_files
 from image_bot.sync.settings import AgentSettings
+from image_bot.sync.status import SyncReport
 
 
 def _state_dir(state_dir: Path | None, config_path: Path | None) -> tuple[
@@ -78,6 +80,13 @@ _sync_config = click.option(
 @click.option("--no-validate", is_flag=True,
               help="kubernetes: kubectl apply --validate=false, for API servers that serve "
                    "no OpenAPI schema (emulators).")
+@click.option("--report-to", envvar="IMAGE_BOT_REPORT_TO", show_envvar=True,
+              help="Post each pass to the bot daemon: its URL (http://bot:8080), or the full "
+                   "report URL. Needs --report-secret-env or --report-secret-file.")
+@click.option("--report-secret-env", help="Environment variable holding the shared secret "
+                                          "(the bot config's agents.secret_env).")
+@click.option("--report-secret-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the shared secret.")
 @_sync_state_dir
 @_sync_config
 @options.as_json
@@ -86,8 +95,8 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
          once: bool, interval: float, name: str | None, no_prune: bool, no_self_heal: bool,
          healthy_after: float, health_timeout: float, stop_timeout: int,
          docker_host: str | None, namespace: str | None, listen: str | None, kubectl: str,
-         no_validate: bool,
-         state_dir: Path | None,
+         no_validate: bool, report_to: str | None, report_secret_env: str | None,
+         report_secret_file: Path | None, state_dir: Path | None,
          config_path: Path | None, as_json: bool) -> int | None:
     """Apply the config repository to a Docker host (or Kubernetes) and keep it there.
 
@@ -111,11 +120,18 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
         credentials=syncing.credentials(config), docker_host=docker_host,
         namespace=namespace, kubectl=kubectl, validate=not no_validate)
     job = syncing.SyncJob(url, branch, path, directory, settings)
+    send = _reporter(report_to, report_secret_env, report_secret_file, settings.agent,
+                     interval)
     sync_target = agent.build(settings)
+
+    def on_report(report: SyncReport) -> None:
+        render.sync_reports([report], as_json=as_json)
+        send(report)
+
     try:
         if once:
             report = syncing.run_pass(job, sync_target)
-            render.sync_reports([report], as_json=as_json)
+            on_report(report)
             return errors.EXIT_OK if report.ok else errors.EXIT_FAILED
         stop_metrics = None
         if listen:
@@ -125,8 +141,7 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
                 raise click.BadParameter(str(exc), param_hint="--listen") from None
             stop_metrics = syncing.serve_metrics(directory, host=host, port=port)
         try:
-            syncing.run_forever(job, sync_target, interval=interval,
-                                on_report=lambda r: render.sync_reports([r], as_json=as_json),
+            syncing.run_forever(job, sync_target, interval=interval, on_report=on_report,
                                 sleep=waking.sleeper(directory))
         finally:
             if stop_metrics:
@@ -134,6 +149,25 @@ def sync(ctx: click.Context, url: str | None, branch: str, path: str, target: st
         return errors.EXIT_OK
     finally:
         sync_target.close()
+
+
+def _reporter(url: str | None, secret_env: str | None, secret_file: Path | None,
+              name: str, interval: float) -> Callable[[SyncReport], object]:
+    """Post each report to the bot (``--report-to``), or do nothing without it."""
+    if not url:
+        if secret_env or secret_file:
+            raise click.UsageError("--report-secret-env/--report-secret-file need --report-to")
+        return lambda report: None
+    try:
+        secret = secrets.read(secret_env, secret_file, key="--report-secret")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--report-secret-env") from None
+    if secret is None:
+        raise click.UsageError("--report-to needs --report-secret-env or --report-secret-file")
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--report-to")
+    target = url if "/api/agents/" in url else f"{url.rstrip('/')}/api/agents/{name}/report"
+    return lambda report: reporting.post(target, secret, report, interval=interval)
 
 
 @sync.command("status")

@@ -52,22 +52,10 @@ def validate(path: Path | None, config_path: Path | None, as_json: bool) -> int:
         problems += [str(error) for error in policy_set.errors]
         for loaded in policy_set.policies:
             try:
-                build_policy(loaded)
+                strategies.build_document(loaded)
                 count += 1
             except ConfigError as exc:
                 problems.append(str(exc))
     render.validation(count, problems, as_json=as_json)
     return errors.EXIT_FAILED if problems else errors.EXIT_OK
 
-
-def build_policy(loaded: loading.LoadedPolicy) -> strategies.Policy:
-    """The policy object for a loaded document, or a :class:`ConfigError` with a breadcrumb.
-
-    engine.cycle.build_policy does the same and also checks spec.publish.branch against the
-    repository's branch, which validate cannot know; importing it would import the whole
-    engine (Git, HTTP), which a pre-commit hook must not pay for.
-    """
-    try:
-        return strategies.build(loaded.policy.spec)
-    except strategies.InvalidSpec as exc:
-        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None

@@ -12,13 +12,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from image_bot import checkout, refs
-from image_bot.config import durations
+from image_bot.config import durations, schedules
 
 
 class _Model(BaseModel):
+    # Validators are built on first use (and defaults are factories, not instances built at
+    # import), so `image-bot validate` on policies never pays for the bot config's models.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
@@ -59,6 +68,13 @@ class RepositoryConfig(_Model):
     push_backoff: float = Field(default=1.0, ge=0)  # seconds before the 2nd attempt; doubles
     registry_deadline: float = Field(default=300.0, gt=0)  # seconds: registry phase of a scan
     forge: ForgeConfig | None = None
+    dashboard: bool = False  # keep one dashboard issue up to date on the forge
+
+    @model_validator(mode="after")
+    def _dashboard_needs_a_forge(self) -> RepositoryConfig:
+        if self.dashboard and self.forge is None:
+            raise ValueError("dashboard: true needs forge (where the issue lives)")
+        return self
 
     @property
     def display_name(self) -> str:
@@ -208,15 +224,71 @@ class RetentionConfig(_Model):
         return durations.parse(self.max_event_age)
 
 
+class AgentsConfig(_Model):
+    """Sync agents that report to the daemon, ``POST /api/agents/<name>/report``; see
+    docs/deploy-loop.md."""
+
+    secret_env: str | None = None  # environment variable holding the shared secret
+    secret_file: Path | None = None  # or a file holding it
+    stale_after: int = Field(default=3, ge=1, le=1000)  # silent for this many intervals
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AgentsConfig:
+        if self.secret_env and self.secret_file:
+            raise ValueError("agents: choose secret_env or secret_file, not both")
+        if not (self.secret_env or self.secret_file):
+            raise ValueError("agents needs secret_env or secret_file: reports are signed")
+        return self
+
+
+NotificationEvent = Literal["updated", "pr-opened", "deployed", "degraded", "rolled-back",
+                            "failed", "recovered"]
+NOTIFICATION_EVENTS: tuple[str, ...] = ("updated", "pr-opened", "deployed", "degraded",
+                                        "rolled-back", "failed", "recovered")
+
+
+class NotificationTarget(_Model):
+    """One place notifications go: Apprise URLs (Slack, Teams, Matrix, email…) read from an
+    env var or file (they hold tokens), or a generic JSON webhook signed with HMAC-SHA256."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: Literal["apprise", "webhook"]
+    url: str | None = None  # webhook: where to POST (no secret in it)
+    url_env: str | None = None  # apprise: the Apprise URL(s), secret-bearing
+    url_file: Path | None = None
+    secret_env: str | None = None  # webhook: HMAC key for X-Image-Bot-Signature-256
+    secret_file: Path | None = None
+    events: list[NotificationEvent] = list(NOTIFICATION_EVENTS)  # type: ignore[arg-type]
+    failed_after: int = Field(default=3, ge=1, le=1000)  # cycles in a row before ``failed``
+    retries: int = Field(default=3, ge=1, le=10)
+    backoff: float = Field(default=1.0, ge=0, le=60)  # seconds before the 2nd attempt; doubles
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _where(self) -> NotificationTarget:
+        if self.kind == "webhook" and not self.url:
+            raise ValueError(f"notification {self.name!r}: kind webhook needs url")
+        if self.kind == "apprise" and not (self.url_env or self.url_file):
+            raise ValueError(f"notification {self.name!r}: kind apprise needs url_env or "
+                             f"url_file (Apprise URLs carry tokens)")
+        if self.kind == "apprise" and self.url:
+            raise ValueError(f"notification {self.name!r}: put Apprise URLs in url_env or "
+                             f"url_file, not url (they carry tokens)")
+        return self
+
+
 class BotConfig(_Model):
     repositories: list[RepositoryConfig] = Field(min_length=1)
     registries: list[RegistryConfig] = []
-    git: GitConfig = GitConfig()
+    git: GitConfig = Field(default_factory=GitConfig)
     state_dir: Path = Field(default_factory=_default_state_dir)
-    retention: RetentionConfig = RetentionConfig()
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     receivers: list[ReceiverConfig] = []
-    daemon: DaemonConfig = DaemonConfig()
-    limits: LimitsConfig = LimitsConfig()
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    agents: AgentsConfig | None = None
+    notifications: list[NotificationTarget] = []
 
     @field_validator("receivers")
     @classmethod
@@ -299,6 +371,46 @@ class Filter(_Model):
     include_signatures: bool = Field(default=False, alias="include-signatures")
 
 
+UpdateType = Literal["major", "minor", "patch", "pre-release", "digest", "other"]
+_LABEL = Annotated[str, Field(min_length=1, max_length=100)]
+DEFAULT_MESSAGE = ("chore(deps): update {{ image_name }} from {{ old_tag or '?' }} to "
+                   "{{ new_tag }} ({{ update_type }})")
+
+
+def _schedule(value: list[str]) -> list[str]:
+    if len(value) > schedules.MAX_ENTRIES:
+        raise ValueError(f"at most {schedules.MAX_ENTRIES} entries")
+    for entry in value:
+        schedules.parse(entry)  # InvalidSchedule is a ValueError: pydantic names the key
+    return value
+
+
+def _timezone(value: str) -> str:
+    schedules.zone(value)
+    return value
+
+
+class PublishRule(_Model):
+    """Publish settings for some update types (like Renovate's packageRules): lists add to
+    the policy's, other keys replace them; the first rule naming the update type applies
+    (later matching rules add their lists and fill keys the earlier ones left unset)."""
+
+    update: list[UpdateType] = Field(min_length=1)
+    mode: Literal["commit", "pull-request"] | None = None
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    labels: list[_LABEL] = Field(default=[], max_length=20)
+    reviewers: list[_LABEL] = Field(default=[], max_length=20)
+    assignees: list[_LABEL] = Field(default=[], max_length=20)
+    draft: bool | None = None
+    auto_merge: bool | None = Field(default=None, alias="auto-merge")
+    schedule: Annotated[list[str], AfterValidator(_schedule)] | None = None
+
+    @field_validator("update", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
 class Publish(_Model):
     mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
@@ -307,7 +419,7 @@ class Publish(_Model):
     # while every commit on it beyond the base is the bot's
     push_branch: str | None = Field(default=None, alias="push-branch",
                                     pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._/-]{0,199}$")
-    message: str = "chore: update {{ image }} to {{ new_tag }}"
+    message: str = DEFAULT_MESSAGE
     # commit mode: share the cycle's commit with the other policies, or get one of its own
     commit: Literal["per-cycle", "per-policy"] = "per-cycle"
     # pull-request mode: policies with the same group share one bot branch and one PR
@@ -318,6 +430,32 @@ class Publish(_Model):
     assignees: list[str] = []
     draft: bool = False
     auto_merge: bool = Field(default=False, alias="auto-merge")
+    # when publishing may happen: windows or cron entries, read in ``timezone``
+    schedule: Annotated[list[str], AfterValidator(_schedule)] = []
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    rules: list[PublishRule] = Field(default=[], max_length=20)
+
+    def for_update(self, update_type: str) -> Publish:
+        """These settings with the rules for ``update_type`` applied (no rules: itself)."""
+        matching = [r for r in self.rules if update_type in r.update]
+        if not matching:
+            return self
+        changed: dict[str, object] = {"rules": []}
+        for rule in matching:
+            for key in ("labels", "reviewers", "assignees"):
+                changed[key] = list(dict.fromkeys(
+                    [*changed.get(key, getattr(self, key)), *getattr(rule, key)]))  # type: ignore[misc]
+            for key in ("mode", "group", "draft", "auto_merge", "schedule"):
+                if getattr(rule, key) is not None and key not in changed:
+                    changed[key] = getattr(rule, key)
+        return self.model_copy(update=changed)
+
+
+class Rollback(_Model):
+    """Write the previous tag back into Git when an agent reports the new one degraded
+    (a commit in commit mode, a pull request in pull-request mode)."""
+
+    on: Literal["degraded", "never"] = "degraded"
 
 
 class PolicySpec(_Model):
@@ -334,6 +472,7 @@ class PolicySpec(_Model):
     min_age: durations.Duration = Field(default="0s", alias="min-age")
     max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
     platforms: list[str] = []
+    rollback: Rollback = Rollback()
 
     @field_validator("platforms")
     @classmethod

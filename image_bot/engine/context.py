@@ -13,15 +13,18 @@ config repositories without their credentials), so:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from image_bot.config import models
+from image_bot.config import loading, models
 from image_bot.engine import history, observing
-from image_bot.engine.report import CycleReport
+from image_bot.engine.report import CycleReport, RepositoryReport
+from image_bot.errors import ImageBotError
+from image_bot.notify import notifying
 from image_bot.publish import committing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
@@ -51,6 +54,7 @@ class Engine:
     client: registry.RegistryClient
     metrics: observing.Metrics = field(default_factory=observing.Metrics)
     clock: Clock = Clock()
+    notifier: notifying.Notifier = field(default_factory=lambda: notifying.Notifier(()))
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -66,10 +70,17 @@ class Engine:
             for hook in hooks:
                 hook(method, url, status, seconds)
 
-        with history.open_state(config) as state:
-            async with registry.RegistryClient(config.registries, state=state,
-                                               on_request=counted) as client:
-                yield cls(config, state, client, metrics, clock or Clock())
+        notifier = notifying.Notifier(
+            notifying.build(config.notifications),
+            on_result=lambda target, outcome: metrics.notifications.labels(
+                target, outcome).inc())
+        try:
+            with history.open_state(config) as state:
+                async with registry.RegistryClient(config.registries, state=state,
+                                                   on_request=counted) as client:
+                    yield cls(config, state, client, metrics, clock or Clock(), notifier)
+        finally:
+            notifier.close()
 
     @property
     def identity(self) -> committing.Identity:
@@ -89,8 +100,76 @@ class Engine:
         self.metrics.observe_report(report, seconds)
         if report.dry_run:
             return
+        streaks = history.failed_runs(self.state)  # before this run
         history.record(self.state, report, trigger=trigger, seconds=seconds)
         _log_report(report, trigger=trigger, seconds=seconds)
+        for repo in report.repositories:
+            for event in _events(repo, streaks):
+                self.notifier.publish(event)
+
+    def record_reload(self, repository: str, policies: loading.PolicySet, *, scheduled: int,
+                      changed: list[str], removed: list[str]) -> None:
+        """Remember a reload of a repository's policy files (the daemon): an event, a log
+        line, and one config error per broken document (the others run meanwhile)."""
+        log.info("policies loaded", extra={"repository": repository, "count": scheduled})
+        for error in policies.errors:
+            self.metrics.errors.labels(error.kind).inc()
+            log.warning("policy skipped: %s", error, extra={"repository": repository})
+        self.state.log_event("reload", {
+            "repository": repository, "policies": scheduled, "changed": changed,
+            "removed": removed, "errors": [str(e) for e in policies.errors]})
+
+    def record_failure(self, repository: str, error: Exception) -> None:
+        """A repository's scan or reload that failed as a whole (ours, or a bug)."""
+        if isinstance(error, ImageBotError):
+            self.metrics.errors.labels(error.kind).inc()
+            log.error("repository failed: %s", error, extra={"repository": repository})
+        else:
+            self.metrics.errors.labels("internal").inc()
+            log.error("internal error", exc_info=error, extra={"repository": repository})
+
+
+def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.Event]:
+    """What a run did, as notification events (``failures``: failed runs in a row before
+    this one, per ``repository#policy``, from the state DB: it survives restarts and
+    ``run --once``)."""
+    events = []
+    commit = repo.commits[-1] if len(repo.commits) == 1 else None
+    prs = {p.branch: p for p in repo.pull_requests}
+    for o in repo.outcomes:
+        image, change = o.image or "", (o.changes[0] if o.changes else None)
+        base = notifying.Event("updated", repo.repository, o.policy, image,
+                               old_tag=change.old_tag if change else o.current,
+                               new_tag=change.new_tag if change else o.latest, commit=commit)
+        key = f"{repo.repository}#{o.policy}"
+        streak = failures.get(key, 0)
+        if o.status == "failed":
+            events.append(dataclasses.replace(base, kind="failed", commit=None,
+                                              failures=streak + 1, reason=o.message))
+            continue
+        if streak:
+            events.append(dataclasses.replace(base, kind="recovered", commit=None,
+                                              failures=streak))
+        if o.status == "updated" and repo.commits:
+            events.append(base)
+        elif o.status == "proposed":
+            opened = [p for p in prs.values() if p.action == "opened" and o.policy in p.policies]
+            if opened:
+                events.append(dataclasses.replace(base, kind="pr-opened", commit=None,
+                                                  link=opened[0].url))
+    for t in repo.transitions:
+        timings = {name: value for name, value in (("push_to_commit", t.push_to_commit),
+                                                    ("commit_to_deployed",
+                                                     t.commit_to_deployed))
+                   if value is not None}
+        events.append(notifying.Event(
+            t.state, t.repository, t.policy, t.image,
+            old_tag=t.old_tag if t.state != "rolled-back" else t.tag,
+            new_tag=t.tag if t.state != "rolled-back" else t.old_tag,
+            commit=t.rollback_commit if t.state == "rolled-back" else t.commit,
+            link=t.rollback_url, agent=t.agent, service=t.service, reason=t.reason,
+            timings=timings))
+    return events
 
 
 def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:

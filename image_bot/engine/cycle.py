@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from image_bot import refs
-from image_bot.config import loading, models
-from image_bot.engine import ranking, selecting
+from image_bot.config import loading, models, schedules
+from image_bot.engine import dashboarding, ranking, selecting, tracking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import (
     CycleReport,
@@ -33,7 +33,7 @@ from image_bot.engine.report import (
     Status,
 )
 from image_bot.errors import ConfigError, ImageBotError, PushRejected, RegistryError, UpdateError
-from image_bot.policy import strategies
+from image_bot.policy import strategies, versions
 from image_bot.publish import committing, forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
@@ -101,10 +101,16 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     ``checkout`` reuses a clone and policies the caller just read (the daemon's reload).
     """
     name = workspaces.redact(repo.url)
+    forge = _Forge(repo, enabled=not dry_run)
+    followed = RepositoryReport(name, repo.branch)
     try:
         # 1. the config repository at its remote tip, and its policies
         checkout = checkout or await open_repository(engine, repo)
         ws = checkout.workspace
+        # 1b. the deploy loop: agents' reports judge earlier commits; degraded ones are
+        # rolled back in Git and declined (before the policies below choose)
+        if not dry_run:
+            followed = await _follow(engine, repo, checkout, forge)
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),
                                           repo.branch)
@@ -117,17 +123,66 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # thread must not outlive the deadline above)
         planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
     except ImageBotError as exc:
-        return RepositoryReport(name, repo.branch, errors=(exc,))
-    # 6-8. decide, edit, publish: each mode in turn, one batch at a time
-    report = RepositoryReport(name, repo.branch, outcomes=tuple(failed))
-    forge = _Forge(repo, enabled=not dry_run)
+        return followed.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
+    report = followed.combined(RepositoryReport(name, repo.branch, outcomes=tuple(failed)))
+    # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last; a cleared
+    # decline counts from this scan on
+    board = None
+    if repo.dashboard and not dry_run:
+        try:
+            board = await asyncio.to_thread(dashboarding.read, engine, _required(forge.get()),
+                                            checkout.policies.policies)
+        except ImageBotError as exc:
+            report = report.combined(RepositoryReport(
+                name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
+        planned = _attach_declined(planned, engine)
+    approved = board.approved if board else frozenset()
+    # 7. publish settings by update type (publish.rules): decide first, then batch
+    try:
+        planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
+    except ImageBotError as exc:
+        return report.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
+    # 8-10. decide, edit, publish: each mode in turn, one batch at a time
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
             batch = [p for p in members if p.name in names]
             report = report.combined(await _publish_batch(
-                engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run))
+                engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
+                approved=approved))
+    if report.commits and not dry_run:  # followed from now on (committed)
+        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
+    if board is not None:  # its failure is reported; it undoes nothing that was published
+        try:
+            done = await asyncio.to_thread(
+                dashboarding.write, engine, _required(forge.get()), board, report,
+                checkout.policies.policies, {p.name for p in planned})
+            report = dataclasses.replace(report, dashboard=done)
+        except ImageBotError as exc:
+            report = report.combined(RepositoryReport(
+                name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
     return report
+
+
+def _required(client: forges.Forge | None) -> forges.Forge:
+    assert client is not None, "the forge is enabled outside dry runs"
+    return client
+
+
+async def _follow(engine: Engine, repo: models.RepositoryConfig, checkout: Checkout,
+                  forge: _Forge) -> RepositoryReport:
+    """Judge the bot's earlier commits by the agents' reports, roll back degraded ones, and
+    decline what was rolled back (so the policies below see it)."""
+    name = workspaces.redact(repo.url)
+    try:
+        transitions, commits, errors = await tracking.follow(
+            engine, repo, checkout.workspace, checkout.policies, forge=forge.get)
+        if commits:
+            await asyncio.to_thread(checkout.workspace.refresh)
+    except ImageBotError as exc:
+        return RepositoryReport(name, repo.branch, errors=(exc,))
+    return RepositoryReport(name, repo.branch, commits=tuple(commits), errors=tuple(errors),
+                            transitions=tuple(transitions))
 
 
 class _Forge:
@@ -153,8 +208,8 @@ class _Forge:
 
 async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          repo: models.RepositoryConfig, mode: publishing.Mode, key: str,
-                         batch: list[_Planned], *, forge: _Forge,
-                         dry_run: bool) -> RepositoryReport:
+                         batch: list[_Planned], *, forge: _Forge, dry_run: bool,
+                         approved: frozenset[str] = frozenset()) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it)."""
     name = workspaces.redact(repo.url)
@@ -167,15 +222,21 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
                 await asyncio.to_thread(ws.reset)
+                closed = _closed_windows(batch, engine.clock.now(), approved)
+                if closed and not dry_run:  # plan, do not publish
+                    outcomes, result = await _update(engine, ws.root, batch, dry_run=True)
+                    return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
-                rows = await _rows(engine.client, result) if mode.uses_forge and result else []
+                rows = await _rows(engine.client, result, metadata=mode.uses_forge)
                 done = await asyncio.to_thread(
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
             except PushRejected as exc:
-                if not mode.retries_moved_branch or attempt == repo.push_attempts:
+                if not mode.retries_moved_branch:
+                    raise
+                if attempt == repo.push_attempts:
                     raise _prefixed(exc, suffix=f"gave up after {attempt} attempts") from exc
                 await asyncio.sleep(repo.push_backoff * 2 ** (attempt - 1))
                 await asyncio.to_thread(ws.refresh)
@@ -256,10 +317,7 @@ def build_policy(loaded: loading.LoadedPolicy, branch: str) -> strategies.Policy
         raise ConfigError(f"{loaded.where('spec.publish.branch')}: {target!r} differs from the "
                           f"repository branch {branch!r}; commit mode pushes to the branch "
                           f"the policies are read from")
-    try:
-        return strategies.build(loaded.policy.spec)
-    except strategies.InvalidSpec as exc:
-        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None
+    return strategies.build_document(loaded)
 
 
 async def _fetch_tags(client: registry.RegistryClient,
@@ -427,7 +485,8 @@ def _with_rollbacks(engine: Engine, ws: workspaces.Workspace,
     index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
     for p in planned:
         write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
-        if write and p.tags is not None and _rolled_back(index, p, write.tag, now=now):
+        if write and p.tags is not None and write.tag not in engine.state.declined(
+                p.name, write.image) and _rolled_back(index, p, write.tag, now=now):
             engine.state.decline(p.name, write.image, write.tag,
                                  f"rolled back on {ws.branch} after {write.commit[:12]}")
     return _attach_declined(planned, engine)
@@ -450,6 +509,69 @@ def _rolled_back(index: scanning.Index, p: _Planned, written: str, *, now: datet
                for tag in current)
 
 
+# --- publish rules (by update type) and schedules ----------------------------------------
+
+
+def _with_rules(engine: Engine, root: Path, planned: Sequence[_Planned]) -> list[_Planned]:
+    """Each policy with ``publish.rules`` gets the settings of the update it will make.
+
+    The decision is the one ``_update`` makes again later on the same tip (pure, same
+    inputs); with no update, a policy that can open PRs stays in pull-request mode so an
+    open PR it no longer needs is still withdrawn.
+    """
+    if not any(p.publish.rules for p in planned):
+        return list(planned)
+    index = scanning.Index(root, max_file_bytes=engine.config.limits.max_file_bytes)
+    now = engine.clock.now()
+    done = []
+    for p in planned:
+        if not p.publish.rules or p.tags is None:
+            done.append(p)
+            continue
+        _, edits = _decide(root, p, index, now=now)
+        kind = _update_type(edits)
+        publish = p.publish.for_update(kind) if kind else _idle(p.publish)
+        spec = p.loaded.policy.spec.model_copy(update={"publish": publish})
+        loaded = dataclasses.replace(p.loaded, policy=p.loaded.policy.model_copy(
+            update={"spec": spec}))
+        done.append(dataclasses.replace(p, loaded=loaded))
+    return done
+
+
+def _update_type(edits: Sequence[rewriting.Edit]) -> str | None:
+    """The update type of a policy's edits (the first moved tag), None when nothing moves."""
+    for edit in edits:
+        if edit.tag and edit.tag != edit.reference.ref.tag:
+            return versions.update_type(edit.reference.ref.tag, edit.tag)
+    if any(e.digest and e.digest != e.reference.ref.digest for e in edits):
+        return "digest"
+    return None
+
+
+def _idle(publish: models.Publish) -> models.Publish:
+    modes = [publish.mode, *(r.mode for r in publish.rules if r.mode)]
+    mode = "pull-request" if "pull-request" in modes else publish.mode
+    return publish.model_copy(update={"mode": mode, "rules": []})
+
+
+def _closed_windows(batch: Sequence[_Planned], now: datetime,
+                    approved: frozenset[str] = frozenset()) -> list[str]:
+    """The schedules of batch members whose window is closed at ``now`` (one closed window
+    holds back the whole batch: one PR proposes all or nothing); ``approved`` policies (a
+    ticked dashboard box) publish now."""
+    return [f"{'; '.join(p.publish.schedule)} ({p.publish.timezone})" for p in batch
+            if p.name not in approved
+            and not schedules.is_open(p.publish.schedule, p.publish.timezone, now)]
+
+
+def _waiting(outcome: PolicyOutcome, closed: Sequence[str]) -> PolicyOutcome:
+    if outcome.status != "planned":
+        return outcome
+    window = ", ".join(dict.fromkeys(closed))
+    return dataclasses.replace(outcome, status="waiting",
+                               note=f"{outcome.note}; waiting for window: {window}")
+
+
 # --- pull requests: outcomes and the registry's part of the PR table ----------------------
 
 
@@ -460,16 +582,37 @@ def _proposed(outcome: PolicyOutcome, done: proposing.Outcome) -> PolicyOutcome:
     return dataclasses.replace(outcome, status=status, note=f"{outcome.note}; {done.message}")
 
 
-async def _rows(client: registry.RegistryClient, result: UpdateResult) -> list[messages.Row]:
-    return [await _row(client, c, result) for c in publishing.rows_wanted(result)]
+async def _rows(client: registry.RegistryClient, result: UpdateResult, *,
+                metadata: bool) -> list[messages.Row]:
+    """What publishing says about each update: its type, and (``metadata``: for PRs) what
+    the registry knows of the new image and the old one's revision."""
+    return [await _row(client, c, result, metadata=metadata)
+            for c in publishing.rows_wanted(result)]
 
 
-async def _row(client: registry.RegistryClient, change: Change,
-               result: UpdateResult) -> messages.Row:
-    row = publishing.row(change, result)
+async def _row(client: registry.RegistryClient, change: Change, result: UpdateResult, *,
+               metadata: bool) -> messages.Row:
+    row = dataclasses.replace(publishing.row(change, result),
+                              update_type=versions.update_type(change.old_tag, change.new_tag))
+    if not metadata:
+        return row
+    image = refs.parse(change.image)
     try:
-        info = await client.image_info(refs.parse(change.image), change.new_tag)
+        info = await client.image_info(image, change.new_tag)
     except ImageBotError:
         return row  # the table says "–"; not worth failing the proposal for
-    return dataclasses.replace(row, digest=info.digest, created=info.created,
-                               source=info.labels.get("org.opencontainers.image.source"))
+    labels = info.labels
+    row = dataclasses.replace(row, digest=info.digest, created=info.created,
+                              platforms=info.platforms,
+                              source=labels.get("org.opencontainers.image.source"),
+                              revision=labels.get("org.opencontainers.image.revision"),
+                              version=labels.get("org.opencontainers.image.version"))
+    if row.revision and change.old_tag and change.old_tag != change.new_tag:
+        try:
+            old = await client.image_info(image, change.old_tag)
+        except ImageBotError:
+            return row  # the old tag is gone: no compare link
+        if old.labels.get("org.opencontainers.image.source") == row.source:
+            row = dataclasses.replace(
+                row, old_revision=old.labels.get("org.opencontainers.image.revision"))
+    return row

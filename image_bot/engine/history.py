@@ -89,6 +89,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
             changed = [o.policy for o in repo.outcomes if o.status == "updated"]
             state.log_event("commit", {"repository": repo.repository, "branch": repo.branch,
                                        "commit": sha, "policies": changed})
+        for t in repo.transitions:  # the deploy loop: deployed, degraded, rolled-back
+            state.log_event(t.state, {
+                "repository": repo.repository, "policy": t.policy, "image": t.image,
+                "tag": t.tag, "commit": t.commit, "agent": t.agent, "service": t.service,
+                "message": t.reason, "rollback": t.rollback_commit or t.rollback_url})
         if repo.error:
             state.log_event("error", {"repository": repo.repository, "message": repo.error})
         state.log_event("scan", {
@@ -97,6 +102,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
             "updated": sum(1 for o in repo.outcomes if o.status == "updated"),
             "failed": sum(1 for o in repo.outcomes if o.status == "failed") + bool(repo.error),
         })
+
+
+def failed_runs(state: State) -> dict[str, int]:
+    """``repository#policy`` → how many runs in a row it failed (0: the last one worked)."""
+    return {key: data.get("failed_runs", 0) for key, (data, _) in state.decisions().items()}
 
 
 def _key(repository: str, policy: str) -> str:
@@ -117,6 +127,7 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
         "pull_request": old.get("pull_request"),
         "last_error": outcome.message if failed else old.get("last_error"),
         "last_error_at": now if failed else old.get("last_error_at"),
+        "failed_runs": old.get("failed_runs", 0) + 1 if failed else 0,  # in a row
     }
 
 

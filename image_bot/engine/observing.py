@@ -25,6 +25,8 @@ LogFormat = Literal["auto", "json", "human"]
 CONTEXT_FIELDS = ("repository", "policy", "image", "registry", "tag", "receiver", "outcome",
                   "status", "commit", "seconds", "trigger", "count", "shard", "listen")
 _CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_DEPLOY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                   21600.0, 86400.0)
 
 
 class Metrics:
@@ -58,6 +60,19 @@ class Metrics:
             registry=r)
         self.policies = Gauge("image_bot_policies", "Policies scheduled by this instance.",
                               registry=r)
+        self.deploy_seconds = Histogram(
+            "image_bot_deploy_seconds", "Time from registry push to bot commit "
+            "(phase push_to_commit) and from bot commit to Synced + Healthy on an agent "
+            "(phase commit_to_deployed).", ["phase"], buckets=_DEPLOY_BUCKETS, registry=r)
+        self.deployments = Counter(
+            "image_bot_deployments", "Bot updates followed to the agents, by what happened "
+            "(deployed, degraded, rolled-back).", ["state"], registry=r)
+        self.notifications = Counter(
+            "image_bot_notifications", "Notification deliveries, by target and outcome "
+            "(sent, retried, failed, dropped).", ["target", "outcome"], registry=r)
+        self.agent_reports = Counter(
+            "image_bot_agent_reports", "Sync agent reports posted to the daemon, by outcome "
+            "(accepted, unauthorized, too_large, malformed).", ["outcome"], registry=r)
         self.queued = Gauge("image_bot_queued_scans", "Policies waiting for a scan.",
                             registry=r)
 
@@ -79,6 +94,14 @@ class Metrics:
             for error in repo.errors:
                 self.errors.labels(error.kind).inc()
             self.pull_requests.inc(sum(1 for pr in repo.pull_requests if pr.action == "opened"))
+            for t in repo.transitions:
+                self.deployments.labels(t.state).inc()
+                if t.state == "deployed" and t.commit_to_deployed is not None:
+                    self.deploy_seconds.labels("commit_to_deployed").observe(
+                        max(t.commit_to_deployed, 0.0))
+                    if t.push_to_commit is not None:
+                        self.deploy_seconds.labels("push_to_commit").observe(
+                            max(t.push_to_commit, 0.0))
 
     def on_registry_request(self, method: str, url: str, status: int, seconds: float) -> None:
         """The registry client's ``on_request`` hook (``status`` 0: no answer came)."""

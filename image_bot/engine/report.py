@@ -15,8 +15,10 @@ from image_bot.errors import ImageBotError, TemporaryError
 from image_bot.update.result import Change, Skipped
 
 Status = Literal["updated", "planned", "current", "unmatched", "failed", "proposed",
-                 "blocked"]
-"""``unmatched``: the policy ran but found no reference to its image under its ``paths``
+                 "blocked", "waiting"]
+"""``waiting``: an update was decided but the policy's ``publish.schedule`` window is closed
+(planned, not published; the note names the window).
+``unmatched``: the policy ran but found no reference to its image under its ``paths``
 (a typo in ``paths``, an image written differently): a warning, a failure with ``--strict``."""
 
 
@@ -73,6 +75,30 @@ class PullRequestResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Transition:
+    """An update the bot committed changed state on one agent: deployed, degraded, or rolled
+    back in Git (``engine.tracking``); timings in seconds, None when unknown."""
+
+    state: Literal["deployed", "degraded", "rolled-back"]
+    repository: str
+    policy: str
+    image: str
+    old_tag: str | None
+    tag: str
+    commit: str
+    agent: str
+    service: str | None = None
+    reason: str = ""
+    push_to_commit: float | None = None
+    commit_to_deployed: float | None = None
+    rollback_commit: str | None = None  # the commit writing the previous tag back
+    rollback_url: str | None = None  # or the pull request proposing it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class RepositoryReport:
     repository: str
     branch: str
@@ -82,6 +108,8 @@ class RepositoryReport:
     diff: str = ""
     errors: tuple[ImageBotError, ...] = ()  # the repository itself failed (fetch, push)
     pull_requests: tuple[PullRequestResult, ...] = ()
+    transitions: tuple[Transition, ...] = ()  # the deploy loop (engine.tracking)
+    dashboard: str | None = None  # what happened to the dashboard issue (opt-in)
 
     @property
     def error(self) -> str | None:
@@ -104,7 +132,8 @@ class RepositoryReport:
             self, outcomes=self.outcomes + other.outcomes, commits=self.commits + other.commits,
             skipped=self.skipped + other.skipped, diff=self.diff + other.diff,
             pull_requests=self.pull_requests + other.pull_requests,
-            errors=self.errors + other.errors)
+            errors=self.errors + other.errors, transitions=self.transitions + other.transitions,
+            dashboard=other.dashboard or self.dashboard)
 
     def to_dict(self) -> dict[str, Any]:
         return {"repository": self.repository, "branch": self.branch,
@@ -113,7 +142,9 @@ class RepositoryReport:
                 "skipped": [dataclasses.asdict(s) for s in self.skipped],
                 "diff": self.diff, "error": self.error,
                 "error_kinds": sorted({e.kind for e in self.errors}),
-                "pull_requests": [p.to_dict() for p in self.pull_requests]}
+                "pull_requests": [p.to_dict() for p in self.pull_requests],
+                "transitions": [t.to_dict() for t in self.transitions],
+                "dashboard": self.dashboard}
 
 
 @dataclass(frozen=True, slots=True)

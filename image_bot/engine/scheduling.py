@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image_bot.config import durations, loading
-from image_bot.engine import cycle, selecting, waking
+from image_bot.engine import cycle, selecting, tracking, waking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import CycleReport
-from image_bot.errors import ConfigError, ImageBotError
+from image_bot.errors import ConfigError
 from image_bot.publish import workspace as workspaces
 
 log = logging.getLogger("image_bot.scheduler")
@@ -78,6 +78,7 @@ class Scheduler:
         self._ready_at: dict[int, float] = {}
         self._reload_at: dict[int, float] = dict.fromkeys(indexes, 0.0)
         self._busy: set[int] = set()
+        self._track: set[int] = set()  # repositories an agent just reported on
         self._tasks: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(self._settings.max_concurrent_scans)
         self._hosts: dict[str, asyncio.Semaphore] = {}
@@ -113,6 +114,19 @@ class Scheduler:
             self._metrics.queued.set(sum(map(len, self._requested.values())))
             self._wake.set()
         return names
+
+    def request_tracking(self, repository: str, branch: str) -> bool:
+        """Follow the bot's commits in ``repository`` (an agent reported on it): a scan of
+        no policy, which judges deployments and rolls back degraded ones. False when no
+        configured repository matches."""
+        hits = [i for i, repo in enumerate(self.config.repositories)
+                if repo.branch == branch
+                and tracking.same_repository(workspaces.redact(repo.url), repository)]
+        for index in hits:
+            self._track.add(index)
+        if hits:
+            self._wake.set()
+        return bool(hits)
 
     def request_reload(self) -> None:
         """Re-read every repository's policy files now, and wake the sync agents that
@@ -158,16 +172,22 @@ class Scheduler:
                 trigger = "interval"
             if self.polling:
                 names |= {n for n in self._entries[index] if self._due[(index, n)] <= now}
-            if reload or names:
+            track = index in self._track
+            self._track.discard(index)
+            if track and not names:
+                trigger = "agent"
+            if reload or names or track:
                 self._busy.add(index)
                 task = asyncio.create_task(self._job(index, names, reload=reload,
-                                                     trigger=trigger))
+                                                     trigger=trigger, track=track))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         self._metrics.queued.set(sum(map(len, self._requested.values())))
 
     def _next_wake(self, now: float) -> float:
         times = list(self._ready_at.values())
+        if any(i not in self._busy for i in self._track):
+            times.append(now)
         idle = [i for i in self._entries if i not in self._busy]
         times += [self._reload_at[i] for i in idle]
         if self.polling:
@@ -188,7 +208,8 @@ class Scheduler:
 
     # --- one job: reload and/or scan one repository ---------------------------------------
 
-    async def _job(self, index: int, names: set[str], *, reload: bool, trigger: str) -> None:
+    async def _job(self, index: int, names: set[str], *, reload: bool, trigger: str,
+                   track: bool = False) -> None:
         repository = workspaces.redact(self.config.repositories[index].url)
         checkout = None
         try:
@@ -198,14 +219,10 @@ class Scheduler:
                 if self.polling:
                     names |= changed
             names &= set(self._entries[index])
-            if names and not self._stopping:
+            if (names or track) and not self._stopping:
                 await self._scan(index, names, trigger=trigger, checkout=checkout)
-        except ImageBotError as exc:
-            self._metrics.errors.labels(exc.kind).inc()
-            log.error("repository failed: %s", exc, extra={"repository": repository})
-        except Exception:
-            self._metrics.errors.labels("internal").inc()
-            log.exception("internal error", extra={"repository": repository})
+        except Exception as exc:  # one repository's failure never stops the others
+            self.engine.record_failure(repository, exc)
         finally:
             if reload:
                 self._attempted.add(index)
@@ -235,6 +252,9 @@ class Scheduler:
                     wait = min(wait, max(retry_after, MIN_INTERVAL))
                 self._due[(index, entry.name)] = now + wait
         self.scans += 1
+        if trigger == "agent" and not (report.outcomes or report.commits or report.errors
+                                       or report.transitions):
+            return  # an agent's report that changed nothing is not worth a history line
         self.engine.record(CycleReport((report,), registry_requests=(
             self.engine.client.requests - requests)), trigger=trigger, seconds=seconds)
 
@@ -274,14 +294,8 @@ class Scheduler:
         self._entries[index], self._fingerprints[index] = fresh, fingerprint
         self._loaded.add(index)
         self._metrics.policies.set(len(self.entries))
-        removed = sorted(set(old) - set(fresh))
-        log.info("policies loaded", extra={"repository": repository, "count": len(fresh)})
-        for error in policy_set.errors:  # the others run; this one waits for a fix in Git
-            self._metrics.errors.labels("config").inc()
-            log.warning("policy skipped: %s", error, extra={"repository": repository})
-        self.engine.state.log_event("reload", {
-            "repository": repository, "policies": len(fresh), "changed": sorted(changed),
-            "removed": removed, "errors": [str(e) for e in policy_set.errors]})
+        self.engine.record_reload(repository, policy_set, scheduled=len(fresh),
+                                  changed=sorted(changed), removed=sorted(set(old) - set(fresh)))
         return cycle.Checkout(ws, policy_set), changed
 
     def _entries_of(self, index: int, repository: str,

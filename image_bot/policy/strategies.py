@@ -6,6 +6,10 @@ creation time, digest and platforms), the current tag, an injected ``now`` and t
 tags, and returns a :class:`Decision`: the tag to write (or ``None``), the winner, the
 runner-up, the ranking and, for every excluded tag, the rule that excluded it. No network,
 no files, no clock. ``docs/policies.md`` is the reference for every rule below.
+
+Selection is the hot path of a cycle: what a tag string reads as (its version, or why it
+is excluded) is memoised across policies and cycles in bounded caches, which changes no
+answer; ``forget`` empties them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from image_bot.config import durations, models
+from image_bot.config import durations, loading, models
+from image_bot.errors import ConfigError
 from image_bot.policy import filters, ranges, versions
 
 Need = Literal["created", "digest", "platforms"]
@@ -198,11 +203,12 @@ class Policy:
         the common outcomes inlined in one loop (no call per tag but the memoised parse) and
         the rare ones (details, max-bump, min-age, platforms) in methods.
 
-        This loop is the hot path of a cycle (bench/policy_select.py: ≥ 1M tags/s).
+        This loop is the hot path of a cycle (measured by bench/policy_select.py).
         """
         # 1. what does not change from tag to tag
         assert self.range is not None
-        tag_filter, contains = self.filter, self.range.contains_key
+        tag_filter, contains, natural_key = self.filter, self.range.contains_key, (
+            versions.natural_key)
         prerelease, out_of_range = self.prerelease, f"not in range {self.range.text!r}"
         default_filter = tag_filter == _DEFAULT_FILTER
         current = here.version if here else None
@@ -213,10 +219,12 @@ class Policy:
         named_variant = self.variant if self.variant not in {None, "none", "any"} else None
         wanted = self._wanted_precision(current)
         floor = here.key if here and not self.allow_downgrade else None
+        lower = _lower_than(current_tag)
         more = bool(self.max_bump or self.min_age or self.platforms)
         ranked: list[_Ranked] = []
         excluded: list[Excluded] = []
-        exclude, new = excluded.append, tuple.__new__  # Excluded(...) costs twice new(...)
+        # named tuples built with tuple.__new__: Excluded(...) costs twice as much
+        exclude, new = excluded.append, tuple.__new__
         # 2. each tag: the first rule that fails excludes it
         for tag in names:
             reading = _reading(tag) if default_filter else self._read(tag)
@@ -245,17 +253,16 @@ class Policy:
             if wanted is not None and parsed.precision != wanted:
                 exclude(Excluded(tag, "precision", self._precision_problem(parsed, wanted)))
                 continue
-            entry = _Ranked(parsed.rank_key, tag == current_tag,
-                            (parsed.precision, versions.natural_key(tag)), tag, meta.get(tag),
-                            parsed)
-            if more:
+            if not more and floor is not None and parsed.rank_key < floor:
+                exclude(new(Excluded, (tag, "downgrade", lower)))
+                continue
+            entry: _Ranked = new(_Ranked, (parsed.rank_key, tag == current_tag, (
+                parsed.precision, natural_key(tag)), tag, meta.get(tag), parsed))
+            if more:  # the safety rules, downgrade first
                 verdict = self._safety(entry, here, now)
                 if isinstance(verdict, Excluded):
                     exclude(verdict)
                     continue
-            elif floor is not None and entry.key < floor:
-                exclude(_downgrade(tag, current_tag))
-                continue
             ranked.append(entry)
         return ranked, excluded
 
@@ -520,8 +527,11 @@ def _declined(tag: str) -> Excluded:
 
 
 def _downgrade(tag: str, current: str | None) -> Excluded:
-    return Excluded(tag, "downgrade", f"lower than current {current} (allow with "
-                                      f"allow-downgrade: true)")
+    return Excluded(tag, "downgrade", _lower_than(current))
+
+
+def _lower_than(current: str | None) -> str:
+    return f"lower than current {current} (allow with allow-downgrade: true)"
 
 
 def _number(value: str) -> decimal.Decimal | None:
@@ -552,6 +562,15 @@ def _span(delta: timedelta) -> str:
 def _summary(excluded: list[Excluded]) -> str:
     counts = collections.Counter(e.rule for e in excluded)
     return ", ".join(f"{counts[rule]} {rule}" for rule in RULES if counts[rule])
+
+
+def build_document(loaded: loading.LoadedPolicy) -> Policy:
+    """The policy of a loaded ``ImagePolicy`` document, or a :class:`ConfigError` with the
+    document's breadcrumb (the one builder ``validate`` and the engine share)."""
+    try:
+        return build(loaded.policy.spec)
+    except InvalidSpec as exc:
+        raise ConfigError(f"{loaded.where(exc.key)}: {exc}") from None
 
 
 def build(spec: models.PolicySpec) -> Policy:

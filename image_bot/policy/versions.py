@@ -31,6 +31,7 @@ _PRE_SEGMENT = re.compile(rf"^{_PRE_IDENTIFIER}(?:\.{_PRE_IDENTIFIER})*$", re.IG
 _CHUNK = re.compile(r"\d+|[A-Za-z_]+")
 _NOT_FAMILY = re.compile(r"[\d.]")
 _DIGITS = re.compile(r"\d+")
+_RUNS = re.compile(r"\d+|\D+")
 
 # an identifier of a pre-release: numbers sort below words (semver rule 11)
 PreKey = tuple[tuple[int, int, str], ...]
@@ -99,10 +100,13 @@ def _version(tag: str, numbers: tuple[int, ...], prerelease: tuple[str | int, ..
     # the cold path of every new tag: no generator, no slicing of padded copies
     precision = len(numbers)
     release: tuple[int, int, int, int] = numbers + _PADDING[precision]  # type: ignore[assignment]
-    pre, is_release = prerelease_key(prerelease), 0 if prerelease else 1
-    return TagVersion(tag, numbers, prerelease, variant, build, precision, release,
-                      family(variant), (release, is_release, pre, variant_numbers(variant)),
-                      (*release[:3], is_release, pre))
+    pre, is_release = (prerelease_key(prerelease), 0) if prerelease else ((), 1)
+    kin, spins = (family(variant), variant_numbers(variant)) if variant else ("", ())
+    return _NEW(TagVersion, (tag, numbers, prerelease, variant, build, precision, release, kin,
+                             (release, is_release, pre, spins), (*release[:3], is_release, pre)))
+
+
+_NEW = tuple.__new__  # TagVersion(...) goes through a Python __new__: twice the cost
 
 
 @functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
@@ -164,6 +168,28 @@ def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
     Digit runs sort above letters (``1.2.3`` above ``v1.2.3``); texts that read the same
     (``1.02`` and ``1.2``) are finally ordered by their characters, so the order is total.
     """
-    chunks = tuple((1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
-                   for chunk in re.findall(r"\d+|\D+", text))
+    chunks = tuple([(1, int(chunk), "") if chunk.isdigit() else (0, 0, chunk)
+                    for chunk in _RUNS.findall(text)])
     return (chunks, text)
+
+
+UPDATE_TYPES = ("major", "minor", "patch", "pre-release", "digest", "other")
+"""What kind of move an update is (publish rules and messages read it): ``digest`` keeps the
+tag (a rebuilt image), ``pre-release`` moves to a pre-release, ``other`` is not two versions."""
+
+
+def update_type(old: str | None, new: str) -> str:
+    """``major``, ``minor``, ``patch``, ``pre-release``, ``digest`` or ``other`` for
+    ``old`` → ``new`` (the first number that differs decides; a fourth counts as patch)."""
+    if old == new:
+        return "digest"
+    before, after = parse(old) if old else None, parse(new)
+    if before is None or after is None:
+        return "other"
+    if after.is_prerelease:
+        return "pre-release"
+    for kind, was, now in zip(("major", "minor", "patch", "patch"), before.release,
+                              after.release, strict=True):
+        if was != now:
+            return kind
+    return "patch"  # the same numbers, from a pre-release to its release

@@ -31,6 +31,17 @@ class PullRequest:
     labels: tuple[str, ...]
     state: State
     head: str
+    auto_merge: bool = False  # the forge will merge it by itself when checks pass
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """An issue (the dashboard), as far as the bot cares."""
+
+    number: int
+    url: str
+    title: str
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +63,14 @@ class Forge(Protocol):
     """The operations the pull-request mode needs; implemented by github.py and gitlab.py."""
 
     kind: str
+    #: the forge's web address (``https://github.com``): links to files, hosts of sources
+    web: str
 
     def find_open(self, head: str, base: str) -> PullRequest | None: ...
 
     def closed_unmerged(self, head: str, base: str) -> list[PullRequest]: ...
+
+    def pull(self, number: int) -> PullRequest: ...
 
     def open(self, spec: PullRequestSpec) -> PullRequest: ...
 
@@ -67,6 +82,24 @@ class Forge(Protocol):
     def comments(self, pr: PullRequest) -> list[str]: ...
 
     def comment(self, pr: PullRequest, text: str) -> None: ...
+
+    def set_auto_merge(self, pr: PullRequest, enabled: bool) -> None: ...
+
+    def request_reviewers(self, pr: PullRequest, reviewers: tuple[str, ...]) -> None:
+        """Ask ``reviewers`` too (those already asked stay)."""
+
+    def release_notes(self, project: str, tag: str) -> str | None:
+        """The notes of release ``tag`` of ``project`` on this forge; None when there is none."""
+
+    def file_url(self, path: str, branch: str) -> str:
+        """The web page of ``path`` on ``branch`` of the configured project (no request)."""
+
+    def find_issues(self, label: str) -> list[Issue]:
+        """Open issues of the configured project carrying ``label``."""
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> Issue: ...
+
+    def update_issue(self, issue: Issue, *, body: str) -> None: ...
 
 
 def connect(config: models.ForgeConfig, *, sleep: Callable[[float], None] = time.sleep) -> Forge:
@@ -99,6 +132,15 @@ def with_retries(call: Callable[[], T], *, attempts: int, backoff: float, what: 
                 delay = max(delay, min(error.retry_after, 60.0))
             sleep(delay)
     raise AssertionError(f"unreachable: {what}")  # pragma: no cover
+
+
+def web_address(api_url: str | None, default: str, *, suffix: str = "") -> str:
+    """The web address behind an API address: ``https://api.github.com`` → github.com,
+    ``https://ghe.example/api/v3`` → ``https://ghe.example``."""
+    url = (api_url or default).rstrip("/")
+    if url == "https://api.github.com":
+        return "https://github.com"
+    return url.removesuffix(suffix) if suffix else url
 
 
 def permanent_message(kind: str, status: int, what: str, detail: str) -> str:

@@ -13,6 +13,7 @@ from typing import TypeVar
 import github
 import requests
 from github import Auth, GithubException
+from github.Issue import Issue as GhIssue
 from github.PullRequest import PullRequest as GhPullRequest
 
 from image_bot.config import models, secrets
@@ -25,6 +26,7 @@ DEFAULT_API = "https://api.github.com"
 
 class GitHubForge:
     kind = "github"
+    web: str
 
     def __init__(self, config: models.ForgeConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -36,7 +38,9 @@ class GitHubForge:
             retry=None, timeout=30, lazy=True, seconds_between_requests=None,
             seconds_between_writes=config.min_write_interval or None)
         self._repo = self._client.get_repo(config.project)
+        self.web = forges.web_address(config.api_url, DEFAULT_API, suffix="/api/v3")
         self._objects: dict[int, GhPullRequest] = {}
+        self._issues: dict[int, GhIssue] = {}
 
     def find_open(self, head: str, base: str) -> forges.PullRequest | None:
         found = self._call(lambda: list(self._repo.get_pulls(
@@ -47,6 +51,10 @@ class GitHubForge:
         found = self._call(lambda: list(self._repo.get_pulls(
             state="closed", head=f"{self._owner}:{head}", base=base)), "listing pull requests")
         return [self._value(pr) for pr in found if pr.merged_at is None]
+
+    def pull(self, number: int) -> forges.PullRequest:
+        return self._value(self._call(lambda: self._repo.get_pull(number),
+                                      "reading a pull request"))
 
     def open(self, spec: forges.PullRequestSpec) -> forges.PullRequest:
         pr = self._call(lambda: self._repo.create_pull(
@@ -65,7 +73,7 @@ class GitHubForge:
         value = self._value(pr)
         return forges.PullRequest(value.number, value.url, value.title, value.body,
                                   tuple(dict.fromkeys(value.labels + spec.labels)),
-                                  value.state, value.head)
+                                  value.state, value.head, spec.auto_merge)
 
     def update(self, pr: forges.PullRequest, *, title: str, body: str,
                add_labels: tuple[str, ...]) -> forges.PullRequest:
@@ -74,7 +82,7 @@ class GitHubForge:
         if add_labels:
             self._call(lambda: handle.add_to_labels(*add_labels), "labelling the pull request")
         return forges.PullRequest(pr.number, pr.url, title, body, pr.labels + add_labels,
-                                  pr.state, pr.head)
+                                  pr.state, pr.head, pr.auto_merge)
 
     def close(self, pr: forges.PullRequest, *, body: str) -> None:
         handle = self._handle(pr)
@@ -89,6 +97,49 @@ class GitHubForge:
         handle = self._handle(pr)
         self._call(lambda: handle.create_issue_comment(text), "commenting")
 
+    def set_auto_merge(self, pr: forges.PullRequest, enabled: bool) -> None:
+        handle = self._handle(pr)
+        if enabled:
+            self._call(lambda: handle.enable_automerge(merge_method="MERGE"),
+                       "enabling auto-merge")
+        else:
+            self._call(lambda: handle.disable_automerge(), "disabling auto-merge")
+
+    def request_reviewers(self, pr: forges.PullRequest, reviewers: tuple[str, ...]) -> None:
+        handle = self._handle(pr)
+        self._call(lambda: handle.create_review_request(reviewers=list(reviewers)),
+                   "requesting reviewers")
+
+    def release_notes(self, project: str, tag: str) -> str | None:
+        def get() -> str | None:
+            try:
+                release = self._client.get_repo(project).get_release(tag)
+            except github.UnknownObjectException:
+                return None
+            return str(release.body or "")
+
+        return self._call(get, f"reading release {tag} of {project}")
+
+    def file_url(self, path: str, branch: str) -> str:
+        return f"{self.web}/{self._config.project}/blob/{branch}/{path}"
+
+    def find_issues(self, label: str) -> list[forges.Issue]:
+        found = self._call(lambda: list(self._repo.get_issues(state="open", labels=[label])),
+                           "listing issues")
+        return [self._issue(i) for i in found]
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> forges.Issue:
+        return self._issue(self._call(lambda: self._repo.create_issue(
+            title=title, body=body, labels=list(labels)), "opening an issue"))
+
+    def update_issue(self, issue: forges.Issue, *, body: str) -> None:
+        handle = self._issues[issue.number]  # found or opened by this client
+        self._call(lambda: handle.edit(body=body), "updating an issue")
+
+    def _issue(self, issue: GhIssue) -> forges.Issue:
+        self._issues[issue.number] = issue
+        return forges.Issue(issue.number, issue.html_url, issue.title, issue.body or "")
+
     # --- helpers ----------------------------------------------------------------------
 
     def _handle(self, pr: forges.PullRequest) -> GhPullRequest:
@@ -99,7 +150,8 @@ class GitHubForge:
         state: forges.State = "merged" if pr.merged_at else (
             "open" if pr.state == "open" else "closed")
         return forges.PullRequest(pr.number, pr.html_url, pr.title, pr.body or "",
-                                  tuple(label.name for label in pr.labels), state, pr.head.ref)
+                                  tuple(label.name for label in pr.labels), state, pr.head.ref,
+                                  bool(pr.auto_merge))
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         return forges.with_retries(

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import gitlab
 import requests
-from gitlab.v4.objects import ProjectMergeRequest
+from gitlab.v4.objects import ProjectIssue, ProjectMergeRequest
 
 from image_bot.config import models, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
@@ -25,6 +25,7 @@ _STATES: dict[str, forges.State] = {"opened": "open", "merged": "merged"}
 
 class GitLabForge:
     kind = "gitlab"
+    web: str
 
     def __init__(self, config: models.ForgeConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -37,7 +38,9 @@ class GitLabForge:
                                      private_token=token, timeout=30,
                                      retry_transient_errors=False)
         self._project = self._client.projects.get(config.project, lazy=True)
+        self.web = forges.web_address(config.api_url, DEFAULT_API)
         self._objects: dict[int, ProjectMergeRequest] = {}
+        self._issues: dict[int, ProjectIssue] = {}
         self._user_ids: dict[str, int] = {}
 
     def find_open(self, head: str, base: str) -> forges.PullRequest | None:
@@ -46,6 +49,12 @@ class GitLabForge:
 
     def closed_unmerged(self, head: str, base: str) -> list[forges.PullRequest]:
         return [self._value(mr) for mr in self._list(head, base, "closed")]
+
+    def pull(self, number: int) -> forges.PullRequest:
+        mr = self._call(lambda: self._project.mergerequests.get(number),
+                        "reading a merge request")
+        assert isinstance(mr, ProjectMergeRequest)
+        return self._value(mr)
 
     def open(self, spec: forges.PullRequestSpec) -> forges.PullRequest:
         data: dict[str, Any] = {
@@ -91,6 +100,62 @@ class GitLabForge:
         mr = self._handle(pr)
         self._call(lambda: mr.notes.create({"body": text}), "commenting")
 
+    def set_auto_merge(self, pr: forges.PullRequest, enabled: bool) -> None:
+        mr = self._handle(pr)
+        if enabled:
+            self._call(lambda: mr.merge(merge_when_pipeline_succeeds=True),
+                       "enabling merge when the pipeline succeeds")
+        else:
+            self._call(mr.cancel_merge_when_pipeline_succeeds,
+                       "cancelling merge when the pipeline succeeds")
+
+    def request_reviewers(self, pr: forges.PullRequest, reviewers: tuple[str, ...]) -> None:
+        mr = self._handle(pr)
+        # read without __getattr__: python-gitlab would send a list it handed out back
+        asked = [int(r["id"]) for r in mr.attributes.get("reviewers") or []]
+        wanted = list(dict.fromkeys([*asked, *(self._user_id(name) for name in reviewers)]))
+        if wanted != asked:
+            mr.reviewer_ids = wanted
+            self._call(mr.save, "requesting reviewers")
+
+    def release_notes(self, project: str, tag: str) -> str | None:
+        def get() -> str | None:
+            try:
+                release = self._client.projects.get(project, lazy=True).releases.get(tag)
+            except gitlab.GitlabGetError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+            return str(release.description or "")
+
+        return self._call(get, f"reading release {tag} of {project}")
+
+    def file_url(self, path: str, branch: str) -> str:
+        return f"{self.web}/{self._config.project}/-/blob/{branch}/{path}"
+
+    def find_issues(self, label: str) -> list[forges.Issue]:
+        found = self._call(lambda: self._project.issues.list(
+            labels=[label], state="opened", get_all=True), "listing issues")
+        return [self._issue(i) for i in found if isinstance(i, ProjectIssue)]
+
+    def open_issue(self, title: str, body: str, labels: tuple[str, ...]) -> forges.Issue:
+        issue = self._call(lambda: self._project.issues.create(
+            {"title": title, "description": body, "labels": ",".join(labels)}),
+            "opening an issue")
+        assert isinstance(issue, ProjectIssue)
+        return self._issue(issue)
+
+    def update_issue(self, issue: forges.Issue, *, body: str) -> None:
+        handle = self._issues.get(issue.number) or self._project.issues.get(issue.number,
+                                                                            lazy=True)
+        handle.description = body
+        self._call(handle.save, "updating an issue")
+
+    def _issue(self, issue: ProjectIssue) -> forges.Issue:
+        self._issues[int(issue.iid)] = issue
+        return forges.Issue(int(issue.iid), str(issue.web_url), str(issue.title),
+                            str(issue.description or ""))
+
     # --- helpers ----------------------------------------------------------------------
 
     def _list(self, head: str, base: str, state: str) -> list[ProjectMergeRequest]:
@@ -118,7 +183,8 @@ class GitLabForge:
         title = str(mr.title).removeprefix("Draft: ")
         return forges.PullRequest(int(mr.iid), str(mr.web_url), title,
                                   str(mr.description or ""), tuple(mr.labels),
-                                  _STATES.get(str(mr.state), "closed"), str(mr.source_branch))
+                                  _STATES.get(str(mr.state), "closed"), str(mr.source_branch),
+                                  bool(getattr(mr, "merge_when_pipeline_succeeds", False)))
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         return forges.with_retries(

@@ -35,6 +35,9 @@ def render(template: str, context: Mapping[str, Any], *, where: str = "publish.m
 _MARKER = re.compile(r"<!-- image-bot:proposal (\{.*?\}) -->", re.DOTALL)
 _SAFE_URL = re.compile(r"https?://[^\s()<>\[\]`|]+")  # a label is untrusted text
 WITHDRAWN = "<!-- image-bot:withdrawn -->"
+REBASE = "<!-- image-bot:rebase -->"
+CLEARED = "<!-- image-bot:decline-cleared -->"  # a human took this PR's "no" back
+_REBASE_BOX = re.compile(r"^\s*[-*] \[(?P<mark>[ xX])\] " + re.escape(REBASE), re.MULTILINE)
 HUMAN_NOTICE = "<!-- image-bot:human-commits -->"
 
 
@@ -50,25 +53,112 @@ class Row:
     created: datetime | None = None
     source: str | None = None
     files: tuple[str, ...] = ()
+    update_type: str = ""  # major, minor, patch, pre-release, digest, other (the engine's)
+    platforms: tuple[str, ...] = ()
+    revision: str | None = None  # org.opencontainers.image.revision of the new image
+    old_revision: str | None = None  # ... and of the image written before
+    version: str | None = None  # org.opencontainers.image.version of the new image
+    compare: str | None = None  # old → new revisions on the source's forge (publishing's)
+    policy_file: str | None = None  # where the policy is read on the forge (publishing's)
+    notes: str | None = None  # the sanitised release notes (publishing's)
 
 
-def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "") -> str:
-    """Markdown table of the proposed updates, plus a hidden marker the bot reads back."""
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The files and lines the proposal changes (from the update's diffs)."""
+
+    files: int
+    added: int
+    removed: int
+
+
+def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "",
+            stats: Stats | None = None) -> str:
+    """Markdown table of the proposed updates, what changed upstream (compare links, release
+    notes), plus a hidden marker the bot reads back."""
     lines = [intro.strip() or "image-bot proposes these image updates:", "",
-             "| Image | Update | Digest | Age | Source | Files |",
-             "|---|---|---|---|---|---|"]
+             "| Image | Update | Digest | Type | Age | Platforms | Source | Files |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         digest = f"`{row.digest[:19]}…`" if row.digest else "–"
-        source = f"[source]({row.source})" if _SAFE_URL.fullmatch(row.source or "") else "–"
+        source = _link("source", row.source)
+        if row.compare:
+            source = _link("changes", row.compare)
         files = "<br>".join(f"`{f}`" for f in row.files) or "–"
+        platforms = "<br>".join(f"`{p}`" for p in row.platforms) or "–"
         lines.append(f"| `{row.image}` | `{row.old or '?'}` → `{row.new}` | {digest} | "
-                     f"{_age(row.created, now)} | {source} | {files} |")
+                     f"{row.update_type or '–'} | {_age(row.created, now)} | "
+                     f"{platforms} | {source} | {files} |")
+    if stats is not None:
+        lines += ["", f"{stats.files} file(s) changed, +{stats.added} −{stats.removed} lines."]
+    policies = sorted({(r.policy, r.policy_file) for r in rows if r.policy_file})
+    if policies:
+        lines += ["", "Policy: " + ", ".join(_link(f"`{p}`", url) for p, url in policies)]
+    for row in rows:
+        if row.notes:
+            lines += ["", f"<details><summary>Release notes: {_plain(row.image)} "
+                      f"{_plain(row.version or row.new)}</summary>", "", row.notes.strip(), "",
+                      "</details>"]
     updates = sorted({(r.policy, r.image, r.new) for r in rows})
     marker = json.dumps({"updates": [list(u) for u in updates]}, separators=(",", ":"))
     lines += ["", "Merging deploys it. Closing this without merging declines these versions: "
               "image-bot will not propose them again, only newer ones.", "",
+              f"- [ ] {REBASE} Check this box to rebuild this branch on the target's tip "
+              "(retry) in the next cycle; commits not made by image-bot are discarded.", "",
               f"<!-- image-bot:proposal {marker} -->"]
     return "\n".join(lines) + "\n"
+
+
+def rebase_requested(body: str) -> bool:
+    """True when someone ticked the rebase/retry box of a body written by :func:`pr_body`."""
+    match = _REBASE_BOX.search(body or "")
+    return match is not None and match["mark"] in "xX"
+
+
+def _link(text: str, url: str | None) -> str:
+    return f"[{text}]({url})" if url and _SAFE_URL.fullmatch(url) else "–"
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"[<>`\[\]|]", "", text)[:200]
+
+
+# --- release notes: untrusted Markdown from another repository ----------------------------
+
+NOTES_LIMIT = 8000  # characters of one release's notes kept in a PR body
+_HTML = re.compile(r"<!--.*?(?:-->|$)|</?[A-Za-z][^>]*>", re.DOTALL)
+_MD_LINK = re.compile(r"(!?)\[([^\]\n]{0,500})\]\(([^)\s]{0,2000})[^)\n]{0,200}\)")
+_BARE_URL = re.compile(r"(?<![(<\[])\b[a-z][a-z0-9+.-]*://[^\s)<>\]]+", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w`])@(?=[A-Za-z0-9])")
+
+
+def sanitised_notes(text: str, *, origin: str, limit: int = NOTES_LIMIT) -> str:
+    """Release notes fit to quote in a PR: no HTML (comments included, so no marker can be
+    smuggled in), no images, links only to ``origin`` (``https://host``; others keep their
+    text), no @mentions that would notify people, at most ``limit`` characters."""
+    host = origin
+    text = text.replace("\r\n", "\n")[: limit * 4]
+    text = _HTML.sub("", text)
+    text = _MD_LINK.sub(lambda m: _kept_link(m, host), text)
+    text = _BARE_URL.sub(lambda m: m.group(0) if _on_host(m.group(0), host)
+                         else f"`{m.group(0)[:200]}`", text)
+    text = _MENTION.sub("@\u200b", text)
+    text = text.strip()
+    if len(text) > limit:
+        text = text[:limit].rsplit("\n", 1)[0] + "\n\n… (truncated)"
+    return text
+
+
+def _kept_link(match: re.Match[str], host: str) -> str:
+    image, label, url = match.groups()
+    if image or not _on_host(url, host):
+        return label
+    return f"[{label}]({url})"
+
+
+def _on_host(url: str, origin: str) -> bool:
+    found = re.fullmatch(r"(https?://[^/?#@\s]+)(?:[/?#][^\s]*)?", url)
+    return found is not None and found.group(1).lower() == origin.lower()
 
 
 def proposed(body: str) -> list[tuple[str, str, str]]:

@@ -9,7 +9,7 @@ closes itself carries a marker so that it is not mistaken for a human "no".
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +28,9 @@ class Proposal:
     files: tuple[str, ...]
     message: str
     spec: forges.PullRequestSpec
+    #: the spec with what costs forge requests (release notes), asked for only when the PR
+    #: is opened or its proposal changes
+    complete: Callable[[], forges.PullRequestSpec] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +59,8 @@ def declined(forge: forges.Forge, branch: str, base: str) -> list[Declined]:
     """Versions proposed by PRs of ``branch`` that a human closed without merging."""
     found = []
     for pr in forge.closed_unmerged(branch, base):
-        if messages.WITHDRAWN in pr.body:
-            continue  # closed by the bot itself: not a human decision
+        if messages.WITHDRAWN in pr.body or messages.CLEARED in pr.body:
+            continue  # closed by the bot itself, or the "no" was taken back (dashboard)
         found += [Declined(policy, image, tag, f"PR #{pr.number} closed without merging")
                   for policy, image, tag in messages.proposed(pr.body)]
     return found
@@ -66,11 +69,13 @@ def declined(forge: forges.Forge, branch: str, base: str) -> list[Declined]:
 def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
             identity: committing.Identity) -> Outcome:
     """Rebuild the bot branch with the working tree's edits and open or update its PR."""
-    # 1. what is there now: the remote branch, its authors, the open PR
+    # 1. what is there now: the remote branch, its authors, the open PR (a ticked rebase box
+    # asks for the branch to be rebuilt, other people's commits included)
     tip = ws.fetch_branch(proposal.branch)
     humans = _human_commits(ws, tip, identity.author.email) if tip else []
     pr = forge.find_open(proposal.branch, proposal.spec.base)
-    if humans:
+    rebase = pr is not None and messages.rebase_requested(pr.body)
+    if humans and not rebase:
         return _blocked(forge, pr, proposal.branch, humans)
     # 2. one bot commit on the target tip (the working tree already holds the edits)
     ws.run("checkout", "-q", "--detach")
@@ -79,19 +84,27 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
         return Outcome("none", "nothing to propose: the target already has it")
     # 3. push only when the branch does not already propose exactly this
     pushed = None
-    if not (tip and _same_change(ws, tip, sha, proposal.files)):
+    if rebase or not (tip and _same_change(ws, tip, sha, proposal.files)):
         committing.push_leased(ws, proposal.branch, sha, tip)
         pushed = sha
-    # 4. the PR: open it, or bring it up to date in place
+    # 4. the PR: open it, or bring it up to date in place (auto-merge follows the new
+    # proposal: consent given for a patch is not consent for a major)
+    spec = proposal.spec
     if pr is None:
-        pr = forge.open(proposal.spec)
+        spec = proposal.complete() if proposal.complete else spec
+        pr = forge.open(spec)
         return Outcome("opened", f"opened #{pr.number}", pr.number, pr.url, pushed)
-    missing = tuple(label for label in proposal.spec.labels if label not in pr.labels)
-    if (pr.title != proposal.spec.title or missing
-            or messages.proposed(pr.body) != messages.proposed(proposal.spec.body)):
-        forge.update(pr, title=proposal.spec.title, body=proposal.spec.body,
-                     add_labels=missing)
-        return Outcome("updated", f"updated #{pr.number}", pr.number, pr.url, pushed)
+    missing = tuple(label for label in spec.labels if label not in pr.labels)
+    if (rebase or pr.title != spec.title or missing
+            or messages.proposed(pr.body) != messages.proposed(spec.body)):
+        spec = proposal.complete() if proposal.complete else spec
+        forge.update(pr, title=spec.title, body=spec.body, add_labels=missing)  # box cleared
+        if pr.auto_merge != spec.auto_merge:
+            forge.set_auto_merge(pr, spec.auto_merge)
+        if spec.reviewers and messages.proposed(pr.body) != messages.proposed(spec.body):
+            forge.request_reviewers(pr, spec.reviewers)  # a rule may ask more for a major
+        how = "rebased on request" if rebase else "updated"
+        return Outcome("updated", f"{how} #{pr.number}", pr.number, pr.url, pushed)
     return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
 
 
@@ -129,11 +142,21 @@ def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: s
     return Outcome("closed", f"closed #{pr.number}: {reason}", pr.number, pr.url)
 
 
+def clear_decline(forge: forges.Forge, number: int) -> None:
+    """Mark closed PR ``number`` so that it no longer declines what it proposed."""
+    pr = forge.pull(number)
+    if pr.state == "open" or messages.CLEARED in pr.body:
+        return
+    forge.update(pr, title=pr.title, body=f"{pr.body.rstrip()}\n\n{messages.CLEARED}\n",
+                 add_labels=())
+
+
 def _blocked(forge: forges.Forge, pr: forges.PullRequest | None, branch: str,
              humans: Sequence[str]) -> Outcome:
     text = (f"image-bot stopped updating `{branch}`: it has commits that image-bot did not "
-            f"make ({', '.join(humans[:5])}). Merge or close this PR, or delete the branch "
-            f"to let image-bot start over. {messages.HUMAN_NOTICE}")
+            f"make ({', '.join(humans[:5])}). Merge or close this PR, delete the branch, or "
+            f"tick the rebase box in the description to let image-bot start over. "
+            f"{messages.HUMAN_NOTICE}")
     if pr is not None and not any(messages.HUMAN_NOTICE in c for c in forge.comments(pr)):
         forge.comment(pr, text)
     where = f"#{pr.number}" if pr else branch

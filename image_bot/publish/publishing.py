@@ -12,13 +12,14 @@ Adding a mode is one class and one line in :data:`MODES`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from image_bot.config import loading, models, secrets
-from image_bot.errors import ConfigError
+from image_bot.errors import ConfigError, ImageBotError
 from image_bot.publish import committing, forges, messages, proposing
 from image_bot.publish import workspace as workspaces
 from image_bot.update.result import Change, UpdateResult
@@ -90,7 +91,8 @@ class CommitMode:
         shas = []
         for group in commit_groups(result, policies):
             part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
-            message = with_trailers(commit_message(part, policies, repository=ws.url), part)
+            message = with_trailers(commit_message(part, policies, repository=ws.url,
+                                                   rows=rows), part)
             sha = committing.commit(ws, part.files, message, identity)
             if sha is not None:
                 shas.append(sha)
@@ -136,7 +138,8 @@ class PullRequestMode:
                                       reason=f"{ws.branch} already has what this proposed")
         else:
             done = proposing.propose(ws, forge, proposal(ws, branch, policies, result,
-                                                         rows=rows, now=now), identity)
+                                                         rows=rows, now=now, forge=forge),
+                                     identity)
         return Published(branch=branch, proposal=done)
 
 
@@ -180,20 +183,34 @@ def forge(repo: models.RepositoryConfig) -> forges.Forge:
 
 
 def commit_message(result: UpdateResult, policies: Sequence[loading.LoadedPolicy], *,
-                   repository: str) -> str:
-    """The policy's own template for one policy; a list of every update for several."""
+                   repository: str, rows: Sequence[messages.Row] = ()) -> str:
+    """The policy's own template for one policy; a list of every update for several.
+
+    ``rows`` carry the update types the engine worked out (``update_type`` in templates).
+    """
     by_policy = {p.policy.name: p for p in policies}
     changed = list(dict.fromkeys(c.policy for c in result.changes))
     if len(changed) == 1:
         loaded = by_policy[changed[0]]
         return messages.render(loaded.policy.spec.publish.message,
-                               _context(loaded, result, repository),
+                               _context(loaded, result, repository, rows),
                                where=loaded.where("spec.publish.message"))
-    lines = [f"chore: update {len(changed)} images", ""]
-    lines += [f"- {c.image}: {c.old_tag} → {c.new_tag} ({c.file})"
+    lines = [f"chore(deps): update {len(changed)} images", ""]
+    lines += [f"- {c.image}: {c.old_tag} → {c.new_tag}{_kind(c, rows)} ({c.file})"
               for c in _unique(result.changes, lambda c: (c.image, c.old_tag, c.new_tag,
                                                           c.file))]
     return "\n".join(lines) + "\n"
+
+
+def update_type(change: Change, rows: Sequence[messages.Row]) -> str:
+    """The engine's update type of ``change`` (from its row), or "" when not told."""
+    return next((r.update_type for r in rows if (r.policy, r.image, r.old, r.new) ==
+                 (change.policy, change.image, change.old_tag, change.new_tag)), "")
+
+
+def _kind(change: Change, rows: Sequence[messages.Row]) -> str:
+    kind = update_type(change, rows)
+    return f" ({kind})" if kind else ""
 
 
 def with_trailers(message: str, result: UpdateResult) -> str:
@@ -234,32 +251,122 @@ def row(change: Change, result: UpdateResult) -> messages.Row:
 
 
 def proposal(ws: workspaces.Workspace, branch: str, policies: Sequence[loading.LoadedPolicy],
-             result: UpdateResult, *, rows: Sequence[messages.Row],
-             now: datetime) -> proposing.Proposal:
-    """The bot branch's commit and its pull request: title, table, labels, reviewers."""
-    message = commit_message(result, policies, repository=ws.url)
+             result: UpdateResult, *, rows: Sequence[messages.Row], now: datetime,
+             forge: forges.Forge | None = None) -> proposing.Proposal:
+    """The bot branch's commit and its pull request: title, table, what changed upstream
+    (compare links; release notes, fetched only when the PR is written), labels, reviewers."""
+    message = commit_message(result, policies, repository=ws.url, rows=rows)
     changed = {c.policy for c in result.changes}
     members = [p for p in policies if p.policy.name in changed]
     publish = [p.policy.spec.publish for p in members]
     title = message.splitlines()[0]
     if len(publish) == 1 and publish[0].title:
-        title = messages.render(publish[0].title, _context(members[0], result, ws.url),
+        title = messages.render(publish[0].title, _context(members[0], result, ws.url, rows),
                                 where=members[0].where("spec.publish.title")).strip()
+    files = {p.policy.name: p.file for p in policies}
+    rows = [_described(row, forge, files.get(row.policy), ws.branch) for row in rows]
+    stats = _stats(result)
     spec = forges.PullRequestSpec(
-        head=branch, base=ws.branch, title=title, body=messages.pr_body(rows, now=now),
+        head=branch, base=ws.branch, title=title,
+        body=messages.pr_body(rows, now=now, stats=stats),
         labels=_merged(p.labels for p in publish),
         reviewers=_merged(p.reviewers for p in publish),
         assignees=_merged(p.assignees for p in publish),
         draft=any(p.draft for p in publish), auto_merge=any(p.auto_merge for p in publish))
-    return proposing.Proposal(branch, result.files, with_trailers(message, result), spec)
+
+    def complete() -> forges.PullRequestSpec:
+        noted = [_with_notes(row, forge) for row in rows]
+        return dataclasses.replace(spec, body=messages.pr_body(noted, now=now, stats=stats))
+
+    return proposing.Proposal(branch, result.files, with_trailers(message, result), spec,
+                              complete if forge is not None else None)
 
 
-def _context(loaded: loading.LoadedPolicy, result: UpdateResult,
-             repository: str) -> Mapping[str, object]:
+# --- what changed upstream: OCI labels → compare links and release notes ------------------
+
+_SOURCE = re.compile(r"(?P<origin>https?://[A-Za-z0-9.-]+(?::\d+)?)/(?P<path>[A-Za-z0-9_.-]+"
+                     r"(?:/[A-Za-z0-9_.-]+){1,5})")
+_REVISION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._/-]{0,99}")
+_KNOWN = {"https://github.com": "github", "https://gitlab.com": "gitlab"}
+MAX_NOTES = 3  # release tags tried for one row
+
+
+def source_project(source: str | None) -> tuple[str, str] | None:
+    """``(origin, owner/name)`` of an ``org.opencontainers.image.source`` URL, or None."""
+    match = _SOURCE.fullmatch((source or "").strip().removesuffix("/").removesuffix(".git"))
+    if not match:
+        return None
+    return match["origin"].lower(), match["path"]
+
+
+def compare_url(source: str | None, old: str | None, new: str | None,
+                forge: forges.Forge | None = None) -> str | None:
+    """The page comparing revisions ``old`` and ``new`` of ``source`` on GitHub or GitLab
+    (github.com, gitlab.com or the configured forge's own address), or None."""
+    project = source_project(source)
+    if project is None or not old or not new or old == new:
+        return None
+    if not (_REVISION.fullmatch(old) and _REVISION.fullmatch(new)):
+        return None
+    origin, path = project
+    kind = _KNOWN.get(origin)
+    if forge is not None and origin == _origin(forge.web):
+        kind = forge.kind
+    if kind == "github":
+        return f"{origin}/{path}/compare/{old}...{new}"
+    if kind == "gitlab":
+        return f"{origin}/{path}/-/compare/{old}...{new}"
+    return None
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}".lower()
+
+
+def _described(row: messages.Row, forge: forges.Forge | None, policy_file: str | None,
+               branch: str) -> messages.Row:
+    compare = compare_url(row.source, row.old_revision, row.revision, forge)
+    link = forge.file_url(policy_file, branch) if forge and policy_file else None
+    return dataclasses.replace(row, compare=compare, policy_file=link)
+
+
+def _with_notes(row: messages.Row, forge: forges.Forge | None) -> messages.Row:
+    """``row`` with the notes of its release, when its source lives on ``forge``."""
+    project = source_project(row.source)
+    if forge is None or project is None or project[0] != _origin(forge.web):
+        return row
+    version = row.version or row.new
+    for tag in list(dict.fromkeys([version, row.new, f"v{version}"]))[:MAX_NOTES]:
+        try:
+            text = forge.release_notes(project[1], tag)
+        except ImageBotError:
+            return row  # notes are a courtesy: the proposal goes on without them
+        if text is not None:
+            notes = messages.sanitised_notes(text, origin=project[0])
+            return dataclasses.replace(row, notes=notes or None)
+    return row
+
+
+def _stats(result: UpdateResult) -> messages.Stats:
+    added = removed = 0
+    for diff in result.diffs.values():
+        for line in diff.splitlines():
+            if line.startswith("+") and not line.startswith("+++"):
+                added += 1
+            elif line.startswith("-") and not line.startswith("---"):
+                removed += 1
+    return messages.Stats(len(result.files), added, removed)
+
+
+def _context(loaded: loading.LoadedPolicy, result: UpdateResult, repository: str,
+             rows: Sequence[messages.Row] = ()) -> Mapping[str, object]:
     changes = [c for c in result.changes if c.policy == loaded.policy.name]
+    image = loaded.policy.spec.image
     return {
-        "image": loaded.policy.spec.image, "policy": loaded.policy.name,
+        "image": image, "image_name": image.rsplit("/", 1)[-1], "policy": loaded.policy.name,
         "old_tag": changes[0].old_tag, "new_tag": changes[0].new_tag,
+        "update_type": update_type(changes[0], rows) or "update",
         "changes": [dataclasses.asdict(c) for c in changes],
         "files": list(dict.fromkeys(c.file for c in changes)),
         "repository": workspaces.redact(repository),

@@ -1,8 +1,9 @@
 """The daemon's HTTP app (Starlette on uvicorn): webhooks, health, metrics, status page.
 
-Routes: ``POST /webhook/<receiver>``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
-``GET /`` (status page) and ``GET /api/status`` (the same as JSON). A webhook request is
-answered after parsing and enqueueing only: it never waits for a registry or Git.
+Routes: ``POST /webhook/<receiver>``, ``POST /api/agents/<name>/report`` (sync agents),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /`` (status page) and
+``GET /api/status`` (the same as JSON). A webhook or report is answered after parsing,
+storing and enqueueing only: it never waits for a registry or Git.
 
 Webhook answers: 404 unknown receiver, 413 body over ``daemon.max_body_bytes``, 401 bad or
 missing secret, 400 malformed payload, 409 a replay (a signed request seen, or signed, too
@@ -30,7 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from image_bot.config import models, secrets
-from image_bot.engine import history, observing, scheduling
+from image_bot.engine import deployments, history, observing, reporting, scheduling
 from image_bot.errors import ConfigError
 from image_bot.server import page, receivers, replay
 from image_bot.state import State
@@ -67,15 +68,26 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def load_agent_secret(config: models.BotConfig,
+                      env: Mapping[str, str] | None = None) -> str | None:
+    """The shared secret agents sign their reports with (None: reports are not accepted)."""
+    if config.agents is None:
+        return None
+    return secrets.read(config.agents.secret_env, config.agents.secret_file, environ=env,
+                        key="agents.secret")
+
+
 class _Handlers:
     def __init__(self, config: models.BotConfig, scheduler: scheduling.Scheduler,
                  state: State, metrics: observing.Metrics,
                  receivers_by_name: Mapping[str, Receiver],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 agent_secret: str | None = None) -> None:
         self.config, self.scheduler, self.state, self.metrics = config, scheduler, state, metrics
         self.receivers = receivers_by_name
         self.guards = {name: replay.ReplayGuard(r.config.replay_window, clock=clock)
                        for name, r in receivers_by_name.items()}
+        self.agent_secret = agent_secret
         self.stopping = False
 
     async def healthz(self, request: Request) -> Response:
@@ -94,16 +106,62 @@ class _Handlers:
     async def status_page(self, request: Request) -> Response:
         policies = history.statuses(self.state)
         events = history.recent_events(self.state)
-        sync = history.sync_reports(self.config.state_dir)
-        return HTMLResponse(page.render(policies, events, sync=sync, summary=self._summary()))
+        return HTMLResponse(page.render(policies, events, sync=self._sync(),
+                                        summary=self._summary(),
+                                        updates=deployments.recent(self.state)))
 
     async def status_json(self, request: Request) -> Response:
         return JSONResponse({
             "ready": self.scheduler.ready, "scheduled": len(self.scheduler.entries),
             "policies": [p.to_dict() for p in history.statuses(self.state)],
             "events": history.recent_events(self.state, 20),
-            "sync": history.sync_reports(self.config.state_dir),
+            "sync": self._sync(),
+            "deployments": deployments.recent(self.state),
         })
+
+    def _sync(self) -> list[dict[str, Any]]:
+        """Agents sharing the state dir, and agents reporting over HTTP (marked stale when
+        silent for ``agents.stale_after`` of their intervals)."""
+        stale_after = self.config.agents.stale_after if self.config.agents else 3
+        posted = reporting.agents(self.state.agent_reports(), now=time.time(),
+                                  stale_after=stale_after)
+        names = {a.report.agent for a in posted}
+        local = [r for r in history.sync_reports(self.config.state_dir)
+                 if r["agent"] not in names]
+        return local + [a.to_dict() for a in posted]
+
+    async def agent_report(self, request: Request) -> Response:
+        status, answer = await self._agent_report(request)
+        self.metrics.agent_reports.labels(answer.pop("outcome")).inc()
+        return JSONResponse(answer, status_code=status)
+
+    async def _agent_report(self, request: Request) -> tuple[int, dict[str, Any]]:
+        name = request.path_params["name"]
+        if self.agent_secret is None:
+            return 404, {"outcome": "disabled",
+                         "error": "agent reports are not enabled (bot config: agents)"}
+        if not reporting.NAME.match(name):
+            return 400, {"outcome": "malformed", "error": "invalid agent name"}
+        assert self.config.agents is not None
+        body = await _read_limited(request, self.config.agents.max_body_bytes)
+        if body is None:
+            return 413, {"outcome": "too_large", "error": "body too large"}
+        incoming = receivers.Request({k.lower(): v for k, v in request.headers.items()},
+                                     {}, body)
+        try:
+            receivers.authenticate("generic", incoming, self.agent_secret)
+        except receivers.Unauthorized as exc:
+            log.warning("agent report refused: %s", exc, extra={"receiver": name})
+            return 401, {"outcome": "unauthorized", "error": "unauthorized"}
+        try:
+            posted = reporting.parse(name, body)
+        except reporting.Malformed as exc:
+            return 400, {"outcome": "malformed", "error": f"malformed report: {exc}"}
+        self.state.put_agent_report(name, posted.report.to_dict(), interval=posted.interval,
+                                    at=time.time())
+        queued = self.scheduler.request_tracking(posted.report.repository,
+                                                 posted.report.branch)
+        return 202, {"outcome": "accepted", "tracking": queued}
 
     def _summary(self) -> str:
         shard = f", shard {self.scheduler.shard}" if self.scheduler.shard else ""
@@ -157,6 +215,8 @@ class _Handlers:
         queued: dict[str, list[str]] = {}
         ignored: list[str] = []
         for push in parsed.pushes:
+            if push.tag:  # the start of the push → commit → deployed timings
+                self.state.note_push(push.image, push.tag, time.time())
             names = self.scheduler.request_image(push.image)
             if names:
                 queued.setdefault(push.image, []).extend(names)
@@ -188,9 +248,11 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 def create_app(config: models.BotConfig, *, scheduler: scheduling.Scheduler, state: State,
                metrics: observing.Metrics, receivers_by_name: Mapping[str, Receiver],
-               clock: Callable[[], float] = time.time) -> Starlette:
+               clock: Callable[[], float] = time.time,
+               agent_secret: str | None = None) -> Starlette:
     """The app; ``clock`` (Unix seconds) dates requests for replay protection."""
-    handlers = _Handlers(config, scheduler, state, metrics, receivers_by_name, clock)
+    handlers = _Handlers(config, scheduler, state, metrics, receivers_by_name, clock,
+                         agent_secret)
     app = Starlette(routes=[
         Route("/", handlers.status_page),
         Route("/api/status", handlers.status_json),
@@ -198,6 +260,7 @@ def create_app(config: models.BotConfig, *, scheduler: scheduling.Scheduler, sta
         Route("/readyz", handlers.readyz),
         Route("/metrics", handlers.metrics_page),
         Route("/webhook/{receiver}", handlers.webhook, methods=["POST"]),
+        Route("/api/agents/{name}/report", handlers.agent_report, methods=["POST"]),
     ])
     app.state.handlers = handlers
     return app
@@ -215,9 +278,10 @@ async def serve(config: models.BotConfig, *, scheduler: scheduling.Scheduler, st
                 metrics: observing.Metrics, listen: str) -> None:
     """Run the scheduler and the HTTP app until SIGTERM/SIGINT, then shut down cleanly."""
     receivers_by_name = load_receivers(config)
+    agent_secret = load_agent_secret(config)
     host, port = parse_listen(listen)
     app = create_app(config, scheduler=scheduler, state=state, metrics=metrics,
-                     receivers_by_name=receivers_by_name)
+                     receivers_by_name=receivers_by_name, agent_secret=agent_secret)
     sock = _bind(host, port)
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
     loop = asyncio.get_running_loop()

@@ -63,7 +63,9 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 {{- a.summary.sync }}</span>
 <span class="pill {{ 'updated' if a.summary.health == 'Healthy' else 'failed' }}">
 {{- a.summary.health }}</span>
-<span class="meta">{{ ago(a.finished_at) if a.finished_at else '' }}</span></p>
+<span class="meta">{{ ago(a.finished_at) if a.finished_at else '' }}</span>
+{% if a.stale is defined and a.stale %}<span class="pill failed">stale: silent since
+{{ ago(a.received_at) }}</span>{% endif %}</p>
 {% for error in a.errors %}<p class="error">{{ error }}</p>{% endfor %}
 {% if a.services %}
 <table>
@@ -79,6 +81,28 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 </table>
 {% endif %}
 {% else %}<p class="meta">No sync agent reports to this state dir.</p>{% endfor %}
+
+<h2>Deployments</h2>
+{% if updates %}
+<table id="deployments">
+<tr><th>image</th><th>update</th><th>commit</th><th>state</th><th>push → commit</th>
+<th>agents (commit → deployed)</th><th>rollback</th></tr>
+{% for u in updates %}
+<tr><td><code>{{ u.image }}</code><br><span class="meta">{{ u.policy }}</span></td>
+<td><code>{{ u.old_tag or '?' }} → {{ u.tag }}</code></td>
+<td><code>{{ u.commit[:12] }}</code></td>
+<td class="{{ 'updated' if u.state == 'deployed' else ('failed' if u.state in
+    ('degraded', 'rolled-back', 'degraded-kept') else 'current') }}">{{ u.state }}
+{% if u.reason %}<br><span class="meta">{{ u.reason }}</span>{% endif %}</td>
+<td>{{ seconds(u.push_to_commit) }}</td>
+<td>{% for name, a in u.agents.items() %}{{ name }}: {{ a.state }}
+{%- if a.commit_to_deployed is not none %} ({{ seconds(a.commit_to_deployed) }}){% endif %}
+<br>{% else %}—{% endfor %}</td>
+<td>{% if u.rollback %}{{ u.rollback.action }}{% if u.rollback.commit %}
+<code>{{ u.rollback.commit[:12] }}</code>{% endif %}{% else %}—{% endif %}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p class="meta">No bot commit followed yet.</p>{% endif %}
 
 <h2>Recent events</h2>
 <table id="events">
@@ -109,9 +133,18 @@ def _plain(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}s" if value < 120 else ago(0, now=value).removesuffix(" ago")
+
+
 def render(policies: Sequence[history.PolicyStatus], events: Sequence[dict[str, Any]], *,
-           sync: Sequence[dict[str, Any]], summary: str) -> str:
-    """The page: policies, sync agents (their last pass, from ``history.sync_reports``), events."""
+           sync: Sequence[dict[str, Any]], summary: str,
+           updates: Sequence[dict[str, Any]] = ()) -> str:
+    """The page: policies, sync agents (their last pass, from ``history.sync_reports`` and
+    the agents' reports), deployments (``engine.deployments``), events."""
     shown = [{"at": e["at"], "kind": e["kind"], "text": _event_text(e)} for e in events]
     return _TEMPLATE.render(policies=policies, events=shown[:30], sync=sync, summary=summary,
+                            updates=updates, seconds=seconds,
                             now=time.strftime("%Y-%m-%d %H:%M:%S %Z"), ago=ago)

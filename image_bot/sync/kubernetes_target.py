@@ -165,6 +165,8 @@ class KubernetesTarget:
         if result.returncode == 0:
             return "Healthy", ""
         message = _last_error(result.stderr) or _first_line(result.stdout)
+        if "progress deadline" in message:  # the controller gave up: the rollout failed
+            return "Degraded", f"rollout failed: {message}"
         if "timed out" in message or "waiting" in message or "exceeded" in message:
             return "Progressing", f"rollout not finished: {message}"
         return "Degraded", f"rollout failed: {message}"

@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 
 import imagepolicy_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from image_bot import cli, errors, refs
 from image_bot.cli import errors as cli_errors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # What a start-up must not pay for unless the command uses it.
 NETWORK_AND_TOOLS = {"docker", "git", "github", "gitlab", "httpx", "starlette", "uvicorn",
@@ -125,3 +125,9 @@ def test_a_command_error_exits_through_the_group(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.startswith(f"error: ==> File {tmp_path / 'bot.yaml'}")
+
+
+def test_a_mistyped_command_is_answered_with_the_lazy_one_it_resembles() -> None:
+    result = CliRunner().invoke(cli.main, ["statu"], prog_name="image-bot")
+    assert result.exit_code == 2
+    assert "Error: No such command 'statu'. Did you mean 'status'?" in result.stderr

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from image_bot.config import secrets
+from image_bot.config import models, schedules, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
-from image_bot.publish import forges, messages, proposing
+from image_bot.policy import versions
+from image_bot.publish import forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -27,9 +28,9 @@ def test_pr_body_is_a_table_and_round_trips_the_proposal() -> None:
 
     table = [line for line in body.splitlines() if line.startswith("| `")]
     assert table == [
-        "| `ghcr.io/acme/web` | `1.0.0` → `1.2.0` | `sha256:abababababab…` | 5h | "
+        "| `ghcr.io/acme/web` | `1.0.0` → `1.2.0` | `sha256:abababababab…` | – | 5h | – | "
         "[source](https://github.com/acme/web) | `apps/web.yaml` |",
-        "| `ghcr.io/acme/api` | `?` → `2.0.1` | – | – | – | – |",
+        "| `ghcr.io/acme/api` | `?` → `2.0.1` | – | – | – | – | – | – |",
     ]
     assert messages.proposed(body) == [("api", "ghcr.io/acme/api", "2.0.1"),
                                        ("web", "ghcr.io/acme/web", "1.2.0")]
@@ -141,3 +142,87 @@ def test_redaction_and_credential_parsing_agree_on_at_signs_colons_and_escapes(
 def test_redaction_leaves_at_signs_outside_the_authority_alone() -> None:
     text = "see https://git.example.com/org/a@b.git and mail ops@example.com"
     assert workspaces.redact(text) == text
+
+
+# --- issue 19: update types, compare links, release notes, rules, schedules ---------------
+
+
+@pytest.mark.parametrize(("old", "new", "kind"), [
+    ("1.0.0", "2.0.0", "major"), ("v1.2.3", "v1.3.0", "minor"), ("1.2.3", "1.2.4", "patch"),
+    ("1.2.3.4", "1.2.3.5", "patch"), ("1.2.3", "1.3.0-rc.1", "pre-release"),
+    ("1.3.0-rc.1", "1.3.0", "patch"), ("1.2", "1.2", "digest"), ("latest", "1.0", "other"),
+    (None, "1.0.0", "other")])
+def test_update_types(old: str | None, new: str, kind: str) -> None:
+    assert versions.update_type(old, new) == kind
+
+
+def test_compare_links_only_for_known_forges_and_safe_revisions() -> None:
+    gh = "https://github.com/acme/web.git"
+    assert publishing.compare_url(gh, "abc123", "def456") == \
+        "https://github.com/acme/web/compare/abc123...def456"
+    assert publishing.compare_url("https://gitlab.com/g/sub/web", "a1", "b2") == \
+        "https://gitlab.com/g/sub/web/-/compare/a1...b2"
+    assert publishing.compare_url("https://example.org/acme/web", "a1", "b2") is None
+    assert publishing.compare_url(gh, "a1", "a1") is None
+    assert publishing.compare_url(gh, "a1", "b2) [x](javascript:1") is None
+    assert publishing.compare_url("javascript:alert(1)//github.com/a/b", "a1", "b2") is None
+
+
+def test_release_notes_are_sanitised_and_capped() -> None:
+    text = ("Fixes #12 by @alice <img src=x onerror=alert(1)> <!-- image-bot:proposal {} -->\n"
+            "[ours](https://github.com/acme/web/pull/3) [theirs](https://evil.example/)\n"
+            "https://evil.example/raw https://github.com/acme/web/issues/1\n"
+            "![pixel](https://github.com/acme/web/p.png)\n" + "long line\n" * 5000)
+
+    notes = messages.sanitised_notes(text, origin="https://github.com", limit=400)
+
+    assert "<" not in notes and "image-bot:proposal" not in notes
+    assert "@\u200balice" in notes
+    assert "[ours](https://github.com/acme/web/pull/3)" in notes
+    assert "[theirs]" not in notes and "theirs" in notes
+    assert "`https://evil.example/raw`" in notes
+    assert "https://github.com/acme/web/issues/1" in notes
+    assert "pixel" in notes and "p.png" not in notes  # images are never loaded
+    assert len(notes) <= 400 + len("\n\n… (truncated)") and notes.endswith("(truncated)")
+
+
+def test_rules_merge_lists_and_replace_the_rest() -> None:
+    publish = models.Publish.model_validate({
+        "mode": "commit", "labels": ["bot"], "rules": [
+            {"update": "patch", "mode": "commit"},
+            {"update": ["minor", "major"], "mode": "pull-request", "auto-merge": True},
+            {"update": "major", "labels": ["major"], "reviewers": ["alice"],
+             "auto-merge": False}]})
+
+    major = publish.for_update("major")
+    assert (major.mode, major.labels, major.reviewers) == ("pull-request", ["bot", "major"],
+                                                          ["alice"])
+    assert major.auto_merge is True  # the first matching rule decides a setting
+    assert publish.for_update("minor").auto_merge is True
+    assert publish.for_update("digest") is publish
+    with pytest.raises(ValueError, match="update"):
+        models.Publish.model_validate({"rules": [{"update": "huge"}]})
+
+
+MONDAY_NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("entry", "at", "open_"), [
+    ("after 22:00 before 06:00 on weekdays", MONDAY_NOON, False),
+    ("after 22:00 before 06:00 on weekdays", MONDAY_NOON.replace(hour=21, minute=30), True),
+    ("after 22:00 before 06:00 on weekdays", MONDAY_NOON.replace(hour=4, minute=59), True),
+    ("after 22:00 before 06:00 on weekdays", MONDAY_NOON.replace(hour=5), False),
+    ("before 06:00", MONDAY_NOON.replace(hour=3), True),
+    ("on saturday and sunday", MONDAY_NOON, False),
+    ("on monday, tuesday", MONDAY_NOON, True),
+    ("* 22-23,0-5 * * 1-5", MONDAY_NOON.replace(hour=21, minute=30), True),
+    ("* 22-23,0-5 * * 1-5", MONDAY_NOON, False)])
+def test_schedule_windows_in_a_time_zone(entry: str, at: datetime, open_: bool) -> None:
+    assert schedules.is_open([entry], "Europe/Berlin", at) is open_
+
+
+@pytest.mark.parametrize("entry", ["after 25:00", "on funday", "* * *", "61 * * * *",
+                                   "sometimes", "x" * 300])
+def test_bad_schedules_say_what_to_write(entry: str) -> None:
+    with pytest.raises(schedules.InvalidSchedule):
+        schedules.parse(entry)

@@ -11,7 +11,7 @@ from image_bot import cli
 from image_bot.config import loading
 from image_bot.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
 apiVersion: image-bot/v1
 kind: ImagePolicy

@@ -53,7 +53,7 @@ def test_explain_matches_the_documented_example(tmp_path: Path) -> None:
         "  1.27.0       variant: no variant, not the current family 'alpine'",
         "  1.27.0-slim  variant: variant 'slim', not the current family 'alpine'",
     ]
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "policies.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
     assert "\n".join(result.stderr.splitlines()) in docs
 
 

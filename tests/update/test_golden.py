@@ -15,7 +15,7 @@ import pytest
 from image_bot import refs
 from image_bot.update import rewriting, scanning
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
 
 

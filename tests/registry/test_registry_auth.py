@@ -443,7 +443,7 @@ def test_cli_json_output_never_shows_the_password(
 
 
 def test_every_example_in_docs_registries_validates() -> None:
-    page = (Path(__file__).resolve().parent.parent / "docs" / "registries.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "registries.md").read_text()
     blocks = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", page, re.S)
               if lang == "yaml"]
     checked = [models.RegistryConfig.model_validate(entry)

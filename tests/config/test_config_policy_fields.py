@@ -117,3 +117,18 @@ def test_one_duration_grammar_refuses(text: str) -> None:
     with pytest.raises(durations.InvalidDuration,
                        match=f"{re.escape(repr(text))} is not a duration: write for example"):
         durations.parse(text)
+
+
+@pytest.mark.parametrize(("publish", "key", "words"), [
+    ("{schedule: ['after 25:00']}", "spec.publish.schedule", "25:00 is not a time of day"),
+    ("{timezone: Mars/Olympus}", "spec.publish.timezone", "'Mars/Olympus' is not a known"),
+    ("{rules: [{update: huge, mode: commit}]}", "spec.publish.rules[0].update[0]", "'major'"),
+    ("{rules: [{update: patch, auto-merge: maybe}]}", "spec.publish.rules[0].auto-merge",
+     "valid boolean"),
+    ("{rules: [{update: patch, schedule: ['on funday']}]}",
+     "spec.publish.rules[0].schedule", "'funday' is not weekdays")])
+def test_publish_rules_and_schedules_name_the_key(tmp_path: Path, publish: str, key: str,
+                                                  words: str) -> None:
+    [error] = _errors(tmp_path, f"  select: {{semver: {{range: '^1'}}}}\n  publish: {publish}\n")
+    assert error.startswith(WHERE + key), error
+    assert words in error

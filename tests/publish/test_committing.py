@@ -87,7 +87,7 @@ def test_push_race_redoes_the_edit_on_the_new_tip(repo: Repo,
     result = repo.run()
 
     assert result.exit_code == 0, result.output
-    assert repo.log() == ["image-bot|chore: update 2 images", "dev|human: add owner",
+    assert repo.log() == ["image-bot|chore(deps): update 2 images", "dev|human: add owner",
                           "dev|initial config"]
     text = repo.file()
     assert text.startswith("# owned by team A\n")  # the human's work is kept
@@ -139,8 +139,8 @@ def test_one_commit_per_policy_when_configured(registry: devservers.Registry,
     assert split.run().exit_code == 0
     subjects = [line.split("|")[1] for line in split.log()[:2]]
     assert sorted(subjects) == sorted(
-        [f"chore: update {registry.host}/team/{split.image} to 1.1.0",
-         f"chore: update {registry.host}/team/{split.image}-side to 1.1.0"])
+        [f"chore(deps): update {split.image} from 1.0.0 to 1.1.0 (minor)",
+         f"chore(deps): update {split.image}-side from 1.0.0 to 1.1.0 (minor)"])
 
 
 def test_a_human_rollback_declines_the_version_until_a_newer_one(repo: Repo) -> None:

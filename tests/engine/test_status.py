@@ -29,7 +29,7 @@ from image_bot.errors import StateDirLocked
 from image_bot.state import State
 from image_bot.sync import status as sync_status
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
@@ -129,9 +129,11 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
     _seed_sync(tmp_path / "state")
     port = devservers.free_port()
     config = _config(tmp_path, url)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as stderr:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"], stderr=stderr)
     try:
         devservers.wait_for_port(port, timeout=30)
         page = f"http://127.0.0.1:{port}/"
@@ -146,7 +148,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path, git_server: devservers
                         page], capture_output=True, timeout=90, check=True)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+        assert daemon.wait(30) == 0, log.read_text()[-4000:]
     assert "<title>image-bot status</title>" in dom
     assert dom.count("<tr") >= 3 + 4  # headers, two policies, events
     for text in ("web", "reg.local/team/web", "1.1.0", "api", "failed",

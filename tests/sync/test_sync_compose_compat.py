@@ -34,7 +34,7 @@ from image_bot.sync import docker_target
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-DATA = Path(__file__).parent / "data" / "compose"
+DATA = Path(__file__).resolve().parents[1] / "data" / "compose"
 FILES = sorted(p.relative_to(DATA).as_posix() for p in DATA.rglob("compose.yaml"))
 ENV = {  # the variables the files interpolate (their READMEs ask users to set them)
     "POSTGRES_USER": "pg", "POSTGRES_PW": "pg-pw", "POSTGRES_DB": "app",

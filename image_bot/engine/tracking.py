@@ -1,0 +1,419 @@
+"""Engine, deploy loop: the bot's commits × the agents' reports → committed, deployed, degraded,
+and a degraded update rolled back in Git.
+
+For every bot commit on the target branch (its ``Image-Bot-Update`` trailers; merged bot
+PRs keep them) the state DB holds one *update* per (policy, image): the files and tags it
+changed, when the tag was pushed (webhook time, else the image's creation time) and when
+it was committed. An agent whose path covers a changed file and whose report is at a
+revision descending from the commit (``git merge-base --is-ancestor``) judges it:
+*deployed* (every service of the image Synced + Healthy on the new tag) or *degraded*
+(Degraded, rolled back by the agent, or running another tag).
+
+A degraded update of a policy with ``rollback.on: degraded`` is written back to the
+previous tag: the same splice and verification as any update (``update.rewriting``),
+only on the lines that commit wrote and nobody changed since, published as a commit (or a
+PR in pull-request mode) with an ``Image-Bot-Rollback:`` trailer. The tag is declined
+(never proposed again), and each update is rolled back at most once: no loops.
+
+Nothing here writes history, metrics or logs: it returns :class:`Transition` values that
+``Engine.record`` turns into them (and into notifications).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from image_bot import refs
+from image_bot.config import loading, models
+from image_bot.engine import reporting, syncing
+from image_bot.engine.context import Engine
+from image_bot.engine.report import Transition
+from image_bot.errors import ImageBotError
+from image_bot.publish import committing, forges, proposing
+from image_bot.publish import workspace as workspaces
+from image_bot.sync import status
+from image_bot.update import rewriting, scanning
+
+ROLLBACK_TRAILER = "Image-Bot-Rollback"
+HISTORY = 50  # bot commits read back per run
+_OPEN = ("committed", "deployed", "degraded")  # states an agent can still move
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Write:
+    commit: str
+    committed_at: float
+    policy: str
+    image: str
+    tag: str
+
+
+def key(repository: str, commit: str, policy: str, image: str) -> str:
+    return f"{repository}#{commit}#{policy}#{image}"
+
+
+Forge = Callable[[], forges.Forge | None]
+
+
+def _no_forge() -> forges.Forge | None:
+    return None
+
+
+async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
+                   policies: loading.PolicySet, *, pushed: Sequence[str] = ()) -> None:
+    """Record the bot's commits on the target branch not seen yet (newest per policy:
+    *committed*, older ones: *superseded*). ``pushed``: commits this run just pushed, timed
+    now (Git's commit times have whole seconds)."""
+    writes = await asyncio.to_thread(_bot_writes, ws, engine.identity.author.email)
+    now = engine.clock.now().timestamp()
+    writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
+              for w in writes]
+    by_policy = {p.policy.name: p for p in policies.policies}
+    await _register(engine, ws, workspaces.redact(repo.url), writes, by_policy)
+
+
+async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
+                 policies: loading.PolicySet, *,
+                 forge: Forge = _no_forge) -> tuple[list[Transition], list[str],
+                                                    list[ImageBotError]]:
+    """Register new bot commits, judge open updates against the agents' last reports, and
+    roll back degraded ones. Returns the transitions, the rollback commits pushed and the
+    errors (a failed rollback is retried on the next run)."""
+    name = workspaces.redact(repo.url)
+    by_policy = {p.policy.name: p for p in policies.policies}
+    # 1. the bot's commits, newest first, and what each one changed
+    await register(engine, repo, ws, policies)
+    # 2. the agents' reports on this repository and branch: posted over HTTP, or status
+    # files of agents sharing the state dir (a posted report wins for the same name)
+    posted = {a.report.agent: a.report for a in reporting.agents(
+        engine.state.agent_reports(), now=engine.clock.now().timestamp(),
+        stale_after=1_000_000)}
+    local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
+    reports = [r for r in {**local, **posted}.values()
+               if same_repository(r.repository, name) and r.branch == repo.branch]
+    transitions: list[Transition] = []
+    for update_key, update in engine.state.updates().items():
+        if update["repository"] != name or update["state"] not in _OPEN \
+                or not update.get("latest", True):
+            continue
+        changed = await asyncio.to_thread(_judge, ws, update, reports)
+        if changed is not None:
+            update, new = changed
+            engine.state.put_update(update_key, update)
+            transitions += new
+    # 3. roll back what is degraded and asks for it
+    commits: list[str] = []
+    errors: list[ImageBotError] = []
+    for update_key, update in engine.state.updates().items():
+        loaded = by_policy.get(update["policy"])
+        if (update["repository"] != name or update["state"] != "degraded"
+                or not update.get("latest", True)
+                or loaded is None or loaded.policy.spec.rollback.on != "degraded"):
+            continue
+        try:
+            done = await asyncio.to_thread(_roll_back, engine, ws, loaded, update,
+                                           forge=forge)
+        except ImageBotError as exc:
+            errors.append(exc)
+            continue
+        finally:
+            await asyncio.to_thread(ws.reset)
+        engine.state.put_update(update_key, done)
+        transitions.append(_transition(done, "rolled-back", done["degraded_by"]))
+        if done["rollback"].get("commit") and done["rollback"].get("pushed"):
+            commits.append(done["rollback"]["commit"])
+    return transitions, commits, errors
+
+
+def same_repository(a: str, b: str) -> bool:
+    def clean(url: str) -> str:
+        return url.strip().rstrip("/").removesuffix(".git").lower()
+    return clean(a) == clean(b)
+
+
+# --- 1. register --------------------------------------------------------------------------
+
+
+def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
+    log = ws.run("log", f"--max-count={HISTORY}", f"--author=<{email}>", "--fixed-strings",
+                 f"--grep={committing.TRAILER}: ", "--format=%H%x1f%ct%x1f%B%x1e", ws.target)
+    found = []
+    for record in filter(None, (r.strip() for r in log.split("\x1e"))):
+        sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            fields = value.split()
+            if name == committing.TRAILER and len(fields) == 3:
+                found.append(_Write(sha, float(committed or 0), *fields))
+    return found
+
+
+async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
+                    writes: Sequence[_Write],
+                    by_policy: dict[str, loading.LoadedPolicy]) -> None:
+    known = engine.state.updates()
+    newest: set[tuple[str, str]] = set()
+    for write in writes:  # newest first
+        pair = (write.policy, write.image)
+        update_key = key(repository, write.commit, write.policy, write.image)
+        latest = pair not in newest
+        newest.add(pair)
+        if update_key in known:
+            seen = known[update_key]
+            if not latest and seen.get("latest", True):  # a newer commit took over
+                state = seen["state"] if seen["state"] not in ("committed", "degraded") \
+                    else "superseded"
+                engine.state.put_update(update_key, {**seen, "state": state, "latest": False})
+            continue
+        loaded = by_policy.get(write.policy)
+        files, old = await asyncio.to_thread(_what_changed, ws, write, loaded)
+        engine.state.put_update(update_key, {
+            "repository": repository, "branch": ws.branch, "commit": write.commit,
+            "policy": write.policy, "image": write.image, "tag": write.tag,
+            "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
+            "files": files, "committed_at": write.committed_at,
+            "pushed_at": await _pushed_at(engine, write) if latest else None,
+            "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
+            "reason": "", "rollback": None, "degraded_by": None})
+
+
+def _what_changed(ws: workspaces.Workspace, write: _Write,
+                  loaded: loading.LoadedPolicy | None) -> tuple[list[str],
+                                                                tuple[str | None, str | None]
+                                                                | None]:
+    """The files the commit changed, and the tag (and digest) its policy's references had
+    before it (read from the parent commit with the update stage's own scanner)."""
+    files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
+                               write.commit).splitlines() if f.strip()]
+    if loaded is None or not files:
+        return files, None
+    with tempfile.TemporaryDirectory(prefix="image-bot-parent-") as directory:
+        root = Path(directory)
+        for file in files:
+            try:
+                content = ws.run("show", f"{write.commit}^:{file}")
+            except ImageBotError:
+                continue  # a file the commit created
+            (root / file).parent.mkdir(parents=True, exist_ok=True)
+            (root / file).write_text(content + "\n", encoding="utf-8")
+        found = scanning.find(root, loaded.policy.spec.image_ref, files, policy=write.policy)
+    tags = [(r.ref.tag, r.ref.digest) for r in found.references if r.ref.tag]
+    return files, (tags[0] if tags else None)
+
+
+async def _pushed_at(engine: Engine, write: _Write) -> float | None:
+    """When the tag reached the registry: a webhook said so, else the image's created time."""
+    at = engine.state.pushed_at(write.image, write.tag)
+    if at is not None:
+        return at
+    try:
+        info = await engine.client.image_info(refs.parse(write.image), write.tag)
+    except (ImageBotError, refs.InvalidReference):
+        return None
+    created = info.created
+    return created.timestamp() if isinstance(created, datetime) else None
+
+
+# --- 2. judge -----------------------------------------------------------------------------
+
+
+def _judge(ws: workspaces.Workspace, update: dict[str, Any],
+           reports: Sequence[status.SyncReport]) -> tuple[dict[str, Any],
+                                                          list[Transition]] | None:
+    """The update with each covering agent's verdict, and the transitions; None: no news."""
+    agents = dict(update["agents"])
+    transitions = []
+    for report in reports:
+        if not _covers(report.path, update["files"]) or not report.revision:
+            continue
+        if not _is_ancestor(ws, update["commit"], report.revision):
+            continue
+        verdict = _verdict(report, update)
+        if verdict is None:
+            continue
+        state, service, reason = verdict
+        before = agents.get(report.agent, {}).get("state")
+        if before == state:
+            continue
+        at = report.finished_at or report.started_at
+        agents[report.agent] = {"state": state, "service": service, "reason": reason,
+                                "revision": report.revision, "at": at}
+        transitions.append(_transition({**update, "agents": agents}, state, report.agent))
+    if not transitions:
+        return None
+    states = {a["state"] for a in agents.values()}
+    overall = "degraded" if "degraded" in states else "deployed"
+    degraded = next((n for n, a in agents.items() if a["state"] == "degraded"), None)
+    reason = agents[degraded]["reason"] if degraded else ""
+    return {**update, "agents": agents, "state": overall, "reason": reason,
+            "degraded_by": degraded}, transitions
+
+
+def _covers(path: str, files: Sequence[str]) -> bool:
+    base = path.strip().strip("/")
+    if base in ("", "."):
+        return True
+    return any(f == base or f.startswith(base + "/") for f in files)
+
+
+def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
+    try:
+        ws.run("merge-base", "--is-ancestor", commit, revision)
+    except ImageBotError:  # exit 1 (not an ancestor) or an unknown revision
+        return False
+    return True
+
+
+def _verdict(report: status.SyncReport,
+             update: dict[str, Any]) -> tuple[str, str | None, str] | None:
+    """deployed / degraded / None (still on its way) for the services running the image."""
+    running = [(s, tag) for s in report.services for name, tag in _images(s.image)
+               if name == update["image"]]
+    if not running:
+        return None
+    for s, _ in running:
+        if s.health == "Degraded" or s.action in ("rolled-back", "failed"):
+            return "degraded", s.service, s.error or f"{s.service} is {s.health}"
+    if all(s.sync == "Synced" and s.health == "Healthy" and tag == update["tag"]
+           for s, tag in running):
+        return "deployed", running[0][0].service, ""
+    for s, tag in running:
+        if s.sync == "OutOfSync" and s.health == "Healthy" and tag != update["tag"]:
+            return "degraded", s.service, f"{s.service} runs {tag} instead of {update['tag']}"
+    return None
+
+
+def _images(text: str | None) -> list[tuple[str, str | None]]:
+    """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
+    (a Kubernetes workload's containers)."""
+    found = []
+    for part in (text or "").split(","):
+        try:
+            ref = refs.parse(part.strip())
+        except refs.InvalidReference:
+            continue
+        found.append((ref.name, ref.tag))
+    return found
+
+
+def _transition(update: dict[str, Any], state: str, agent: str | None) -> Transition:
+    seen = update["agents"].get(agent or "", {})
+    pushed, committed = update.get("pushed_at"), update.get("committed_at")
+    at = seen.get("at")
+    rollback = update.get("rollback") or {}
+    return Transition(
+        state=state,  # type: ignore[arg-type]
+        repository=update["repository"], policy=update["policy"], image=update["image"],
+        old_tag=update.get("old_tag"), tag=update["tag"], commit=update["commit"],
+        agent=agent or "", service=seen.get("service"),
+        reason=str((rollback if state == "rolled-back" else seen).get("reason") or ""),
+        push_to_commit=(committed - pushed) if pushed and committed else None,
+        commit_to_deployed=(at - committed) if state == "deployed" and at and committed
+        else None,
+        rollback_commit=rollback.get("commit"), rollback_url=rollback.get("url"))
+
+
+# --- 3. roll back -------------------------------------------------------------------------
+
+
+def _roll_back(engine: Engine, ws: workspaces.Workspace, loaded: loading.LoadedPolicy,
+               update: dict[str, Any], *, forge: Forge) -> dict[str, Any]:
+    """Write the previous tag back where this update wrote the new one; the update, marked."""
+    agent = update["degraded_by"] or "?"
+    seen = update["agents"].get(agent, {})
+    why = (f"agent {agent} reported {seen.get('service') or update['image']} degraded: "
+           f"{seen.get('reason') or 'no reason given'}")
+    # 1. never again: the tag is declined before anything else can fail
+    engine.state.decline(update["policy"], update["image"], update["tag"],
+                         f"rolled back: {why}"[:500])
+    old = update.get("old_tag")
+    if not old:
+        return _marked(update, "skipped", "the previous tag is unknown")
+    # 2. the same splice as any update, only on lines that commit wrote and nobody changed
+    ws.reset()
+    edits = _edits(ws, loaded, update)
+    if not edits:
+        return _marked(update, "skipped", f"nothing to roll back: {update['tag']} is no "
+                       f"longer written where {update['commit'][:12]} wrote it")
+    result = rewriting.apply(ws.root, edits, write=True)
+    if not result:
+        reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped)
+        return _marked(update, "skipped", f"cannot write {old} back: {reasons}")
+    # 3. published like any update: a commit, or a pull request in pull-request mode
+    message = _message(update, old, why, result.files)
+    if loaded.policy.spec.publish.mode == "pull-request":
+        return _propose(engine, ws, update, message, result.files, forge=forge, why=why)
+    sha = committing.commit(ws, result.files, message, engine.identity)
+    if sha is None:
+        return _marked(update, "skipped", "the rollback changed nothing")
+    committing.push(ws)  # a moved branch: PushRejected, retried on the next run
+    return _marked(update, "committed", why, commit=sha, pushed=True)
+
+
+def _edits(ws: workspaces.Workspace, loaded: loading.LoadedPolicy,
+           update: dict[str, Any]) -> list[rewriting.Edit]:
+    spec = loaded.policy.spec
+    written = _written_lines(ws, update["commit"], update["files"])
+    scan = scanning.find(ws.root, spec.image_ref, update["files"], policy=update["policy"])
+    edits = []
+    for reference in scan.references:
+        if reference.ref.tag != update["tag"] or reference.file not in update["files"]:
+            continue
+        lines = (ws.root / reference.file).read_text(encoding="utf-8").splitlines()
+        touched = {f.line for f in reference.fields if f.role in ("image", "tag")}
+        if all(0 < n <= len(lines) and lines[n - 1] in written.get(reference.file, set())
+               for n in touched):
+            edits.append(rewriting.Edit(reference, update["old_tag"], update["policy"],
+                                        digest=update.get("old_digest")))
+    return edits
+
+
+def _written_lines(ws: workspaces.Workspace, commit: str,
+                   files: Sequence[str]) -> dict[str, set[str]]:
+    """The lines ``commit`` added, per file (a human's later edit no longer matches)."""
+    diff = ws.run("diff", "--no-renames", "-U0", f"{commit}^", commit, "--", *files)
+    lines: dict[str, set[str]] = {}
+    current = None
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            current = line[6:] if line.startswith("+++ b/") else None
+        elif line.startswith("+") and current is not None:
+            lines.setdefault(current, set()).add(line[1:])
+    return lines
+
+
+def _message(update: dict[str, Any], old: str, why: str, files: Sequence[str]) -> str:
+    return (f"revert: roll {update['image']} back to {old}\n\n"
+            f"{update['tag']} was committed in {update['commit'][:12]}; {why}.\n"
+            f"image-bot wrote {old} back into {', '.join(files)} and will not propose "
+            f"{update['tag']} again.\n\n"
+            f"{ROLLBACK_TRAILER}: {update['policy']} {update['image']} {update['tag']} "
+            f"{old} {update['commit']}\n")
+
+
+def _propose(engine: Engine, ws: workspaces.Workspace, update: dict[str, Any], message: str,
+             files: Sequence[str], *, forge: Forge, why: str) -> dict[str, Any]:
+    client = forge()
+    if client is None:
+        return _marked(update, "skipped", "pull-request mode without a forge")
+    branch = proposing.branch_name(f"rollback-{update['policy']}")
+    title = message.splitlines()[0]
+    spec = forges.PullRequestSpec(head=branch, base=ws.branch, title=title,
+                                  body=message.split("\n", 2)[2])
+    done = proposing.propose(ws, client, proposing.Proposal(branch, tuple(files), message, spec),
+                             engine.identity)
+    return _marked(update, done.action, why, url=done.url, commit=done.pushed)
+
+
+def _marked(update: dict[str, Any], action: str, reason: str, *, commit: str | None = None,
+            url: str | None = None, pushed: bool = False) -> dict[str, Any]:
+    return {**update, "state": "rolled-back" if action != "skipped" else "degraded-kept",
+            "rollback": {"action": action, "reason": reason, "commit": commit, "url": url,
+                         "pushed": pushed}}
+

@@ -1,0 +1,359 @@
+"""The deploy loop in process: real registry and git server, agent reports as the bot gets them.
+
+Bot commits followed to agents (committed → deployed / degraded), the rollback in Git (only
+the lines the bot wrote, declined, never looping, skipped where a human changed the line),
+and the notifications it sends. The agent itself (Docker) runs in test_deploy_loop_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import devservers
+import fakeforge
+from image_bot.config import models
+from image_bot.engine import context, cycle, deployments, syncing
+from image_bot.engine.report import CycleReport
+from image_bot.sync import status
+
+pytestmark = pytest.mark.e2e
+
+HOOK_SECRET = "hook-key-123"
+DEPLOYMENT = """\
+services:
+  web:
+    image: {host}/team/{image}:1.0.0   # deployed by image-bot
+  db:
+    image: {host}/team/db:5.0.0
+"""
+POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: {image}}}
+spec:
+  image: {host}/team/{image}
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+{extra}"""
+
+
+@pytest.fixture
+def hooks() -> Iterator[devservers.HookReceiver]:
+    receiver = devservers.HookReceiver(HOOK_SECRET)
+    yield receiver
+    receiver.stop()
+
+
+def _config(url: str, registry: devservers.Registry, state_dir: Path,
+            hook_url: str | None = None) -> models.BotConfig:
+    notifications = [{"name": "hook", "kind": "webhook", "url": hook_url,
+                      "secret_env": "TEST_HOOK_SECRET", "retries": 2, "backoff": 0}] \
+        if hook_url else []
+    return models.BotConfig.model_validate({
+        "repositories": [{"url": url}], "state_dir": str(state_dir),
+        "registries": [{"host": registry.host, "insecure": True}],
+        "agents": {"secret_env": "TEST_AGENT_SECRET"}, "notifications": notifications,
+    })
+
+
+def _run(config: models.BotConfig, *, report: status.SyncReport | None = None,
+         local: bool = False) -> CycleReport:
+    """One bot run; ``report`` as an agent posted it, or (``local``) as an agent sharing the
+    state dir wrote it."""
+    async def go() -> CycleReport:
+        async with context.Engine.open(config) as engine:
+            if report is not None and local:
+                status.write(syncing.status_dir(config.state_dir) / f"{report.agent}.json",
+                             report)
+            elif report is not None:
+                engine.state.put_agent_report(report.agent, report.to_dict(), interval=60,
+                                              at=time.time())
+            done = await cycle.run_once(engine)
+            engine.record(done, trigger="test", seconds=0.0)
+            return done
+    return asyncio.run(go())
+
+
+def _declined(config: models.BotConfig, policy: str, image: str) -> set[str]:
+    async def read() -> set[str]:
+        async with context.Engine.open(config) as engine:
+            return engine.state.declined(policy, image)
+    return asyncio.run(read())
+
+
+def _clone(url: str, where: Path) -> Path:
+    if where.exists():
+        devservers.git("fetch", "-q", "origin", cwd=where)
+        devservers.git("reset", "-q", "--hard", "origin/main", cwd=where)
+    else:
+        subprocess.run(["git", "clone", "-q", url, str(where)], check=True)
+    return where
+
+
+def _head(url: str, tmp_path: Path) -> str:
+    return devservers.git("rev-parse", "HEAD", cwd=_clone(url, tmp_path / "check")).strip()
+
+
+def _agent(url: str, revision: str, *, image: str, sync: str = "Synced",
+           health: str = "Healthy", action: str = "none", error: str | None = None,
+           path: str = "deploy") -> status.SyncReport:
+    services = (
+        status.ServiceStatus("deploy", "web", sync, health,  # type: ignore[arg-type]
+                             revision=revision, image=image, action=action, error=error),
+        status.ServiceStatus("deploy", "db", "Synced", "Healthy", revision=revision,
+                             image=image.rsplit("/", 2)[0] + "/team/db:5.0.0"),
+    )
+    return status.SyncReport(agent="edge-1", target="docker", repository=url, branch="main",
+                             path=path, revision=revision, started_at=time.time() - 1,
+                             finished_at=time.time(), services=services)
+
+
+@pytest.fixture
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_AGENT_SECRET", "agent-secret")
+    monkeypatch.setenv("TEST_HOOK_SECRET", HOOK_SECRET)
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_commit_deployed_degraded_rolled_back_in_git_then_a_newer_version(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path, hooks: devservers.HookReceiver,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/loop", tag)
+    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="loop"),
+                       "policies/loop.yaml": POLICY.format(host=host, image="loop", extra="")})
+    config = _config(url, registry, tmp_path / "state", hooks.url)
+    image = f"{host}/team/loop"
+    # 1. 1.1.0 committed; an agent at that revision running it: deployed, with timings
+    first = _run(config)
+    [c110] = first.repositories[0].commits
+    done = _run(config, report=_agent(url, c110, image=f"{image}:1.1.0"))
+    [deployed] = done.repositories[0].transitions
+    assert (deployed.state, deployed.tag, deployed.old_tag, deployed.agent) == (
+        "deployed", "1.1.0", "1.0.0", "edge-1")
+    assert deployed.commit_to_deployed is not None and deployed.push_to_commit is not None
+    # 2. a broken 1.2.0: committed, and the agent rolled it back locally
+    devservers.push_image(registry.url, "team/loop", "1.2.0")
+    [c120] = _run(config).repositories[0].commits
+    reason = f"deploy-web-1: {image}:1.2.0 failed: container exited with code 1"
+    rolled = _run(config, report=_agent(
+        url, c120, image=f"{image}:1.1.0", sync="OutOfSync", health="Degraded",
+        action="rolled-back", error=reason)).repositories[0]
+    states = [t.state for t in rolled.transitions]
+    assert states == ["degraded", "rolled-back"]
+    [revert] = rolled.commits
+    # 3. Git holds 1.1.0 again: one splice on the line the bot wrote, a message saying why
+    clone = _clone(url, tmp_path / "check")
+    assert f"image: {image}:1.1.0   # deployed by image-bot" in (
+        clone / "deploy/compose.yaml").read_text()
+    assert devservers.git("diff", "--stat", f"{revert}^", revert, cwd=clone).count("|") == 1
+    message = devservers.git("log", "-1", "--format=%B", revert, cwd=clone)
+    assert "edge-1" in message and "web" in message and "exited with code 1" in message
+    assert f"Image-Bot-Rollback: loop {image} 1.2.0 1.1.0 {c120}" in message
+    assert "Image-Bot-Update:" not in message
+    # 4. 1.2.0 is declined: further runs change nothing (never loops)
+    again = _run(config, report=_agent(url, revert, image=f"{image}:1.1.0"))
+    assert again.repositories[0].commits == ()
+    assert [o.status for o in again.repositories[0].outcomes] == ["current"]
+    assert _declined(config, "loop", image) == {"1.2.0"}
+    # 5. a newer good version goes through and is deployed
+    devservers.push_image(registry.url, "team/loop", "1.3.0")
+    [c130] = _run(config).repositories[0].commits
+    final = _run(config, report=_agent(url, c130, image=f"{image}:1.3.0"))
+    assert [(t.state, t.tag) for t in final.repositories[0].transitions] == [
+        ("deployed", "1.3.0")]
+    # 6. the status: each update's state, newest first
+    async def shown() -> list[dict[str, Any]]:
+        async with context.Engine.open(config) as engine:
+            return deployments.recent(engine.state)
+    rows = asyncio.run(shown())
+    assert [(r["tag"], r["state"]) for r in rows] == [
+        ("1.3.0", "deployed"), ("1.2.0", "rolled-back"), ("1.1.0", "deployed")]
+    assert rows[0]["agents"]["edge-1"]["commit_to_deployed"] is not None
+    async def events() -> list[tuple[str, str]]:
+        async with context.Engine.open(config) as engine:
+            return [(kind, data.get("tag", "")) for _, kind, data in engine.state.events(200)
+                    if kind in ("deployed", "degraded", "rolled-back")]
+    assert asyncio.run(events())[::-1] == [("deployed", "1.1.0"), ("degraded", "1.2.0"),
+                                           ("rolled-back", "1.2.0"), ("deployed", "1.3.0")]
+    # 7. notifications: signed, in order, with the fields a person needs
+    assert hooks.bad_signatures == 0
+    assert hooks.kinds() == ["updated", "deployed", "updated", "degraded", "rolled-back",
+                             "updated", "deployed"]
+    rollback = hooks.events[4]
+    assert (rollback["image"], rollback["old_tag"], rollback["new_tag"],
+            rollback["agent"], rollback["commit"]) == (image, "1.2.0", "1.1.0", "edge-1",
+                                                       revert)
+    assert "exited with code 1" in rollback["reason"]
+    assert hooks.events[0]["commit"] == c110 and hooks.events[0]["repository"] == url
+    assert "agent-secret" not in json.dumps(hooks.events)
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_no_rollback_where_a_human_changed_the_line_or_the_policy_says_never(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    git_server: devservers.GitServer, tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/human", tag)
+        devservers.push_image(registry.url, "team/never", tag)
+    url = config_repo({
+        "deploy/compose.yaml": DEPLOYMENT.format(host=host, image="human"),
+        "deploy/never.yaml": "services:\n  web:\n    image: " + f"{host}/team/never:1.0.0\n",
+        "policies/human.yaml": POLICY.format(host=host, image="human", extra=""),
+        "policies/never.yaml": POLICY.format(host=host, image="never",
+                                             extra="  rollback: {on: never}\n"),
+    })
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    # a human pins the line by hand (same tag, a different comment) after the bot's commit
+    clone = _clone(url, tmp_path / "human")
+    compose = clone / "deploy/compose.yaml"
+    compose.write_text(compose.read_text().replace("# deployed by image-bot", "# pinned"))
+    devservers.git("commit", "-qam", "pin web by hand", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    head = devservers.git("rev-parse", "HEAD", cwd=clone).strip()
+    broken = _agent(url, head, image=f"{host}/team/human:1.0.0", sync="OutOfSync",
+                    health="Degraded", action="rolled-back", error="exited at once")
+    broken = status.SyncReport(**{**{f: getattr(broken, f) for f in broken.__slots__},
+                                  "services": (*broken.services, status.ServiceStatus(
+                                      "deploy", "never", "OutOfSync", "Degraded",
+                                      image=f"{host}/team/never:1.0.0",
+                                      action="rolled-back", error="exited at once"))})
+    done = _run(config, report=broken).repositories[0]
+    assert sorted((t.policy, t.state) for t in done.transitions) == [
+        ("human", "degraded"), ("human", "rolled-back"), ("never", "degraded")]
+    assert done.commits == ()  # nothing written: the human's line, and rollback: never
+    assert _head(url, tmp_path) == head
+    skipped = next(t for t in done.transitions if t.state == "rolled-back")
+    assert "no longer written where" in skipped.reason and commit[:12] in skipped.reason
+    # the versions are declined all the same, and a second pass does nothing new
+    assert _declined(config, "human", f"{host}/team/human") == {"1.1.0"}
+    again = _run(config, report=broken).repositories[0]
+    assert (again.commits, again.transitions) == ((), ())
+
+
+PR_POLICY = """\
+apiVersion: image-bot/v1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  image: {host}/team/{image}
+  select: {{semver: {{range: "^1.0"}}}}
+  paths: ["deploy/**"]
+  publish: {{mode: pull-request}}
+"""
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_pull_request_mode_proposes_the_rollback_of_a_merged_update(
+    registry: devservers.Registry, git_server: devservers.GitServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORGE_TOKEN", "ghp_fake_token_for_rollback_1")
+    image = f"{registry.host}/team/prloop"
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/prloop", tag)
+    bare = devservers.create_repo(git_server.root, "prloop.git", {
+        "deploy/compose.yaml": DEPLOYMENT.format(host=registry.host, image="prloop"),
+        "policies/app.yaml": PR_POLICY.format(host=registry.host, image="prloop")})
+    forge = fakeforge.FakeGitHub(bare=bare, project="acme/config",
+                                 token="ghp_fake_token_for_rollback_1").start()
+    try:
+        url = git_server.url("prloop.git")
+        config = models.BotConfig.model_validate({
+            "repositories": [{"url": url, "forge": {
+                "kind": "github", "project": "acme/config", "api_url": f"{forge.url}/api/v3",
+                "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0}}],
+            "registries": [{"host": registry.host, "insecure": True}],
+            "state_dir": str(tmp_path / "state"),
+            "agents": {"secret_env": "TEST_AGENT_SECRET"}})
+        # 1. the update is proposed, and a human merges it
+        _run(config)
+        [proposal] = forge.open_pulls()
+        forge.merge(proposal["number"])
+        merged = devservers.git("rev-parse", "main", cwd=bare).strip()
+        # 2. an agent at the merge reports the new version degraded
+        report = _agent(url, merged, image=f"{image}:1.0.0", sync="OutOfSync",
+                        health="Degraded", action="rolled-back", error="exited at once")
+        done = _run(config, report=report).repositories[0]
+        assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]
+        # 3. the rollback is a pull request; the target branch is left to a human
+        assert devservers.git("rev-parse", "main", cwd=bare).strip() == merged
+        [rollback] = forge.open_pulls()
+        assert rollback["head"]["ref"] == "image-bot/rollback-app"
+        assert rollback["title"] == f"revert: roll {image} back to 1.0.0"
+        assert "exited at once" in rollback["body"]
+        assert (done.transitions[1].rollback_url or "").endswith(f"/pull/{rollback['number']}")
+        shown = devservers.git("show", "image-bot/rollback-app:deploy/compose.yaml", cwd=bare)
+        assert f"image: {image}:1.0.0   # deployed by image-bot" in shown
+        assert _declined(config, "app", image) == {"1.1.0"}
+        # 4. nothing more on the next run: no second rollback PR, no new proposal of 1.1.0
+        again = _run(config, report=report).repositories[0]
+        assert again.transitions == () and len(forge.open_pulls()) == 1
+    finally:
+        forge.stop()
+        assert forge.errors == [], "the bot sent requests a real forge would refuse"
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_kubernetes_agent_report_degraded_rollout_feeds_the_same_loop(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/kube", tag)
+    url = config_repo({"deploy/web.yaml": DEPLOYMENT.format(host=host, image="kube"),
+                       "policies/kube.yaml": POLICY.format(host=host, image="kube", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    # what the kubernetes target reports: one object per workload, its images joined
+    deployment = status.ServiceStatus(
+        "deploy", "Deployment/default/web", "Synced", "Degraded", revision=commit,
+        image=f"{host}/team/kube:1.1.0, {host}/team/sidecar:2.0.0", action="applied",
+        error="rollout failed: deployment \"web\" exceeded its progress deadline")
+    report = status.SyncReport(agent="cluster", target="kubernetes", repository=url,
+                               branch="main", path="deploy", revision=commit,
+                               finished_at=time.time(), services=(deployment,))
+    done = _run(config, report=report).repositories[0]
+    assert [(t.state, t.service) for t in done.transitions] == [
+        ("degraded", "Deployment/default/web"), ("rolled-back", "Deployment/default/web")]
+    assert len(done.commits) == 1
+    clone = _clone(url, tmp_path / "kube")
+    assert f"{host}/team/kube:1.0.0" in (clone / "deploy/web.yaml").read_text()
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_helm_tag_field_is_rolled_back_on_its_own_line_for_a_local_agent(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/helm", tag)
+    values = f"image:\n  repository: {host}/team/helm\n  tag: 1.0.0   # pinned by CI\n"
+    url = config_repo({"deploy/values.yaml": values,
+                       "policies/helm.yaml": POLICY.format(host=host, image="helm", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    clone = _clone(url, tmp_path / "helm")
+    assert "tag: 1.1.0   # pinned by CI" in (clone / "deploy/values.yaml").read_text()
+    broken = status.ServiceStatus("deploy", "Deployment/default/helm", "Synced", "Degraded",
+                                  image=f"{host}/team/helm:1.1.0", error="rollout failed")
+    done = _run(config, local=True, report=status.SyncReport(  # an agent sharing the state dir
+        agent="cluster", target="kubernetes", repository=url, branch="main", path="deploy",
+        revision=commit, finished_at=time.time(), services=(broken,))).repositories[0]
+    assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]
+    assert (_clone(url, tmp_path / "helm") / "deploy/values.yaml").read_text() == values
