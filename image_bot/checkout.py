@@ -26,6 +26,7 @@ from image_bot.errors import FileRefused, FileTooLarge
 
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
+YAML_NAMES = ("Kustomization",)  # YAML without an extension that kustomize (and Flux) read
 _CHUNK = 1024 * 1024
 _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
                | getattr(os, "O_CLOEXEC", 0))
@@ -40,14 +41,17 @@ class Refusal:
 
 
 class Index:
-    """The files under ``root`` whose names end in ``suffixes``: listed on first use, each
-    read at most once (one per pass: files edited afterwards are not seen)."""
+    """The files under ``root`` whose names end in ``suffixes`` (or are one of ``names``):
+    listed on first use, each read at most once (one per pass: files edited afterwards are
+    not seen)."""
 
     def __init__(self, root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 suffixes: Sequence[str] = YAML_SUFFIXES) -> None:
+                 suffixes: Sequence[str] = YAML_SUFFIXES,
+                 names: Sequence[str] = YAML_NAMES) -> None:
         self.root = root
         self.max_file_bytes = max_file_bytes
         self.suffixes = tuple(suffixes)
+        self.names = frozenset(names)
         self.reads = 0
         self._real_root = root.resolve()
         self._listing: list[tuple[str, Path]] | None = None  # (listed name, file to read)
@@ -140,7 +144,7 @@ class Index:
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != ".git":
                         folders.append((relative + "/", entry.path))
-                elif not entry.name.endswith(self.suffixes):
+                elif not entry.name.endswith(self.suffixes) and entry.name not in self.names:
                     if entry.is_symlink() and os.path.isdir(entry.path):
                         reason = self._check_folder_link(Path(entry.path))
                         if reason:

@@ -14,6 +14,9 @@ from image_bot.cli import errors, lazy
 
 # name → where the command lives and its help's first paragraph (a test keeps them equal).
 COMMANDS = {
+    "import": lazy.Lazy("image_bot.cli.import_:import_group",
+                        "Convert Flux or Argo CD Image Updater objects into image-bot "
+                        "policies."),
     "plan": lazy.Lazy("image_bot.cli.plan:plan",
                       "Show what `run` would change, as a diff, without committing anything."),
     "run": lazy.Lazy("image_bot.cli.run:run", "Update image references, commit and push."),

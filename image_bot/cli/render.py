@@ -41,18 +41,18 @@ def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
         table = Table(title=f"{repo.repository} ({repo.branch})", title_justify="left")
         for column in ("policy", "status", "details"):
             table.add_column(column)
-        for outcome in repo.outcomes:
+        for outcome in repo.outcomes:  # a failure's reason is printed once, on stderr
             style = STATUS_STYLE[outcome.status]
-            table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", outcome.message)
+            details = ("(error below)" if outcome.status == "failed" and outcome.error
+                       else outcome.message)
+            table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", details)
         if repo.outcomes:
             console.print(table)
         for commit in repo.commits:
             console.print(f"committed {commit[:12]} and pushed to {repo.branch}")
         for skipped in repo.skipped:
             console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
-        if repo.error:
-            console.print(f"[red]error:[/] {repo.error}", markup=True)
-    failures(cycle, strict=strict)
+    failures(cycle, strict=strict)  # the errors, each once
 
 
 def exit_code(cycle: CycleReport, *, strict: bool) -> int:
@@ -111,11 +111,14 @@ def validation(count: int, problems: list[str], *, as_json: bool) -> None:
                f"{len(problems)} problem(s)")
 
 
-def set_image(outcome: Outcome, *, dry_run: bool, as_json: bool) -> None:
-    """`set-image`: the files it changed (or would), the diff on a dry run, what it refused."""
+def set_image(outcome: Outcome, *, dry_run: bool, as_json: bool,
+              allow_none: bool = False) -> None:
+    """`set-image`: the files it changed (or would), the diff on a dry run, what it refused,
+    and each IMAGE=REF that matched no reference."""
     result = outcome.result
     if as_json:
         click.echo(json.dumps({
+            "unmatched": [a.text for a in outcome.unmatched],
             "dry_run": dry_run, "files": list(result.files),
             "changes": [{"file": c.file, "line": c.line, "image": c.image, "old": c.old,
                          "new": c.new} for c in result.changes],
@@ -131,6 +134,9 @@ def set_image(outcome: Outcome, *, dry_run: bool, as_json: bool) -> None:
         click.echo(f"skipped {skipped.file}: {skipped.reason}", err=True)
     for refused in outcome.refused:
         click.echo(f"error: {refused.file}: {refused.reason}", err=True)
+    for assignment in outcome.unmatched:
+        click.echo(f"{'warning' if allow_none else 'error'}: {assignment.text}: no reference "
+                   f"to {assignment.image.name} under the given paths", err=True)
 
 
 def sync_reports(reports: list[SyncReport], *, as_json: bool) -> None:

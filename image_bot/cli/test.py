@@ -65,6 +65,8 @@ _STRATEGY_FLAGS = {"semver_range": "--semver", "numerical": "--numerical",
                    "TAG<TAB>RFC3339-created[<TAB>digest].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Bot config file, for registry settings (insecure, credentials).")
+@click.option("--insecure", is_flag=True,
+              help="Reach the image's registry over plain HTTP (a local registry:2).")
 @options.as_json
 @click.option("--explain", is_flag=True,
               help="Also show the ranking, the runner-up and the rule that excluded each tag.")
@@ -93,7 +95,8 @@ def test_command(image: str, **flags: Any) -> int:
         source = "-" if flags["tags_from"].name == "<stdin>" else flags["tags_from"].name
         tags = list(ranking.read_tags(flags["tags_from"].read(), source))
     else:
-        tags = asyncio.run(_registry_tags(ref, policy, flags["config_path"], verbose=verbose))
+        tags = asyncio.run(_registry_tags(ref, policy, flags["config_path"], verbose=verbose,
+                                          insecure=flags["insecure"]))
     decision = policy.select(tags, current=current, current_digest=ref.digest,
                              now=datetime.now(UTC))
     render.decision(decision, as_json=as_json, explain=explain)
@@ -132,8 +135,16 @@ def _spec_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _registry_tags(ref: refs.ImageRef, policy: strategies.Policy,
-                         config_path: Path | None, *, verbose: bool = False) -> list[Any]:
+                         config_path: Path | None, *, verbose: bool = False,
+                         insecure: bool = False) -> list[Any]:
     settings = loading.load_bot_config(config_path).registries if config_path else []
+    if insecure:  # this host over plain HTTP, keeping what the config says about it
+        from image_bot.config import models
+
+        known = [r for r in settings if refs.normalise_host(r.host) == ref.host]
+        settings = [r for r in settings if r not in known] + (
+            [r.model_copy(update={"insecure": True}) for r in known]
+            or [models.RegistryConfig(host=ref.host, insecure=True)])
     on_request = render.request if verbose else None
     return await ranking.fetch_tags(ref.with_tag(None), policy, settings,
                                     on_request=on_request)

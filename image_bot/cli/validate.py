@@ -1,7 +1,10 @@
-"""`image-bot validate`: policy files and the bot config checked offline, every problem listed.
+"""`image-bot validate`: policy files and the bot config checked, every problem listed.
 
-Runs in pre-commit hooks, so it imports config loading and the policy builder only: no
-registry, Git, Docker, HTTP or rich. It never touches the network or the state dir.
+With a PATH only it runs in pre-commit hooks, so it imports config loading and the policy
+builder only: no registry, Git, Docker, HTTP or rich. With ``--config`` it also fetches each
+repository (through the engine's workspace, cloned into a temporary state dir: never the
+daemon's) and cross-checks its policies against the config: pull-request policies need a
+forge, commit mode pushes to the repository's branch, markers must name a known policy.
 """
 
 from __future__ import annotations
@@ -32,9 +35,15 @@ def validate(path: Path | None, config_path: Path | None, as_json: bool) -> int:
     count = 0
     if config_path is not None:
         try:
-            loading.load_bot_config(config_path)
+            config = loading.load_bot_config(config_path)
         except ConfigError as exc:
             problems.append(str(exc))
+        else:
+            from image_bot.cli import validate_repositories  # Git and HTTP: only with --config
+
+            checked, found = validate_repositories.check(config)
+            count += checked
+            problems += found
     if path is not None:
         try:
             policy_set = loading.load_policies(path)

@@ -8,6 +8,8 @@ Example message (one line)::
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,16 @@ class LoadedPolicy:
 
     def where(self, key: str | None = None) -> str:
         return breadcrumb(self.file, f"ImagePolicy(name={self.policy.name!r})", key)
+
+
+class PolicyInvalid(ConfigError):
+    """A policy document that names itself but does not validate: the table still shows its
+    name and file."""
+
+    def __init__(self, message: str, *, policy: str, file: str) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.file = file
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +106,7 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     loaded: list[LoadedPolicy] = []
     errors: list[ConfigError] = []
     seen: dict[str, str] = {}
-    files = _policy_files(directory, files_of)
+    files = _policy_files(directory, files_of, _display(directory, shown_root))
     errors += [ConfigError(f"{breadcrumb(_display(files_of.root / r.file, shown_root))}: "
                            f"{r.reason}") for r in files_of.refused]
     for file in files:
@@ -142,9 +154,9 @@ def _base(directory: Path) -> Path:
     return directory if directory.is_dir() and not directory.is_symlink() else directory.parent
 
 
-def _policy_files(directory: Path, index: checkout.Index) -> Iterable[Path]:
+def _policy_files(directory: Path, index: checkout.Index, shown: str) -> Iterable[Path]:
     if not directory.exists() and not directory.is_symlink():
-        raise ConfigError(f"==> Directory {directory}: policy directory does not exist")
+        raise ConfigError(f"==> Directory {shown}: policy directory does not exist")
     return index.under(directory)
 
 
@@ -200,17 +212,42 @@ def _validate_policy(document: Any, shown: str, index: int) -> models.ImagePolic
     try:
         return models.ImagePolicy.model_validate(document)
     except pydantic.ValidationError as exc:
+        if isinstance(name, str) and name:
+            raise PolicyInvalid(_first_error(exc, shown, at), policy=name,
+                                file=shown) from None
         raise ConfigError(_first_error(exc, shown, at)) from None
 
 
 def _first_error(exc: pydantic.ValidationError, shown: str, at: str | None) -> str:
-    """One line for the first problem; more problems are counted, not listed."""
-    errors = exc.errors()
-    first = errors[0]
-    key = _key_path(first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{breadcrumb(shown, at, key or None)}: {message}{more}"
+    """One line listing every problem (each once, with its key); an unknown key gets the
+    nearest known one (``did you mean `semver`?``)."""
+    problems: dict[str, None] = {}
+    for error in exc.errors():
+        key = _key_path(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and error["loc"]:
+            message = "unknown key" + _did_you_mean(str(error["loc"][-1]))
+        problems.setdefault(f"==> At key: {key}: {message}" if key else message)
+    first, *rest = problems
+    text = f"{breadcrumb(shown, at)} {first}" if first.startswith("==>") else (
+        f"{breadcrumb(shown, at)}: {first}")
+    return "; ".join([text, *rest])
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.7)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+@functools.cache
+def _known_keys() -> tuple[str, ...]:
+    """Every key a config or policy document may use (field aliases and names)."""
+    keys: set[str] = set()
+    for value in vars(models).values():
+        if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
+            for name, info in value.model_fields.items():
+                keys.add(info.alias or name)
+    return tuple(sorted(keys))
 
 
 def _key_path(loc: Sequence[int | str]) -> str:

@@ -414,6 +414,11 @@ class PublishRule(_Model):
 class Publish(_Model):
     mode: Literal["commit", "pull-request"] = "commit"
     branch: str | None = None
+    # commit mode: push the commits to this branch instead (Flux push.branch), rebuilt as the
+    # repository branch plus the bot's commits each cycle; force-pushed with a lease, and only
+    # while every commit on it beyond the base is the bot's
+    push_branch: str | None = Field(default=None, alias="push-branch",
+                                    pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._/-]{0,199}$")
     message: str = DEFAULT_MESSAGE
     # commit mode: share the cycle's commit with the other policies, or get one of its own
     commit: Literal["per-cycle", "per-policy"] = "per-cycle"
@@ -493,6 +498,8 @@ class PolicySpec(_Model):
 
 class Metadata(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    # Flux-style: a marker "NAMESPACE:NAME" belongs to the policy of that name and namespace
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class ImagePolicy(_Model):

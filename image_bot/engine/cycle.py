@@ -297,7 +297,8 @@ def _select(policy_set: loading.PolicySet, repository: str,
 
 def _build_policies(policy_set: loading.PolicySet,
                     branch: str) -> tuple[list[_Planned], list[PolicyOutcome]]:
-    failed = [PolicyOutcome(policy="?", file="", status="failed", error=error)
+    failed = [PolicyOutcome(policy=getattr(error, "policy", "?"), file=getattr(error, "file", ""),
+                            status="failed", error=error)
               for error in policy_set.errors]
     planned = []
     for loaded in policy_set.policies:
@@ -426,7 +427,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
     if p.tags is None:
         error = p.error or RegistryError(f"registry {image.host}: no tags for {image.name}")
         return dataclasses.replace(base, status="failed", error=error), []
-    scan = scanning.find(root, image, spec.paths, policy=name, index=index)
+    scan = scanning.find(root, image, spec.paths, policy=name, index=index,
+                         namespace=p.loaded.policy.metadata.namespace)
     if scan.skipped:  # never update half of a policy's files
         problems = "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped)
         return dataclasses.replace(base, status="failed", error=UpdateError(problems)), []
@@ -452,7 +454,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
 async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Planned],
                        edits: list[rewriting.Edit]) -> tuple[list[rewriting.Edit],
                                                              dict[str, ImageBotError]]:
-    """Add the digest of the chosen tag where pin-digest (or a :digest marker) asks for it.
+    """Add the digest of the chosen tag where pin-digest, a :digest marker or a reference
+    already pinned (``tag@digest``) asks for it.
 
     Returns the edits and, for a digest that could not be fetched, file → why.
     """
@@ -463,7 +466,8 @@ async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Plann
     for edit in edits:
         spec = pinned[edit.policy]
         if edit.tag is None or edit.digest is not None or not (
-                spec.pin_digest or rewriting.needs_digest(edit.reference)):
+                spec.pin_digest or rewriting.needs_digest(edit.reference)
+                or rewriting.pinned(edit.reference)):
             done.append(edit)
             continue
         key = (spec.image_ref, edit.tag)
@@ -534,7 +538,8 @@ def _attach_declined(planned: Sequence[_Planned], engine: Engine) -> list[_Plann
 def _rolled_back(index: scanning.Index, p: _Planned, written: str, *, now: datetime) -> bool:
     """A human set a reference back below the tag the bot wrote (the policy ranks them)."""
     spec = p.loaded.policy.spec
-    scan = scanning.find(index.root, spec.image_ref, spec.paths, policy=p.name, index=index)
+    scan = scanning.find(index.root, spec.image_ref, spec.paths, policy=p.name, index=index,
+                         namespace=p.loaded.policy.metadata.namespace)
     current = {r.ref.tag for r in scan.references if r.ref.tag}
     if not current or written in current:
         return False

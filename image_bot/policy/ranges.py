@@ -1,5 +1,5 @@
 """Semver ranges with npm semantics: ``>=1.2 <2``, ``^1.2``, ``~1.2``, ``1.x``, ``*``,
-hyphen ranges and ``||`` alternatives (pure).
+hyphen ranges and ``||`` alternatives, plus Masterminds' ``,`` for AND (pure).
 
 A pre-release version satisfies a range only when the caller allows pre-releases or a
 comparator of the same alternative names a pre-release of the same major.minor.patch.
@@ -140,15 +140,41 @@ class _Partial:
 
 
 def parse(text: str) -> Range:
-    """Parse an npm-style range or raise :class:`RangeError` naming the bad part."""
-    alternatives = tuple(_parse_set(part.strip(), text) for part in text.split("||"))
-    return Range(text=text, alternatives=alternatives)
+    """Parse an npm-style range or raise :class:`RangeError` naming the bad part and the
+    character it starts at. Commas within an alternative mean AND, as Masterminds (Flux,
+    Argo CD Image Updater, Keel) reads them: ``>=1.0, <2.0`` is ``>=1.0 <2.0``."""
+    alternatives: list[tuple[_Comparator, ...]] = []
+    offset = 0
+    for part in text.split("||"):
+        alternatives.append(_parse_set(part.replace(",", " ").strip(), _Where(text, offset)))
+        offset += len(part) + 2
+    return Range(text=text, alternatives=tuple(alternatives))
 
 
-def _parse_set(text: str, whole: str) -> tuple[_Comparator, ...]:
+@dataclass(slots=True)
+class _Where:
+    """The whole range text and a cursor into it, to say where a bad part starts."""
+
+    whole: str
+    cursor: int
+
+    def error(self, problem: str, part: str) -> RangeError:
+        found = self.whole.find(part, self.cursor) if part else -1
+        at = f" (at character {found + 1})" if found >= 0 else ""
+        return RangeError(f"invalid semver range {self.whole!r}: {problem}{at}")
+
+    def advance(self, part: str) -> None:
+        found = self.whole.find(part, self.cursor)
+        if found >= 0:
+            self.cursor = found + len(part)
+
+
+def _parse_set(text: str, where: _Where) -> tuple[_Comparator, ...]:
     hyphen = re.fullmatch(r"(\S+)\s+-\s+(\S+)", text)
     if hyphen:
-        return _hyphen(_partial(hyphen[1], whole), _partial(hyphen[2], whole))
+        low = _partial(hyphen[1], where)
+        where.advance(hyphen[1])
+        return _hyphen(low, _partial(hyphen[2], where))
     tokens = re.sub(r"(>=|<=|>|<|=|\^|~>?)\s+", r"\1", text).split()
     if not tokens:
         return (_Comparator(">=", _LOWEST, False),)
@@ -156,15 +182,16 @@ def _parse_set(text: str, whole: str) -> tuple[_Comparator, ...]:
     for token in tokens:
         match = _COMPARATOR.match(token)
         if not match:
-            raise RangeError(f"invalid semver range {whole!r}: cannot read {token!r}")
-        comparators.extend(_desugar(match["op"], _partial(match["version"], whole)))
+            raise where.error(f"cannot read {token!r}", token)
+        comparators.extend(_desugar(match["op"], _partial(match["version"], where)))
+        where.advance(match["version"])
     return tuple(comparators)
 
 
-def _partial(text: str, whole: str) -> _Partial:
+def _partial(text: str, where: _Where) -> _Partial:
     match = _PARTIAL.match(text)
     if not match or text in {"v", "V"}:
-        raise RangeError(f"invalid semver range {whole!r}: {text!r} is not a version")
+        raise where.error(f"{text!r} is not a version", text)
     numbers: list[int] = []
     for name in ("major", "minor", "patch"):
         part = match[name]
@@ -172,7 +199,7 @@ def _partial(text: str, whole: str) -> _Partial:
             break
         numbers.append(int(part))
     if match["pre"] and len(numbers) < 3:
-        raise RangeError(f"invalid semver range {whole!r}: a pre-release needs x.y.z in {text!r}")
+        raise where.error(f"a pre-release needs x.y.z in {text!r}", text)
     return _Partial(tuple(numbers), match["pre"])
 
 

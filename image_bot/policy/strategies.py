@@ -214,6 +214,8 @@ class Policy:
         current = here.version if here else None
         current_tag = here.tag if here else None
         same_family = self._family_wanted(current)
+        if self.variant is None and current is None and current_tag:
+            same_family = self._floating_family(current_tag, names)
         named_variant = self.variant if self.variant not in {None, "none", "any"} else None
         wanted = self._wanted_precision(current)
         floor = here.key if here and not self.allow_downgrade else None
@@ -245,7 +247,8 @@ class Policy:
             if (parsed.family != same_family if same_family is not None else (
                     named_variant is not None and parsed.variant != named_variant
                     and parsed.family != named_variant)):
-                exclude(Excluded(tag, "variant", self._variant_problem(parsed, current)))
+                exclude(Excluded(tag, "variant", self._variant_problem(
+                    parsed, current, same_family or "")))
                 continue
             if wanted is not None and parsed.precision != wanted:
                 exclude(Excluded(tag, "precision", self._precision_problem(parsed, wanted)))
@@ -293,16 +296,34 @@ class Policy:
             return current.family if current else ""
         return "" if self.variant == "none" else None
 
+    def _floating_family(self, current_tag: str, names: list[str]) -> str:
+        """The flavour a floating current tag (no version: ``alpine``, ``stable-slim``) keeps:
+        its text, or its last ``-`` part, when a version tag carries it as its family
+        (``alpine`` → ``X.Y.Z-alpine``). ``latest`` moves to plain versions; any other word
+        is its own family, which no version has: the tag is left alone unless the policy
+        names a ``variant`` (never a flavour dropped silently)."""
+        text = self.filter_value(current_tag)
+        if text == "latest":
+            return ""
+        wanted = [versions.family(text), versions.family(text.rpartition("-")[2])]
+        carried = {parsed.family for tag in names
+                   if (parsed := versions.parse(self.filter_value(tag))) is not None}
+        return next((family for family in wanted if family and family in carried),
+                    wanted[0] or text)
+
     def _precision_problem(self, parsed: versions.TagVersion, wanted: int) -> str:
         return (f"has {parsed.precision} numeric component(s), not {wanted} "
                 f"(precision: {self.precision})")
 
     def _variant_problem(self, parsed: versions.TagVersion,
-                         current: versions.TagVersion | None) -> str:
+                         current: versions.TagVersion | None, floating: str = "") -> str:
         """Why ``parsed`` fails the variant rule (``_rank_versions`` checked that it does)."""
         shown = f"variant {parsed.variant!r}" if parsed.variant else "no variant"
         if self.variant is None or self.variant == "none":
             family = current.family if (current and self.variant is None) else ""
+            if self.variant is None and current is None and floating:
+                return (f"{shown}, not {floating!r}, the flavour of the floating current tag "
+                        f"(set `variant:` to move it elsewhere)")
             if not family:
                 return f"has variant {parsed.variant!r}; the current tag has none"
             return f"{shown}, not the current family {family!r}"

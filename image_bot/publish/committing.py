@@ -81,9 +81,13 @@ def push(ws: workspaces.Workspace) -> None:
 
 
 def push_leased(ws: workspaces.Workspace, branch: str, sha: str | None,
-                expected: str | None) -> None:
-    """Force ``sha`` (None: delete) onto the bot's own ``branch`` if it still is ``expected``."""
-    if not branch.startswith(BOT_PREFIX):
+                expected: str | None, *, owned: bool = False) -> None:
+    """Force ``sha`` (None: delete) onto the bot's own ``branch`` if it still is ``expected``.
+
+    A branch is the bot's when it is under ``image-bot/``, or (``owned``) when the caller
+    checked that every commit on it beyond the target is the bot's; never the target itself.
+    """
+    if branch == ws.branch or not (branch.startswith(BOT_PREFIX) or owned):
         raise PublishError(f"refusing to force-push {branch!r}: not a branch of image-bot")
     lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
     _push(ws, lease, f"{sha or ''}:refs/heads/{branch}", branch=branch)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from image_bot.errors import PublishError
 from image_bot.publish import committing, forges, messages
 from image_bot.publish import workspace as workspaces
 
@@ -105,6 +106,23 @@ def propose(ws: workspaces.Workspace, forge: forges.Forge, proposal: Proposal,
         how = "rebased on request" if rebase else "updated"
         return Outcome("updated", f"{how} #{pr.number}", pr.number, pr.url, pushed)
     return Outcome("unchanged", f"#{pr.number} is up to date", pr.number, pr.url, pushed)
+
+
+def replace_branch(ws: workspaces.Workspace, branch: str, sha: str, bot_email: str) -> bool:
+    """Commit mode's ``push-branch``: make ``branch`` the target plus the bot's commits ending
+    in ``sha``, force-pushed with a lease, while it holds nothing but the bot's commits beyond
+    the target. Returns whether it pushed (not when the branch already has this content)."""
+    tip = ws.fetch_branch(branch)
+    humans = _human_commits(ws, tip, bot_email) if tip else []
+    if humans:
+        raise PublishError(f"git {workspaces.redact(ws.url)}: left {branch!r} alone: it has "
+                           f"commits image-bot did not make ({', '.join(humans[:5])}); merge "
+                           f"or delete the branch to let image-bot start over")
+    if tip and ws.repo.is_ancestor(ws.repo.commit(ws.target), ws.repo.commit(tip)) and (
+            ws.run("rev-parse", f"{tip}^{{tree}}") == ws.run("rev-parse", f"{sha}^{{tree}}")):
+        return False  # the target plus the same change: pushing would only churn
+    committing.push_leased(ws, branch, sha, tip, owned=True)
+    return True
 
 
 def withdraw(ws: workspaces.Workspace, forge: forges.Forge, branch: str, base: str, *,

@@ -67,8 +67,13 @@ class CommitMode:
     atomic = False
 
     def batches(self, policies: Sequence[loading.LoadedPolicy]) -> dict[str, list[str]]:
-        names = [p.policy.name for p in policies]
-        return {"commit": names} if names else {}
+        """``commit`` for the target branch; ``commit:BRANCH`` per ``push-branch``."""
+        batches: dict[str, list[str]] = {}
+        for p in policies:
+            push_branch = p.policy.spec.publish.push_branch
+            key = f"commit:{push_branch}" if push_branch else "commit"
+            batches.setdefault(key, []).append(p.policy.name)
+        return batches
 
     def declined(self, forge: forges.Forge | None, key: str,
                  base: str) -> list[proposing.Declined]:
@@ -80,6 +85,9 @@ class CommitMode:
                 now: datetime) -> Published:
         if not result:
             return Published()
+        push_branch = key.partition(":")[2] or None
+        if push_branch is not None:
+            ws.run("checkout", "-q", "--detach")  # the target branch itself never moves
         shas = []
         for group in commit_groups(result, policies):
             part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
@@ -88,6 +96,9 @@ class CommitMode:
             sha = committing.commit(ws, part.files, message, identity)
             if sha is not None:
                 shas.append(sha)
+        if shas and push_branch is not None:
+            proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email)
+            return Published(commits=tuple(shas), branch=push_branch)
         if shas:
             committing.push(ws)
         return Published(commits=tuple(shas))

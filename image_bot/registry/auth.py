@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from image_bot.errors import AuthError, RegistryError, RegistryLimitExceeded, RegistryUnavailable
-from image_bot.registry import limits
+from image_bot.registry import limits, network
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _TOKEN_TTL_DEFAULT = 60.0  # the distribution spec's default when expires_in is absent
@@ -136,7 +136,7 @@ async def fetch_token(
                                                 params=params, auth=auth)
     except httpx.HTTPError as exc:
         raise RegistryUnavailable(f"registry {host}: token server {origin(realm)} "
-                                  f"unreachable: {type(exc).__name__}") from exc
+                                  f"unreachable: {network.unreachable(exc)}") from exc
     except limits.TooLarge as exc:
         raise RegistryLimitExceeded(f"registry {host}: token server {origin(realm)} answered "
                                     f"more than {max_bytes} bytes ({exc}; registries[]."

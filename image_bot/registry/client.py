@@ -40,7 +40,7 @@ from image_bot.errors import (
     RegistryLimitExceeded,
     RegistryUnavailable,
 )
-from image_bot.registry import auth, credentials, limits, manifests, quirks
+from image_bot.registry import auth, credentials, limits, manifests, network, quirks
 from image_bot.registry.manifests import ImageInfo
 from image_bot.state import State
 
@@ -387,13 +387,15 @@ class RegistryClient:
         host.challenge = challenge
         fresh = await self._auth_headers(host, image, scope)
         if not fresh:
+            hint = (host.credentials.why_none() if host.credentials.configured else
+                    "configure a credentials source for this registry; see "
+                    "docs/registries.md")
             raise AuthError(f"registry {image.host}: credentials required for "
-                            f"{image.repository} (configure a credentials source for this "
-                            f"registry; see docs/registries.md)")
+                            f"{image.repository} ({hint})")
         response = await self._send(host, image, method, url, {**headers, **fresh}, max_bytes)
         if response.status_code == 401:
             who = ("the configured credentials" if await host.credentials.get() else
-                   "anonymous access (its credentials source gave none)"
+                   f"anonymous access ({host.credentials.why_none()})"
                    if host.credentials.configured else
                    "anonymous access (no credentials configured)")
             raise AuthError(f"registry {image.host}, image {image.repository}: access denied "
@@ -415,7 +417,7 @@ class RegistryClient:
                 self._record(method, url, 0, 0.0)
                 raise RegistryUnavailable(
                     f"registry {image.host} unreachable while reading {image.repository}: "
-                    f"{type(exc).__name__}") from exc
+                    f"{network.unreachable(exc)}") from exc
             except limits.TooLarge as exc:
                 raise RegistryLimitExceeded(
                     f"registry {image.host}, image {image.repository}: {_kind(method, url)} "

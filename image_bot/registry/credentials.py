@@ -52,6 +52,17 @@ def from_env(settings: models.RegistryConfig) -> Found:
     return Found(Credentials(username, password))
 
 
+def unset_variables(settings: models.RegistryConfig) -> str | None:
+    """Which of ``username_env``/``password_env`` name an unset variable, for the message of
+    a registry that then asks for credentials (``username_env REG_USER is not set``)."""
+    unset = [f"{key} {name}" for key, name in (("username_env", settings.username_env),
+                                               ("password_env", settings.password_env))
+             if name and not os.environ.get(name)]
+    if not unset:
+        return None
+    return f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set"
+
+
 def from_file(settings: models.RegistryConfig) -> Found:
     """``credentials_file``: ``user:password`` or a lone secret on the first line, or JSON."""
     path = settings.credentials_file
@@ -195,6 +206,12 @@ class CredentialProvider:
     @property
     def configured(self) -> bool:
         return self._source is not None
+
+    def why_none(self) -> str:
+        """Why a configured source gave no credentials, as precisely as is known."""
+        if self._source is from_env:
+            return unset_variables(self._settings) or "its credentials source gave none"
+        return "its credentials source gave none"
 
     async def get(self) -> Credentials | None:
         if self._source is None:

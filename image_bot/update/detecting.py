@@ -82,21 +82,43 @@ class Reference:
         return whole.value if whole else str(self.ref)
 
 
-def mentions(text: str, image: refs.ImageRef, policy: str | None) -> bool:
+def mentions(text: str, image: refs.ImageRef, policy: str | None,
+             namespace: str | None = None) -> bool:
     """The pre-filter: could ``text`` hold a reference? (False means: certainly not.)"""
     if image.repository.removeprefix("library/") in text:
         return True
     return policy is not None and policy in text and any(
-        _marker_policy(m[1])[0] == policy for m in _MARKER.finditer(text))
+        marker_names(m[1], policy, namespace) for m in _MARKER.finditer(text))
 
 
 def references_in(text: str, image: refs.ImageRef, file: str, *,
-                  policy: str | None = None) -> Iterator[Reference]:
-    """References to ``image`` in every document of ``text``; raises YAMLError if unparsable."""
-    markers = _markers(text) if policy is not None else {}
+                  policy: str | None = None,
+                  namespace: str | None = None) -> Iterator[Reference]:
+    """References to ``image`` in every document of ``text``; raises YAMLError if unparsable.
+
+    Markers count for ``policy``: ``NAME`` or Flux's ``NAMESPACE:NAME`` (a namespace must be
+    the policy's ``metadata.namespace`` when the policy declares one)."""
+    # every marker keeps its scalar from automatic detection; those of another policy (or
+    # of this name in another namespace) are kept under "" (no policy has that name)
+    markers = {} if policy is None else {
+        line: (name if name == policy and (marked_ns is None or namespace is None
+                                           or marked_ns == namespace) else "", role)
+        for line, (marked_ns, name, role) in _markers(text).items()}
     for tree in yamlgraph.trees(text):
         if tree is not None and not _is_own_document(tree.root):
             yield from _Finder(tree, image, file, policy, markers).references()
+
+
+def marker_names(setter: str, policy: str, namespace: str | None) -> bool:
+    """Whether the marker text ``setter`` names the policy ``policy`` (in ``namespace``)."""
+    marked_ns, name, _ = _marker_policy(setter)
+    return name == policy and (marked_ns is None or namespace is None or marked_ns == namespace)
+
+
+def markers_in(text: str) -> list[tuple[int, str, str | None, str]]:
+    """Every marker of ``text``: (1-based line, the marker as written, namespace, policy)."""
+    return [(text.count("\n", 0, m.start()) + 1, m[1], *_marker_policy(m[1])[:2])
+            for m in _MARKER.finditer(text)]
 
 
 def _is_own_document(node: Node) -> bool:
@@ -147,7 +169,7 @@ def _helm(tree: yamlgraph.Tree, mapping: MappingNode) -> _Draft | None:
     """``{registry?, repository, tag?, digest?}`` maps (Helm values)."""
     if _kustomize_entry(tree, mapping):
         return None
-    entries = _scalar_entries(mapping)
+    entries = _scalar_entries(mapping, merged=True)
     repo_key = next((k for k in _REPOSITORY_KEYS if k in entries), None)
     if repo_key is None and _image_context(tree, mapping):
         repo_key = next((k for k in _NAME_KEYS if k in entries), None)
@@ -366,26 +388,43 @@ def _entries(node: MappingNode | SequenceNode) -> Iterator[tuple[str | int, Node
             yield key.value, value
 
 
-def _scalar_entries(mapping: MappingNode) -> dict[str, ScalarNode]:
-    return {k.value: v for k, v in mapping.value
-            if isinstance(k, ScalarNode) and isinstance(v, ScalarNode)}
+def _scalar_entries(mapping: MappingNode, *, merged: bool = False,
+                    depth: int = 0) -> dict[str, ScalarNode]:
+    """The mapping's scalar values by key; with ``merged``, also those it inherits through
+    merge keys (``<<: *app``), its own keys and earlier sources winning, as YAML reads them:
+    a Helm map that inherits its repository is a reference of that image, and each of its
+    scalars is spliced where it is written."""
+    own = {k.value: v for k, v in mapping.value
+           if isinstance(k, ScalarNode) and isinstance(v, ScalarNode) and k.value != "<<"}
+    if not merged or depth > 8:
+        return own
+    for key, value in mapping.value:
+        if isinstance(key, ScalarNode) and key.value == "<<" and str(key.tag).endswith(":merge"):
+            sources = value.value if isinstance(value, SequenceNode) else [value]
+            for source in sources:
+                if isinstance(source, MappingNode):
+                    inherited = _scalar_entries(source, merged=True, depth=depth + 1)
+                    own.update({k: v for k, v in inherited.items() if k not in own})
+    return own
 
 
-def _markers(text: str) -> dict[int, tuple[str, Role]]:
-    found: dict[int, tuple[str, Role]] = {}
+def _markers(text: str) -> dict[int, tuple[str | None, str, Role]]:
+    found: dict[int, tuple[str | None, str, Role]] = {}
     for match in _MARKER.finditer(text):
         line = text.count("\n", 0, match.start())
         found[line] = _marker_policy(match[1])
     return found
 
 
-def _marker_policy(setter: str) -> tuple[str, Role]:
-    """``NAME``, ``NAME:tag`` … or Flux's ``NAMESPACE:NAME[:part]`` → (policy, role)."""
+def _marker_policy(setter: str) -> tuple[str | None, str, Role]:
+    """``NAME``, ``NAME:tag`` … or Flux's ``NAMESPACE:NAME[:part]`` → (namespace, policy,
+    role)."""
     parts = setter.split(":")
     role: Role = "image"
     if len(parts) > 1 and parts[-1] in _PARTS:
         role = _PARTS[parts.pop()]  # type: ignore[assignment]
-    return parts[-1], role
+    namespace = parts[-2] if len(parts) > 1 else None
+    return namespace, parts[-1], role
 
 
 def _as_ref(value: object) -> refs.ImageRef | None:

@@ -71,6 +71,12 @@ def needs_digest(reference: Reference) -> bool:
         reference.field("image") is None and reference.field("tag") is None)
 
 
+def pinned(reference: Reference) -> bool:
+    """Whether the reference is written pinned (``tag@digest``, a filled ``digest`` field):
+    it keeps that style, so the new tag is written with its own digest (as Renovate does)."""
+    return reference.ref.digest is not None
+
+
 def new_value(edit: Edit) -> str:
     """The reference as it will read after ``edit`` (``repo:tag@digest``), for messages."""
     ref = edit.reference

@@ -46,15 +46,17 @@ def candidate_files(root: Path, patterns: Sequence[str]) -> list[Path]:
 
 
 def find(root: Path, image: refs.ImageRef, patterns: Sequence[str], *,
-         policy: str | None = None, index: checkout.Index | None = None) -> Scan:
+         policy: str | None = None, index: checkout.Index | None = None,
+         namespace: str | None = None) -> Scan:
     """All references to ``image`` (or marked for ``policy``) in files under ``root``;
     with ``index``, files are listed and read once for all the policies that share it."""
     index = index or checkout.Index(root)
-    return scan_files(index, index.files(patterns), image, policy=policy)
+    return scan_files(index, index.files(patterns), image, policy=policy, namespace=namespace)
 
 
 def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRef, *,
-               policy: str | None = None, shown: Path | None = None) -> Scan:
+               policy: str | None = None, shown: Path | None = None,
+               namespace: str | None = None) -> Scan:
     """References in ``files`` (listed by ``index``), named relative to ``shown`` (default:
     the index's root). A file that may hold one but cannot be used is skipped: not UTF-8,
     not YAML, or larger than the cap (its bytes are searched, never held whole)."""
@@ -77,11 +79,12 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
         if text is None:
             skipped.append(Skipped(relative, "not UTF-8 text"))
             continue
-        if not detecting.mentions(text, image, policy):
+        if not detecting.mentions(text, image, policy, namespace):
             continue
         parsed += 1
         try:
-            found.extend(detecting.references_in(text, image, relative, policy=policy))
+            found.extend(detecting.references_in(text, image, relative, policy=policy,
+                                                 namespace=namespace))
         except YAMLError as exc:
             skipped.append(Skipped(relative, f"does not parse as YAML: "
                                              f"{yamlgraph.problem(exc)}"))

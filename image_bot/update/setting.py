@@ -37,6 +37,7 @@ class Outcome:
     result: UpdateResult  # what changed (or would change, on a dry run)
     unreadable: tuple[Skipped, ...]  # files that mention the image but do not parse
     refused: tuple[Skipped, ...]  # files with references that could not be edited safely
+    unmatched: tuple[Assignment, ...] = ()  # assignments that found no reference at all
 
 
 def parse_assignment(text: str) -> Assignment:
@@ -97,7 +98,9 @@ def set_images(root: Path, paths: Sequence[Path], assignments: Sequence[Assignme
         Skipped(_shown(index.root / r.file, root), r.reason): None
         for index in indexes.values() for r in index.refused}
     edits: list[rewriting.Edit] = []
+    unmatched: list[Assignment] = []
     for assignment in assignments:
+        found = len(edits)
         for index in indexes.values():
             files = [file for (owner, file) in listed if owner == id(index)]
             scan = scanning.scan_files(index, files, assignment.image, shown=root)
@@ -105,8 +108,10 @@ def set_images(root: Path, paths: Sequence[Path], assignments: Sequence[Assignme
             edits += [rewriting.Edit(reference, assignment.tag, "set-image",
                                      digest=assignment.digest, name=assignment.name)
                       for reference in scan.references]
+        if len(edits) == found:
+            unmatched.append(assignment)
     result = rewriting.apply(root, edits, write=write, max_file_bytes=max_file_bytes)
-    return Outcome(result, tuple(unreadable), result.skipped)
+    return Outcome(result, tuple(unreadable), result.skipped, tuple(unmatched))
 
 
 def _checkout_of(root: Path, path: Path) -> Path:

@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.scanner import Scanner
 
 STR = "tag:yaml.org,2002:str"
 NULL = "tag:yaml.org,2002:null"
@@ -91,6 +92,32 @@ class Tree:
                 self.walk(value, (*path, key.value), stack)
 
 
+class _Scanner(Scanner):
+    """ruamel's scanner, except that tabs before a trailing comment or at the end of a line
+    are whitespace in block context too, as YAML 1.2 (and kubectl's go-yaml) reads them:
+    ``image: x:1.0<TAB># note``. Tabs that indent or separate tokens stay errors."""
+
+    def scan_to_next_token(self) -> Any:
+        super().scan_to_next_token()
+        peek = self.reader.peek
+        while peek() == "\t" and not self.flow_level:  # rare: one comparison per token
+            ahead = 1
+            while peek(ahead) in " \t":
+                ahead += 1
+            if peek(ahead) not in "#\0\r\n\x85\u2028\u2029":
+                return  # a tab before a token: ruamel's error stands
+            self.reader.forward(ahead)
+            super().scan_to_next_token()
+
+
+def safe_yaml() -> YAML:
+    """A pure, safe YAML reader with the tab rule of :class:`_Scanner` (every reader of the
+    update stage parses with it: the scan, the check of an edit)."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = _Scanner
+    return yaml
+
+
 def parser() -> str:
     """The parser in use: "c" (libyaml) or "pure"."""
     return _parser
@@ -114,7 +141,7 @@ def compose_all(text: str) -> list[Node | None]:
         else:
             _like_pure(text, documents)
             return documents
-    return list(YAML(typ="safe", pure=True).compose_all(text))
+    return list(safe_yaml().compose_all(text))
 
 
 def load_all(text: str) -> list[Any]:
@@ -125,7 +152,7 @@ def load_all(text: str) -> list[Any]:
             return list(YAML(typ="safe").load_all(text))
         except YAMLError:
             pass  # as in compose_all: the pure parser has the last word
-    return list(YAML(typ="safe", pure=True).load_all(text))
+    return list(safe_yaml().load_all(text))
 
 
 def _like_pure(text: str, documents: list[Node | None]) -> None:
@@ -211,7 +238,7 @@ def load_documents(text: str) -> list[Any]:
             continue
         # constructing flattens merge keys in place: keep the cached nodes as they were
         root = copy.deepcopy(tree.root) if tree.merges else tree.root
-        documents.append(YAML(typ="safe", pure=True).constructor.construct_document(root))
+        documents.append(safe_yaml().constructor.construct_document(root))
     return documents
 
 

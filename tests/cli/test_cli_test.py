@@ -115,7 +115,8 @@ def test_comments_and_blank_lines_are_skipped() -> None:
 
 @pytest.mark.parametrize(("args", "tags", "message"), [
     (["--semver", ">>1"], "1.0.0\n",
-     "error: select.semver.range: invalid semver range '>>1': '>1' is not a version\n"),
+     "error: select.semver.range: invalid semver range '>>1': '>1' is not a version "
+     "(at character 2)\n"),
     (["--pattern", "("], "1.0.0\n", "error: filter.pattern: invalid regular expression '(': "
                                     "missing ), unterminated subpattern at position 0\n"),
     (["--min-age", "soon"], "1.0.0\n", "error: min-age: 'soon' is not a duration: write for "
@@ -243,3 +244,13 @@ def test_verbose_prints_each_registry_request_without_secrets(
     assert all(line.endswith(" ms)") for line in lines)
     assert "s3cret-pw" not in result.stderr
     assert "Basic " not in result.stderr
+
+
+@pytest.mark.e2e
+def test_insecure_reaches_a_plain_http_registry_without_a_config(
+        registry: devservers.Registry) -> None:
+    name = f"team/plain-{uuid.uuid4().hex[:8]}"
+    for tag in ["1.0.0", "1.1.0"]:
+        devservers.push_image(registry.url, name, tag)
+    result = _test(f"{registry.host}/{name}:1.0.0", "--insecure")
+    assert (result.exit_code, result.stdout) == (0, "1.1.0\n"), result.stderr

@@ -40,7 +40,8 @@ def test_errors_are_breadcrumbs_and_good_policies_still_load(tmp_path: Path) -> 
     assert [p.policy.name for p in policy_set.policies] == ["good"]
     assert [str(e) for e in policy_set.errors] == [
         "==> File a.yaml ==> At ImagePolicy(name='other') ==> At key: spec.select.semver.range:"
-        " Field required (and 1 more)",
+        " Field required; ==> At key: spec.select.semver.rnge: unknown key; did you mean "
+        "`range`?",
         "==> File b.yaml: invalid YAML (line 2, column 4): mapping values are not allowed here",
         "==> File c.yaml ==> At ImagePolicy(name='good') ==> At key: spec.image: must name the "
         "image without a tag or digest",
@@ -76,3 +77,22 @@ def test_validate_command_reports_bad_range(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert ("==> File p.yaml ==> At ImagePolicy(name='good') ==> At key: "
             "spec.select.semver.range: invalid semver range '>>1'") in result.output
+
+
+def test_every_problem_is_listed_with_the_nearest_known_key(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD.replace("semver:", "semvr:").replace(
+        "image:", "imag:"))
+
+    [error] = loading.load_policies(tmp_path).errors
+
+    assert isinstance(error, loading.PolicyInvalid)
+    assert (error.policy, error.file) == ("good", "p.yaml")
+    assert "(and" not in str(error)
+    assert "==> At key: spec.select.semvr: unknown key; did you mean `semver`?" in str(error)
+    assert "==> At key: spec.imag: unknown key; did you mean `image`?" in str(error)
+
+
+def test_a_missing_policy_directory_is_named_relative_to_the_checkout(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        loading.load_policies(tmp_path / "policies", display_root=tmp_path)
+    assert str(caught.value) == "==> Directory policies: policy directory does not exist"

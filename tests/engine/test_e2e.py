@@ -199,6 +199,29 @@ def test_one_broken_policy_does_not_stop_the_others(
     assert "team/bad:1.0.0" in (clone / "deploy/bad.yaml").read_text()
 
 
+def test_a_policy_that_does_not_validate_is_named_in_the_report(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path],
+) -> None:
+    bad = _policy(name="bad", host=registry.host, image="bad", semver="^1").replace(
+        '"semver"', '"semvr"')
+    url = config_repo({"deploy/bad.yaml": DEPLOYMENT.format(host=registry.host, image="bad"),
+                       "policies/bad.yaml": bad})
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config), "--json")
+
+    assert result.exit_code == 1
+    [outcome] = json.loads(result.stdout)["repositories"][0]["outcomes"]
+    assert (outcome["policy"], outcome["file"], outcome["status"]) == (
+        "bad", "policies/bad.yaml", "failed")
+    assert "did you mean `semver`?" in outcome["message"]
+    assert "/tmp" not in outcome["message"]
+    text = _invoke("run", "--once", "--config", str(config))
+    assert text.output.count("did you mean `semver`?") == 1, text.output  # printed once
+    assert "│ bad " in text.output and "(error below)" in text.output  # not the reason again
+
+
 @pytest.mark.parametrize(("case", "expected"), [
     ("unreachable", "registry 127.0.0.1:{dead} unreachable while reading team/app"),
     ("missing", "registry {host}, image team/does-not-exist: not found (HTTP 404 NAME_UNKNOWN)"),
@@ -300,3 +323,92 @@ def test_duration_flags(text: str, seconds: float) -> None:
     from image_bot.cli import options
 
     assert options.seconds(None, None, text) == seconds  # type: ignore[arg-type]
+
+
+def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    host = registry.host
+    url = config_repo({
+        "deploy/app.yaml": ('image: ghcr.io/t/app:1.0.0 # {"$imagepolicy": "flux-system:good"}\n'
+                            'other: ghcr.io/t/x:1.0.0 # {"$imagepolicy": "flux-system:ghost"}\n'),
+        "policies/good.yaml": _policy(name="good", host=host, image="good", semver="^1"),
+        "policies/pr.yaml": testing.policy("pr", f"{host}/team/pr",
+                                           publish={"mode": "pull-request"}),
+        "policies/rel.yaml": testing.policy("rel", f"{host}/team/rel",
+                                            publish={"mode": "commit", "branch": "release"}),
+    })
+    config = bot_config(url)
+
+    result = _invoke("validate", "--config", str(config))
+
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("repository ")]
+    assert problems == [
+        f"repository {url}: ==> File policies/pr.yaml ==> At ImagePolicy(name='pr') ==> At "
+        f"key: spec.publish.mode: pull-request, but this repository has no forge (set "
+        f"repositories[].forge in the bot config)",
+        f"repository {url}: ==> File policies/rel.yaml ==> At ImagePolicy(name='rel') ==> At "
+        f"key: spec.publish.branch: 'release' differs from the repository branch 'main'; "
+        f"commit mode pushes to the branch the policies are read from",
+        f"repository {url}: deploy/app.yaml:2: marker 'flux-system:ghost' names no policy of "
+        f"this repository",
+    ]
+    assert "1 valid policy, 3 problem(s)" in result.output
+    assert not (tmp_path / "state").exists()  # the daemon's state dir is never touched
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_commit_mode_can_push_to_another_branch_rebuilt_from_the_base_each_cycle(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    testing.push_tags(registry, "team/pushed", ["1.0.0", "1.1.0"])
+    deployment = DEPLOYMENT.format(host=registry.host, image="pushed")
+    url = config_repo({
+        "deploy/app.yaml": deployment,
+        "policies/p.yaml": testing.policy(
+            "p", f"{registry.host}/team/pushed",
+            publish={**PUBLISH, "push-branch": "image-updates"}),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    main_before = _git("ls-remote", url, "refs/heads/main").split()[0]
+
+    first = _invoke("run", "--once", "--config", str(config))
+    pushed = _git("ls-remote", url, "refs/heads/image-updates").split()[0]
+    again = _invoke("run", "--once", "--config", str(config))  # same content: no new push
+    assert _git("ls-remote", url, "refs/heads/image-updates").split()[0] == pushed
+    testing.push_tags(registry, "team/pushed", ["1.2.0"])
+    newer = _invoke("run", "--once", "--config", str(config))
+
+    assert (first.exit_code, again.exit_code, newer.exit_code) == (0, 0, 0), newer.output
+    assert _git("ls-remote", url, "refs/heads/main").split()[0] == main_before
+    clone = tmp_path / "updates"
+    _git("clone", "-q", "-b", "image-updates", url, str(clone))
+    assert "team/pushed:1.2.0" in (clone / "deploy/app.yaml").read_text()
+    # rebuilt from main each cycle: one bot commit on top of main, not a growing stack
+    assert _git("-C", str(clone), "rev-list", "--count", f"{main_before}..HEAD") == "1\n"
+    assert _git("-C", str(clone), "rev-parse", "HEAD^") == f"{main_before}\n"
+    assert pushed != _git("-C", str(clone), "rev-parse", "HEAD").strip()
+    assert _git("-C", str(clone), "log", "-1", "--format=%s") == (
+        f"chore: update {registry.host}/team/pushed to 1.2.0\n")
+
+    # a human commit on the branch: the bot leaves it alone and says so
+    (clone / "notes.txt").write_text("mine\n")
+    _git("-C", str(clone), "add", "notes.txt")
+    _git("-C", str(clone), "-c", "user.name=Human", "-c", "user.email=human@example.com",
+         "commit", "-q", "-m", "human")
+    _git("-C", str(clone), "push", "-q", "origin", "image-updates")
+    human_tip = _git("-C", str(clone), "rev-parse", "HEAD").strip()
+    testing.push_tags(registry, "team/pushed", ["1.3.0"])
+
+    blocked = _invoke("run", "--once", "--config", str(config))
+
+    assert blocked.exit_code == 1
+    assert "left 'image-updates' alone: it has commits image-bot did not make" in blocked.output
+    assert _git("ls-remote", url, "refs/heads/image-updates").split()[0] == human_tip
+    assert _git("ls-remote", url, "refs/heads/main").split()[0] == main_before

@@ -47,9 +47,14 @@ def test_partial_versions_start_below_their_prereleases(text: str, version: str,
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    (">>1", "invalid semver range '>>1': '>1' is not a version"),
-    ("^1.2.a", "invalid semver range '^1.2.a': '1.2.a' is not a version"),
-    ("1.2-rc1", "invalid semver range '1.2-rc1': a pre-release needs x.y.z in '1.2-rc1'"),
+    (">>1", "invalid semver range '>>1': '>1' is not a version (at character 2)"),
+    ("^1.2.a", "invalid semver range '^1.2.a': '1.2.a' is not a version (at character 2)"),
+    ("1.2-rc1", "invalid semver range '1.2-rc1': a pre-release needs x.y.z in '1.2-rc1' "
+                "(at character 1)"),
+    (">=1.0, <2.x.y", "invalid semver range '>=1.0, <2.x.y': '2.x.y' is not a version "
+                      "(at character 9)"),
+    ("1.0 || >=2.0, <3.0.0.1", "invalid semver range '1.0 || >=2.0, <3.0.0.1': '3.0.0.1' is "
+                               "not a version (at character 16)"),
 ])
 def test_invalid_ranges_name_the_text(text: str, message: str) -> None:
     with pytest.raises(ranges.RangeError) as caught:
@@ -114,3 +119,12 @@ def test_build_reports_the_key_of_a_bad_range() -> None:
     with pytest.raises(strategies.InvalidSpec) as caught:
         _policy("not a range")
     assert caught.value.key == "spec.select.semver.range"
+
+
+@pytest.mark.parametrize(("text", "version", "expected"), [
+    (">=1.0, <2.0", "1.5.0", True), (">=1.0, <2.0", "2.0.0", False),
+    (">=1.0, <2.0", "0.9.0", False), (">=1.0,<2.0", "1.0.0", True),
+    (">= 1.2, < 1.4 || 2.x", "2.1.0", True), (">= 1.2, < 1.4 || 2.x", "1.4.0", False),
+])
+def test_commas_mean_and_as_in_masterminds(text: str, version: str, expected: bool) -> None:
+    assert ranges.parse(text).contains(semver.Version.parse(version)) is expected

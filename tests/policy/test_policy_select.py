@@ -122,6 +122,15 @@ SEMVER_CASES: list[tuple[str, dict[str, Any], list[str], str | None, str | None,
     ("same version unlisted current", semver(), ["v1.2.3"], "1.2.3", None, "v1.2.3"),
     ("calver", semver(), ["2024.01.15", "2024.1.9", "2023.12.31"], "2023.12.31", "2024.01.15",
      "2024.01.15"),
+    # a floating current tag keeps its flavour (docs/policies.md, "Floating tags")
+    ("floating alpine keeps alpine", semver(), NGINX, "alpine", "1.27.0-alpine3.20",
+     "1.27.0-alpine3.20"),
+    ("floating slim keeps slim", semver(), NGINX, "slim", "1.27.0-slim", "1.27.0-slim"),
+    ("floating stable-alpine keeps alpine", semver(), NGINX, "stable-alpine",
+     "1.27.0-alpine3.20", "1.27.0-alpine3.20"),
+    ("floating flavour no version has", semver(), ["1.0.0", "2.0.0"], "bookworm", None, None),
+    ("floating alpine, variant none opts in", semver(variant="none"), NGINX, "alpine",
+     "1.27.0", "1.27.0"),
     ("latest current is not a version", semver(), ["1.0.0", "latest"], "latest", "1.0.0",
      "1.0.0"),
     # downgrades
@@ -482,7 +491,7 @@ def test_worth_fetching_only_the_tags_the_policy_keeps() -> None:
 # (fields, key, message) for specs that validate structurally but cannot work
 INVALID: list[tuple[dict[str, Any], str, str]] = [
     (semver(">>1"), "spec.select.semver.range",
-     "invalid semver range '>>1': '>1' is not a version"),
+     "invalid semver range '>>1': '>1' is not a version (at character 2)"),
     (semver(filter={"pattern": "("}), "spec.filter.pattern",
      "invalid regular expression '(': missing ), unterminated subpattern at position 0"),
     (semver(filter={"extract": "$1"}), "spec.filter.extract",

@@ -103,7 +103,8 @@ def test_private_repository_needs_credentials_and_names_registry_and_image(
         _scan(settings, name)
     assert str(denied.value) == (
         f"registry {token_registry.host}, image {name}: access denied to anonymous access "
-        f"(its credentials source gave none) (HTTP 401; the repository may also not exist)")
+        f"(username_env REG_USER and password_env REG_PW are not set) (HTTP 401; the "
+        f"repository may also not exist)")
 
     monkeypatch.setenv("REG_USER", REGISTRY_USER)
     monkeypatch.setenv("REG_PW", REGISTRY_PASSWORD)

@@ -154,8 +154,30 @@ def test_https_registry_with_a_private_ca_bundle(tmp_path: Path) -> None:
         server.stop()
 
     assert trusted == ["1.0.0"]
-    assert str(untrusted.value) == (f"registry {server.host} unreachable while reading "
-                                    f"secure/app: ConnectError")
+    assert str(untrusted.value) == (
+        f"registry {server.host} unreachable while reading secure/app: TLS certificate not "
+        f"trusted; set `ca_bundle` for this registry")
+
+
+@pytest.mark.parametrize(("host", "why"), [
+    (None, "TLS handshake failed — a plain-HTTP registry? set `insecure: true` for this "
+           "registry"),
+    ("no-such-registry.invalid", "cannot resolve host (DNS)"),
+])
+def test_unreachable_registries_say_why(registry: devservers.Registry, host: str | None,
+                                        why: str) -> None:
+    host = host or registry.host  # the plain-HTTP registry, asked over HTTPS
+    image = refs.parse(f"{host}/team/app")
+
+    async def tags() -> list[str]:
+        async with registry_client.RegistryClient([models.RegistryConfig(host=host)],
+                                                  attempts=1) as client:
+            return await client.list_tags(image)
+
+    with pytest.raises(RegistryUnavailable) as caught:
+        asyncio.run(tags())
+
+    assert str(caught.value) == f"registry {host} unreachable while reading team/app: {why}"
 
 
 def test_a_manifest_nested_deeper_than_the_recursion_limit_is_invalid() -> None:

@@ -336,3 +336,71 @@ def test_a_cycle_worth_of_files_is_composed_once_across_scans(
 
     assert first == second and len(first.references) == 300
     assert len(composed) == 300
+
+
+def test_a_tab_before_a_trailing_comment_is_valid_yaml(tmp_path: Path) -> None:
+    text = ("spec:\n  containers:\n    - image: ghcr.io/team/app:1.0.0\t# note\n"
+            "      name: a \t\t# another\n    - image: ghcr.io/team/app:1.0.0\t\n")
+    (tmp_path / "d.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "1.1.0")
+
+    assert result.skipped == ()
+    assert (tmp_path / "d.yaml").read_text() == text.replace("1.0.0", "1.1.0")
+    assert [c.line for c in result.changes] == [3, 5]
+
+
+def test_helm_maps_sharing_an_anchor_through_a_merge_key_are_each_edited(
+        tmp_path: Path) -> None:
+    text = ("images:\n  app: &app {repository: ghcr.io/team/app, tag: v1.0.0}\n"
+            "  sidecar: {<<: *app, tag: v1.0.0}   # same image, its own tag\n"
+            "  worker:\n    <<: *app\n    pullPolicy: Always\n")
+    (tmp_path / "values.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "v1.1.0")
+
+    assert result.skipped == ()
+    assert (tmp_path / "values.yaml").read_text() == text.replace("v1.0.0", "v1.1.0")
+    assert sorted(c.line for c in result.changes) == [2, 3]
+
+
+def test_a_merged_tag_shared_with_another_image_is_still_refused(tmp_path: Path) -> None:
+    text = ("app: &app {repository: ghcr.io/team/app, tag: v1.0.0}\n"
+            "other: {<<: *app, repository: ghcr.io/team/other}\n")
+    (tmp_path / "values.yaml").write_text(text)
+
+    result = _edit_all(tmp_path, "v1.1.0")
+
+    assert [s.reason for s in result.skipped] == [
+        "line 1: the value is also used at document 1: other.tag, which is not a reference "
+        "to ghcr.io/team/app; not edited"]
+    assert (tmp_path / "values.yaml").read_text() == text
+
+
+@pytest.mark.parametrize(("namespace", "found"), [
+    (None, True), ("staging", True), ("flux-system", False)])
+def test_a_flux_marker_names_a_policy_in_its_namespace(tmp_path: Path, namespace: str | None,
+                                                        found: bool) -> None:
+    text = ('spec:\n  image: docker.io/stefanprodan/podinfo:5.0.0'
+            ' # {"$imagepolicy": "staging:web"}\n')
+    (tmp_path / "app.yaml").write_text(text)
+
+    scan = scanning.find(tmp_path, APP, ["**"], policy="web", namespace=namespace)
+
+    assert [r.kind for r in scan.references] == (["marker"] if found else [])
+
+
+def test_a_kustomization_without_extension_is_scanned_and_renamed_by_name_markers(
+        tmp_path: Path) -> None:
+    text = ("images:\n- name: podinfo\n"
+            '  newName: docker.io/stefanprodan/podinfo # {"$imagepolicy": "flux-system:web:name"}\n'
+            '  newTag: 5.0.0 # {"$imagepolicy": "flux-system:web:tag"}\n')
+    (tmp_path / "Kustomization").write_text(text)
+
+    scan = scanning.find(tmp_path, APP, ["**"], policy="web", namespace="flux-system")
+    edits = [rewriting.Edit(r, "1.1.0", "web") for r in scan.references]
+    result = rewriting.apply(tmp_path, edits)
+
+    assert result.skipped == ()
+    assert (tmp_path / "Kustomization").read_text() == text.replace(
+        "docker.io/stefanprodan/podinfo", "ghcr.io/team/app").replace("5.0.0", "1.1.0")

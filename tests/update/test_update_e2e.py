@@ -152,6 +152,9 @@ def test_set_image_refusal_and_bad_arguments(tmp_path: Path,
         (["v.yaml", "ghcr.io/team/web:1=2"], "name the image without a tag or digest"),
         (["v.yaml", "ghcr.io/team/web=bad tag"], "is not a valid tag"),
         (["missing.yaml", "ghcr.io/team/web=1"], "'missing.yaml': no such file or folder"),
+        (["v.yaml", "ghcr.io/team/web:1.2.0"],
+         "'ghcr.io/team/web:1.2.0': no such file or folder; to set an image, write IMAGE=REF, "
+         "e.g. ghcr.io/team/web=1.2.0"),
     ]:
         bad = CliRunner().invoke(cli.main, ["set-image", *args])
         assert bad.exit_code == 2, args
@@ -208,3 +211,50 @@ def test_a_cycle_parses_each_file_once_and_each_edited_text_once(
     assert len(composed) == len(set(composed)) == 2, "each file's text composed once"
     assert len(loaded) == len(set(loaded)) == 2, "each edited text re-read once"
     assert not set(loaded) & set(composed)
+
+
+def test_a_digest_pinned_reference_stays_pinned_without_pin_digest(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    host = registry.host
+    old = devservers.push_image(registry.url, "team/kept-pin", "1.0.0")
+    new = devservers.push_image(registry.url, "team/kept-pin", "1.2.1")
+    deployment = DEPLOYMENT.format(host=host, image="kept-pin").replace(
+        "kept-pin:1.0.0'", f"kept-pin:1.0.0@{old}'")
+    values = (f"image:\n  repository: {host}/team/kept-pin\n  tag: 1.0.0\n"
+              f"  digest: \"{old}\"\n")
+    url = config_repo({
+        "deploy/app.yaml": deployment, "deploy/values.yaml": values,
+        "policies/web.yaml": testing.policy("web", f"{host}/team/kept-pin",
+                                            publish={"mode": "commit", "branch": "main"}),
+    })
+    config = bot_config(url, registries=[{"host": host, "insecure": True}])
+
+    result = _invoke("run", "--once", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    clone = tmp_path / "check"
+    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
+    assert (clone / "deploy/app.yaml").read_text() == deployment.replace(
+        f"kept-pin:1.0.0@{old}'", f"kept-pin:1.2.1@{new}'")
+    assert (clone / "deploy/values.yaml").read_text() == values.replace(
+        "tag: 1.0.0", "tag: 1.2.1").replace(old, new)
+
+
+def test_set_image_that_matches_nothing_fails_unless_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "app.yaml").write_text(DEPLOYMENT.format(host="ghcr.io", image="web"))
+    monkeypatch.chdir(tmp_path)
+
+    typo = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/wbe=1.2.0"])
+    allowed = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/wbe=1.2.0",
+                                            "--allow-none", "--json"])
+    current = CliRunner().invoke(cli.main, ["set-image", "app.yaml", "ghcr.io/team/web=1.0.0"])
+
+    assert typo.exit_code == 1, typo.output
+    assert ("error: ghcr.io/team/wbe=1.2.0: no reference to ghcr.io/team/wbe under the given "
+            "paths") in typo.output
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["unmatched"] == ["ghcr.io/team/wbe=1.2.0"]
+    assert current.exit_code == 0, current.output  # already at REF: matched, nothing to do
