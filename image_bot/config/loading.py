@@ -112,7 +112,8 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     for file in files:
         shown = _display(file, shown_root)
         try:
-            documents = _parse_documents(_read_policy_file(files_of, file, shown), shown)
+            documents = _parse_documents(read_text(files_of, file, shown, encoding="utf-8-sig"),
+                                         shown)
         except ConfigError as exc:
             errors.append(exc)
             continue
@@ -160,9 +161,13 @@ def _policy_files(directory: Path, index: checkout.Index, shown: str) -> Iterabl
     return index.under(directory)
 
 
-def _read_policy_file(index: checkout.Index, file: Path, shown: str) -> str:
+def read_text(index: checkout.Index, file: Path, shown: str, *,
+              encoding: str = "utf-8") -> str:
+    """A file of a checkout as text, read through ``index`` (never through a link out of
+    it, never a device, never past its cap), or a :class:`ConfigError` naming ``shown``:
+    policy files here, Compose and manifest files in the sync agent."""
     try:
-        return index.read(file).decode("utf-8-sig")
+        return index.read(index.file(file)).decode(encoding)
     except FileRefused as exc:
         raise ConfigError(f"{breadcrumb(shown)}: {exc.reason}") from None
     except UnicodeDecodeError:

@@ -466,30 +466,32 @@ async def scan_deadline(seconds: float, *, repository: str) -> AsyncIterator[Non
     of many images on a slow registry ends with a :class:`RegistryUnavailable` (retried next
     cycle) instead of holding its repository's slot for the time of hundreds of requests.
     """
-    try:
-        async with asyncio.timeout(seconds) as scope:
-            yield
-    except TimeoutError:
-        if not scope.expired():
-            raise
-        raise RegistryUnavailable(
+    async with _within(seconds, lambda: RegistryUnavailable(
             f"repository {repository}: registry requests took longer than "
             f"{seconds:g} s (repositories[].registry_deadline); the scan was abandoned and "
-            f"runs again next cycle") from None
+            f"runs again next cycle")):
+        yield
 
 
 @contextlib.asynccontextmanager
 async def _deadline(host: _Host, image: refs.ImageRef, what: str) -> AsyncIterator[None]:
     seconds = host.settings.request_deadline
+    async with _within(seconds, lambda: _DeadlinePassed(
+            f"registry {image.host}, image {image.repository}: no complete answer to {what} "
+            f"within {seconds:g} s (registries[].request_deadline)")):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _within(seconds: float, error: Callable[[], Exception]) -> AsyncIterator[None]:
+    """``error()`` when the block outlives ``seconds``; other timeouts pass through."""
     try:
         async with asyncio.timeout(seconds) as scope:
             yield
     except TimeoutError:
         if not scope.expired():
             raise
-        raise _DeadlinePassed(
-            f"registry {image.host}, image {image.repository}: no complete answer to {what} "
-            f"within {seconds:g} s (registries[].request_deadline)") from None
+        raise error() from None
 
 
 class _DeadlinePassed(RegistryUnavailable):

@@ -27,7 +27,7 @@ from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout as checkouts
 from image_bot import refs
-from image_bot.config import durations
+from image_bot.config import durations, loading
 from image_bot.config.loading import breadcrumb
 from image_bot.errors import ConfigError, FileRefused
 
@@ -286,16 +286,10 @@ def _read_text(index: checkouts.Index, file: Path, display: str,
                limit: int = MAX_FILE_BYTES) -> str:
     """A file of the checkout as text, through the index: never through a link out of the
     checkout, never a device, never more than ``limit`` bytes."""
-    try:
-        data = index.read(index.file(file))
-    except FileRefused as exc:
-        raise ConfigError(f"{breadcrumb(display)}: {exc.reason}") from None
-    if len(data) > limit:
+    text = loading.read_text(index, file, display)
+    if len(text.encode("utf-8")) > limit:
         raise ConfigError(f"{breadcrumb(display)}: larger than {limit} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{breadcrumb(display)}: not UTF-8 text") from None
+    return text
 
 
 def _read(index: checkouts.Index, file: Path, display: str, *,

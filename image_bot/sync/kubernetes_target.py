@@ -23,8 +23,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout as checkouts
+from image_bot.config import loading
 from image_bot.config.loading import breadcrumb
-from image_bot.errors import ConfigError, FileRefused, SyncError, TargetUnavailable
+from image_bot.errors import ConfigError, SyncError, TargetUnavailable
 from image_bot.sync.status import Health, ServiceStatus, TargetResult
 
 FIELD_MANAGER = "image-bot"
@@ -130,7 +131,7 @@ class KubernetesTarget:
         if index.refused:
             refusal = index.refused[0]
             raise ConfigError(f"{breadcrumb(refusal.file)}: {refusal.reason}")
-        texts = [(index.name(f), _text(index, f)) for f in files]
+        texts = [(index.name(f), loading.read_text(index, f, index.name(f))) for f in files]
         resources = [r for where, text in texts
                      for r in parse(text, where=where, namespace=namespace)]
         return "".join(f"---\n{text}\n" for _, text in texts), resources
@@ -257,13 +258,3 @@ def _last_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
     return errors[-1] if errors else (lines[-1] if lines else "")
-
-
-def _text(index: checkouts.Index, file: Path) -> str:
-    shown = index.name(file)
-    try:
-        return index.read(file).decode("utf-8")
-    except FileRefused as exc:
-        raise ConfigError(f"{breadcrumb(shown)}: {exc.reason}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{breadcrumb(shown)}: not UTF-8 text") from None
