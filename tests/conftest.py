@@ -95,3 +95,15 @@ def dockerd() -> Iterator[devservers.Dockerd]:
     daemon = devservers.start_dockerd()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[devservers.KubeEmulator]:
+    """The kmock Kubernetes emulator, with kubectl (KUBECONFIG, IMAGE_BOT_KUBECTL) on it."""
+    kubectl = devservers.kubectl_binary()
+    assert kubectl, "kubectl is missing: `make deps` installs it into .tools/kubectl/"
+    emulator = devservers.start_kube_emulator(tmp_path / "kube")
+    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
+    monkeypatch.setenv("IMAGE_BOT_KUBECTL", kubectl)
+    yield emulator
+    emulator.stop()

@@ -1,17 +1,21 @@
 """Builders for tests/: policy, manifest and bot-config text; starts no server, asserts nothing.
 
-Also pushes tags (through ``devservers.py``, which starts the servers) and polls with a
-deadline, so tests wait for a condition instead of sleeping a fixed time.
+Also pushes tags (through ``devservers.py``, which starts the servers), polls with a
+deadline, so tests wait for a condition instead of sleeping a fixed time, and runs the
+daemon's app in process (no port) with its scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 import devservers
 
@@ -99,3 +103,21 @@ async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serving(asgi: Any, scheduler: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The daemon's app on an in-process transport, its scheduler running: a client, once
+    ``/readyz`` says so (or after 10 s, for tests of a daemon that never gets ready)."""
+    running = asyncio.create_task(scheduler.run())
+    transport = httpx.ASGITransport(app=asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
+        try:
+            for _ in range(200):
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            yield http
+        finally:
+            scheduler.stop()
+            await running

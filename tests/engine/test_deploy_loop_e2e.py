@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 import devservers
+import testing
 from image_bot.engine import reporting
 from image_bot.state import State
 from image_bot.sync import docker_target, status
@@ -39,16 +40,6 @@ services:
     image: {host}/team/loop:1.0.0   # deployed by image-bot
     command: ["sleep", "3600"]
     network_mode: none
-"""
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: web}}
-spec:
-  image: {host}/team/loop
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-  interval: 1h
 """
 
 
@@ -128,7 +119,8 @@ def test_the_deploy_loop_with_a_separate_agent_reporting_over_http(
     image = f"{host}/team/loop"
     devservers.push_busybox_image(registry.url, "team/loop", "1.0.0")
     url = config_repo({"deploy/compose.yaml": COMPOSE.format(host=host),
-                       "policies/web.yaml": POLICY.format(host=host)})
+                       "policies/web.yaml": testing.policy("web", f"{host}/team/loop",
+                                                            interval="1h")})
     bare = git_server.root / url.rsplit("/", 1)[1]
     config = tmp_path / "bot.yaml"
     config.write_text(json.dumps({

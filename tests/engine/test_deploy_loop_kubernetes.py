@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.config import models
 from image_bot.engine import context, cycle, reporting
@@ -41,15 +42,6 @@ spec:
         - name: web
           image: {host}/team/kloop:1.0.0   # updated by image-bot
 """
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: kloop}}
-spec:
-  image: {host}/team/kloop
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["k8s/**"]
-"""
 ROLLED_OUT = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
               "conditions": [{"type": "Progressing", "status": "True",
                               "reason": "NewReplicaSetAvailable"}]}
@@ -57,17 +49,6 @@ STUCK = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 0, "availableRepl
          "conditions": [{"type": "Progressing", "status": "False",
                          "reason": "ProgressDeadlineExceeded",
                          "message": 'ReplicaSet "web-7d9" has timed out progressing.'}]}
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[devservers.KubeEmulator]:
-    kubectl = devservers.kubectl_binary()
-    assert kubectl, "kubectl is missing: `make deps` installs it into .tools/kubectl/"
-    emulator = devservers.start_kube_emulator(tmp_path / "kube")
-    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
-    monkeypatch.setenv("IMAGE_BOT_KUBECTL", kubectl)
-    yield emulator
-    emulator.stop()
 
 
 def _sync(url: str, state: Path) -> dict[str, Any]:
@@ -106,7 +87,8 @@ def test_a_rollout_past_its_progress_deadline_is_rolled_back_in_git(
     for tag in ("1.0.0", "1.1.0"):
         devservers.push_image(registry.url, "team/kloop", tag)
     url = config_repo({"k8s/deployment.yaml": DEPLOYMENT.format(host=host),
-                       "policies/kloop.yaml": POLICY.format(host=host)})
+                       "policies/kloop.yaml": testing.policy("kloop", f"{host}/team/kloop",
+                                                                paths=["k8s/**"])})
     config = models.BotConfig.model_validate({
         "repositories": [{"url": url}], "state_dir": str(tmp_path / "bot"),
         "registries": [{"host": host, "insecure": True}]})

@@ -17,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 import devservers
+import testing
 from image_bot.config import models
 from image_bot.engine import context, cycle
 from image_bot.errors import ConfigError
@@ -161,15 +162,6 @@ def test_config_needs_a_url_for_webhooks_and_keeps_apprise_urls_out_of_the_file(
             {"name": "a", "kind": "webhook", "url": "http://x", "secret_env": "NOPE"})], {})
 
 
-POLICY = """\
-apiVersion: image-bot/v1
-kind: ImagePolicy
-metadata: {{name: late}}
-spec:
-  image: {host}/team/late
-  select: {{semver: {{range: "^1.0"}}}}
-  paths: ["deploy/**"]
-"""
 
 
 def test_a_policy_failing_n_cycles_in_a_row_notifies_once_then_recovered(
@@ -178,7 +170,8 @@ def test_a_policy_failing_n_cycles_in_a_row_notifies_once_then_recovered(
 ) -> None:
     monkeypatch.setenv("TEST_HOOK", KEY)
     url = config_repo({"deploy/a.yaml": f"image: {registry.host}/team/late:1.0.0\n",
-                       "policies/late.yaml": POLICY.format(host=registry.host)})
+                       "policies/late.yaml": testing.policy("late",
+                                                             f"{registry.host}/team/late")})
     config = models.BotConfig.model_validate({
         "repositories": [{"url": url}], "state_dir": str(tmp_path / "state"),
         "registries": [{"host": registry.host, "insecure": True}],

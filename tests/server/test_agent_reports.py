@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import devservers
+import testing
 from image_bot import cli
 from image_bot.config import models
 from image_bot.engine import context, reporting, scheduling
@@ -56,18 +57,8 @@ async def _daemon(config: models.BotConfig) -> AsyncIterator[
         asgi = app.create_app(config, scheduler=scheduler, state=engine.state,
                               metrics=engine.metrics, receivers_by_name={},
                               agent_secret=secret)
-        running = asyncio.create_task(scheduler.run())
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
-            try:
-                for _ in range(200):
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.05)
-                yield http, scheduler, engine.state
-            finally:
-                scheduler.stop()
-                await running
+        async with testing.serving(asgi, scheduler) as http:
+            yield http, scheduler, engine.state
 
 
 async def _post(http: httpx.AsyncClient, name: str, body: bytes, *,

@@ -55,18 +55,8 @@ async def _daemon(config: models.BotConfig, clock: Callable[[], float] = time.ti
         receivers = app.load_receivers(config, {"CI_HOOK_SECRET": SECRET})
         asgi = app.create_app(config, scheduler=scheduler, state=state, metrics=metrics,
                               receivers_by_name=receivers, clock=clock)
-        running = asyncio.create_task(scheduler.run())
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
-            try:
-                for _ in range(200):
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.05)
-                yield http, scheduler, metrics
-            finally:
-                scheduler.stop()
-                await running
+        async with testing.serving(asgi, scheduler) as http:
+            yield http, scheduler, metrics
 
 
 async def _post(http: httpx.AsyncClient, payload: Any, *, receiver: str = "ci",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,6 @@ metadata:
 data: {mode: demo}
 """
 ROLLED_OUT = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[devservers.KubeEmulator]:
-    kubectl = devservers.kubectl_binary()
-    assert kubectl, "kubectl is missing: `make deps` installs it into .tools/kubectl/"
-    emulator = devservers.start_kube_emulator(tmp_path / "kube")
-    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
-    monkeypatch.setenv("IMAGE_BOT_KUBECTL", kubectl)
-    yield emulator
-    emulator.stop()
 
 
 def _sync(url: str, state: Path, *extra: str) -> tuple[int, dict[str, Any]]:
