@@ -29,7 +29,6 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from image_bot.config import durations, loading
 from image_bot.engine import cycle, selecting, tracking, waking
@@ -67,7 +66,6 @@ class Scheduler:
         self.shard = shard
         self.polling = polling
         self._settings = config.daemon
-        self._metrics = engine.metrics
         self._interval_override = interval
         self._clock, self._rng = clock or engine.clock.monotonic, rng or random.Random()
         indexes = range(len(config.repositories))
@@ -111,7 +109,7 @@ class Scheduler:
                 self._ready_at.setdefault(index, ready_at)
                 names += hits
         if names:
-            self._metrics.queued.set(sum(map(len, self._requested.values())))
+            self.engine.metrics.queued.set(sum(map(len, self._requested.values())))
             self._wake.set()
         return names
 
@@ -182,7 +180,7 @@ class Scheduler:
                                                      trigger=trigger, track=track))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        self._metrics.queued.set(sum(map(len, self._requested.values())))
+        self.engine.metrics.queued.set(sum(map(len, self._requested.values())))
 
     def _next_wake(self, now: float) -> float:
         times = list(self._ready_at.values())
@@ -278,7 +276,8 @@ class Scheduler:
         ws = await asyncio.to_thread(self.engine.workspace, repo)
         source = ws.root / repo.policies
         limit = self.config.limits.max_file_bytes
-        fingerprint = await asyncio.to_thread(_fingerprint, source, ws.root, limit)
+        fingerprint = await asyncio.to_thread(loading.fingerprint, source, display_root=ws.root,
+                                              max_file_bytes=limit)
         if self._fingerprints.get(index) == fingerprint and index in self._loaded:
             return None, set()
         policy_set = await asyncio.to_thread(loading.load_policies, source,
@@ -293,7 +292,7 @@ class Scheduler:
             self._due[(index, name)] = now + self._jittered(fresh[name].interval)
         self._entries[index], self._fingerprints[index] = fresh, fingerprint
         self._loaded.add(index)
-        self._metrics.policies.set(len(self.entries))
+        self.engine.metrics.policies.set(len(self.entries))
         self.engine.record_reload(repository, policy_set, scheduled=len(fresh),
                                   changed=sorted(changed), removed=sorted(set(old) - set(fresh)))
         return cycle.Checkout(ws, policy_set), changed
@@ -312,10 +311,3 @@ class Scheduler:
             image = policy.spec.image_ref
             fingerprint = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
             yield Entry(index, policy.name, image.name, image.host, interval, fingerprint)
-
-
-def _fingerprint(source: Path, root: Path, limit: int) -> str:
-    """A hash of the policy files under ``source`` (names and bytes), read like the loader
-    reads them: never through a link out of the checkout ``root``, never past ``limit``."""
-    return loading.fingerprint(source, display_root=root, max_file_bytes=limit)
-
