@@ -130,7 +130,8 @@ class RepositoryReport:
     def combined(self, other: RepositoryReport) -> RepositoryReport:
         return dataclasses.replace(
             self, outcomes=self.outcomes + other.outcomes, commits=self.commits + other.commits,
-            skipped=self.skipped + other.skipped, diff=self.diff + other.diff,
+            # a link or device refused by two batches' scans is still one entry
+            skipped=tuple(dict.fromkeys(self.skipped + other.skipped)), diff=self.diff + other.diff,
             pull_requests=self.pull_requests + other.pull_requests,
             errors=self.errors + other.errors, transitions=self.transitions + other.transitions,
             dashboard=other.dashboard or self.dashboard)
