@@ -8,6 +8,7 @@ Example message (one line)::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import os
@@ -134,7 +135,70 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
                 continue
             seen[policy.name] = shown
             loaded.append(here)
-    return PolicySet(tuple(loaded), tuple(errors))
+    return _with_stages(loaded, errors)
+
+
+def _with_stages(loaded: Sequence[LoadedPolicy], errors: Sequence[ConfigError]) -> PolicySet:
+    """Promotion chains checked as a whole: a cycle fails every policy on it (naming the
+    chain), and a ``promote`` without a strategy takes its upstream's (``select`` and
+    ``filter``) when the upstream is in this set; otherwise it is an error."""
+    by_name = {p.policy.name: p for p in loaded}
+    bad: dict[str, ConfigError] = {}
+    for here in loaded:
+        chain = _upstream_chain(here.policy.name, by_name)
+        if chain[-1] in chain[:-1]:
+            cycle = chain[chain.index(chain[-1]):]
+            bad[here.policy.name] = PolicyInvalid(
+                f"{here.where('spec.select.promote.from')}: promotion cycle "
+                f"{' → '.join(cycle)}; a stage cannot promote from itself or its "
+                f"downstream", policy=here.policy.name, file=here.file)
+    resolved = []
+    for here in loaded:
+        if here.policy.name in bad:
+            continue
+        try:
+            resolved.append(_inherit(here, chain=_upstream_chain(here.policy.name, by_name),
+                                     by_name=by_name))
+        except ConfigError as exc:
+            bad[here.policy.name] = exc
+    return PolicySet(tuple(resolved), (*errors, *bad.values()))
+
+
+def _upstream_chain(name: str, by_name: dict[str, LoadedPolicy]) -> list[str]:
+    """``name``, its upstream, that one's upstream…: ends at a policy without ``promote``,
+    one outside the set, or the first repeated name (a cycle)."""
+    chain = [name]
+    while (here := by_name.get(chain[-1])) is not None \
+            and (promote := here.policy.spec.select.promote) is not None:
+        chain.append(promote.from_)
+        if chain[-1] in chain[:-1]:
+            break
+    return chain
+
+
+def _inherit(here: LoadedPolicy, *, chain: list[str],
+             by_name: dict[str, LoadedPolicy]) -> LoadedPolicy:
+    spec = here.policy.spec
+    if spec.select.promote is None or spec.select.chosen:
+        return here
+    source = next((by_name[n] for n in chain[1:] if n in by_name
+                   and by_name[n].policy.spec.select.chosen), None)
+    if source is None:
+        raise PolicyInvalid(
+            f"{here.where('spec.select')}: promote from {spec.select.promote.from_!r} "
+            f"without a strategy needs the upstream policy in this repository's policies; "
+            f"name a strategy (semver, numerical, alphabetical or newest-build) next to "
+            f"promote", policy=here.policy.name, file=here.file)
+    upstream = source.policy.spec
+    if upstream.select.digest is not None:
+        raise PolicyInvalid(
+            f"{here.where('spec.select.promote')}: {source.policy.name!r} follows a digest; "
+            f"promote versions (name a strategy next to promote)",
+            policy=here.policy.name, file=here.file)
+    select = upstream.select.model_copy(update={"promote": spec.select.promote})
+    inherited = spec.model_copy(update={"select": select} | (
+        {"filter": upstream.filter} if "filter" not in spec.model_fields_set else {}))
+    return dataclasses.replace(here, policy=here.policy.model_copy(update={"spec": inherited}))
 
 
 def fingerprint(directory: Path, *, display_root: Path | None = None,

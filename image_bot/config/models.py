@@ -334,22 +334,34 @@ class DigestSelect(_Model):
 STRATEGIES = ("semver", "numerical", "alphabetical", "newest-build", "digest")
 
 
+class PromoteSelect(_Model):
+    """Candidates from another stage: only tags that ran Synced + Healthy on every agent of
+    the ``from`` policy for at least ``healthy-for`` (and were never rolled back there)."""
+
+    from_: str = Field(alias="from", pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    healthy_for: durations.Duration = Field(default="0s", alias="healthy-for")
+
+
 class Select(_Model):
-    """Exactly one strategy."""
+    """Exactly one strategy; with ``promote``, none (the upstream policy's is used) or one."""
 
     semver: SemverSelect | None = None
     numerical: OrderSelect | None = None
     alphabetical: OrderSelect | None = None
     newest_build: NewestBuildSelect | None = Field(default=None, alias="newest-build")
     digest: DigestSelect | None = None
+    promote: PromoteSelect | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Select:
         chosen = self.chosen
-        if len(chosen) != 1:
+        if len(chosen) > 1 or (not chosen and self.promote is None):
             got = " and ".join(chosen) if chosen else "none"
             raise ValueError(f"choose exactly one strategy of {', '.join(STRATEGIES)} "
                              f"(got {got})")
+        if self.digest is not None and self.promote is not None:
+            raise ValueError("promote cannot follow a digest: promote versions (semver, "
+                             "numerical, alphabetical or newest-build)")
         return self
 
     @property

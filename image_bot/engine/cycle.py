@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TypeVar, overload
 
 from image_bot import refs
-from image_bot.config import loading, models, schedules
-from image_bot.engine import dashboarding, ranking, selecting, tracking
+from image_bot.config import durations, loading, models, schedules
+from image_bot.engine import dashboarding, promotion, ranking, selecting, tracking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import (
     CycleReport,
@@ -53,6 +53,7 @@ class _Planned:
     tags: Sequence[str | strategies.Candidate] | None
     error: ImageBotError | None
     declined: frozenset[str] = field(default_factory=frozenset)
+    promotion: promotion.Promotion | None = None  # select.promote: what upstream allows
 
     @property
     def name(self) -> str:
@@ -118,6 +119,8 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         async with registry.scan_deadline(repo.registry_deadline, repository=name):
             # 3. tags, once per image, concurrently
             planned = await _fetch_tags(engine.client, planned)
+            # 3b. stages: a promoting policy keeps the tags its upstream ran healthy
+            planned = _with_promotions(engine, planned)
             # 4. image metadata, only for policies whose `needs` ask for it
             planned = await _fetch_metadata(engine.client, planned)
         # 5. versions humans declined by rolling back on the target branch (no registry: a
@@ -375,6 +378,29 @@ class _Packed(Sequence[str]):
         return list(self)[index]
 
 
+def _with_promotions(engine: Engine, planned: Sequence[_Planned]) -> list[_Planned]:
+    """Narrow each promoting policy's tags to those its upstream stage ran healthy for
+    ``healthy-for`` (from the deploy loop's tracking, across repositories)."""
+    if not any(p.loaded.policy.spec.select.promote for p in planned):
+        return list(planned)
+    updates = engine.state.updates().values()
+    now = engine.clock.now().timestamp()
+    done = []
+    for p in planned:
+        promote = p.loaded.policy.spec.select.promote
+        if promote is None:
+            done.append(p)
+            continue
+        upstream = promote.from_
+        declined = engine.state.declined(upstream, p.loaded.policy.spec.image_ref.name)
+        allowed = promotion.promotion(
+            upstream, durations.parse(promote.healthy_for),
+            promotion.runs(updates, upstream, declined=declined), now=now)
+        tags = promotion.narrowed(p.tags, allowed.eligible) if p.tags is not None else None
+        done.append(dataclasses.replace(p, tags=tags, promotion=allowed))
+    return done
+
+
 async def _fetch_metadata(client: registry.RegistryClient,
                           planned: Sequence[_Planned]) -> list[_Planned]:
     return [await _with_metadata(client, p) if p.tags and p.policy.needs else p
@@ -436,7 +462,7 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
         where = ", ".join(spec.paths)
         return dataclasses.replace(base, status="unmatched",
                                    note=f"no references to {image.name} in {where}"), []
-    edits, reasons = [], []
+    edits, reasons = [], [p.promotion.note()] if p.promotion else []
     for reference in scan.references:
         decision = p.policy.select(p.tags or (), current=reference.ref.tag,
                                    current_digest=reference.ref.digest, now=now,

@@ -576,6 +576,8 @@ def build_document(loaded: loading.LoadedPolicy) -> Policy:
 def build(spec: models.PolicySpec) -> Policy:
     """Turn a validated spec into a policy, or raise :class:`InvalidSpec` naming the key."""
     select = spec.select
+    if not select.chosen:  # loading fills it in from the upstream stage when it can
+        raise InvalidSpec("spec.select", "promote needs a strategy to rank the promoted tags")
     strategy = select.strategy
     try:
         tag_filter = filters.build(pattern=spec.filter.pattern, extract=spec.filter.extract,
