@@ -467,7 +467,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
         decision = p.policy.select(p.tags or (), current=reference.ref.tag,
                                    current_digest=reference.ref.digest, now=now,
                                    declined=p.declined)
-        reasons.append(decision.reason)
+        if p.tags or p.promotion is None:  # else the promotion note says why
+            reasons.append(decision.reason)
         tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)
         if tag:  # the writer decides how the tag (and digest) is written into each reference
             edits.append(rewriting.Edit(reference, tag, name, digest=decision.digest))

@@ -77,8 +77,9 @@ def runs(updates: Iterable[Mapping[str, Any]], policy: str, *,
         if update.get("state") in _POISONED:
             run = Run(tag, None, None, poisoned=_why(update), agents=run.agents)
         found[tag] = _better(found.get(tag), run)
-    for tag in declined:
-        found[tag] = Run(tag, None, None, poisoned=f"declined in {policy}")
+    for tag in declined:  # a rollback's own reason says more than its decline
+        if tag not in found or not found[tag].poisoned:
+            found[tag] = Run(tag, None, None, poisoned=f"declined in {policy}")
     return found
 
 
