@@ -475,7 +475,9 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
     current = scan.references[0].ref.tag
     latest = next((e.tag for e in edits if e.tag), current)
     return dataclasses.replace(base, note="; ".join(dict.fromkeys(reasons)),
-                               current=current, latest=latest), edits
+                               current=current, latest=latest,
+                               recheck_after=p.promotion.next_change() if p.promotion
+                               else None), edits
 
 
 async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Planned],

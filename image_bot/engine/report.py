@@ -33,6 +33,7 @@ class PolicyOutcome:
     current: str | None = None  # the tag written in Git before this run (for status)
     latest: str | None = None  # the tag the policy chose, or ``current`` when it is the best
     error: ImageBotError | None = None  # why it failed (status "failed")
+    recheck_after: float | None = None  # seconds: a promotion soak ends then (daemon)
 
     @property
     def message(self) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from image_bot.config import durations, loading
 from image_bot.engine import cycle, selecting, tracking, waking
 from image_bot.engine.context import Engine
-from image_bot.engine.report import CycleReport
+from image_bot.engine.report import CycleReport, RepositoryReport
 from image_bot.errors import ConfigError
 from image_bot.publish import workspace as workspaces
 
@@ -52,6 +52,7 @@ class Entry:
     host: str
     interval: float  # seconds
     fingerprint: str  # changes when the policy document changes
+    upstream: str | None = None  # select.promote.from: scanned when that stage deploys
 
 
 class Scheduler:
@@ -231,6 +232,7 @@ class Scheduler:
                     checkout: cycle.Checkout | None = None) -> None:
         entries = [self._entries[index][n] for n in sorted(names)]
         retry_after = None
+        rechecks: dict[str, float] = {}
         try:
             async with self._global, contextlib.AsyncExitStack() as stack:
                 for host in sorted({e.host for e in entries}):
@@ -242,19 +244,37 @@ class Scheduler:
                     selection=selecting.Selection(policies=frozenset(names)))
                 seconds = self._clock() - started
                 retry_after = report.retry_after
+            rechecks = {o.policy: o.recheck_after for o in report.outcomes
+                        if o.recheck_after is not None}
         finally:
             now = self._clock()
             for entry in entries:
                 wait = self._jittered(entry.interval)
                 if retry_after is not None:  # a temporary failure said when to come back
                     wait = min(wait, max(retry_after, MIN_INTERVAL))
+                if entry.name in rechecks:  # a promotion soak ends before the interval
+                    wait = min(wait, max(rechecks[entry.name], MIN_INTERVAL))
                 self._due[(index, entry.name)] = now + wait
         self.scans += 1
+        self._promote_after(report)
         if trigger == "agent" and not (report.outcomes or report.commits or report.errors
                                        or report.transitions):
             return  # an agent's report that changed nothing is not worth a history line
         self.engine.record(CycleReport((report,), registry_requests=(
             self.engine.client.requests - requests)), trigger=trigger, seconds=seconds)
+
+    def _promote_after(self, report: RepositoryReport) -> None:
+        """A stage that just deployed: the stages promoting from it look now (their scan
+        says when the soak ends)."""
+        deployed = {t.policy for t in report.transitions if t.state == "deployed"}
+        if not deployed:
+            return
+        now = self._clock()
+        for index, entries in self._entries.items():
+            for entry in entries.values():
+                if entry.upstream in deployed:
+                    self._due[(index, entry.name)] = min(self._due[(index, entry.name)], now)
+        self._wake.set()
 
     def _host_limit(self, host: str) -> asyncio.Semaphore:
         if host not in self._hosts:
@@ -310,4 +330,6 @@ class Scheduler:
             interval = max(interval, MIN_INTERVAL)  # "0s" must not become a busy loop
             image = policy.spec.image_ref
             fingerprint = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
-            yield Entry(index, policy.name, image.name, image.host, interval, fingerprint)
+            promote = policy.spec.select.promote
+            yield Entry(index, policy.name, image.name, image.host, interval, fingerprint,
+                        promote.from_ if promote else None)

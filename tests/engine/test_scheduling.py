@@ -19,7 +19,7 @@ import testing
 from image_bot import cli, errors
 from image_bot.config import durations, models
 from image_bot.engine import context, cycle, scheduling, selecting
-from image_bot.engine.report import RepositoryReport
+from image_bot.engine.report import PolicyOutcome, RepositoryReport, Transition
 
 
 def test_durations() -> None:
@@ -302,3 +302,38 @@ def test_a_temporary_failure_with_retry_after_is_scanned_again_sooner(
             return scheduler._due[(0, "a")]
 
     assert asyncio.run(scenario()) == due
+
+
+def test_a_promoting_stage_is_scanned_when_its_soak_ends_and_when_its_upstream_deploys(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    deployed = Transition("deployed", "file:///repo", "staging", "h.io/a", "1.0.0", "1.1.0",
+                          "c0ffee", "stg-1")
+    soaking = PolicyOutcome("prod", "p.yaml", "current", recheck_after=90.0)
+
+    async def scanned(engine: context.Engine, repo: models.RepositoryConfig,
+                      **kwargs: Any) -> RepositoryReport:
+        staging = "staging" in kwargs["selection"].policies
+        return RepositoryReport(repo.url, "main", outcomes=() if staging else (soaking,),
+                                transitions=(deployed,) if staging else ())
+
+    monkeypatch.setattr(cycle, "run_repository", scanned)
+    config = _repo_config(["file:///repo"], "h.io", tmp_path, jitter=0.0)
+
+    async def scenario() -> dict[str, float]:
+        async with context.Engine.open(config) as engine:
+            scheduler = scheduling.Scheduler(engine, polling=True, clock=lambda: 100.0)
+            scheduler._entries[0] = {
+                name: scheduling.Entry(0, name, "h.io/a", "h.io", 3600.0, "f", upstream)
+                for name, upstream in [("staging", None), ("prod", "staging"),
+                                       ("other", "dev")]}
+            scheduler._due.update({(0, "prod"): 5000.0, (0, "other"): 5000.0})
+            # prod's own scan: its soak ends in 90 s, sooner than its interval
+            await scheduler._scan(0, {"prod"}, trigger="interval")
+            soon = scheduler._due[(0, "prod")]
+            # staging's scan saw it deployed: prod looks now, a policy of another stage not
+            scheduler._due[(0, "prod")] = 5000.0
+            await scheduler._scan(0, {"staging"}, trigger="interval")
+            return {"soak": soon, "prod": scheduler._due[(0, "prod")],
+                    "other": scheduler._due[(0, "other")]}
+
+    assert asyncio.run(scenario()) == {"soak": 190.0, "prod": 100.0, "other": 5000.0}
