@@ -233,7 +233,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
-                rows = await _rows(engine.client, result, metadata=mode.uses_forge)
+                rows = _promoted(batch, await _rows(engine.client, result,
+                                                    metadata=mode.uses_forge))
                 done = await asyncio.to_thread(
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
@@ -647,6 +648,13 @@ def _proposed(outcome: PolicyOutcome, done: proposing.Outcome) -> PolicyOutcome:
         return outcome
     status: Status = "blocked" if done.action == "blocked" else "proposed"
     return dataclasses.replace(outcome, status=status, note=f"{outcome.note}; {done.message}")
+
+
+def _promoted(batch: Sequence[_Planned], rows: list[messages.Row]) -> list[messages.Row]:
+    """Rows of promoted tags say how long they ran healthy upstream."""
+    promotions = {p.name: p.promotion for p in batch if p.promotion}
+    return [dataclasses.replace(r, promotion=promotions[r.policy].explain(r.new))
+            if r.policy in promotions else r for r in rows]
 
 
 async def _rows(client: registry.RegistryClient, result: UpdateResult, *,

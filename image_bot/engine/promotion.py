@@ -44,6 +44,7 @@ class Promotion:
     eligible: frozenset[str]
     soaking: tuple[tuple[str, float, float], ...]  # (tag, healthy so far, seconds left)
     blocked: tuple[tuple[str, str], ...]  # (tag, why never)
+    soaked: tuple[tuple[str, float], ...] = ()  # (eligible tag, seconds it ran healthy)
 
     def note(self) -> str:
         """One line for the outcome, the status page and ``status``."""
@@ -56,6 +57,14 @@ class Promotion:
         for tag, why in self.blocked[:1]:
             parts.append(f"{tag} is never promoted: {why}")
         return "; ".join(parts) or f"nothing has run healthy in {self.upstream} yet"
+
+    def explain(self, tag: str) -> str | None:
+        """Why ``tag`` may ship (for a PR body): None when it is not an eligible tag."""
+        healthy = dict(self.soaked).get(tag)
+        if healthy is None:
+            return None
+        return (f"{tag} ran healthy in {self.upstream} for {_human(healthy)} (at least "
+                f"{_human(self.healthy_for)} required)")
 
     def next_change(self) -> float | None:
         """Seconds until the next soaking tag becomes eligible (to schedule a scan)."""
@@ -85,19 +94,20 @@ def runs(updates: Iterable[Mapping[str, Any]], policy: str, *,
 
 def promotion(upstream: str, healthy_for: float, upstream_runs: Mapping[str, Run], *,
               now: float) -> Promotion:
-    eligible, soaking, blocked = set(), [], []
+    soaked, soaking, blocked = [], [], []
     for run in upstream_runs.values():
         if run.poisoned:
             blocked.append((run.tag, run.poisoned))
         elif run.healthy_since is None:
             continue
         elif run.healthy_for(now) >= healthy_for:
-            eligible.add(run.tag)
+            soaked.append((run.tag, run.healthy_for(now)))
         elif run.until is None:  # still running upstream: it will get there
             so_far = run.healthy_for(now)
             soaking.append((run.tag, so_far, healthy_for - so_far))
-    return Promotion(upstream, healthy_for, frozenset(eligible),
-                     tuple(sorted(soaking, key=lambda s: s[2])), tuple(blocked))
+    return Promotion(upstream, healthy_for, frozenset(tag for tag, _ in soaked),
+                     tuple(sorted(soaking, key=lambda s: s[2])), tuple(blocked),
+                     tuple(soaked))
 
 
 def narrowed(tags: Sequence[Any], allowed: frozenset[str]) -> list[Any]:

@@ -61,6 +61,7 @@ class Row:
     compare: str | None = None  # old → new revisions on the source's forge (publishing's)
     policy_file: str | None = None  # where the policy is read on the forge (publishing's)
     notes: str | None = None  # the sanitised release notes (publishing's)
+    promotion: str | None = None  # why a promoted tag may ship (the engine's, stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "",
                      f"{platforms} | {source} | {files} |")
     if stats is not None:
         lines += ["", f"{stats.files} file(s) changed, +{stats.added} −{stats.removed} lines."]
+    promoted = [f"Promotion: {_plain(r.promotion)}." for r in rows if r.promotion]
+    if promoted:
+        lines += ["", *promoted]
     policies = sorted({(r.policy, r.policy_file) for r in rows if r.policy_file})
     if policies:
         lines += ["", "Policy: " + ", ".join(_link(f"`{p}`", url) for p, url in policies)]

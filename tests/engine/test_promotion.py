@@ -31,6 +31,9 @@ def test_a_tag_is_eligible_once_every_agent_ran_it_healthy_long_enough() -> None
     late = promotion.promotion("staging", HOUR, runs, now=400.0 + HOUR)
     assert late.eligible == {"1.1.0"} and late.soaking == ()
     assert late.note() == "eligible from staging: 1.1.0"
+    assert late.explain("1.1.0") == "1.1.0 ran healthy in staging for 1 h (at least 1 h " \
+        "required)"
+    assert early.explain("1.1.0") is None
 
 
 def test_an_agent_still_on_its_way_or_another_policy_does_not_count() -> None:

@@ -183,6 +183,8 @@ def test_a_good_version_reaches_production_after_the_soak_and_a_bad_one_stops_in
         done = run.bot(*STAGES)
         [proposal] = forge.open_pulls()
         assert proposal["title"] == "chore(deps): update stages from 1.0.0 to 1.1.0 (minor)"
+        assert "Promotion: 1.1.0 ran healthy in staging for 31 m (at least 30 m required)." \
+            in proposal["body"]
         assert run.tags() == ["1.1.0", "1.1.0", "1.0.0"]
         assert run.in_git("prod", proposal["head"]["ref"]) == "1.1.0"
         forge.merge(proposal["number"])
