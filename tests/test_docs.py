@@ -18,10 +18,10 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 # Pages whose examples are checked against the models (others may show broken input on purpose).
 CHECKED_EXAMPLES = ["configuration.md", "kubernetes.md", "policies.md", "migrating-from-flux.md",
-                    "migrating-from-argocd-image-updater.md", "deploy-loop.md"]
+                    "migrating-from-argocd-image-updater.md", "deploy-loop.md", "stages.md"]
 # The pages the issues asked for; the index must link each of them.
 REQUIRED = {"policies.md", "registries.md", "references.md", "pull-requests.md", "webhooks.md",
-           "operations.md", "sync-agent.md", "deploy-loop.md"}
+           "operations.md", "sync-agent.md", "deploy-loop.md", "stages.md"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 
