@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _SETS = {"weekdays": frozenset(range(5)), "weekends": frozenset({5, 6}),
          "every day": frozenset(range(7))}
@@ -39,6 +37,8 @@ class Window:
 
     def holds(self, local: datetime) -> bool:
         if self.cron is not None:
+            from croniter import croniter  # lazily: only cron entries need it
+
             return bool(croniter.match(self.cron, local.replace(second=0, microsecond=0)))
         if local.weekday() not in self.days:
             return False
@@ -56,6 +56,8 @@ def parse(entry: str) -> Window:
         raise InvalidSchedule(f"{entry[:40]!r}: a schedule entry is 1 to {MAX_LENGTH} "
                               f"characters")
     if len(text.split()) == 5 and not text.startswith(("after", "before", "on")):
+        from croniter import croniter  # lazily: only cron entries need it
+
         if not croniter.is_valid(text):
             raise InvalidSchedule(f"{entry!r} is not a valid cron expression")
         return Window(cron=text)
