@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -91,18 +91,21 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     await register(engine, repo, ws, policies)
     # 2. the agents' reports on this repository and branch: posted over HTTP, or status
     # files of agents sharing the state dir (a posted report wins for the same name)
-    posted = {a.report.agent: a.report for a in reporting.agents(
-        engine.state.agent_reports(), now=engine.clock.now().timestamp(),
-        stale_after=1_000_000)}
+    stale_after = engine.config.agents.stale_after if engine.config.agents else 3
+    heard = reporting.agents(engine.state.agent_reports(), now=engine.clock.now().timestamp(),
+                             stale_after=stale_after)
+    posted = {a.report.agent: a.report for a in heard}
     local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
     reports = [r for r in {**local, **posted}.values()
                if same_repository(r.repository, name) and r.branch == repo.branch]
+    # agents that went silent are not waited for (a decommissioned host)
+    live = {*local, *(a.report.agent for a in heard if not a.stale)}
     transitions: list[Transition] = []
     for update_key, update in engine.state.updates().items():
         if update["repository"] != name or update["state"] not in _OPEN \
                 or not update.get("latest", True):
             continue
-        changed = await asyncio.to_thread(_judge, ws, update, reports)
+        changed = await asyncio.to_thread(_judge, ws, update, reports, live)
         if changed is not None:
             update, new = changed
             engine.state.put_update(update_key, update)
@@ -224,15 +227,25 @@ async def _pushed_at(engine: Engine, write: _Write) -> float | None:
 
 
 def _judge(ws: workspaces.Workspace, update: dict[str, Any],
-           reports: Sequence[status.SyncReport]) -> tuple[dict[str, Any],
-                                                          list[Transition]] | None:
-    """The update with each covering agent's verdict, and the transitions; None: no news."""
+           reports: Sequence[status.SyncReport],
+           live: Set[str] = frozenset()) -> tuple[dict[str, Any], list[Transition]] | None:
+    """The update with each covering agent's verdict, and the transitions; None: no news.
+
+    A live agent running the image at a revision before the commit is *pending* (on its
+    way): listed, so that "every agent of the stage" (promotion) waits for it; no transition.
+    """
     agents = dict(update["agents"])
     transitions = []
+    changed = False
     for report in reports:
         if not _covers(report.path, update["files"]) or not report.revision:
             continue
         if not _is_ancestor(ws, update["commit"], report.revision):
+            if report.agent in live and report.agent not in agents \
+                    and _runs_image(report, update["image"]):
+                agents[report.agent] = {"state": "pending", "service": None, "reason": "",
+                                        "revision": report.revision, "at": None}
+                changed = True
             continue
         verdict = _verdict(report, update)
         if verdict is None:
@@ -245,10 +258,11 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
         agents[report.agent] = {"state": state, "service": service, "reason": reason,
                                 "revision": report.revision, "at": at}
         transitions.append(_transition({**update, "agents": agents}, state, report.agent))
-    if not transitions:
+    if not transitions and not changed:
         return None
     states = {a["state"] for a in agents.values()}
-    overall = "degraded" if "degraded" in states else "deployed"
+    overall = "degraded" if "degraded" in states else "deployed" if "deployed" in states \
+        else update["state"]
     degraded = next((n for n, a in agents.items() if a["state"] == "degraded"), None)
     reason = agents[degraded]["reason"] if degraded else ""
     return {**update, "agents": agents, "state": overall, "reason": reason,
@@ -287,6 +301,10 @@ def _verdict(report: status.SyncReport,
         if s.sync == "OutOfSync" and s.health == "Healthy" and tag != update["tag"]:
             return "degraded", s.service, f"{s.service} runs {tag} instead of {update['tag']}"
     return None
+
+
+def _runs_image(report: status.SyncReport, image: str) -> bool:
+    return any(name == image for s in report.services for name, _ in _images(s.image))
 
 
 def _images(text: str | None) -> list[tuple[str, str | None]]:

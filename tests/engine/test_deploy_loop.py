@@ -8,6 +8,7 @@ and the notifications it sends. The agent itself (Docker) runs in test_deploy_lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
@@ -20,7 +21,7 @@ import pytest
 import devservers
 import fakeforge
 from image_bot.config import models
-from image_bot.engine import context, cycle, deployments, syncing
+from image_bot.engine import context, cycle, deployments, promotion, syncing
 from image_bot.engine.report import CycleReport
 from image_bot.sync import status
 
@@ -357,3 +358,50 @@ def test_a_helm_tag_field_is_rolled_back_on_its_own_line_for_a_local_agent(
         revision=commit, finished_at=time.time(), services=(broken,))).repositories[0]
     assert [t.state for t in done.transitions] == ["degraded", "rolled-back"]
     assert (_clone(url, tmp_path / "helm") / "deploy/values.yaml").read_text() == values
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_an_agent_on_its_way_is_pending_and_a_stage_is_healthy_once_every_live_agent_is(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/twohosts", tag)
+    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="twohosts"),
+                       "policies/p.yaml": POLICY.format(host=host, image="twohosts",
+                                                        extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    image = f"{host}/team/twohosts"
+    before = _head(url, tmp_path)
+    [c110] = _run(config).repositories[0].commits
+
+    def posted(*reports: tuple[status.SyncReport, float]) -> dict[str, Any]:
+        """Post reports (each received ``age`` seconds ago), run once; the tracked update."""
+        async def go() -> dict[str, Any]:
+            async with context.Engine.open(config) as engine:
+                for report, age in reports:
+                    engine.state.put_agent_report(report.agent, report.to_dict(), interval=60,
+                                                  at=time.time() - age)
+                await cycle.run_once(engine)
+                [update] = [u for u in engine.state.updates().values() if u["tag"] == "1.1.0"]
+                return update
+        return asyncio.run(go())
+
+    def agent(name: str, revision: str, tag: str) -> status.SyncReport:
+        return dataclasses.replace(_agent(url, revision, image=f"{image}:{tag}"), agent=name)
+
+    # edge-1 runs 1.1.0; edge-2 still runs 1.0.0 at the revision before; "gone" went silent
+    # an hour ago (3 intervals of 60 s make an agent stale) and is not waited for
+    update = posted((agent("edge-1", c110, "1.1.0"), 0), (agent("edge-2", before, "1.0.0"), 0),
+                    (agent("gone", before, "1.0.0"), 3600))
+    assert {n: a["state"] for n, a in update["agents"].items()} == {
+        "edge-1": "deployed", "edge-2": "pending"}
+    assert update["state"] == "deployed"  # the deploy loop's view: deployed somewhere
+    assert promotion.runs([update], "twohosts")["1.1.0"].healthy_since is None
+    # edge-2 gets there: the stage ran 1.1.0 healthy from edge-2's report on
+    update = posted((agent("edge-2", c110, "1.1.0"), 0))
+    assert {n: a["state"] for n, a in update["agents"].items()} == {
+        "edge-1": "deployed", "edge-2": "deployed"}
+    assert promotion.runs([update], "twohosts")["1.1.0"].healthy_since == \
+        update["agents"]["edge-2"]["at"]
