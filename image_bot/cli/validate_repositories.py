@@ -30,25 +30,40 @@ def check(config: models.BotConfig) -> tuple[int, list[str]]:
 async def _check_all(config: models.BotConfig) -> tuple[int, list[str]]:
     count, problems = 0, []
     async with context.Engine.open(config) as engine:
+        # 1. every repository first: a promotion may name a policy of another one
+        opened: list[tuple[models.RepositoryConfig, cycle.Checkout | ImageBotError]] = []
         for repo in config.repositories:
-            checked, found = await _check_repository(engine, repo)
+            try:
+                opened.append((repo, await cycle.open_repository(engine, repo)))
+            except ImageBotError as exc:
+                opened.append((repo, exc))
+        names = {name for _, checkout in opened if not isinstance(checkout, ImageBotError)
+                 for name in _names(checkout.policies)}
+        # 2. each one checked against the config and the others
+        for repo, checkout in opened:
+            checked, found = await _check_repository(engine, repo, checkout, names)
             count += checked
             problems += found
     return count, problems
 
 
-async def _check_repository(engine: context.Engine,
-                            repo: models.RepositoryConfig) -> tuple[int, list[str]]:
+def _names(policy_set: loading.PolicySet) -> set[str]:
+    """The policies of a set, broken ones included (a broken policy is still a policy)."""
+    return {p.policy.name for p in policy_set.policies} | {
+        e.policy for e in policy_set.errors if isinstance(e, loading.PolicyInvalid)}
+
+
+async def _check_repository(engine: context.Engine, repo: models.RepositoryConfig,
+                            opened: cycle.Checkout | ImageBotError,
+                            names: set[str]) -> tuple[int, list[str]]:
     name = workspaces.redact(repo.url)
-    try:
-        opened = await cycle.open_repository(engine, repo)
-    except ImageBotError as exc:
-        return 0, [f"repository {name}: {exc}"]
+    if isinstance(opened, ImageBotError):
+        return 0, [f"repository {name}: {opened}"]
     policy_set = opened.policies
     problems = [f"repository {name}: {error}" for error in policy_set.errors]
     count = 0
     for loaded in policy_set.policies:
-        found = _policy_problems(loaded, repo)
+        found = _policy_problems(loaded, repo, names)
         problems += [f"repository {name}: {problem}" for problem in found]
         count += not found
     known: list[tuple[str | None, str]] = [(p.policy.metadata.namespace, p.policy.name)
@@ -61,7 +76,8 @@ async def _check_repository(engine: context.Engine,
     return count, problems
 
 
-def _policy_problems(loaded: loading.LoadedPolicy, repo: models.RepositoryConfig) -> list[str]:
+def _policy_problems(loaded: loading.LoadedPolicy, repo: models.RepositoryConfig,
+                     names: set[str]) -> list[str]:
     problems = []
     try:
         cycle.build_policy(loaded, repo.branch)
@@ -70,6 +86,10 @@ def _policy_problems(loaded: loading.LoadedPolicy, repo: models.RepositoryConfig
     if loaded.policy.spec.publish.mode == "pull-request" and repo.forge is None:
         problems.append(f"{loaded.where('spec.publish.mode')}: pull-request, but this "
                         f"repository has no forge (set repositories[].forge in the bot config)")
+    promote = loaded.policy.spec.select.promote
+    if promote is not None and promote.from_ not in names:  # it would wait forever
+        problems.append(f"{loaded.where('spec.select.promote.from')}: no policy named "
+                        f"{promote.from_!r} in any repository of the bot config")
     return problems
 
 

@@ -120,7 +120,8 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             # 3. tags, once per image, concurrently
             planned = await _fetch_tags(engine.client, planned)
             # 3b. stages: a promoting policy keeps the tags its upstream ran healthy
-            planned = _with_promotions(engine, planned)
+            planned = _with_promotions(engine, planned, frozenset(
+                p.policy.name for p in checkout.policies.policies))
             # 4. image metadata, only for policies whose `needs` ask for it
             planned = await _fetch_metadata(engine.client, planned)
         # 5. versions humans declined by rolling back on the target branch (no registry: a
@@ -379,12 +380,15 @@ class _Packed(Sequence[str]):
         return list(self)[index]
 
 
-def _with_promotions(engine: Engine, planned: Sequence[_Planned]) -> list[_Planned]:
+def _with_promotions(engine: Engine, planned: Sequence[_Planned],
+                     here: frozenset[str]) -> list[_Planned]:
     """Narrow each promoting policy's tags to those its upstream stage ran healthy for
-    ``healthy-for`` (from the deploy loop's tracking, across repositories)."""
+    ``healthy-for`` (from the deploy loop's tracking, across repositories). ``here``: the
+    repository's policy names (an upstream neither here nor tracked is reported)."""
     if not any(p.loaded.policy.spec.select.promote for p in planned):
         return list(planned)
-    updates = engine.state.updates().values()
+    updates = list(engine.state.updates().values())
+    declines = engine.state.declines()
     now = engine.clock.now().timestamp()
     done = []
     for p in planned:
@@ -393,10 +397,12 @@ def _with_promotions(engine: Engine, planned: Sequence[_Planned]) -> list[_Plann
             done.append(p)
             continue
         upstream = promote.from_
-        declined = engine.state.declined(upstream, p.loaded.policy.spec.image_ref.name)
+        known = upstream in here or any(u.get("policy") == upstream for u in updates)
         allowed = promotion.promotion(
             upstream, durations.parse(promote.healthy_for),
-            promotion.runs(updates, upstream, declined=declined), now=now)
+            promotion.runs(updates, upstream,
+                           declined=[tag for policy, _, tag, _, _ in declines
+                                     if policy == upstream]), now=now, known=known)
         tags = promotion.narrowed(p.tags, allowed.eligible) if p.tags is not None else None
         done.append(dataclasses.replace(p, tags=tags, promotion=allowed))
     return done

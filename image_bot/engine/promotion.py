@@ -45,6 +45,7 @@ class Promotion:
     soaking: tuple[tuple[str, float, float], ...]  # (tag, healthy so far, seconds left)
     blocked: tuple[tuple[str, str], ...]  # (tag, why never)
     soaked: tuple[tuple[str, float], ...] = ()  # (eligible tag, seconds it ran healthy)
+    known: bool = True  # the upstream is a policy of this repository, or tracked
 
     def note(self) -> str:
         """One line for the outcome, the status page and ``status``."""
@@ -56,7 +57,12 @@ class Promotion:
             parts.append(f"eligible from {self.upstream}: {', '.join(sorted(self.eligible))}")
         for tag, why in self.blocked[:1]:
             parts.append(f"{tag} is never promoted: {why}")
-        return "; ".join(parts) or f"nothing has run healthy in {self.upstream} yet"
+        if parts:
+            return "; ".join(parts)
+        if not self.known:
+            return (f"no policy {self.upstream!r} is known: not in this repository, and "
+                    f"nothing it wrote is tracked (check select.promote.from)")
+        return f"nothing has run healthy in {self.upstream} yet"
 
     def explain(self, tag: str) -> str | None:
         """Why ``tag`` may ship (for a PR body): None when it is not an eligible tag."""
@@ -93,7 +99,7 @@ def runs(updates: Iterable[Mapping[str, Any]], policy: str, *,
 
 
 def promotion(upstream: str, healthy_for: float, upstream_runs: Mapping[str, Run], *,
-              now: float) -> Promotion:
+              now: float, known: bool = True) -> Promotion:
     soaked, soaking, blocked = [], [], []
     for run in upstream_runs.values():
         if run.poisoned:
@@ -107,7 +113,7 @@ def promotion(upstream: str, healthy_for: float, upstream_runs: Mapping[str, Run
             soaking.append((run.tag, so_far, healthy_for - so_far))
     return Promotion(upstream, healthy_for, frozenset(tag for tag, _ in soaked),
                      tuple(sorted(soaking, key=lambda s: s[2])), tuple(blocked),
-                     tuple(soaked))
+                     tuple(soaked), known)
 
 
 def narrowed(tags: Sequence[Any], allowed: frozenset[str]) -> list[Any]:

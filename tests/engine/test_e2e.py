@@ -327,7 +327,7 @@ def test_duration_flags(text: str, seconds: float) -> None:
 
 def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
-    bot_config: Callable[..., Path], tmp_path: Path,
+    tmp_path: Path,
 ) -> None:
     host = registry.host
     url = config_repo({
@@ -338,8 +338,19 @@ def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
                                            publish={"mode": "pull-request"}),
         "policies/rel.yaml": testing.policy("rel", f"{host}/team/rel",
                                             publish={"mode": "commit", "branch": "release"}),
+        "policies/stage.yaml": testing.policy("stage", f"{host}/team/good", select={
+            "promote": {"from": "upstream-stage"}, "semver": {"range": "^1"}}),
     })
-    config = bot_config(url)
+    # the upstream stage lives in another repository of the config; a typo matches none
+    other = config_repo({"policies/up.yaml": testing.policy("upstream-stage",
+                                                            f"{host}/team/good"),
+                         "policies/typo.yaml": testing.policy("typo", f"{host}/team/good",
+                                                              select={"promote": {
+                                                                  "from": "upstream-stgae"},
+                                                                  "semver": {"range": "^1"}})})
+    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        [{"url": u, "branch": "main", "policies": "policies/"} for u in (url, other)],
+        registries=[], state_dir=tmp_path / "state"))
 
     result = _invoke("validate", "--config", str(config))
 
@@ -354,8 +365,11 @@ def test_validate_config_fetches_each_repository_and_cross_checks_its_policies(
         f"commit mode pushes to the branch the policies are read from",
         f"repository {url}: deploy/app.yaml:2: marker 'flux-system:ghost' names no policy of "
         f"this repository",
+        f"repository {other}: ==> File policies/typo.yaml ==> At ImagePolicy(name='typo') ==> "
+        f"At key: spec.select.promote.from: no policy named 'upstream-stgae' in any repository "
+        f"of the bot config",
     ]
-    assert "1 valid policy, 3 problem(s)" in result.output
+    assert "3 valid policies, 4 problem(s)" in result.output
     assert not (tmp_path / "state").exists()  # the daemon's state dir is never touched
 
 

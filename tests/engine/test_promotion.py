@@ -81,3 +81,11 @@ def test_narrowed_keeps_registry_order_and_candidates() -> None:
     c = Candidate("1.1.0")
     assert promotion.narrowed(["1.0.0", c, "1.2.0"], frozenset({"1.1.0", "1.2.0"})) == [
         c, "1.2.0"]
+
+
+def test_an_upstream_nobody_knows_is_named_as_such() -> None:
+    unknown = promotion.promotion("stgaing", 0.0, promotion.runs([], "stgaing"), now=HOUR,
+                                  known=False)
+    assert unknown.eligible == frozenset()
+    assert unknown.note() == ("no policy 'stgaing' is known: not in this repository, and "
+                              "nothing it wrote is tracked (check select.promote.from)")
