@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from image_bot import refs
+from image_bot import checkout, refs
 from image_bot.config import loading, models
 from image_bot.engine import reporting, syncing
 from image_bot.engine.context import Engine
@@ -161,6 +161,9 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                     writes: Sequence[_Write],
                     by_policy: dict[str, loading.LoadedPolicy]) -> None:
     known = engine.state.updates()
+    fresh = [w for w in writes
+             if key(repository, w.commit, w.policy, w.image) not in known]
+    changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
     newest: set[tuple[str, str]] = set()
     for write in writes:  # newest first
         pair = (write.policy, write.image)
@@ -174,8 +177,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                     else "superseded"
                 engine.state.put_update(update_key, {**seen, "state": state, "latest": False})
             continue
-        loaded = by_policy.get(write.policy)
-        files, old = await asyncio.to_thread(_what_changed, ws, write, loaded)
+        files, old = changed[write]
         engine.state.put_update(update_key, {
             "repository": repository, "branch": ws.branch, "commit": write.commit,
             "policy": write.policy, "image": write.image, "tag": write.tag,
@@ -186,28 +188,56 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             "reason": "", "rollback": None, "degraded_by": None})
 
 
-def _what_changed(ws: workspaces.Workspace, write: _Write,
-                  loaded: loading.LoadedPolicy | None) -> tuple[list[str],
-                                                                tuple[str | None, str | None]
-                                                                | None]:
-    """The files the commit changed, and the tag (and digest) its policy's references had
-    before it (read from the parent commit with the update stage's own scanner)."""
-    files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
-                               write.commit).splitlines() if f.strip()]
+_Changed = tuple[list[str], tuple[str | None, str | None] | None]
+
+
+def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
+                  by_policy: dict[str, loading.LoadedPolicy]) -> dict[_Write, _Changed]:
+    """Per write: the files where its policy's image got the new tag (a per-cycle commit
+    also changes other policies' files: an agent covering only those must not judge it),
+    and the tag (and digest) those references had before (read from the parent commit with
+    the update stage's own scanner). Each commit's files are read once, through one git
+    process (GitPython's ``cat-file --batch``)."""
+    found: dict[_Write, _Changed] = {}
+    by_commit: dict[str, list[_Write]] = {}
+    for write in writes:
+        by_commit.setdefault(write.commit, []).append(write)
+    for commit, group in by_commit.items():
+        files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
+                                   commit).splitlines() if f.strip()]
+        with tempfile.TemporaryDirectory(prefix="image-bot-commit-") as directory:
+            after, before = Path(directory, "after"), Path(directory, "before")
+            _extract(ws, commit, files, after)
+            _extract(ws, f"{commit}^", files, before)
+            for write in group:
+                found[write] = _changed_by(write, by_policy.get(write.policy), files,
+                                           after=after, before=before)
+    return found
+
+
+def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[str], *,
+                after: Path, before: Path) -> _Changed:
     if loaded is None or not files:
         return files, None
-    with tempfile.TemporaryDirectory(prefix="image-bot-parent-") as directory:
-        root = Path(directory)
-        for file in files:
-            try:
-                content = ws.run("show", f"{write.commit}^:{file}")
-            except ImageBotError:
-                continue  # a file the commit created
-            (root / file).parent.mkdir(parents=True, exist_ok=True)
-            (root / file).write_text(content + "\n", encoding="utf-8")
-        found = scanning.find(root, loaded.policy.spec.image_ref, files, policy=write.policy)
-    tags = [(r.ref.tag, r.ref.digest) for r in found.references if r.ref.tag]
-    return files, (tags[0] if tags else None)
+    spec = loaded.policy.spec
+    namespace = loaded.policy.metadata.namespace
+    # the changed files under the policy's paths where its image now has the new tag
+    now = scanning.find(after, spec.image_ref, spec.paths, policy=write.policy,
+                        namespace=namespace)
+    mine = sorted({r.file for r in now.references if r.ref.tag == write.tag}) or files
+    then = scanning.find(before, spec.image_ref, mine, policy=write.policy,
+                         namespace=namespace)
+    tags = [(r.ref.tag, r.ref.digest) for r in then.references if r.ref.tag]
+    return mine, (tags[0] if tags else None)
+
+
+def _extract(ws: workspaces.Workspace, revision: str, files: Sequence[str],
+             root: Path) -> None:
+    """``files`` as they are at ``revision`` under ``root`` (missing ones: not written)."""
+    for file, data in ws.files_at(revision, files,
+                                  max_bytes=checkout.DEFAULT_MAX_FILE_BYTES).items():
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (root / file).write_bytes(data)
 
 
 async def _pushed_at(engine: Engine, write: _Write) -> float | None:

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,26 @@ class Workspace:
             return str(self.repo.git.execute(["git", *args], env=env))
         except git.GitCommandError as exc:
             raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+
+    def files_at(self, revision: str, files: Sequence[str], *,
+                 max_bytes: int) -> dict[str, bytes]:
+        """``files`` as they are at ``revision``, read through one long-lived git process
+        (not a ``git show`` each); files missing there (or no such revision: the parent of
+        a root commit), not regular blobs, or larger than ``max_bytes`` are left out."""
+        try:
+            tree = self.repo.commit(revision).tree
+        except (git.BadName, ValueError):
+            return {}
+        found = {}
+        for file in files:
+            try:
+                blob = tree / file
+            except KeyError:
+                continue
+            if blob.type == "blob" and blob.mode & 0o170000 == 0o100000 \
+                    and blob.size <= max_bytes:
+                found[file] = blob.data_stream.read()
+        return found
 
     @property
     def secrets(self) -> tuple[str, ...]:

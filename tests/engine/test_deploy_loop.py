@@ -20,6 +20,7 @@ import pytest
 
 import devservers
 import fakeforge
+import testing
 from image_bot.config import models
 from image_bot.engine import context, cycle, deployments, promotion, syncing
 from image_bot.engine.report import CycleReport
@@ -405,3 +406,35 @@ def test_an_agent_on_its_way_is_pending_and_a_stage_is_healthy_once_every_live_a
         "edge-1": "deployed", "edge-2": "deployed"}
     assert promotion.runs([update], "twohosts")["1.1.0"].healthy_since == \
         update["agents"]["edge-2"]["at"]
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_one_commit_for_two_policies_gives_each_update_only_its_own_files(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/shared", tag)
+    compose = DEPLOYMENT.format(host=host, image="shared")
+    url = config_repo({
+        "deploy/dev/compose.yaml": compose, "deploy/staging/compose.yaml": compose,
+        "policies/p.yaml": "---\n".join(
+            testing.policy(name, f"{host}/team/shared", paths=[f"deploy/{name}/**"])
+            for name in ("dev", "staging"))})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits  # per-cycle: both policies, one commit
+
+    async def tracked() -> dict[str, Any]:
+        async with context.Engine.open(config) as engine:
+            return {u["policy"]: (u["files"], u["old_tag"], u["commit"])
+                    for u in engine.state.updates().values()}
+    assert asyncio.run(tracked()) == {
+        "dev": (["deploy/dev/compose.yaml"], "1.0.0", commit),
+        "staging": (["deploy/staging/compose.yaml"], "1.0.0", commit)}
+    # so an agent of the dev folder judges dev's update only
+    report = dataclasses.replace(_agent(url, commit, image=f"{host}/team/shared:1.1.0",
+                                        path="deploy/dev"), agent="dev-agent")
+    done = _run(config, report=report).repositories[0]
+    assert [(t.policy, t.state, t.agent) for t in done.transitions] == [
+        ("dev", "deployed", "dev-agent")]
