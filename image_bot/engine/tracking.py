@@ -164,6 +164,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
     fresh = [w for w in writes
              if key(repository, w.commit, w.policy, w.image) not in known]
     changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
+    pushed = await _pushed_times(engine, _latest(fresh))
     newest: set[tuple[str, str]] = set()
     for write in writes:  # newest first
         pair = (write.policy, write.image)
@@ -183,7 +184,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             "policy": write.policy, "image": write.image, "tag": write.tag,
             "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
             "files": files, "committed_at": write.committed_at,
-            "pushed_at": await _pushed_at(engine, write) if latest else None,
+            "pushed_at": pushed.get(write),
             "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
             "reason": "", "rollback": None, "degraded_by": None})
 
@@ -209,24 +210,26 @@ def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
             after, before = Path(directory, "after"), Path(directory, "before")
             _extract(ws, commit, files, after)
             _extract(ws, f"{commit}^", files, before)
+            indexes = checkout.Index(after), checkout.Index(before)  # read once for all
             for write in group:
                 found[write] = _changed_by(write, by_policy.get(write.policy), files,
-                                           after=after, before=before)
+                                           indexes=indexes)
     return found
 
 
 def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[str], *,
-                after: Path, before: Path) -> _Changed:
+                indexes: tuple[checkout.Index, checkout.Index]) -> _Changed:
     if loaded is None or not files:
         return files, None
     spec = loaded.policy.spec
     namespace = loaded.policy.metadata.namespace
+    after, before = indexes
     # the changed files under the policy's paths where its image now has the new tag
-    now = scanning.find(after, spec.image_ref, spec.paths, policy=write.policy,
-                        namespace=namespace)
+    now = scanning.find(after.root, spec.image_ref, spec.paths, policy=write.policy,
+                        namespace=namespace, index=after)
     mine = sorted({r.file for r in now.references if r.ref.tag == write.tag}) or files
-    then = scanning.find(before, spec.image_ref, mine, policy=write.policy,
-                         namespace=namespace)
+    then = scanning.find(before.root, spec.image_ref, mine, policy=write.policy,
+                         namespace=namespace, index=before)
     tags = [(r.ref.tag, r.ref.digest) for r in then.references if r.ref.tag]
     return mine, (tags[0] if tags else None)
 
@@ -238,6 +241,25 @@ def _extract(ws: workspaces.Workspace, revision: str, files: Sequence[str],
                                   max_bytes=checkout.DEFAULT_MAX_FILE_BYTES).items():
         (root / file).parent.mkdir(parents=True, exist_ok=True)
         (root / file).write_bytes(data)
+
+
+def _latest(writes: Sequence[_Write]) -> list[_Write]:
+    """The newest write of each (policy, image) (``writes`` are newest first)."""
+    seen: dict[tuple[str, str], _Write] = {}
+    for write in writes:
+        seen.setdefault((write.policy, write.image), write)
+    return list(seen.values())
+
+
+async def _pushed_times(engine: Engine, writes: Sequence[_Write]) -> dict[_Write, float | None]:
+    """When each write's tag was pushed, asked for 16 at a time (a cycle may commit
+    hundreds of updates; each may cost a manifest and a config request)."""
+    room = asyncio.Semaphore(16)
+
+    async def one(write: _Write) -> float | None:
+        async with room:
+            return await _pushed_at(engine, write)
+    return dict(zip(writes, await asyncio.gather(*(one(w) for w in writes)), strict=True))
 
 
 async def _pushed_at(engine: Engine, write: _Write) -> float | None:
