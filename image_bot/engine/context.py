@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from image_bot.config import loading, models
 from image_bot.engine import history, observing
@@ -106,6 +107,13 @@ class Engine:
         for repo in report.repositories:
             for event in _events(repo, streaks):
                 self.notifier.publish(event)
+
+    def record_operation(self, kind: str, data: dict[str, Any]) -> None:
+        """Remember an operator's command (promote, rollback, a cleared decline): who, why,
+        what it did; an event and a log line."""
+        log.info("%s by %s: %s", kind, data.get("actor", "?"), data.get("reason", ""),
+                 extra={k: v for k, v in data.items() if k in ("repository", "policy")})
+        self.state.log_event(kind, data)
 
     def record_reload(self, repository: str, policies: loading.PolicySet, *, scheduled: int,
                       changed: list[str], removed: list[str]) -> None:

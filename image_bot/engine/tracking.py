@@ -114,7 +114,8 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
         loaded = by_policy.get(update["policy"])
         if (update["repository"] != name or update["state"] != "degraded"
                 or not update.get("latest", True)
-                or loaded is None or loaded.policy.spec.rollback.on != "degraded"):
+                or loaded is None or loaded.policy.spec.rollback.on != "degraded"
+                or loaded.policy.spec.suspend):  # frozen: judged, never rolled back
             continue
         try:
             done = await asyncio.to_thread(_roll_back, engine, ws, loaded, update,

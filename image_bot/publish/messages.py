@@ -61,6 +61,8 @@ class Row:
     compare: str | None = None  # old → new revisions on the source's forge (publishing's)
     policy_file: str | None = None  # where the policy is read on the forge (publishing's)
     notes: str | None = None  # the sanitised release notes (publishing's)
+    note: str = ""  # why a person chose this update (an operator's promote or rollback)
+    trailers: tuple[str, ...] = ()  # commit trailer lines recording who and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "",
                      f"{platforms} | {source} | {files} |")
     if stats is not None:
         lines += ["", f"{stats.files} file(s) changed, +{stats.added} −{stats.removed} lines."]
+    for note in dict.fromkeys(row.note for row in rows if row.note):
+        lines += ["", f"> {_plain(note, 600)}"]
     policies = sorted({(r.policy, r.policy_file) for r in rows if r.policy_file})
     if policies:
         lines += ["", "Policy: " + ", ".join(_link(f"`{p}`", url) for p, url in policies)]
@@ -119,8 +123,8 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}]({url})" if url and _SAFE_URL.fullmatch(url) else "–"
 
 
-def _plain(text: str) -> str:
-    return re.sub(r"[<>`\[\]|]", "", text)[:200]
+def _plain(text: str, limit: int = 200) -> str:
+    return re.sub(r"[<>`\[\]|]", "", text)[:limit]
 
 
 # --- release notes: untrusted Markdown from another repository ----------------------------
