@@ -100,11 +100,12 @@ async def rollback(engine: Engine, policy: str, *, to: str | None, actor: str, r
 
 async def _operate(engine: Engine, opened: _Opened, override: Override, *,
                    dry_run: bool) -> Operation:
-    started = time.monotonic()
+    started, before = time.monotonic(), engine.client.requests
     selection = selecting.Selection(policies=frozenset([override.policy]))
     report = await _run(engine, opened, selection=selection, dry_run=dry_run,
                         overrides={override.policy: override})
-    cycle_report = CycleReport((report,), dry_run=dry_run)
+    cycle_report = CycleReport((report,), dry_run=dry_run,
+                               registry_requests=engine.client.requests - before)
     operation = Operation(override, cycle_report)
     outcome = operation.outcome
     if not dry_run:

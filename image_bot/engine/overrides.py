@@ -48,11 +48,11 @@ class Override:
     @property
     def note(self) -> str:
         """What the commit message and the pull request say about it, for people."""
-        skipped = ("the policy's own choice (range, filters, min-age, promotion soak) was "
-                   "not applied" if self.action == "promote" else
-                   "the tag it replaces is declined: it will not be proposed again")
-        return (f"{self.action.capitalize()} to {self.tag} by {self.actor}: {self.reason} "
-                f"({skipped}).")
+        if self.action == "promote":
+            return (f"Promoted to {self.tag} by {self.actor}: {self.reason}. The policy's own "
+                    f"checks (range, filters, min-age, promotion soak) were skipped.")
+        return (f"Rolled back to {self.tag} by {self.actor}: {self.reason}. The tag it "
+                f"replaces is declined: image-bot will not propose it again.")
 
     @property
     def trailers(self) -> tuple[str, ...]:

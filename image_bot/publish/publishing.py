@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -220,7 +221,8 @@ def with_trailers(message: str, result: UpdateResult,
     lines = committing.trailers([(c.policy, c.image, c.new_tag) for c in result.changes])
     policies = {c.policy for c in result.changes}
     chosen = [r for r in rows if r.policy in policies]
-    notes = "\n".join(dict.fromkeys(r.note for r in chosen if r.note))
+    notes = "\n\n".join(textwrap.fill(n, 72) for n in dict.fromkeys(r.note for r in chosen
+                                                                      if r.note))
     extra = dict.fromkeys(t for r in chosen for t in r.trailers)
     paragraphs = [message.rstrip(), *([notes] if notes else []), "\n".join([lines, *extra])]
     return "\n\n".join(paragraphs) + "\n"
