@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import devservers
+import fakeforge
 import testing
 from image_bot import cli
 from image_bot.config import loading
@@ -317,3 +318,50 @@ def test_a_suspended_policy_makes_no_registry_request_and_is_reported(
     # the operator still writes a suspended policy (freeze, then promote)
     assert repo.cli("promote", "web", "1.1.0", "--reason", "by hand").exit_code == 0
     assert repo.tag("web") == "1.1.0"
+
+
+# --- pull-request mode ----------------------------------------------------------------------
+
+
+def test_a_promote_in_pull_request_mode_opens_its_own_pr_that_runs_leave_alone(
+        registry: devservers.Registry, git_server: devservers.GitServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORGE_TOKEN", "ghp_fake_token_for_promote")
+    forge = fakeforge.FakeGitHub(bare=tmp_path / "unset", project="acme/config",
+                                 token="ghp_fake_token_for_promote").start()
+    try:
+        image = f"{registry.host}/ops/pr-{uuid.uuid4().hex[:8]}"
+        devservers.push_image(registry.url, image.split("/", 1)[1], "1.0.0")
+        devservers.push_image(registry.url, image.split("/", 1)[1], "1.1.0", created=FUTURE)
+        name = f"config-{uuid.uuid4().hex[:10]}.git"
+        forge.bare = devservers.create_repo(git_server.root, name, {
+            "deploy/app.yaml": testing.deployment("app", {"app": f"{image}:1.0.0"}),
+            "policies/app.yaml": testing.policy("app", image, min_age="1h",
+                                                publish={"mode": "pull-request"})})
+        settings = {"kind": "github", "project": "acme/config",
+                    "api_url": f"{forge.url}/api/v3", "token_env": "FORGE_TOKEN",
+                    "backoff": 0, "min_write_interval": 0, "retries": 3}
+        config = str(testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+            [{"url": git_server.url(name), "branch": "main", "forge": settings}],
+            registries=[registry.host], git=testing.GIT_IDENTITY,
+            state_dir=tmp_path / "state")))
+        main = fakeforge.branch_sha(forge.bare, "main")
+
+        done = _invoke("promote", "app", "1.1.0", "--reason", "canary for INC-7",
+                       "--actor", "alice", "--config", config)
+
+        assert done.exit_code == 0, done.output
+        [pr] = forge.open_pulls()
+        assert pr["head"]["ref"] == "image-bot/promote-app"
+        assert "> Promoted to 1.1.0 by alice: canary for INC-7." in pr["body"]
+        message = devservers.git("log", "-1", "--format=%B", "image-bot/promote-app",
+                                 cwd=forge.bare)
+        assert "Image-Bot-Operator: promote app 1.1.0\nImage-Bot-Actor: alice\n" \
+               "Image-Bot-Reason: canary for INC-7" in message
+        assert fakeforge.branch_sha(forge.bare, "main") == main  # merging deploys it
+        # the policy's own runs (1.1.0 is too young for it) leave the operator's PR open
+        assert _invoke("run", "--once", "--config", config).exit_code == 0
+        assert [p["number"] for p in forge.open_pulls()] == [pr["number"]]
+    finally:
+        forge.stop()
+    assert forge.errors == [], "the bot sent requests a real forge would refuse"
