@@ -135,9 +135,8 @@ def _settled(engine: Engine, operation: Operation, outcome: PolicyOutcome) -> Op
         return operation
     replaced = tuple(dict.fromkeys(c.old_tag for c in outcome.changes
                                    if c.old_tag and c.old_tag != o.tag))
-    for tag in replaced:
-        engine.state.decline(o.policy, image, tag,
-                             f"rolled back to {o.tag} by {o.actor}: {o.reason}"[:500])
+    for tag in replaced:  # also read back from the commit's trailers by engine.tracking
+        engine.state.decline(o.policy, image, tag, o.decline_reason)
     return Operation(o, operation.report, declined=replaced)
 
 

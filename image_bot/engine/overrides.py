@@ -55,10 +55,29 @@ class Override:
                 f"replaces is declined: image-bot will not propose it again.")
 
     @property
+    def decline_reason(self) -> str:
+        """Why a rollback declines the tag it replaced (the state's declined versions)."""
+        return f"rolled back to {self.tag} by {self.actor}: {self.reason}"[:500]
+
+    @property
     def trailers(self) -> tuple[str, ...]:
         """Trailer lines recording who wrote which tag, and why."""
         return (f"{OPERATOR_TRAILER}: {self.action} {self.policy} {self.tag}",
                 f"{ACTOR_TRAILER}: {self.actor}", f"{REASON_TRAILER}: {self.reason}")
+
+
+def from_message(message: str) -> Override | None:
+    """The override a commit message records in its trailers (:attr:`Override.trailers`)."""
+    values: dict[str, str] = {}
+    for line in message.splitlines():
+        key, _, value = line.partition(": ")
+        if key in (OPERATOR_TRAILER, ACTOR_TRAILER, REASON_TRAILER):
+            values.setdefault(key, value.strip())
+    match values.get(OPERATOR_TRAILER, "").split():
+        case ["promote" | "rollback" as action, policy, tag]:
+            return Override("promote" if action == "promote" else "rollback", policy, tag,
+                            values.get(ACTOR_TRAILER, "?"), values.get(REASON_TRAILER, ""))
+    return None
 
 
 def _one_line(text: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from image_bot import refs
 from image_bot.config import loading, models
-from image_bot.engine import reporting, syncing
+from image_bot.engine import overrides, reporting, syncing
 from image_bot.engine.context import Engine
 from image_bot.engine.report import Transition
 from image_bot.errors import ImageBotError
@@ -52,6 +52,7 @@ class _Write:
     policy: str
     image: str
     tag: str
+    override: overrides.Override | None = None  # an operator wrote this tag (its trailers)
 
 
 def key(repository: str, commit: str, policy: str, image: str) -> str:
@@ -151,7 +152,9 @@ def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
             name, _, value = line.partition(": ")
             fields = value.split()
             if name == committing.TRAILER and len(fields) == 3:
-                found.append(_Write(sha, float(committed or 0), *fields))
+                policy, image, tag = fields
+                found.append(_Write(sha, float(committed or 0), policy, image, tag,
+                                    overrides.from_message(body)))
     return found
 
 
@@ -174,6 +177,11 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             continue
         loaded = by_policy.get(write.policy)
         files, old = await asyncio.to_thread(_what_changed, ws, write, loaded)
+        rollback = write.override
+        if rollback and (rollback.action, rollback.policy) == ("rollback", write.policy) \
+                and old and old[0] and old[0] != write.tag:
+            # `image-bot rollback`, run anywhere: its "no" reaches every state from Git
+            engine.state.decline(write.policy, write.image, old[0], rollback.decline_reason)
         engine.state.put_update(update_key, {
             "repository": repository, "branch": ws.branch, "commit": write.commit,
             "policy": write.policy, "image": write.image, "tag": write.tag,

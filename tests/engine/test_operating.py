@@ -83,6 +83,13 @@ class Repo:
     def message(self, commit: str = "HEAD") -> str:
         return devservers.git("log", "-1", "--format=%B", commit, cwd=self.clone())
 
+    def elsewhere(self) -> str:
+        """The same bot config with a state dir of its own (another bot, a daemon)."""
+        config = json.loads(Path(self.config).read_text())
+        path = self.tmp_path / "elsewhere.yaml"
+        testing.write_json(path, {**config, "state_dir": str(self.tmp_path / "elsewhere")})
+        return str(path)
+
     def state(self) -> State:
         return State.in_dir(self.tmp_path / "state")
 
@@ -205,6 +212,12 @@ def test_rollback_writes_the_tracked_previous_tag_and_declines_the_replaced_one(
     assert again.exit_code == 0
     assert _json(again)["repositories"][0]["commits"] == []
     assert repo.tag("web") == "1.0.0"
+    # ... nor by a bot with another state dir (a daemon elsewhere): the "no" is in Git
+    elsewhere = repo.elsewhere()
+    assert _json(_invoke("run", "--once", "--json", "--config", elsewhere))[
+        "repositories"][0]["commits"] == []
+    assert _json(_invoke("declines", "list", "--json", "--config", elsewhere))[
+        "declines"][0]["reason"] == "rolled back to 1.0.0 by bob: 500s after 1.1.0"
     # a newer version still goes through
     repo.push("web", "1.2.0")
     assert repo.cli("run", "--once").exit_code == 0
