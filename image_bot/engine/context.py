@@ -145,6 +145,8 @@ def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.
     commit = repo.commits[-1] if len(repo.commits) == 1 else None
     prs = {p.branch: p for p in repo.pull_requests}
     for o in repo.outcomes:
+        if o.status == "suspended":  # nothing happened to it: neither failed nor recovered
+            continue
         image, change = o.image or "", (o.changes[0] if o.changes else None)
         base = notifying.Event("updated", repo.repository, o.policy, image,
                                old_tag=change.old_tag if change else o.current,

@@ -128,7 +128,9 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
         "pull_request": old.get("pull_request"),
         "last_error": outcome.message if failed else old.get("last_error"),
         "last_error_at": now if failed else old.get("last_error_at"),
-        "failed_runs": old.get("failed_runs", 0) + 1 if failed else 0,  # in a row
+        # in a row; a suspended policy neither fails nor recovers
+        "failed_runs": old.get("failed_runs", 0) + 1 if failed
+        else old.get("failed_runs", 0) if stale else 0,
     }
 
 
