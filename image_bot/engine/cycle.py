@@ -424,8 +424,8 @@ class _Packed(Sequence[str]):
 
 async def _fetch_metadata(client: registry.RegistryClient,
                           planned: Sequence[_Planned]) -> list[_Planned]:
-    return [await _with_metadata(client, p) if p.tags and p.policy.needs else p
-            for p in planned]
+    return [await _with_metadata(client, p) if p.tags and p.policy.needs and not p.override
+            else p for p in planned]  # an operator's tag skips the policy's checks
 
 
 async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Planned:
