@@ -75,7 +75,7 @@ def main() -> None:
       image-bot run --config bot.yaml             the daemon: intervals, webhooks, /metrics
       image-bot status --config bot.yaml          what each policy last did
       image-bot promote web 1.4.2 --reason WHY    write a tag now (commit or PR)
-      image-bot rollback web --reason WHY         write the previous tag back, decline this
+      image-bot rollback web --reason WHY         the previous tag back; the bad one declined
 
     Policies (kind: ImagePolicy) live in the config repository; see README.md.
     """

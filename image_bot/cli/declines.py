@@ -61,7 +61,13 @@ def clear(policy: str, tag: str | None, reason: str, actor: str | None, config_p
           as_json: bool) -> int:
     """Clear POLICY's declined TAG (without TAG: all of them); it may be proposed again.
 
-    Exit 2 when TAG is not declined for POLICY (the declined ones are listed).
+    \b
+    Examples:
+      image-bot declines clear web 1.5.0 --reason "fixed upstream" --config bot.yaml
+      image-bot declines clear web --reason "start over" --config bot.yaml
+
+    Exit 2 when TAG is not declined for POLICY (the declined ones are listed). Safe while
+    the daemon runs on the same state dir.
     """
     config = loading.load_bot_config(config_path)
 

@@ -65,6 +65,6 @@ def _default_actor() -> str | None:
 
 actor = click.option(
     "--actor", default=_default_actor, show_default="$USER, else git config user.name",
-    help="Who asks: recorded in the commit trailers and the event log.")
+    help="Who asks: recorded in the event log (and the commit trailers, where it commits).")
 dry_run = click.option("--dry-run", is_flag=True,
                        help="Show the diff without committing, pushing or recording anything.")
