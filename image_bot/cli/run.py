@@ -58,7 +58,9 @@ def run(config_path: Path, as_json: bool, once: bool, interval: float | None, li
                            shard=selection.shard, log_format=log_format)
         return errors.EXIT_OK
     report = running.run_cycle(config, dry_run=False, selection=selection,
-                               show_progress=not as_json, purpose="run --once")
+                               show_progress=not as_json,
+                               purpose=" ".join(["run --once", *(f"--policy {p}"
+                                                                 for p in policies)]))
     render.report(report, as_json=as_json, strict=strict)
     return render.exit_code(report, strict=strict)
 

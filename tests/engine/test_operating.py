@@ -297,6 +297,9 @@ def test_run_once_policy_runs_only_that_one_and_refuses_unknown_names(
     assert done.exit_code == 0, done.output
     assert [o["policy"] for o in _json(done)["repositories"][0]["outcomes"]] == ["api"]
     assert (repo.tag("api"), repo.tag("web")) == ("1.1.0", "1.0.0")
+    with repo.state() as state:  # the event log says what was asked for
+        [scan] = [data for _, kind, data in state.events(50) if kind == "scan"]
+    assert scan["trigger"] == "run --once --policy api"
     assert repo.cli("run", "--policy", "api").exit_code == 2  # the daemon runs them all
 
 
