@@ -22,7 +22,7 @@ from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
 from image_bot.errors import ImageBotError, UsageError
 from image_bot.publish import workspace as workspaces
 
-PUBLISHED = ("updated", "proposed", "blocked")  # the operator's tag went to Git (or a PR)
+PUBLISHED = ("updated", "proposed")  # the operator's tag went to Git (or a PR)
 
 
 @dataclass(frozen=True, slots=True)
