@@ -248,6 +248,10 @@ def test_rollback_to_a_named_tag_and_without_history_asks_for_one(
     # the next run takes the best tag that is not declined
     assert repo.cli("run", "--once").exit_code == 0
     assert repo.tag("web") == "1.1.0"
+    # promoting the declined tag by hand takes the "no" back
+    assert repo.cli("promote", "web", "1.2.0", "--reason", "fixed").exit_code == 0
+    assert repo.tag("web") == "1.2.0"
+    assert _json(repo.cli("declines", "list", "--json")) == {"declines": []}
 
 
 def test_declines_clear_lets_the_policy_propose_the_tag_again(
@@ -281,7 +285,7 @@ def test_declines_clear_lets_the_policy_propose_the_tag_again(
 # --- run --once --policy and spec.suspend ---------------------------------------------------
 
 
-def test_run_once_policy_runs_only_that_one_and_refuses_unknown_names(
+def test_run_once_and_plan_policy_run_only_that_one_and_refuse_unknown_names(
         make: Callable[..., Repo]) -> None:
     repo = make(web={}, api={})
     repo.push("web", "1.0.0", "1.1.0")
@@ -291,6 +295,10 @@ def test_run_once_policy_runs_only_that_one_and_refuses_unknown_names(
     assert unknown.exit_code == 2
     assert unknown.stderr == "error: no policy named nope; known policies: api, web\n"
     assert repo.tag("web") == "1.0.0"  # refused before anything ran
+
+    planned = _json(repo.cli("plan", "--policy", "web", "--json"))["repositories"][0]
+    assert [(o["policy"], o["status"]) for o in planned["outcomes"]] == [("web", "planned")]
+    assert repo.cli("plan", "--policy", "nope").exit_code == 2
 
     done = repo.cli("run", "--once", "--policy", "api", "--json")
 
