@@ -5,6 +5,7 @@
     ImageBotError
     ├── PermanentError        fix your config or input; retrying will not help
     │   ├── ConfigError       a bot config or policy document is invalid
+    │   ├── UsageError        a command names what does not exist (a policy, a tag)
     │   ├── ImageNotFound     the registry has no such repository
     │   ├── AuthError         credentials missing or refused
     │   ├── RegistryError     the registry answered something we cannot use
@@ -56,6 +57,13 @@ class ConfigError(PermanentError):
     """A bot config file or a policy document is invalid; the message is a breadcrumb."""
 
     kind = "config"
+
+
+class UsageError(PermanentError):
+    """A command line names something that does not exist: an unknown policy, a tag the
+    registry does not have, a rollback with no known previous tag."""
+
+    kind = "usage"
 
 
 class ImageNotFound(PermanentError):

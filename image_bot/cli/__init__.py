@@ -14,11 +14,20 @@ from image_bot.cli import errors, lazy
 
 # name → where the command lives and its help's first paragraph (a test keeps them equal).
 COMMANDS = {
+    "declines": lazy.Lazy("image_bot.cli.declines:declines",
+                          "List or clear declined versions: tags a policy will not propose "
+                          "again."),
     "import": lazy.Lazy("image_bot.cli.import_:import_group",
                         "Convert Flux or Argo CD Image Updater objects into image-bot "
                         "policies."),
     "plan": lazy.Lazy("image_bot.cli.plan:plan",
                       "Show what `run` would change, as a diff, without committing anything."),
+    "promote": lazy.Lazy("image_bot.cli.promote:promote",
+                         "Write TAG for POLICY now, through Git, skipping the policy's own "
+                         "checks."),
+    "rollback": lazy.Lazy("image_bot.cli.rollback:rollback",
+                          "Write the previous tag of POLICY back through Git and decline the "
+                          "one it replaces."),
     "run": lazy.Lazy("image_bot.cli.run:run", "Update image references, commit and push."),
     "set-image": lazy.Lazy("image_bot.cli.set_image:set_image",
                            "Point every reference to IMAGE under PATH (files or folders) at "
@@ -65,6 +74,8 @@ def main() -> None:
       image-bot run --once --config bot.yaml      update the YAML, commit and push
       image-bot run --config bot.yaml             the daemon: intervals, webhooks, /metrics
       image-bot status --config bot.yaml          what each policy last did
+      image-bot promote web 1.4.2 --reason WHY    write a tag now (commit or PR)
+      image-bot rollback web --reason WHY         the previous tag back; the bad one declined
 
     Policies (kind: ImagePolicy) live in the config repository; see README.md.
     """

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 # First match wins: the specific classes come before ImageBotError, their base.
 EXIT_CODES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
-    ((errors.ConfigError, refs.InvalidReference), EXIT_USAGE),
+    ((errors.ConfigError, errors.UsageError, refs.InvalidReference), EXIT_USAGE),
     (errors.StateDirLocked, EXIT_LOCKED),
     (errors.ImageBotError, EXIT_FAILED),
 )

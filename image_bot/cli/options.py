@@ -45,3 +45,26 @@ def seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> fl
         return float(text) if text.replace(".", "", 1).isdigit() else durations.parse(text)
     except durations.InvalidDuration as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _default_actor() -> str | None:
+    """Who runs the command: ``$USER`` (or ``$LOGNAME``), else git's ``user.name``."""
+    import os
+    import subprocess
+
+    for variable in ("USER", "LOGNAME"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    try:
+        done = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+actor = click.option(
+    "--actor", default=_default_actor, show_default="$USER, else git config user.name",
+    help="Who asks: recorded in the event log (and the commit trailers, where it commits).")
+dry_run = click.option("--dry-run", is_flag=True,
+                       help="Show the diff without committing, pushing or recording anything.")

@@ -15,13 +15,15 @@ import click
 
 if TYPE_CHECKING:
     from image_bot.engine.history import PolicyStatus
+    from image_bot.engine.operating import DeclinedVersion, Operation
     from image_bot.engine.report import CycleReport
     from image_bot.policy.strategies import Decision
     from image_bot.sync.status import SyncReport
     from image_bot.update.setting import Outcome
 
 STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "unmatched": "yellow",
-                "failed": "red", "proposed": "green", "blocked": "yellow", "waiting": "cyan"}
+                "failed": "red", "proposed": "green", "blocked": "yellow", "waiting": "cyan",
+                "suspended": "magenta"}
 SYNC_STYLE = {"Synced": "green", "OutOfSync": "yellow", "Healthy": "green",
               "Progressing": "cyan", "Degraded": "red", "Missing": "red", "Unknown": "dim"}
 
@@ -98,6 +100,52 @@ def statuses(rows: list[PolicyStatus], *, state_dir: Path, as_json: bool) -> Non
                       f"[{STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
                       row.pull_request or "—", row.last_error or "", page.ago(row.last_run))
     Console(highlight=False).print(table)
+
+
+def operation(done: Operation, *, as_json: bool) -> None:
+    """`promote` and `rollback`: the cycle (its diff on a dry run), then what was declined."""
+    if as_json:
+        click.echo(json.dumps(done.to_dict(), indent=2))
+        return
+    report(done.report, as_json=False)
+    o, outcome = done.override, done.outcome
+    if outcome is not None and outcome.status == "current":
+        click.echo(f"{o.policy} already has {o.tag}: nothing to write")
+    for tag in done.declined:
+        click.echo(f"declined {tag}: {o.policy} will not propose it again "
+                   f"(image-bot declines clear {o.policy} {tag} takes that back)")
+
+
+def declines(rows: list[DeclinedVersion], *, as_json: bool) -> None:
+    """`declines list`: one row per declined version."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from image_bot.server import page
+
+    if as_json:
+        click.echo(json.dumps({"declines": [row.to_dict() for row in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo("no declined versions")
+        return
+    table = Table(title="declined versions", title_justify="left")
+    for column in ("policy", "tag", "image", "why", "since"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.policy, row.tag, row.image, row.reason, page.ago(row.at))
+    Console(highlight=False).print(table)
+
+
+def cleared(rows: list[DeclinedVersion], *, policy: str, as_json: bool) -> None:
+    """`declines clear`: the versions it cleared."""
+    if as_json:
+        click.echo(json.dumps({"cleared": [row.to_dict() for row in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo(f"{policy} has no declined versions")
+    for row in rows:
+        click.echo(f"cleared {row.policy} {row.tag}: it may be proposed again")
 
 
 def validation(count: int, problems: list[str], *, as_json: bool) -> None:

@@ -26,13 +26,19 @@ from image_bot.engine import observing, selecting
 @options.shard
 @options.log_format
 @options.strict
+@click.option("--policy", "policies", multiple=True, metavar="NAME",
+              help="With --once: run only this policy (repeatable); an unknown name exits 2 "
+                   "and lists the known ones.")
 def run(config_path: Path, as_json: bool, once: bool, interval: float | None, listen: str | None,
-        shard: str | None, log_format: observing.LogFormat, strict: bool) -> int:
+        shard: str | None, log_format: observing.LogFormat, strict: bool,
+        policies: tuple[str, ...]) -> int:
     """Update image references, commit and push.
 
     \b
     With --once: one cycle over every policy, then exit 0 when every policy ran (updated or
     already current) and 1 when any failed.
+    With --once --policy NAME: only that policy, now (a suspended one is reported, not run):
+      image-bot run --once --config bot.yaml --policy web --policy api
     Without --once: the daemon. Each policy is polled on its spec.interval (with jitter),
     registry webhooks trigger scans within about a second, and HTTP is served on --listen:
     /webhook/<receiver>, /healthz, /readyz, /metrics and a status page at /.
@@ -42,14 +48,19 @@ def run(config_path: Path, as_json: bool, once: bool, interval: float | None, li
     """
     if interval is not None and interval < 1.0:
         raise click.BadParameter("must be at least 1s", param_hint="--interval")
+    if policies and not once:
+        raise click.UsageError("--policy needs --once (the daemon runs every policy)")
     config = loading.load_bot_config(config_path)
-    selection = selecting.Selection(shard=parse_shard(shard))
+    selection = selecting.Selection(shard=parse_shard(shard),
+                                    policies=frozenset(policies) if policies else None)
     if not once:
         running.run_daemon(config, polling=True, interval=interval, listen=listen,
                            shard=selection.shard, log_format=log_format)
         return errors.EXIT_OK
     report = running.run_cycle(config, dry_run=False, selection=selection,
-                               show_progress=not as_json, purpose="run --once")
+                               show_progress=not as_json,
+                               purpose=" ".join(["run --once", *(f"--policy {p}"
+                                                                 for p in policies)]))
     render.report(report, as_json=as_json, strict=strict)
     return render.exit_code(report, strict=strict)
 

@@ -1,4 +1,4 @@
-"""Runs the engine for `run`, `plan` and `webhook`: one cycle, or the daemon, under the lock.
+"""Runs the engine for `run`, `plan`, `webhook` and the operator commands, under the lock.
 
 Holds the state dir lock and drives the engine; prints nothing but progress and decides no
 exit code (a locked state dir or a bad config raises, and image_bot.cli.errors maps it).
@@ -9,14 +9,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from rich.console import Console
 from rich.status import Status
 
 from image_bot.config import models
-from image_bot.engine import context, cycle, locking, observing, scheduling, selecting
+from image_bot.engine import (
+    context,
+    cycle,
+    locking,
+    observing,
+    operating,
+    scheduling,
+    selecting,
+)
 from image_bot.engine.report import CycleReport
 from image_bot.server import app
+
+T = TypeVar("T")
 
 
 def run_cycle(config: models.BotConfig, *, dry_run: bool, selection: selecting.Selection,
@@ -45,9 +57,24 @@ async def _cycle_async(config: models.BotConfig, *, dry_run: bool,
     if progress is not None:
         progress.update(f"fetching {len(config.repositories)} repositories")
     async with context.Engine.open(config, on_request=counted) as engine:
-        report = await cycle.run_once(engine, dry_run=dry_run, selection=selection)
+        if selection.policies is not None:  # `--policy NAME`: unknown names are refused
+            report = await operating.run_named(engine, selection, dry_run=dry_run)
+        else:
+            report = await cycle.run_once(engine, dry_run=dry_run, selection=selection)
         engine.record(report, trigger=purpose, seconds=time.monotonic() - started)
         return report
+
+
+def run_engine(config: models.BotConfig, work: Callable[[context.Engine], Awaitable[T]], *,
+               lock: str | None) -> T:
+    """An operator command's work with the process's engine; under the state dir lock when
+    it uses the clone (``lock``: what for), not when it only reads or writes the state DB
+    (SQLite is safe beside a running daemon)."""
+    async def go() -> T:
+        async with context.Engine.open(config) as engine:
+            return await work(engine)
+    with locking.hold(config.state_dir, purpose=lock) if lock else contextlib.nullcontext():
+        return asyncio.run(go())
 
 
 def run_daemon(config: models.BotConfig, *, polling: bool, interval: float | None,

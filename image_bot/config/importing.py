@@ -120,13 +120,12 @@ def _flux_repository_notes(source: Source, out: Converted) -> None:
         "proxySecretRef": "a proxy: set HTTPS_PROXY in the bot's environment",
         "insecure": f"plain HTTP: registries[].insecure: true in bot.yaml for {host}",
         "timeout": "registry timeouts are set per registry in bot.yaml",
-        "suspend": "suspend: move or delete the policy file instead",
         "accessFrom": "accessFrom: not needed (policies are files)",
     }
     for key, text in bot.items():
         if key in spec and spec[key] not in (None, False):
             out.note(where, f"spec.{key} not mapped; {text}")
-    for key in sorted(set(spec) - {"image", "interval", "exclusionList", *bot}):
+    for key in sorted(set(spec) - {"image", "interval", "exclusionList", "suspend", *bot}):
         out.note(where, f"spec.{key} has no equivalent; not mapped")
 
 
@@ -202,6 +201,8 @@ def _flux_policy(source: Source, repositories: Mapping[tuple[str | None, str | N
     converted: dict[str, Any] = {"image": str(repo_spec.get("image", ""))}
     if repo_spec.get("interval"):
         converted["interval"] = str(repo_spec["interval"])
+    if repo_spec.get("suspend") is True:  # a frozen scan: a frozen policy
+        converted["suspend"] = True
     selection = _mapping(spec.get("policy"))
     if "semver" in selection:
         converted["select"] = {"semver": {"range": str(

@@ -487,6 +487,9 @@ class PolicySpec(_Model):
     max_bump: Literal["major", "minor", "patch"] | None = Field(default=None, alias="max-bump")
     platforms: list[str] = []
     rollback: Rollback = Field(default_factory=Rollback.model_construct)
+    # skipped by every mode (no registry request, no edit, no rollback) until set back;
+    # `image-bot promote` and `rollback` still write it (docs/operations.md)
+    suspend: bool = False
 
     @field_validator("platforms")
     @classmethod

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from image_bot.config import loading, models
 from image_bot.engine import history, observing
@@ -107,6 +108,13 @@ class Engine:
             for event in _events(repo, streaks):
                 self.notifier.publish(event)
 
+    def record_operation(self, kind: str, data: dict[str, Any]) -> None:
+        """Remember an operator's command (promote, rollback, a cleared decline): who, why,
+        what it did; an event and a log line."""
+        log.info("%s by %s: %s", kind, data.get("actor", "?"), data.get("reason", ""),
+                 extra={k: v for k, v in data.items() if k in ("repository", "policy")})
+        self.state.log_event(kind, data)
+
     def record_reload(self, repository: str, policies: loading.PolicySet, *, scheduled: int,
                       changed: list[str], removed: list[str]) -> None:
         """Remember a reload of a repository's policy files (the daemon): an event, a log
@@ -137,6 +145,8 @@ def _events(repo: RepositoryReport, failures: dict[str, int]) -> list[notifying.
     commit = repo.commits[-1] if len(repo.commits) == 1 else None
     prs = {p.branch: p for p in repo.pull_requests}
     for o in repo.outcomes:
+        if o.status == "suspended":  # nothing happened to it: neither failed nor recovered
+            continue
         image, change = o.image or "", (o.changes[0] if o.changes else None)
         base = notifying.Event("updated", repo.repository, o.policy, image,
                                old_tag=change.old_tag if change else o.current,

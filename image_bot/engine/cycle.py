@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from image_bot import refs
 from image_bot.config import durations, loading, models, schedules
 from image_bot.engine import dashboarding, promotion, ranking, selecting, tracking
 from image_bot.engine.context import Engine
+from image_bot.engine.overrides import Override
 from image_bot.engine.report import (
     CycleReport,
     PolicyOutcome,
@@ -32,7 +33,14 @@ from image_bot.engine.report import (
     RepositoryReport,
     Status,
 )
-from image_bot.errors import ConfigError, ImageBotError, PushRejected, RegistryError, UpdateError
+from image_bot.errors import (
+    ConfigError,
+    ImageBotError,
+    PushRejected,
+    RegistryError,
+    UpdateError,
+    UsageError,
+)
 from image_bot.policy import strategies, versions
 from image_bot.publish import committing, forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
@@ -54,6 +62,7 @@ class _Planned:
     error: ImageBotError | None
     declined: frozenset[str] = field(default_factory=frozenset)
     promotion: promotion.Promotion | None = None  # select.promote: what upstream allows
+    override: Override | None = None  # an operator's tag, written instead of the choice
 
     @property
     def name(self) -> str:
@@ -97,11 +106,15 @@ async def open_repository(engine: Engine, repo: models.RepositoryConfig) -> Chec
 async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
                          selection: selecting.Selection = selecting.EVERYTHING,
                          dry_run: bool = False,
-                         checkout: Checkout | None = None) -> RepositoryReport:
+                         checkout: Checkout | None = None,
+                         overrides: Mapping[str, Override] | None = None) -> RepositoryReport:
     """One scan of one repository: the whole pipeline, for the policies ``selection`` covers.
 
     ``checkout`` reuses a clone and policies the caller just read (the daemon's reload).
+    ``overrides``: policy name → the tag an operator writes instead of the policy's choice
+    (``image-bot promote``/``rollback``); it publishes now, even for a suspended policy.
     """
+    overrides = overrides or {}
     name = workspaces.redact(repo.url)
     forge = _Forge(repo, enabled=not dry_run)
     followed = RepositoryReport(name, repo.branch)
@@ -116,6 +129,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),
                                           repo.branch)
+        planned, suspended = _operated(planned, overrides)
         async with registry.scan_deadline(repo.registry_deadline, repository=name):
             # 3. tags, once per image, concurrently
             planned = await _fetch_tags(engine.client, planned)
@@ -129,7 +143,8 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
     except ImageBotError as exc:
         return followed.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
-    report = followed.combined(RepositoryReport(name, repo.branch, outcomes=tuple(failed)))
+    report = followed.combined(RepositoryReport(name, repo.branch,
+                                                outcomes=(*failed, *suspended)))
     # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last; a cleared
     # decline counts from this scan on
     board = None
@@ -141,7 +156,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             report = report.combined(RepositoryReport(
                 name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
         planned = _attach_declined(planned, engine)
-    approved = board.approved if board else frozenset()
+    approved = (board.approved if board else frozenset()) | frozenset(overrides)
     # 7. publish settings by update type (publish.rules): decide first, then batch
     try:
         planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
@@ -152,6 +167,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
             batch = [p for p in members if p.name in names]
+            key = _operator_key(key, batch) if mode.uses_forge else key
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
                 approved=approved))
@@ -234,8 +250,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
-                rows = _promoted(batch, await _rows(engine.client, result,
-                                                    metadata=mode.uses_forge))
+                rows = _noted(_promoted(batch, await _rows(engine.client, result,
+                                                           metadata=mode.uses_forge)), batch)
                 done = await asyncio.to_thread(
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
@@ -298,6 +314,36 @@ def _select(policy_set: loading.PolicySet, repository: str,
     chosen = tuple(p for p in policy_set.policies
                    if selection.covers(repository, p.policy.name, p.policy.spec.image_ref.name))
     return loading.PolicySet(chosen, policy_set.errors if selection.reports_load_errors else ())
+
+
+def _operated(planned: Sequence[_Planned], overrides: Mapping[str, Override]
+              ) -> tuple[list[_Planned], list[PolicyOutcome]]:
+    """Attach the operators' overrides; suspended policies (not overridden) leave the run
+    here, before any registry request, edit or rollback."""
+    kept, suspended = [], []
+    for p in planned:
+        override = overrides.get(p.name)
+        if p.loaded.policy.spec.suspend and override is None:
+            suspended.append(PolicyOutcome(p.name, p.loaded.file, "suspended",
+                                           note="spec.suspend: true",
+                                           image=p.loaded.policy.spec.image_ref.name))
+        else:
+            kept.append(dataclasses.replace(p, override=override))
+    return kept, suspended
+
+
+def _operator_key(key: str, batch: Sequence[_Planned]) -> str:
+    """An operator's pull request gets its own branch: the policy's usual one is rebuilt
+    from the policy's own choice on the next run, which would undo it."""
+    chosen = next((p.override for p in batch if p.override), None)
+    return f"{chosen.action}-{chosen.policy}" if chosen else key
+
+
+def _noted(rows: list[messages.Row], batch: Sequence[_Planned]) -> list[messages.Row]:
+    """The rows of overridden policies carry who chose the update and why."""
+    chosen = {p.name: p.override for p in batch if p.override}
+    return [dataclasses.replace(r, note=o.note, trailers=o.trailers)
+            if (o := chosen.get(r.policy)) else r for r in rows]
 
 
 def _build_policies(policy_set: loading.PolicySet,
@@ -393,7 +439,7 @@ def _with_promotions(engine: Engine, planned: Sequence[_Planned],
     done = []
     for p in planned:
         promote = p.loaded.policy.spec.select.promote
-        if promote is None:
+        if promote is None or p.override is not None:  # an operator skips the soak
             done.append(p)
             continue
         upstream = promote.from_
@@ -410,8 +456,8 @@ def _with_promotions(engine: Engine, planned: Sequence[_Planned],
 
 async def _fetch_metadata(client: registry.RegistryClient,
                           planned: Sequence[_Planned]) -> list[_Planned]:
-    return [await _with_metadata(client, p) if p.tags and p.policy.needs else p
-            for p in planned]
+    return [await _with_metadata(client, p) if p.tags and p.policy.needs and not p.override
+            else p for p in planned]  # an operator's tag skips the policy's checks
 
 
 async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Planned:
@@ -460,6 +506,10 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
     if p.tags is None:
         error = p.error or RegistryError(f"registry {image.host}: no tags for {image.name}")
         return dataclasses.replace(base, status="failed", error=error), []
+    if p.override and p.override.tag not in {getattr(t, "tag", t) for t in p.tags}:
+        error = UsageError(f"{p.override.action} {name}: the registry has no tag "
+                           f"{p.override.tag!r} for {image.name}")
+        return dataclasses.replace(base, status="failed", error=error), []
     scan = scanning.find(root, image, spec.paths, policy=name, index=index,
                          namespace=p.loaded.policy.metadata.namespace)
     if scan.skipped:  # never update half of a policy's files
@@ -469,11 +519,12 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
         where = ", ".join(spec.paths)
         return dataclasses.replace(base, status="unmatched",
                                    note=f"no references to {image.name} in {where}"), []
-    edits, reasons = [], [p.promotion.note()] if p.promotion else []
+    edits, reasons = [], [p.promotion.note()] if p.promotion and not p.override else []
     for reference in scan.references:
-        decision = p.policy.select(p.tags or (), current=reference.ref.tag,
-                                   current_digest=reference.ref.digest, now=now,
-                                   declined=p.declined)
+        decision = strategies.Decision(p.override.tag, p.override.note) if p.override \
+            else p.policy.select(p.tags or (), current=reference.ref.tag,
+                                 current_digest=reference.ref.digest, now=now,
+                                 declined=p.declined)
         if p.tags or p.promotion is None:  # else the promotion note says why
             reasons.append(decision.reason)
         tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)

@@ -116,18 +116,21 @@ def _key(repository: str, policy: str) -> str:
 def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
               now: float) -> dict[str, Any]:
     failed = outcome.status == "failed"
+    stale = failed or outcome.status == "suspended"  # knows nothing new about the tags
     current = outcome.latest if outcome.status == "updated" else outcome.current
     return {
         "repository": repository, "policy": outcome.policy, "file": outcome.file,
         "image": outcome.image or old.get("image", ""),
-        # a failed scan knows nothing new about the tags: keep what we knew
-        "current": old.get("current") if failed else current,
-        "latest": old.get("latest") if failed else outcome.latest,
+        # a failed or suspended scan knows nothing new about the tags: keep what we knew
+        "current": old.get("current") if stale else current,
+        "latest": old.get("latest") if stale else outcome.latest,
         "status": outcome.status, "message": outcome.message,
         "pull_request": old.get("pull_request"),
         "last_error": outcome.message if failed else old.get("last_error"),
         "last_error_at": now if failed else old.get("last_error_at"),
-        "failed_runs": old.get("failed_runs", 0) + 1 if failed else 0,  # in a row
+        # in a row; a suspended policy neither fails nor recovers
+        "failed_runs": old.get("failed_runs", 0) + 1 if failed
+        else old.get("failed_runs", 0) if stale else 0,
     }
 
 

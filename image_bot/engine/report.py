@@ -15,11 +15,13 @@ from image_bot.errors import ImageBotError, TemporaryError
 from image_bot.update.result import Change, Skipped
 
 Status = Literal["updated", "planned", "current", "unmatched", "failed", "proposed",
-                 "blocked", "waiting"]
+                 "blocked", "waiting", "suspended"]
 """``waiting``: an update was decided but the policy's ``publish.schedule`` window is closed
 (planned, not published; the note names the window).
 ``unmatched``: the policy ran but found no reference to its image under its ``paths``
-(a typo in ``paths``, an image written differently): a warning, a failure with ``--strict``."""
+(a typo in ``paths``, an image written differently): a warning, a failure with ``--strict``.
+``suspended``: the policy has ``spec.suspend: true``: no registry request, no edit, no
+rollback (an operator's ``promote``/``rollback`` still acts on it)."""
 
 
 @dataclass(frozen=True, slots=True)

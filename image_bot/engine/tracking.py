@@ -31,7 +31,7 @@ from typing import Any
 
 from image_bot import checkout, refs
 from image_bot.config import loading, models
-from image_bot.engine import reporting, syncing
+from image_bot.engine import overrides, reporting, syncing
 from image_bot.engine.context import Engine
 from image_bot.engine.report import Transition
 from image_bot.errors import ImageBotError
@@ -52,6 +52,7 @@ class _Write:
     policy: str
     image: str
     tag: str
+    override: overrides.Override | None = None  # an operator wrote this tag (its trailers)
 
 
 def key(repository: str, commit: str, policy: str, image: str) -> str:
@@ -117,7 +118,8 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
         loaded = by_policy.get(update["policy"])
         if (update["repository"] != name or update["state"] != "degraded"
                 or not update.get("latest", True)
-                or loaded is None or loaded.policy.spec.rollback.on != "degraded"):
+                or loaded is None or loaded.policy.spec.rollback.on != "degraded"
+                or loaded.policy.spec.suspend):  # frozen: judged, never rolled back
             continue
         try:
             done = await asyncio.to_thread(_roll_back, engine, ws, loaded, update,
@@ -153,7 +155,9 @@ def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
             name, _, value = line.partition(": ")
             fields = value.split()
             if name == committing.TRAILER and len(fields) == 3:
-                found.append(_Write(sha, float(committed or 0), *fields))
+                policy, image, tag = fields
+                found.append(_Write(sha, float(committed or 0), policy, image, tag,
+                                    overrides.from_message(body)))
     return found
 
 
@@ -179,6 +183,11 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                 engine.state.put_update(update_key, {**seen, "state": state, "latest": False})
             continue
         files, old = changed[write]
+        rollback = write.override
+        if rollback and (rollback.action, rollback.policy) == ("rollback", write.policy) \
+                and old and old[0] and old[0] != write.tag:
+            # `image-bot rollback`, run anywhere: its "no" reaches every state from Git
+            engine.state.decline(write.policy, write.image, old[0], rollback.decline_reason)
         engine.state.put_update(update_key, {
             "repository": repository, "branch": ws.branch, "commit": write.commit,
             "policy": write.policy, "image": write.image, "tag": write.tag,

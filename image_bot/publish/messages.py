@@ -62,6 +62,8 @@ class Row:
     policy_file: str | None = None  # where the policy is read on the forge (publishing's)
     notes: str | None = None  # the sanitised release notes (publishing's)
     promotion: str | None = None  # why a promoted tag may ship (the engine's, stages)
+    note: str = ""  # why a person chose this update (an operator's promote or rollback)
+    trailers: tuple[str, ...] = ()  # commit trailer lines recording who and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,8 @@ def pr_body(rows: Sequence[Row], *, now: datetime, intro: str = "",
     promoted = [f"Promotion: {_plain(r.promotion)}." for r in rows if r.promotion]
     if promoted:
         lines += ["", *promoted]
+    for note in dict.fromkeys(row.note for row in rows if row.note):
+        lines += ["", f"> {_plain(note, 600)}"]
     policies = sorted({(r.policy, r.policy_file) for r in rows if r.policy_file})
     if policies:
         lines += ["", "Policy: " + ", ".join(_link(f"`{p}`", url) for p, url in policies)]
@@ -123,8 +127,8 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}]({url})" if url and _SAFE_URL.fullmatch(url) else "–"
 
 
-def _plain(text: str) -> str:
-    return re.sub(r"[<>`\[\]|]", "", text)[:200]
+def _plain(text: str, limit: int = 200) -> str:
+    return re.sub(r"[<>`\[\]|]", "", text)[:limit]
 
 
 # --- release notes: untrusted Markdown from another repository ----------------------------

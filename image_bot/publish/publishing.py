@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,7 +93,7 @@ class CommitMode:
         for group in commit_groups(result, policies):
             part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
             message = with_trailers(commit_message(part, policies, repository=ws.url,
-                                                   rows=rows), part)
+                                                   rows=rows), part, rows)
             sha = committing.commit(ws, part.files, message, identity)
             if sha is not None:
                 shas.append(sha)
@@ -213,10 +214,18 @@ def _kind(change: Change, rows: Sequence[messages.Row]) -> str:
     return f" ({kind})" if kind else ""
 
 
-def with_trailers(message: str, result: UpdateResult) -> str:
-    """The message with one trailer per update, which later runs read back."""
+def with_trailers(message: str, result: UpdateResult,
+                  rows: Sequence[messages.Row] = ()) -> str:
+    """The message with one trailer per update, which later runs read back; an update a
+    person chose (its row's ``note``) says so in a paragraph, and its trailers follow."""
     lines = committing.trailers([(c.policy, c.image, c.new_tag) for c in result.changes])
-    return f"{message.rstrip()}\n\n{lines}\n"
+    policies = {c.policy for c in result.changes}
+    chosen = [r for r in rows if r.policy in policies]
+    notes = "\n\n".join(textwrap.fill(n, 72) for n in dict.fromkeys(r.note for r in chosen
+                                                                      if r.note))
+    extra = dict.fromkeys(t for r in chosen for t in r.trailers)
+    paragraphs = [message.rstrip(), *([notes] if notes else []), "\n".join([lines, *extra])]
+    return "\n\n".join(paragraphs) + "\n"
 
 
 def commit_groups(result: UpdateResult,
@@ -278,7 +287,7 @@ def proposal(ws: workspaces.Workspace, branch: str, policies: Sequence[loading.L
         noted = [_with_notes(row, forge) for row in rows]
         return dataclasses.replace(spec, body=messages.pr_body(noted, now=now, stats=stats))
 
-    return proposing.Proposal(branch, result.files, with_trailers(message, result), spec,
+    return proposing.Proposal(branch, result.files, with_trailers(message, result, rows), spec,
                               complete if forge is not None else None)
 
 

@@ -119,3 +119,17 @@ def test_a_flux_push_branch_becomes_a_push_branch(tmp_path: Path) -> None:
     publish = loaded.policy.spec.publish
     assert (publish.mode, publish.branch, publish.push_branch) == (
         "commit", "main", "image-updates")
+
+
+def test_a_suspended_flux_image_repository_becomes_a_suspended_policy(tmp_path: Path) -> None:
+    guide = (DATA / "flux-guide.yaml").read_text()
+    frozen = tmp_path / "frozen.yaml"
+    frozen.write_text(guide.replace("  interval: 5m\n", "  interval: 5m\n  suspend: true\n", 1))
+
+    result = _import("flux", frozen)
+
+    assert result.exit_code == 0, result.stderr
+    (tmp_path / "out").mkdir()
+    [loaded] = _loads(result.stdout, tmp_path / "out").policies
+    assert loaded.policy.spec.suspend is True
+    assert not [n for n in _notes(result) if "suspend" in n]

@@ -246,6 +246,41 @@ def test_no_rollback_where_a_human_changed_the_line_or_the_policy_says_never(
     assert (again.commits, again.transitions) == ((), ())
 
 
+@pytest.mark.usefixtures("secrets_env")
+def test_a_suspended_policy_is_judged_but_never_rolled_back(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/frozen", tag)
+    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="frozen"),
+                       "policies/frozen.yaml": POLICY.format(host=host, image="frozen",
+                                                             extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    _run(config)
+    # an operator freezes the policy (a commit to its file), then the agent reports 1.1.0
+    # degraded at that revision
+    clone = _clone(url, tmp_path / "freeze")
+    with (clone / "policies/frozen.yaml").open("a") as policy:
+        policy.write("  suspend: true\n")
+    devservers.git("commit", "-qam", "freeze frozen", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    head = devservers.git("rev-parse", "HEAD", cwd=clone).strip()
+    image = f"{host}/team/frozen"
+
+    done = _run(config, report=_agent(url, head, image=f"{image}:1.1.0", sync="OutOfSync",
+                                      health="Degraded", error="exited at once"))
+
+    repo = done.repositories[0]
+    assert [(t.policy, t.state) for t in repo.transitions] == [("frozen", "degraded")]
+    assert [(o.policy, o.status) for o in repo.outcomes] == [("frozen", "suspended")]
+    assert repo.commits == () and _head(url, tmp_path) == head
+    assert f"{image}:1.1.0" in (_clone(url, tmp_path / "check") / "deploy/compose.yaml"
+                                ).read_text()
+    assert _declined(config, "frozen", image) == set()
+
+
 PR_POLICY = """\
 apiVersion: image-bot/v1
 kind: ImagePolicy

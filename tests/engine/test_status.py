@@ -85,6 +85,20 @@ def test_history_keeps_what_a_failed_scan_cannot_know(tmp_path: Path) -> None:
     assert kinds == ["scan", "error", "scan", "commit"]
 
 
+def test_a_suspended_policy_keeps_its_tags_and_failure_streak(tmp_path: Path) -> None:
+    _seed(tmp_path / "state")
+    suspended = RepositoryReport(REPOSITORY, "main", outcomes=(
+        PolicyOutcome("api", "policies/api.yaml", "suspended", "spec.suspend: true",
+                      image="reg.local/team/api"),))
+    with State.in_dir(tmp_path / "state") as state:
+        history.record(state, CycleReport((suspended,)), trigger="interval", seconds=0.1)
+        api = next(row for row in history.statuses(state) if row.policy == "api")
+        streaks = history.failed_runs(state)
+    assert (api.current, api.latest, api.status, api.message) == (
+        "2.0.0", "2.0.0", "suspended", "spec.suspend: true")
+    assert streaks[f"{REPOSITORY}#api"] == 1  # neither failed again nor recovered
+
+
 def test_status_command_table_and_json(tmp_path: Path) -> None:
     _seed(tmp_path / "state")
     config = str(_config(tmp_path))

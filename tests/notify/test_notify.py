@@ -216,3 +216,14 @@ def test_an_opened_pull_request_is_a_pr_opened_event_with_its_link() -> None:
 
     assert (event.kind, event.policy, event.old_tag, event.new_tag, event.link) == (
         "pr-opened", "web", "1.0.0", "1.1.0", "https://forge/pr/7")
+
+
+def test_a_suspended_policy_neither_fails_nor_recovers() -> None:
+    from image_bot.engine import context
+    from image_bot.engine.report import PolicyOutcome, RepositoryReport
+
+    repo = RepositoryReport("https://git/x.git", "main", outcomes=(
+        PolicyOutcome("web", "policies/web.yaml", "suspended", "spec.suspend: true",
+                      image="r.io/team/web"),))
+
+    assert context._events(repo, {"https://git/x.git#web": 3}) == []
