@@ -21,3 +21,11 @@ def test_tags_that_cannot_be_packed_stay_a_list() -> None:
     assert cycle._Packed.of(odd) is odd
     empty: list[str] = []
     assert cycle._Packed.of(empty) is empty
+
+
+def test_a_long_list_waits_deflated() -> None:
+    tags = [f"1.{minor}.{patch}" for minor in range(50) for patch in range(100)]
+    packed = cycle._Packed.of(tags)
+    assert list(packed) == tags
+    held = len(packed._data)  # type: ignore[attr-defined]
+    assert held < len("\n".join(tags)) / 3  # a 5,000-tag list waits in well under 10 KB
