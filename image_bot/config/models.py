@@ -202,6 +202,9 @@ class DaemonConfig(_Model):
     reload_interval: float = Field(default=60.0, ge=1.0)  # seconds between policy reloads
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     grace: float = Field(default=25.0, ge=0.0)  # seconds a cycle may finish after SIGTERM
+    # other daemons (shards) whose /api/status the status page merges in
+    peers: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]] = []
+    peer_timeout: float = Field(default=2.0, gt=0.0, le=30.0)  # seconds per peer
 
 
 class LimitsConfig(_Model):

@@ -33,6 +33,9 @@ class PolicyOutcome:
     current: str | None = None  # the tag written in Git before this run (for status)
     latest: str | None = None  # the tag the policy chose, or ``current`` when it is the best
     error: ImageBotError | None = None  # why it failed (status "failed")
+    files: tuple[str, ...] = ()  # the files holding the policy's references (status page)
+    upstream: str | None = None  # select.promote.from: the stage it promotes from
+    healthy_for: float | None = None  # select.promote.healthy-for, in seconds
 
     @property
     def message(self) -> str:

@@ -159,10 +159,13 @@ class AgentStatus:
     interval: float
     received_at: float
     stale: bool
+    via: str = "http"  # or "state-dir": an agent sharing the daemon's state dir
 
     def to_dict(self) -> dict[str, Any]:
+        if self.via != "http":  # a status file: what the agent wrote, nothing more
+            return self.report.to_dict()
         return {**self.report.to_dict(), "interval": self.interval,
-                "received_at": self.received_at, "stale": self.stale, "via": "http"}
+                "received_at": self.received_at, "stale": self.stale, "via": self.via}
 
 
 def agents(rows: list[tuple[str, dict[str, Any], float, float]], *, now: float,

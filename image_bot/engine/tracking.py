@@ -230,7 +230,7 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
     agents = dict(update["agents"])
     transitions = []
     for report in reports:
-        if not _covers(report.path, update["files"]) or not report.revision:
+        if not covers(report.path, update["files"]) or not report.revision:
             continue
         if not _is_ancestor(ws, update["commit"], report.revision):
             continue
@@ -255,7 +255,8 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
             "degraded_by": degraded}, transitions
 
 
-def _covers(path: str, files: Sequence[str]) -> bool:
+def covers(path: str, files: Sequence[str]) -> bool:
+    """Whether an agent applying ``path`` of the repository deploys any of ``files``."""
     base = path.strip().strip("/")
     if base in ("", "."):
         return True
@@ -273,7 +274,7 @@ def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
 def _verdict(report: status.SyncReport,
              update: dict[str, Any]) -> tuple[str, str | None, str] | None:
     """deployed / degraded / None (still on its way) for the services running the image."""
-    running = [(s, tag) for s in report.services for name, tag in _images(s.image)
+    running = [(s, tag) for s in report.services for name, tag in images(s.image)
                if name == update["image"]]
     if not running:
         return None
@@ -289,7 +290,7 @@ def _verdict(report: status.SyncReport,
     return None
 
 
-def _images(text: str | None) -> list[tuple[str, str | None]]:
+def images(text: str | None) -> list[tuple[str, str | None]]:
     """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
     (a Kubernetes workload's containers)."""
     found = []

@@ -95,7 +95,7 @@ def test_status_command_table_and_json(tmp_path: Path) -> None:
     table = CliRunner(env={"COLUMNS": "220"}).invoke(cli.main, ["status", "--config", config])
     assert table.exit_code == 0
     lines = table.output.splitlines()
-    assert any("web" in line and "1.1.0" in line and "updated" in line for line in lines)
+    assert any("web" in line and "1.1.0" in line and "current" in line for line in lines)
     assert any("api" in line and "failed" in line for line in lines)
     assert "unreachable" in table.output
 
