@@ -97,7 +97,9 @@ async def _fetch(url: str, timeout: float) -> tuple[str | None, dict[str, Any] |
         async with httpx.AsyncClient(timeout=timeout) as http:
             answer = await asyncio.wait_for(http.get(address, params={"local": "1"}),
                                             timeout)
-    except (httpx.HTTPError, TimeoutError) as exc:
+    except (httpx.TimeoutException, TimeoutError):
+        return f"no answer within {timeout:g} s", None
+    except httpx.HTTPError as exc:
         return f"no answer ({type(exc).__name__})", None
     if answer.status_code != 200:
         return f"HTTP {answer.status_code}", None

@@ -119,12 +119,12 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 {{- s.reason }}</div>{% endif %}
 {% for d in s.declined[-3:] %}<div class="meta">declined <code>{{ d.tag }}</code>:
 {{ d.reason }}</div>{% endfor %}
-{% if s.update %}<div class="meta">last update <code>{{ s.update.old_tag or '?' }} →
-{{ s.update.tag }}</code> {{ s.update.state }} ·
-{% if s.update.commit_url %}<a href="{{ s.update.commit_url }}"><code>
-{{- s.update.commit[:12] }}</code></a>{% else %}<code>{{ (s.update.commit or '')[:12] }}</code>
-{%- endif %} · push → commit {{ seconds(s.update.push_to_commit) }} · commit → deployed
-{{ seconds(s.update.commit_to_deployed) }}</div>{% endif %}
+{% set u = s['update'] %}{% if u %}<div class="meta">last update
+<code>{{ u.old_tag or '?' }} → {{ u.tag }}</code> {{ u.state }} ·
+{% if u.commit_url %}<a href="{{ u.commit_url }}"><code>{{ u.commit[:12] }}</code></a>
+{%- else %}<code>{{ (u.commit or '')[:12] }}</code>{% endif %}
+· push → commit {{ seconds(u.push_to_commit) }}
+· commit → deployed {{ seconds(u.commit_to_deployed) }}</div>{% endif %}
 {% if s.agents %}<ul class="agents">
 {% for a in s.agents %}<li class="agent" id="agent-{{ s.policy }}-{{ a.agent }}">
 <b>{{ a.agent }}</b> runs <code>{{ a.tag or '—' }}</code>
