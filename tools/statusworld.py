@@ -5,7 +5,7 @@ tracked updates, declines and agent reports), times relative to ``now``:
 
 - ``reg.local/shop/web``, a three-stage chain: ``web-dev`` *current* on 1.4.2 (healthy on
   ``dev-docker`` for 42 minutes), ``web-staging`` *promoting* (promotes from web-dev after
-  1 h: 1.4.2 eligible in 18 minutes), ``web-prod`` *pending* (PR #7 for 1.4.1, promoted
+  1 h 30 s: 1.4.2 eligible in 18 minutes), ``web-prod`` *pending* (PR #7 for 1.4.1, promoted
   from web-staging);
 - ``api`` *degraded* (2.1.0 Degraded on ``api-docker``), ``worker`` *declined* (3.1.0's
   PR closed), ``cron`` *suspended*, ``billing`` *failed*, ``ghost`` *unmatched*.
@@ -25,6 +25,7 @@ REPOSITORY = "https://github.com/acme/config.git"
 FORGE = {"kind": "github", "project": "acme/config"}
 PR = "https://github.com/acme/config/pull/7"
 MINUTE = 60.0
+HEALTHY_FOR = 3630.0  # web-staging's soak: 1 h, and 30 s for a slow machine to show the page
 STATES = {"web-dev": "current", "web-staging": "promoting", "web-prod": "pending",
           "api": "degraded", "worker": "declined", "cron": "suspended", "billing": "failed",
           "ghost": "unmatched"}
@@ -69,7 +70,7 @@ def seed(state_dir: Path, *, now: float) -> None:
         _outcome("web-dev", "current", "web", "1.4.2", stage="dev"),
         _outcome("web-staging", "current", "web", "1.4.1", stage="staging",
                  note="1.4.2 healthy in web-dev for 42 m; eligible in 18 m",
-                 upstream="web-dev", healthy_for=3600.0),
+                 upstream="web-dev", healthy_for=HEALTHY_FOR),
         _outcome("web-prod", "proposed", "web", "1.4.0", latest="1.4.1", stage="prod",
                  upstream="web-staging", healthy_for=600.0),
         _outcome("api", "current", "api", "2.1.0"),

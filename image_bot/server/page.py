@@ -69,7 +69,7 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
  .scroll{overflow-x:auto;max-width:100%}
  table{border-collapse:collapse;width:100%;background:#fff}
  th,td{border:1px solid #d0d7de;padding:.3rem .45rem;text-align:left;vertical-align:top}
- th{background:#f3f4f6}
+ th{background:#f3f4f6} #events td:nth-child(-n+2){white-space:nowrap}
  @media (max-width:40rem){main{padding:.6rem} .stages{grid-template-columns:1fr}}
 </style></head>
 <body><main id="pane">
