@@ -50,6 +50,7 @@ class PolicyStatus:
     files: tuple[str, ...] = ()  # the files holding its references
     upstream: str | None = None  # select.promote.from
     healthy_for: float | None = None  # select.promote.healthy-for (seconds)
+    last_success_at: float | None = None  # the last run that did not fail
 
     def to_dict(self) -> dict[str, Any]:
         data = {key: getattr(self, key) for key in self.__slots__}
@@ -162,7 +163,7 @@ def statuses(state: State) -> list[PolicyStatus]:
             declined=tuple(declined.get((data["policy"], data.get("image", "")), ())),
             file=data.get("file", ""), branch=data.get("branch", ""),
             files=tuple(data.get("files") or ()), upstream=data.get("upstream"),
-            healthy_for=data.get("healthy_for")))
+            healthy_for=data.get("healthy_for"), last_success_at=data.get("last_success_at")))
     return sorted(rows, key=lambda row: (row.repository, row.policy))
 
 

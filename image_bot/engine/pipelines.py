@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from image_bot.engine import promotion, reporting, tracking
+from image_bot.engine import promotion, reporting
 from image_bot.engine.history import PolicyStatus
 from image_bot.sync import status as sync_status
 
@@ -98,7 +98,8 @@ class Stage:
             if self.links and r.file else None,
             "upstream": r.upstream, "healthy_for": r.healthy_for,
             "promotion": self.promotion, "declined": [d.to_dict() for d in r.declined],
-            "last_run": r.last_run, "last_error": r.last_error,
+            "last_run": r.last_run, "last_success_at": r.last_success_at,
+            "last_error": r.last_error,
             "last_error_at": r.last_error_at, "update": self._update(),
             "agents": [a.to_dict() for a in self.agents],
         }
@@ -238,7 +239,7 @@ def _declined(row: PolicyStatus, update: Mapping[str, Any] | None) -> str:
 def _newest_update(updates: Sequence[Mapping[str, Any]],
                    row: PolicyStatus) -> Mapping[str, Any] | None:
     mine = [u for u in updates if u.get("policy") == row.policy and u.get("image") == row.image
-            and tracking.same_repository(str(u.get("repository", "")), row.repository)]
+            and reporting.same_repository(str(u.get("repository", "")), row.repository)]
     return max(mine, key=lambda u: float(u.get("committed_at") or 0), default=None)
 
 
@@ -266,17 +267,17 @@ def _covers(agent: reporting.AgentStatus, row: PolicyStatus,
     if any(report.agent in (u.get("agents") or {}) for u in updates
            if u.get("policy") == row.policy and u.get("image") == row.image):
         return True
-    if not tracking.same_repository(report.repository, row.repository) or (
+    if not reporting.same_repository(report.repository, row.repository) or (
             row.branch and report.branch != row.branch):
         return False
     if row.files:
-        return tracking.covers(report.path, row.files)
+        return reporting.covers(report.path, row.files)
     return bool(_running(report, row.image))
 
 
 def _running(report: sync_status.SyncReport,
              image: str) -> list[tuple[sync_status.ServiceStatus, str | None]]:
-    return [(s, tag) for s in report.services for name, tag in tracking.images(s.image)
+    return [(s, tag) for s in report.services for name, tag in reporting.images(s.image)
             if name == image]
 
 

@@ -96,7 +96,7 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
         stale_after=1_000_000)}
     local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
     reports = [r for r in {**local, **posted}.values()
-               if same_repository(r.repository, name) and r.branch == repo.branch]
+               if reporting.same_repository(r.repository, name) and r.branch == repo.branch]
     transitions: list[Transition] = []
     for update_key, update in engine.state.updates().items():
         if update["repository"] != name or update["state"] not in _OPEN \
@@ -129,12 +129,6 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
         if done["rollback"].get("commit") and done["rollback"].get("pushed"):
             commits.append(done["rollback"]["commit"])
     return transitions, commits, errors
-
-
-def same_repository(a: str, b: str) -> bool:
-    def clean(url: str) -> str:
-        return url.strip().rstrip("/").removesuffix(".git").lower()
-    return clean(a) == clean(b)
 
 
 # --- 1. register --------------------------------------------------------------------------
@@ -230,7 +224,7 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
     agents = dict(update["agents"])
     transitions = []
     for report in reports:
-        if not covers(report.path, update["files"]) or not report.revision:
+        if not reporting.covers(report.path, update["files"]) or not report.revision:
             continue
         if not _is_ancestor(ws, update["commit"], report.revision):
             continue
@@ -255,14 +249,6 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
             "degraded_by": degraded}, transitions
 
 
-def covers(path: str, files: Sequence[str]) -> bool:
-    """Whether an agent applying ``path`` of the repository deploys any of ``files``."""
-    base = path.strip().strip("/")
-    if base in ("", "."):
-        return True
-    return any(f == base or f.startswith(base + "/") for f in files)
-
-
 def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
     try:
         ws.run("merge-base", "--is-ancestor", commit, revision)
@@ -274,7 +260,7 @@ def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
 def _verdict(report: status.SyncReport,
              update: dict[str, Any]) -> tuple[str, str | None, str] | None:
     """deployed / degraded / None (still on its way) for the services running the image."""
-    running = [(s, tag) for s in report.services for name, tag in images(s.image)
+    running = [(s, tag) for s in report.services for name, tag in reporting.images(s.image)
                if name == update["image"]]
     if not running:
         return None
@@ -288,19 +274,6 @@ def _verdict(report: status.SyncReport,
         if s.sync == "OutOfSync" and s.health == "Healthy" and tag != update["tag"]:
             return "degraded", s.service, f"{s.service} runs {tag} instead of {update['tag']}"
     return None
-
-
-def images(text: str | None) -> list[tuple[str, str | None]]:
-    """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
-    (a Kubernetes workload's containers)."""
-    found = []
-    for part in (text or "").split(","):
-        try:
-            ref = refs.parse(part.strip())
-        except refs.InvalidReference:
-            continue
-        found.append((ref.name, ref.tag))
-    return found
 
 
 def _transition(update: dict[str, Any], state: str, agent: str | None) -> Transition:

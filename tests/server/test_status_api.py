@@ -1,5 +1,6 @@
 """``GET /api/status`` and ``image-bot status --json``: one document, valid against the
-published schema (schema/status.schema.json) for every stage state; peers merged in."""
+published schema (schema/status.schema.json) for every stage state; peers merged in;
+``/metrics`` gauges of the same document (per policy, stage and agent)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 import statusworld
 import testing
@@ -136,3 +138,45 @@ def test_peers_are_merged_and_one_that_does_not_answer_is_shown(
                                                     "prod-docker", "api-docker"}
     assert f"peer <code>{dead}</code> did not answer" in page
     assert 'id="stage-web-staging"' in page
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_have_a_gauge_per_policy_stage_and_agent(repo_url: str, tmp_path: Path) -> None:
+    now = time.time()
+    statusworld.seed(tmp_path / "state", now=now)
+    settings = _settings(repo_url, tmp_path / "state")
+
+    async def go() -> str:
+        async with _daemon(models.BotConfig.model_validate(settings)) as http:
+            return (await http.get("/metrics")).text
+
+    samples = _samples(asyncio.run(go()))
+
+    def value(name: str, **labels: str) -> float:
+        found = [v for (n, ls), v in samples.items()
+                 if n == name and set(labels.items()) <= ls]
+        assert len(found) == 1, (name, labels, found)
+        return found[0]
+
+    for policy, state in statusworld.STATES.items():  # one-hot: 1 for its state only
+        assert value("image_bot_policy_status", policy=policy, status=state) == 1
+        assert sum(v for (n, ls), v in samples.items() if n == "image_bot_policy_status"
+                   and ("policy", policy) in ls) == 1
+    billing = value("image_bot_policy_last_success_timestamp_seconds", policy="billing")
+    assert billing < value("image_bot_policy_last_run_timestamp_seconds", policy="billing")
+    assert value("image_bot_policy_deploy_seconds", policy="web-dev",
+                 phase="commit_to_deployed") == 180.0
+    assert value("image_bot_policy_deploy_seconds", policy="web-dev",
+                 phase="push_to_commit") == 4.0
+    assert value("image_bot_stage_in_sync", policy="web-dev", agent="dev-docker") == 1
+    assert value("image_bot_stage_in_sync", policy="api", agent="api-docker") == 0
+    assert value("image_bot_stage_healthy", policy="api", agent="api-docker") == 0
+    assert value("image_bot_agent_in_sync", agent="staging-docker") == 1
+    assert value("image_bot_agent_healthy", agent="api-docker") == 0
+    assert value("image_bot_agent_stale", agent="api-docker") == 0
+    assert value("image_bot_agent_last_pass_timestamp_seconds",
+                 agent="dev-docker") == pytest.approx(now - 10)
