@@ -23,9 +23,10 @@ from image_bot.engine import history, overview
 @click.option("--peers", "ask_peers", is_flag=True,
               help="Also merge in the parts of the daemons listed in daemon.peers (shards).")
 def status(config_path: Path, as_json: bool, ask_peers: bool) -> int:
-    """Every image as a pipeline: per stage (policy, upstream first) its tag in Git, open PR,
-    state and promotion; per agent the tag it runs, sync and health.
+    """Each image as a pipeline: its stages (tag in Git, PR, state) and the agents running them.
 
+    Per stage (a policy, upstream first in its select.promote chain): the tag in Git, the open
+    PR, its state and promotion; per agent deploying it: the tag it runs, sync and health.
     States: current, pending, promoting, waiting, declined, degraded, suspended, failed,
     unmatched. `--json` prints the document `/api/status` serves
     (schema/status.schema.json). Read from the state dir, which `run` (with or without
