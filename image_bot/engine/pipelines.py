@@ -192,7 +192,7 @@ def _state(row: PolicyStatus, update: Mapping[str, Any] | None,
         return "degraded", bad
     if row.status == "waiting":
         return "waiting", row.message
-    pending = _pending(row, update)
+    pending = _pending(row, update, followed=bool(covering))
     if pending:
         return "pending", pending
     if soaking and soaking[0] != row.current:
@@ -210,17 +210,19 @@ def _degraded(update: Mapping[str, Any] | None, covering: Sequence[AgentView]) -
     for agent in covering:
         if agent.stale:
             return f"agent {agent.agent} is silent (stale)"
-        if agent.health in _BAD_HEALTH:
+        if agent.tags and agent.health in _BAD_HEALTH:  # its services of this image
             return f"{agent.agent}: {agent.health}" + (f": {agent.error}" if agent.error else "")
     return ""
 
 
-def _pending(row: PolicyStatus, update: Mapping[str, Any] | None) -> str:
+def _pending(row: PolicyStatus, update: Mapping[str, Any] | None, *, followed: bool) -> str:
+    """A newer tag on its way: proposed, chosen, or committed and not yet deployed by the
+    agents (``followed``: some agent deploys the stage; without one nothing ever will)."""
     if row.pull_request:
         return f"{row.latest or 'an update'} proposed in {row.pull_request}"
     if row.status in _PROPOSING or (row.latest and row.current and row.latest != row.current):
         return f"{row.current} → {row.latest}: {row.message}".strip(": ")
-    if update is not None and update.get("state") == "committed":
+    if followed and update is not None and update.get("state") == "committed":
         return f"{update.get('tag')} committed, waiting for the agents"
     return ""
 

@@ -91,7 +91,8 @@ _TEMPLATE = _ENV.from_string("""<!doctype html>
 {{ peer.error }} (its stages are missing below)</p>
 {% endfor %}
 {% for stage in attention %}
-<p class="banner bad attention"><b>{{ stage.policy }}</b> is {{ stage.state }}:
+<p class="banner bad attention"><b>{{ stage.policy }}</b>
+{{- ' failed' if stage.state == 'failed' else ' matches no file' }}:
 {{ stage.reason or stage.message }}</p>
 {% endfor %}
 

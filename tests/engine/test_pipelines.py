@@ -122,22 +122,42 @@ def test_a_decline_an_update_followed_is_history_not_the_state() -> None:
     assert _state(declined, updates=[update]) == "current"
 
 
-def test_committed_but_not_yet_deployed_is_pending() -> None:
+def _agent(*services: sync_status.ServiceStatus, stale: bool = False,
+           ) -> reporting.AgentStatus:
+    report = sync_status.SyncReport(
+        "edge", "docker", "https://git.example/config.git", "main", "deploy/app",
+        revision="1" * 40, finished_at=100.0, services=services)
+    return reporting.AgentStatus(report, 30.0, 100.0 if stale else 4990.0, stale=stale)
+
+
+def _service(image: str, health: str = "Healthy") -> sync_status.ServiceStatus:
+    return sync_status.ServiceStatus("app", image.split(":")[0].rsplit("/")[-1],
+                                     "Synced" if health == "Healthy" else "OutOfSync",
+                                     health, image=image)  # type: ignore[arg-type]
+
+
+def test_committed_but_not_yet_deployed_is_pending_where_an_agent_deploys_it() -> None:
     update = {"repository": "https://git.example/config.git", "policy": "app",
               "image": "reg.local/app", "tag": "1.0.0", "commit": "e" * 40,
               "committed_at": 200.0, "state": "committed", "agents": {}}
-    [stage] = pipelines.stages([_row("app")], updates=[update], agents=[], now=300.0)
+    agent = _agent(_service("reg.local/app:0.9.0"))
+    [stage] = pipelines.stages([_row("app")], updates=[update], agents=[agent], now=300.0)
     assert (stage.state, stage.reason) == ("pending", "1.0.0 committed, waiting for the agents")
+    # with no agent deploying it, nothing will ever deploy it: the commit is the end
+    [alone] = pipelines.stages([_row("app")], updates=[update], agents=[], now=300.0)
+    assert alone.state == "current"
+
+
+def test_only_the_stage_images_health_degrades_it() -> None:
+    other = _agent(_service("reg.local/db:5", "Degraded"))  # deploys the folder, not the app
+    assert _state(_row("app"), agents=[other]) == "current"
+    broken = _agent(_service("reg.local/app:1.0.0", "Degraded"))
+    assert _state(_row("app"), agents=[broken]) == "degraded"
 
 
 def test_a_silent_agent_degrades_its_stage() -> None:
-    report = sync_status.SyncReport(
-        "edge", "docker", "https://git.example/config.git", "main", "deploy/app",
-        revision="1" * 40, finished_at=100.0, services=(sync_status.ServiceStatus(
-            "app", "app", "Synced", "Healthy", image="reg.local/app:1.0.0"),))
-    fresh = reporting.AgentStatus(report, 30.0, 4990.0, stale=False)
-    assert _state(_row("app"), agents=[fresh]) == "current"
-    silent = reporting.AgentStatus(report, 30.0, 100.0, stale=True)
+    assert _state(_row("app"), agents=[_agent(_service("reg.local/app:1.0.0"))]) == "current"
+    silent = _agent(_service("reg.local/app:1.0.0"), stale=True)
     assert _state(_row("app"), agents=[silent]) == "degraded"
 
 
