@@ -113,6 +113,19 @@ def _state(row: PolicyStatus, *, updates: list[dict[str, Any]] | None = None,
     return stage.state
 
 
+@pytest.mark.parametrize(("fields", "state"), [
+    ({"status": "failed", "last_error": "registry down"}, "failed"),
+    ({"status": "unmatched"}, "unmatched"),
+    ({"status": "suspended"}, "suspended"),
+    ({"status": "waiting", "latest": "1.1.0"}, "waiting"),
+    ({"status": "proposed", "latest": "1.1.0", "pull_request": "#3"}, "pending"),
+    ({"status": "planned", "latest": "1.1.0"}, "pending"),
+    ({"status": "current"}, "current"),
+])
+def test_the_last_run_alone_decides_these_states(fields: dict[str, Any], state: str) -> None:
+    assert _state(_row("app", **fields)) == state
+
+
 def test_a_decline_an_update_followed_is_history_not_the_state() -> None:
     declined = _row("app", declined=(Declined("1.1.0", "PR closed", 100.0),))
     update = {"repository": declined.repository, "policy": "app", "image": "reg.local/app",

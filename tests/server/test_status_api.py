@@ -127,6 +127,13 @@ def test_peers_are_merged_and_one_that_does_not_answer_is_shown(
 
     with silent, testing.webhook_daemon(peer_config, tmp_path / "peer.log") as peer:
         local, merged, page, seconds = asyncio.run(go(peer))
+        config = testing.write_json(tmp_path / "bot.yaml", _settings(
+            repo_url, tmp_path / "state", peers=[peer], peer_timeout=2))
+        alone = CliRunner().invoke(cli.main, ["status", "--json", "--config", str(config)])
+        merged_by_cli = CliRunner().invoke(cli.main, ["status", "--json", "--peers",
+                                                      "--config", str(config)])
+    assert json.loads(alone.output)["pipelines"] == []  # the state dir alone: no network
+    assert _states(json.loads(merged_by_cli.output)) == statusworld.STATES
     assert local["pipelines"] == [] and local["peers"] == []
     assert _states(merged) == statusworld.STATES
     assert merged["summary"]["total"] == 8
