@@ -18,14 +18,15 @@ import httpx
 
 from image_bot.config import models
 from image_bot.engine import deployments, history, pipelines
+from image_bot.publish import forges
 from image_bot.publish import workspace as workspaces
 from image_bot.state import State
 
 VERSION = 1
 EVENTS = 30
-# the web address of each forge kind when ``forge.api_url`` is not set (and the API path
-# to strip from one that is), as publish.github and publish.gitlab address them
-_FORGE_WEB = {"github": ("https://github.com", "/api/v3"), "gitlab": ("https://gitlab.com", "")}
+# each forge kind's API when ``forge.api_url`` is not set, and the path its web address
+# lacks (as publish.github and publish.gitlab address them)
+_FORGE_API = {"github": ("https://api.github.com", "/api/v3"), "gitlab": ("https://gitlab.com", "")}
 
 
 def links(config: models.BotConfig) -> dict[str, pipelines.Links]:
@@ -34,10 +35,8 @@ def links(config: models.BotConfig) -> dict[str, pipelines.Links]:
     for repo in config.repositories:
         if repo.forge is None:
             continue
-        default, suffix = _FORGE_WEB[repo.forge.kind]
-        web = default
-        if repo.forge.api_url and repo.forge.api_url.rstrip("/") != "https://api.github.com":
-            web = repo.forge.api_url.rstrip("/").removesuffix(suffix)
+        default, suffix = _FORGE_API[repo.forge.kind]
+        web = forges.web_address(repo.forge.api_url, default, suffix=suffix)
         found[workspaces.redact(repo.url)] = pipelines.Links(
             f"{web}/{repo.forge.project}", repo.forge.kind)
     return found
