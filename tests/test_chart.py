@@ -222,6 +222,28 @@ def test_sharded_daemon_is_one_deployment_per_shard() -> None:
         others = [d for d in deployments if d is not deployment]
         assert not any(own.items() <= d["spec"]["template"]["metadata"]["labels"].items()
                        for d in others)
+
+
+def test_sharded_daemons_show_every_shard_on_each_page(tmp_path: Path) -> None:
+    objects = render(*BASE, "--set", "shards=3", "--set", "networkPolicy.enabled=true")
+    config = loading.load_bot_config(bot_yaml(objects, tmp_path))
+    assert config.daemon.peers == [f"http://rel-image-bot-shard-{i}:8080" for i in range(3)]
+    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
+    assert {p.removeprefix("http://").removesuffix(":8080")
+            for p in config.daemon.peers} <= services
+    policy = one(objects, "NetworkPolicy")["spec"]
+    daemons = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "image-bot",
+                                               "app.kubernetes.io/instance": "rel",
+                                               "app.kubernetes.io/component": "daemon"}}}
+    http = [{"port": "http", "protocol": "TCP"}]
+    assert {"ports": http, "to": [daemons]} in policy["egress"]
+    assert {"ports": http, "from": [daemons]} in policy["ingress"]
+    # peers a user lists win; one daemon lists none
+    mine = render(*BASE, "--set", "shards=2", "--set",
+                  "config.bot.daemon.peers[0]=http://elsewhere:8080")
+    assert loading.load_bot_config(bot_yaml(mine, tmp_path)).daemon.peers == [
+        "http://elsewhere:8080"]
+    assert loading.load_bot_config(bot_yaml(render(*BASE), tmp_path)).daemon.peers == []
     assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 

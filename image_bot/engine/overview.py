@@ -4,13 +4,15 @@ page, ``/api/status`` and ``image-bot status``, and peer daemons' documents merg
 Reads only the state DB and the agents' status files (never Git or a registry); the view
 itself is :mod:`engine.pipelines` (pure). A peer (``daemon.peers``: sharded daemons) is
 asked for its own part (``/api/status?local=1``, so peers never ask each other in turn)
-with a short timeout; one that does not answer is listed as failing, never waited for.
+with a short timeout; one that does not answer is listed as failing, never waited for. A
+daemon may list itself (one config for all shards): merging is idempotent.
 The document's shape is ``schema/status.schema.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,14 +81,17 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 agents[agent["agent"]] = agent
     policies = {(p["repository"], p["policy"]): p for part in reversed(parts)
                 for p in part.get("policies", [])}
-    updates = [u for part in parts for u in part.get("deployments", [])]
-    events = [e for part in parts for e in part.get("events", [])]
+    # a daemon may be its own peer (one config for all shards): the same row counts once
+    updates = {(u.get("repository"), u.get("commit"), u.get("policy"), u.get("image")): u
+               for part in parts for u in part.get("deployments", [])}
+    events = {json.dumps(e, sort_keys=True): e for part in parts for e in part.get("events", [])}
     return {**pipelines.merge(parts),
             "policies": sorted(policies.values(), key=lambda p: (p["repository"], p["policy"])),
             "sync": sorted(agents.values(), key=lambda a: a["agent"]),
-            "deployments": sorted(updates, key=lambda u: -(u.get("committed_at") or 0))[
+            "deployments": sorted(updates.values(),
+                                  key=lambda u: -(u.get("committed_at") or 0))[
                 :deployments.SHOWN],
-            "events": sorted(events, key=lambda e: -e["at"])[:EVENTS]}
+            "events": sorted(events.values(), key=lambda e: -e["at"])[:EVENTS]}
 
 
 async def _fetch(url: str, timeout: float) -> tuple[str | None, dict[str, Any] | None]:

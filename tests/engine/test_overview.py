@@ -1,5 +1,5 @@
 """The status document's edges (``engine.overview``): forge links, and merging daemons'
-documents (agents by their newest pass, events and deployments newest first)."""
+documents (agents by their newest pass, events and deployments newest first, each once)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def _part(agent: str, finished_at: float, event_at: float) -> dict[str, Any]:
 def test_merged_documents_keep_each_agents_newest_pass_and_sort_newest_first() -> None:
     merged = overview.merge([_part("edge", 10.0, 1.0), _part("edge", 20.0, 3.0),
                              _part("core", 5.0, 2.0)])
+    assert overview.merge([_part("edge", 10.0, 1.0), _part("edge", 10.0, 1.0)])["events"] == [
+        {"at": 1.0, "kind": "scan"}]  # a daemon that is its own peer: each row once
     assert [(a["agent"], a["finished_at"]) for a in merged["sync"]] == [("core", 5.0),
                                                                         ("edge", 20.0)]
     assert [e["at"] for e in merged["events"]] == [3.0, 2.0, 1.0]
