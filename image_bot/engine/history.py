@@ -135,14 +135,21 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
         "last_error": outcome.message if failed else old.get("last_error"),
         "last_error_at": now if failed else old.get("last_error_at"),
         "failed_runs": old.get("failed_runs", 0) + 1 if failed else 0,  # in a row
-        "files": old.get("files", []) if failed else list(outcome.files),
-        # a policy that failed before it was read again keeps its place in the chain
-        "upstream": old.get("upstream") if failed and not outcome.upstream
-        else outcome.upstream,
-        "healthy_for": old.get("healthy_for") if failed and not outcome.upstream
-        else outcome.healthy_for,
         "last_success_at": old.get("last_success_at") if failed else now,
+        **_stage(outcome, old),
     }
+
+
+def _stage(outcome: PolicyOutcome, old: dict[str, Any]) -> dict[str, Any]:
+    """Where the policy sits in its pipeline (the status page); a run that did not get as
+    far as reading its files (failed, suspended) keeps what the last one found."""
+    scanned = outcome.status not in ("failed", "suspended")
+    files = list(outcome.files) if scanned or outcome.files else old.get("files", [])
+    if outcome.upstream or scanned:
+        return {"files": files, "upstream": outcome.upstream,
+                "healthy_for": outcome.healthy_for}
+    return {"files": files, "upstream": old.get("upstream"),
+            "healthy_for": old.get("healthy_for")}
 
 
 def statuses(state: State) -> list[PolicyStatus]:

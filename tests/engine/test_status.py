@@ -57,6 +57,26 @@ def test_history_keeps_what_a_failed_scan_cannot_know(tmp_path: Path) -> None:
     assert kinds == ["scan", "error", "scan", "commit"]
 
 
+def test_a_run_that_read_no_files_keeps_the_stage_where_it_was(tmp_path: Path) -> None:
+    scanned = PolicyOutcome("prod", "policies/prod.yaml", "current", image="reg.local/web",
+                            current="1.0.0", files=("deploy/prod/web.yaml",),
+                            upstream="staging", healthy_for=600.0)
+    broken = PolicyOutcome("prod", "policies/prod.yaml", "failed", "policy does not load",
+                           image="reg.local/web")
+    with State.in_dir(tmp_path) as state:
+        history.record(state, CycleReport((RepositoryReport(REPOSITORY, "main",
+                                                             outcomes=(scanned,)),)),
+                       trigger="interval", seconds=0.1)
+        history.record(state, CycleReport((RepositoryReport(REPOSITORY, "main",
+                                                             outcomes=(broken,)),)),
+                       trigger="interval", seconds=0.1)
+        [row] = history.statuses(state)
+    assert (row.status, row.files, row.upstream, row.healthy_for, row.branch) == (
+        "failed", ("deploy/prod/web.yaml",), "staging", 600.0, "main")
+    assert row.last_success_at is not None and row.last_error_at is not None
+    assert row.last_success_at < row.last_error_at
+
+
 def test_status_command_table_and_json(tmp_path: Path) -> None:
     _seed(tmp_path / "state")
     config = str(_config(tmp_path))
