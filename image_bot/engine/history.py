@@ -178,11 +178,6 @@ def recent_events(state: State, limit: int = EVENT_LIMIT) -> list[dict[str, Any]
     return [{"at": at, "kind": kind, **data} for at, kind, data in state.events(limit)]
 
 
-def sync_reports(state_dir: Path) -> list[dict[str, Any]]:
-    """The last pass of every sync agent that shares this state dir (``image-bot sync``)."""
-    return [report.to_dict() for report in sync_status.read_all(syncing.status_dir(state_dir))]
-
-
 def agents(state: State, state_dir: Path, *, now: float,
            stale_after: int) -> list[reporting.AgentStatus]:
     """Every agent's last pass: those reporting over HTTP (stale when silent for
