@@ -1,6 +1,6 @@
 """The status page served by the real daemon (``image-bot webhook``), opened in headless
 Debian Chromium at desktop (1280 px) and phone (390 px) width: what it shows for each stage
-state, and that the phone layout never scrolls sideways.
+state, that the phone layout never scrolls sideways, and that it refreshes itself in place.
 
 Screenshots are kept as test artifacts in tests/artifacts/ (gitignored):
 status-page-desktop.png and status-page-phone.png.
@@ -26,6 +26,10 @@ import pytest
 import devservers
 import statusworld
 import testing
+from image_bot.engine import history
+from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
+from image_bot.server import page
+from image_bot.state import State
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -49,11 +53,18 @@ document.getElementById("frame").addEventListener("load", () => {{
 
 
 @contextmanager
-def _same_origin_probe(daemon: str) -> Iterator[str]:
-    """A proxy to the daemon that also serves ``/probe.html``: its URL."""
+def _same_origin_probe(daemon: str,
+                       before_second_page: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """A proxy to the daemon that also serves ``/probe.html``: its URL. The page's second
+    request (its live refresh) is forwarded after ``before_second_page`` ran."""
+    pages = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/":
+                pages.append(self.path)
+                if len(pages) == 2:
+                    before_second_page()
             if self.path == "/probe.html":
                 body, kind = PROBE.encode(), "text/html; charset=utf-8"
             else:
@@ -162,3 +173,28 @@ def test_the_page_shows_every_stage_state_at_desktop_and_phone_width(
     widths = json.loads(found.group(1))
     assert widths["clientWidth"] == PHONE
     assert widths["scrollWidth"] <= PHONE, widths
+
+
+@pytest.mark.e2e
+def test_the_page_refreshes_itself_in_place(
+        tmp_path: Path, git_server: devservers.GitServer,
+        config_repo: Callable[[dict[str, str]], str]) -> None:
+    url = config_repo({"policies/.keep": ""})
+    statusworld.seed(tmp_path / "state", now=time.time())
+    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        [{"url": url}], state_dir=tmp_path / "state"))
+
+    def billing_recovers() -> None:
+        with State.in_dir(tmp_path / "state") as state:
+            history.record(state, CycleReport((RepositoryReport(statusworld.REPOSITORY, "main",
+                outcomes=(PolicyOutcome("billing", "policies/billing.yaml", "current",
+                                        image="reg.local/shop/billing", current="5.0.1"),)),)),
+                trigger="interval", seconds=0.1)
+
+    with testing.webhook_daemon(config, tmp_path / "daemon.log") as daemon, \
+            _same_origin_probe(daemon, billing_recovers) as proxy:
+        dom = _chromium(tmp_path, "--window-size=1280,1000",
+                        f"--virtual-time-budget={(page.REFRESH + 5) * 1000}", "--dump-dom",
+                        f"{proxy}/")
+    assert 'id="stage-billing" data-state="current"' in dom  # the refreshed content
+    assert dom.count('id="pane"') == 1
