@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from click.testing import CliRunner
 from ruamel.yaml import YAML
 
 import devservers
+import statusworld
 import testing
 from image_bot import cli
-from image_bot.config import loading
+from image_bot.config import loading, models
+from image_bot.engine import observing, overview
+from image_bot.state import State
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "image-bot"
@@ -218,6 +222,28 @@ def test_sharded_daemon_is_one_deployment_per_shard() -> None:
         others = [d for d in deployments if d is not deployment]
         assert not any(own.items() <= d["spec"]["template"]["metadata"]["labels"].items()
                        for d in others)
+
+
+def test_sharded_daemons_show_every_shard_on_each_page(tmp_path: Path) -> None:
+    objects = render(*BASE, "--set", "shards=3", "--set", "networkPolicy.enabled=true")
+    config = loading.load_bot_config(bot_yaml(objects, tmp_path))
+    assert config.daemon.peers == [f"http://rel-image-bot-shard-{i}:8080" for i in range(3)]
+    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
+    assert {p.removeprefix("http://").removesuffix(":8080")
+            for p in config.daemon.peers} <= services
+    policy = one(objects, "NetworkPolicy")["spec"]
+    daemons = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "image-bot",
+                                               "app.kubernetes.io/instance": "rel",
+                                               "app.kubernetes.io/component": "daemon"}}}
+    http = [{"port": "http", "protocol": "TCP"}]
+    assert {"ports": http, "to": [daemons]} in policy["egress"]
+    assert {"ports": http, "from": [daemons]} in policy["ingress"]
+    # peers a user lists win; one daemon lists none
+    mine = render(*BASE, "--set", "shards=2", "--set",
+                  "config.bot.daemon.peers[0]=http://elsewhere:8080")
+    assert loading.load_bot_config(bot_yaml(mine, tmp_path)).daemon.peers == [
+        "http://elsewhere:8080"]
+    assert loading.load_bot_config(bot_yaml(render(*BASE), tmp_path)).daemon.peers == []
     assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
@@ -234,6 +260,37 @@ def test_service_monitor_scrapes_each_pod_once() -> None:
             if e["operator"] == "DoesNotExist")
 
     assert [s["metadata"]["name"] for s in services if selected(s)] == ["rel-image-bot"]
+
+
+def test_alert_rules_are_off_by_default_and_name_metrics_the_daemon_exports(
+        tmp_path: Path) -> None:
+    assert "PrometheusRule" not in kinds(render(*BASE))
+    assert "PrometheusRule" not in kinds(render(*BASE, "--set", "mode=cronjob", "--set",
+                                                "metrics.prometheusRule.enabled=true"))
+    rule = one(render("-f", str(CHART / "ci" / "daemon-values.yaml")), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [group] = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert {name: (r["expr"], r.get("for")) for name, r in alerts.items()} == {
+        "ImageBotPolicyFailing": ('image_bot_policy_status{status=~"failed|unmatched"} == 1',
+                                  "2h"),
+        "ImageBotStageOutOfSync": ("image_bot_stage_in_sync == 0", "15m"),
+        "ImageBotStageDegraded": ('image_bot_policy_status{status="degraded"} == 1', "15m"),
+        "ImageBotAgentSilent": ("image_bot_agent_stale == 1", "10m"),
+        "ImageBotSlowDeploy": ('image_bot_policy_deploy_seconds{phase="commit_to_deployed"} '
+                               "> 1800", None)}
+    assert alerts["ImageBotPolicyFailing"]["annotations"]["summary"] == (
+        "image-bot policy {{ $labels.policy }} is {{ $labels.status }}")  # Prometheus's
+    # every metric the rules name is one the daemon exports from a status document
+    statusworld.seed(tmp_path / "state", now=time.time())
+    config = models.BotConfig.model_validate({"repositories": [{"url": REPO}],
+                                              "state_dir": str(tmp_path / "state")})
+    metrics = observing.Metrics()
+    with State.in_dir(tmp_path / "state") as state:
+        metrics.watch(lambda: overview.read(state, config, now=time.time()))
+        exported = metrics.exposition().decode()
+    named = {m for r in group["rules"] for m in re.findall(r"image_bot_[a-z_]+", r["expr"])}
+    assert named and all(f"\n{name}{{" in exported for name in named), named
 
 
 # --- policies, credentials, sync agent ----------------------------------------------------

@@ -2,7 +2,7 @@
 
 Also pushes tags (through ``devservers.py``, which starts the servers), polls with a
 deadline, so tests wait for a condition instead of sleeping a fixed time, and runs the
-daemon's app in process (no port) with its scheduler.
+daemon's app in process (no port) with its scheduler, or ``image-bot webhook`` in a process.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,20 @@ async def serving(asgi: Any, scheduler: Any) -> AsyncIterator[httpx.AsyncClient]
         finally:
             scheduler.stop()
             await running
+
+
+@contextlib.contextmanager
+def webhook_daemon(config: Path, log: Path) -> Iterator[str]:
+    """``image-bot webhook`` (the daemon without polling) in a process on a free port: its
+    base URL once it listens; stopped with SIGTERM, and its log shown if it failed."""
+    port = devservers.free_port()
+    with log.open("wb") as stderr:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "image_bot", "webhook", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"], stderr=stderr)
+    try:
+        devservers.wait_for_port(port, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, log.read_text()[-4000:]

@@ -33,8 +33,8 @@ COMMANDS = {
                            "Point every reference to IMAGE under PATH (files or folders) at "
                            "REF."),
     "status": lazy.Lazy("image_bot.cli.status:status",
-                        "Every policy: its tag in Git, the latest eligible tag, open PR, last "
-                        "error, last run."),
+                        "Each image as a pipeline: its stages (tag in Git, PR, state) and the "
+                        "agents running them."),
     "sync": lazy.Lazy("image_bot.cli.sync:sync",
                       "Apply the config repository to a Docker host (or Kubernetes) and keep "
                       "it there."),
@@ -73,7 +73,7 @@ def main() -> None:
       image-bot plan --config bot.yaml            show what would change (a diff)
       image-bot run --once --config bot.yaml      update the YAML, commit and push
       image-bot run --config bot.yaml             the daemon: intervals, webhooks, /metrics
-      image-bot status --config bot.yaml          what each policy last did
+      image-bot status --config bot.yaml          each image from registry to agents
       image-bot promote web 1.4.2 --reason WHY    write a tag now (commit or PR)
       image-bot rollback web --reason WHY         the previous tag back; the bad one declined
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from image_bot.engine.history import PolicyStatus
     from image_bot.engine.operating import DeclinedVersion, Operation
     from image_bot.engine.report import CycleReport
     from image_bot.policy.strategies import Decision
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"updated": "green", "planned": "cyan", "current": "dim", "unmatched": "yellow",
                 "failed": "red", "proposed": "green", "blocked": "yellow", "waiting": "cyan",
                 "suspended": "magenta"}
+STATE_COLOUR = {"current": "green", "declined": "green", "pending": "yellow",
+                "promoting": "cyan", "waiting": "cyan", "degraded": "red", "failed": "red",
+                "unmatched": "yellow", "suspended": "white"}
 SYNC_STYLE = {"Synced": "green", "OutOfSync": "yellow", "Healthy": "green",
               "Progressing": "cyan", "Degraded": "red", "Missing": "red", "Unknown": "dim"}
 
@@ -76,30 +78,48 @@ def failures(cycle: CycleReport, *, strict: bool = False) -> None:
             click.echo(line, err=True)
 
 
-def statuses(rows: list[PolicyStatus], *, state_dir: Path, as_json: bool) -> None:
-    """`status`: one row per policy the state dir knows."""
-    from rich.console import Console
-    from rich.table import Table
-
+def status_document(document: dict[str, Any], *, state_dir: Path, as_json: bool) -> None:
+    """`status`: the counters, then each image's pipeline, a stage and its agents a block."""
     from image_bot.server import page
 
     if as_json:
-        click.echo(json.dumps({"policies": [row.to_dict() for row in rows]}, indent=2))
+        click.echo(json.dumps(document, indent=2))
         return
-    if not rows:
+    if not document["pipelines"]:
         click.echo(f"no policy has run yet (state dir {state_dir})")
         return
-    table = Table(title="image-bot status", title_justify="left")
-    for column in ("policy", "image", "in Git", "latest", "status", "PR", "last error",
-                   "last run"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        behind = row.latest and row.current != row.latest
-        table.add_row(row.policy, row.image, row.current or "—",
-                      f"[yellow]{row.latest}[/]" if behind else (row.latest or "—"),
-                      f"[{STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
-                      row.pull_request or "—", row.last_error or "", page.ago(row.last_run))
-    Console(highlight=False).print(table)
+    counts = document["summary"]
+    click.echo(" · ".join(f"{counts[key]} {label}" for key, label in page.COUNTERS))
+    for peer in document.get("peers", []):
+        if not peer["ok"]:
+            click.secho(f"peer {peer['url']} did not answer: {peer['error']}", fg="red")
+    for pipeline in document["pipelines"]:
+        click.echo(f"\n{pipeline['image']}  (newest eligible: {pipeline['newest'] or '—'})")
+        for stage in pipeline["stages"]:
+            _stage(stage, page.ago)
+
+
+def _stage(stage: dict[str, Any], ago: Any) -> None:
+    tag = stage["tag"] or "—"
+    if stage["latest"] and stage["latest"] != stage["tag"]:
+        tag += f" → {stage['latest']}"
+    click.echo(f"  {stage['policy']:<16} " + click.style(
+        f"{stage['state']:<10}", fg=STATE_COLOUR.get(stage["state"]), bold=True)
+        + f" {tag}   {stage['repository']} ({stage['branch'] or '?'}) {stage['file']}")
+    lines = []
+    if stage["upstream"]:
+        lines.append(f"from {stage['upstream']}: {stage['promotion']}")
+    if stage["reason"]:
+        lines.append(stage["reason"])
+    if stage["pull_request"]:
+        lines.append(f"open PR: {stage['pull_request']}")
+    for agent in stage["agents"]:
+        since = f" since {ago(agent['since'])}" if agent["since"] else ""
+        stale = " (stale)" if agent["stale"] else ""
+        lines.append(f"agent {agent['agent']}: runs {agent['tag'] or '—'}, {agent['sync']}, "
+                     f"{agent['health']}{since}{stale} @ {(agent['revision'] or '-')[:12]}")
+    for line in lines:
+        click.echo(f"{'':<19}{line}")
 
 
 def operation(done: Operation, *, as_json: bool) -> None:

@@ -190,6 +190,13 @@ class ReceiverConfig(_Model):
         return refs.normalise_host(value) if value else None
 
 
+def _peer_url(url: str) -> str:
+    if not re.match(r"^https?://[^\s/@]+(/\S*)?$", url):
+        raise ValueError(f"{url!r}: expected the http:// or https:// base URL of another "
+                         "image-bot daemon, e.g. http://image-bot-shard-1:8080")
+    return url
+
+
 class DaemonConfig(_Model):
     """Settings of ``image-bot run`` without ``--once`` (and ``image-bot webhook``)."""
 
@@ -202,6 +209,9 @@ class DaemonConfig(_Model):
     reload_interval: float = Field(default=60.0, ge=1.0)  # seconds between policy reloads
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     grace: float = Field(default=25.0, ge=0.0)  # seconds a cycle may finish after SIGTERM
+    # other daemons (shards) whose /api/status the status page merges in
+    peers: list[Annotated[str, AfterValidator(_peer_url)]] = []
+    peer_timeout: float = Field(default=2.0, gt=0.0, le=30.0)  # seconds per peer
 
 
 class LimitsConfig(_Model):

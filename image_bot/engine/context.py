@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_bot.config import loading, models
-from image_bot.engine import history, observing
+from image_bot.engine import history, observing, overview
 from image_bot.engine.report import CycleReport, RepositoryReport
 from image_bot.errors import ImageBotError
 from image_bot.notify import notifying
@@ -77,10 +77,13 @@ class Engine:
                 target, outcome).inc())
         try:
             with history.open_state(config) as state:
+                # per-policy and per-agent gauges, read from the state at each scrape
+                metrics.watch(lambda: overview.read(state, config, now=time.time()))
                 async with registry.RegistryClient(config.registries, state=state,
                                                    on_request=counted) as client:
                     yield cls(config, state, client, metrics, clock or Clock(), notifier)
         finally:
+            metrics.watch(None)
             notifier.close()
 
     @property

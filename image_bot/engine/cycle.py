@@ -508,7 +508,10 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
             now: datetime) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
     spec, name = p.loaded.policy.spec, p.loaded.policy.name
     image = spec.image_ref
-    base = PolicyOutcome(name, p.loaded.file, "current", image=image.name)
+    promote = spec.select.promote
+    base = PolicyOutcome(name, p.loaded.file, "current", image=image.name,
+                         upstream=promote.from_ if promote else None,
+                         healthy_for=durations.parse(promote.healthy_for) if promote else None)
     if p.tags is None:
         error = p.error or RegistryError(f"registry {image.host}: no tags for {image.name}")
         return dataclasses.replace(base, status="failed", error=error), []
@@ -541,7 +544,8 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
     return dataclasses.replace(base, note="; ".join(dict.fromkeys(reasons)),
                                current=current, latest=latest,
                                recheck_after=p.promotion.next_change() if p.promotion
-                               else None), edits
+                               else None,
+                               files=tuple(sorted({r.file for r in scan.references}))), edits
 
 
 async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Planned],

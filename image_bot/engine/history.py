@@ -13,7 +13,7 @@ from typing import Any
 
 from image_bot import state
 from image_bot.config import models
-from image_bot.engine import syncing
+from image_bot.engine import reporting, syncing
 from image_bot.engine.report import CycleReport, PolicyOutcome
 from image_bot.state import State
 from image_bot.sync import status as sync_status
@@ -45,10 +45,17 @@ class PolicyStatus:
     last_error_at: float | None
     last_run: float
     declined: tuple[Declined, ...] = ()  # versions humans refused: never proposed again
+    file: str = ""  # the policy document
+    branch: str = ""
+    files: tuple[str, ...] = ()  # the files holding its references
+    upstream: str | None = None  # select.promote.from
+    healthy_for: float | None = None  # select.promote.healthy-for (seconds)
+    last_success_at: float | None = None  # the last run that did not fail
 
     def to_dict(self) -> dict[str, Any]:
         data = {key: getattr(self, key) for key in self.__slots__}
         data["declined"] = [d.to_dict() for d in self.declined]
+        data["files"] = list(self.files)
         return data
 
 
@@ -77,7 +84,7 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
                 continue
             key = _key(repo.repository, outcome.policy)
             old = previous.get(key, ({}, 0.0))[0]
-            decision = _decision(repo.repository, outcome, old, now)
+            decision = {**_decision(repo.repository, outcome, old, now), "branch": repo.branch}
             if outcome.policy in prs:  # what this run did to the policy's PR
                 pr = prs[outcome.policy]
                 decision["pull_request"] = (pr.url or f"#{pr.number}") if pr.is_open else None
@@ -131,7 +138,22 @@ def _decision(repository: str, outcome: PolicyOutcome, old: dict[str, Any],
         # in a row; a suspended policy neither fails nor recovers
         "failed_runs": old.get("failed_runs", 0) + 1 if failed
         else old.get("failed_runs", 0) if stale else 0,
+        # a suspended policy counts as working: a paused policy is not a failing one
+        "last_success_at": old.get("last_success_at") if failed else now,
+        **_stage(outcome, old),
     }
+
+
+def _stage(outcome: PolicyOutcome, old: dict[str, Any]) -> dict[str, Any]:
+    """Where the policy sits in its pipeline (the status page); a run that did not get as
+    far as reading its files (failed, suspended) keeps what the last one found."""
+    scanned = outcome.status not in ("failed", "suspended")
+    files = list(outcome.files) if scanned or outcome.files else old.get("files", [])
+    if outcome.upstream or scanned:
+        return {"files": files, "upstream": outcome.upstream,
+                "healthy_for": outcome.healthy_for}
+    return {"files": files, "upstream": old.get("upstream"),
+            "healthy_for": old.get("healthy_for")}
 
 
 def statuses(state: State) -> list[PolicyStatus]:
@@ -149,7 +171,10 @@ def statuses(state: State) -> list[PolicyStatus]:
             status=data.get("status", "?"), message=data.get("message", ""),
             pull_request=data.get("pull_request"), last_error=data.get("last_error"),
             last_error_at=data.get("last_error_at"), last_run=at,
-            declined=tuple(declined.get((data["policy"], data.get("image", "")), ()))))
+            declined=tuple(declined.get((data["policy"], data.get("image", "")), ())),
+            file=data.get("file", ""), branch=data.get("branch", ""),
+            files=tuple(data.get("files") or ()), upstream=data.get("upstream"),
+            healthy_for=data.get("healthy_for"), last_success_at=data.get("last_success_at")))
     return sorted(rows, key=lambda row: (row.repository, row.policy))
 
 
@@ -157,7 +182,15 @@ def recent_events(state: State, limit: int = EVENT_LIMIT) -> list[dict[str, Any]
     return [{"at": at, "kind": kind, **data} for at, kind, data in state.events(limit)]
 
 
-def sync_reports(state_dir: Path) -> list[dict[str, Any]]:
-    """The last pass of every sync agent that shares this state dir (``image-bot sync``)."""
-    return [report.to_dict() for report in sync_status.read_all(syncing.status_dir(state_dir))]
+def agents(state: State, state_dir: Path, *, now: float,
+           stale_after: int) -> list[reporting.AgentStatus]:
+    """Every agent's last pass: those reporting over HTTP (stale when silent for
+    ``stale_after`` of their intervals), and those sharing the state dir (a posted report
+    wins for the same name)."""
+    posted = reporting.agents(state.agent_reports(), now=now, stale_after=stale_after)
+    names = {a.report.agent for a in posted}
+    local = [reporting.AgentStatus(r, 0.0, r.finished_at, stale=False, via="state-dir")
+             for r in sync_status.read_all(syncing.status_dir(state_dir))
+             if r.agent not in names]
+    return local + posted
 

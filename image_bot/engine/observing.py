@@ -13,12 +13,16 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from image_bot.engine.pipelines import STATES as STAGE_STATES
 from image_bot.engine.report import CycleReport, PolicyOutcome
 
 LogFormat = Literal["auto", "json", "human"]
@@ -76,8 +80,19 @@ class Metrics:
         self.queued = Gauge("image_bot_queued_scans", "Policies waiting for a scan.",
                             registry=r)
 
+        self._status: StatusCollector | None = None
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch(self, read: Callable[[], Mapping[str, Any]] | None) -> None:
+        """Export per-policy and per-agent gauges read at each scrape from the status
+        document ``read`` returns (``engine.overview``); None stops it."""
+        if self._status is not None:
+            self.registry.unregister(self._status)
+        self._status = StatusCollector(read) if read is not None else None
+        if self._status is not None:
+            self.registry.register(self._status)
 
     def observe_report(self, report: CycleReport, seconds: float) -> None:
         self.cycle_duration.observe(seconds)
@@ -109,6 +124,86 @@ class Metrics:
         self.registry_requests.labels(host, str(status) if status else "error").inc()
         if status == 429:
             self.rate_limit_waits.labels(host).inc()
+
+
+class StatusCollector(Collector):
+    """Gauges of the status document, read at scrape time (so they survive restarts and
+    include what agents posted): one PromQL rule each for "policy X failing for 1 h"
+    (``image_bot_policy_status{status="failed"} == 1``, or the last success timestamp) and
+    "a stage out of sync" (``image_bot_stage_in_sync == 0``)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return []  # read at scrape time only (registering must not read the state)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            document = self._read()
+        except Exception:  # a scrape never fails for this: the other metrics still count
+            logging.getLogger("image_bot.engine").exception("status metrics unavailable")
+            return
+        yield from _policy_metrics(document.get("pipelines", []))
+        yield from _agent_metrics(document.get("sync", []))
+
+
+def _policy_metrics(pipelines: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    keys = ["repository", "policy", "image"]
+    status = GaugeMetricFamily(
+        "image_bot_policy_status", "A policy's state as on the status page, one series per "
+        f"state, 1 for the current one ({', '.join(STAGE_STATES)}).", labels=[*keys, "status"])
+    success = GaugeMetricFamily(
+        "image_bot_policy_last_success_timestamp_seconds",
+        "When a policy's last run that did not fail ended.", labels=keys)
+    ran = GaugeMetricFamily("image_bot_policy_last_run_timestamp_seconds",
+                            "When a policy last ran.", labels=keys)
+    latency = GaugeMetricFamily(
+        "image_bot_policy_deploy_seconds", "A policy's newest update: registry push to bot "
+        "commit (push_to_commit), bot commit to deployed on every agent (commit_to_deployed).",
+        labels=[*keys, "phase"])
+    in_sync = GaugeMetricFamily(
+        "image_bot_stage_in_sync", "1 when an agent deploying a policy's files is Synced and "
+        "runs the tag in Git.", labels=[*keys, "agent"])
+    healthy = GaugeMetricFamily("image_bot_stage_healthy", "1 when an agent deploying a "
+                                "policy's files reports its services Healthy.",
+                                labels=[*keys, "agent"])
+    for stage in (s for p in pipelines for s in p.get("stages", [])):
+        values = [stage["repository"], stage["policy"], stage["image"]]
+        for state in STAGE_STATES:
+            status.add_metric([*values, state], 1.0 if stage["state"] == state else 0.0)
+        ran.add_metric(values, stage["last_run"])
+        if stage.get("last_success_at") is not None:
+            success.add_metric(values, stage["last_success_at"])
+        for phase in ("push_to_commit", "commit_to_deployed"):
+            seconds = (stage.get("update") or {}).get(phase)
+            if seconds is not None:
+                latency.add_metric([*values, phase], seconds)
+        for agent in stage.get("agents", []):
+            running = agent["sync"] == "Synced" and agent["tag"] == stage["tag"]
+            in_sync.add_metric([*values, agent["agent"]], 1.0 if running else 0.0)
+            healthy.add_metric([*values, agent["agent"]],
+                               1.0 if agent["health"] == "Healthy" else 0.0)
+    yield from (status, success, ran, latency, in_sync, healthy)
+
+
+def _agent_metrics(agents: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    in_sync = GaugeMetricFamily("image_bot_agent_in_sync", "1 when a sync agent's last pass "
+                                "left everything Synced.", labels=["agent"])
+    healthy = GaugeMetricFamily("image_bot_agent_healthy", "1 when a sync agent's last pass "
+                                "found every service Healthy.", labels=["agent"])
+    stale = GaugeMetricFamily("image_bot_agent_stale", "1 when an agent reporting over HTTP "
+                              "has been silent for agents.stale_after intervals.",
+                              labels=["agent"])
+    seen = GaugeMetricFamily("image_bot_agent_last_pass_timestamp_seconds",
+                             "When a sync agent's last pass ended.", labels=["agent"])
+    for agent in agents:
+        name, summary = [agent["agent"]], agent.get("summary") or {}
+        in_sync.add_metric(name, 1.0 if summary.get("sync") == "Synced" else 0.0)
+        healthy.add_metric(name, 1.0 if summary.get("health") == "Healthy" else 0.0)
+        stale.add_metric(name, 1.0 if agent.get("stale") else 0.0)
+        seen.add_metric(name, float(agent.get("finished_at") or 0.0))
+    yield from (in_sync, healthy, stale, seen)
 
 
 def outcome_fields(outcome: PolicyOutcome, repository: str) -> dict[str, object]:

@@ -47,12 +47,14 @@ class Promotion:
     soaked: tuple[tuple[str, float], ...] = ()  # (eligible tag, seconds it ran healthy)
     known: bool = True  # the upstream is a policy of this repository, or tracked
 
-    def note(self) -> str:
-        """One line for the outcome, the status page and ``status``."""
+    def note(self, stage: str | None = None) -> str:
+        """One line for the outcome, the status page and ``status`` (``stage``: the
+        promoting policy, named in "eligible for STAGE in 18 m")."""
         parts = []
+        target = f"for {stage} " if stage else ""
         for tag, so_far, left in self.soaking[:1]:
             parts.append(f"{tag} healthy in {self.upstream} for {_human(so_far)}; eligible "
-                         f"in {_human(left)}")
+                         f"{target}in {_human(left)}")
         if self.eligible:
             parts.append(f"eligible from {self.upstream}: {', '.join(sorted(self.eligible))}")
         for tag, why in self.blocked[:1]:

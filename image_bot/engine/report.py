@@ -36,6 +36,9 @@ class PolicyOutcome:
     latest: str | None = None  # the tag the policy chose, or ``current`` when it is the best
     error: ImageBotError | None = None  # why it failed (status "failed")
     recheck_after: float | None = None  # seconds: a promotion soak ends then (daemon)
+    files: tuple[str, ...] = ()  # the files holding the policy's references (status page)
+    upstream: str | None = None  # select.promote.from: the stage it promotes from
+    healthy_for: float | None = None  # select.promote.healthy-for, in seconds
 
     @property
     def message(self) -> str:

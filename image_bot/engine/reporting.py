@@ -14,11 +14,13 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from image_bot import refs
 from image_bot.sync import status
 
 log = logging.getLogger("image_bot.sync")
@@ -159,10 +161,13 @@ class AgentStatus:
     interval: float
     received_at: float
     stale: bool
+    via: str = "http"  # or "state-dir": an agent sharing the daemon's state dir
 
     def to_dict(self) -> dict[str, Any]:
+        if self.via != "http":  # a status file: what the agent wrote, nothing more
+            return self.report.to_dict()
         return {**self.report.to_dict(), "interval": self.interval,
-                "received_at": self.received_at, "stale": self.stale, "via": "http"}
+                "received_at": self.received_at, "stale": self.stale, "via": self.via}
 
 
 def agents(rows: list[tuple[str, dict[str, Any], float, float]], *, now: float,
@@ -176,4 +181,36 @@ def agents(rows: list[tuple[str, dict[str, Any], float, float]], *, now: float,
         except (TypeError, ValueError):
             continue  # written by another version: a cache, skip it
         found.append(AgentStatus(report, interval, at, now - at > stale_after * interval))
+    return found
+
+
+# --- which bot updates a report speaks of ---------------------------------------------------
+
+
+def same_repository(a: str, b: str) -> bool:
+    """Two spellings of one repository URL (case, ``.git``, a trailing slash)."""
+
+    def clean(url: str) -> str:
+        return url.strip().rstrip("/").removesuffix(".git").lower()
+    return clean(a) == clean(b)
+
+
+def covers(path: str, files: Sequence[str]) -> bool:
+    """Whether an agent applying ``path`` of the repository deploys any of ``files``."""
+    base = path.strip().strip("/")
+    if base in ("", "."):
+        return True
+    return any(f == base or f.startswith(base + "/") for f in files)
+
+
+def images(text: str | None) -> list[tuple[str, str | None]]:
+    """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
+    (a Kubernetes workload's containers)."""
+    found = []
+    for part in (text or "").split(","):
+        try:
+            ref = refs.parse(part.strip())
+        except refs.InvalidReference:
+            continue
+        found.append((ref.name, ref.tag))
     return found

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from image_bot.config import durations, loading
-from image_bot.engine import cycle, selecting, tracking, waking
+from image_bot.engine import cycle, reporting, selecting, waking
 from image_bot.engine.context import Engine
 from image_bot.engine.report import CycleReport, RepositoryReport
 from image_bot.errors import ConfigError
@@ -120,7 +120,7 @@ class Scheduler:
         configured repository matches."""
         hits = [i for i, repo in enumerate(self.config.repositories)
                 if repo.branch == branch
-                and tracking.same_repository(workspaces.redact(repo.url), repository)]
+                and reporting.same_repository(workspaces.redact(repo.url), repository)]
         for index in hits:
             self._track.add(index)
         if hits:

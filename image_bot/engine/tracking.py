@@ -98,7 +98,7 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     posted = {a.report.agent: a.report for a in heard}
     local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
     reports = [r for r in {**local, **posted}.values()
-               if same_repository(r.repository, name) and r.branch == repo.branch]
+               if reporting.same_repository(r.repository, name) and r.branch == repo.branch]
     # agents that went silent are not waited for (a decommissioned host)
     live = {*local, *(a.report.agent for a in heard if not a.stale)}
     transitions: list[Transition] = []
@@ -134,12 +134,6 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
         if done["rollback"].get("commit") and done["rollback"].get("pushed"):
             commits.append(done["rollback"]["commit"])
     return transitions, commits, errors
-
-
-def same_repository(a: str, b: str) -> bool:
-    def clean(url: str) -> str:
-        return url.strip().rstrip("/").removesuffix(".git").lower()
-    return clean(a) == clean(b)
 
 
 # --- 1. register --------------------------------------------------------------------------
@@ -299,7 +293,7 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
     transitions = []
     changed = False
     for report in reports:
-        if not _covers(report.path, update["files"]) or not report.revision:
+        if not reporting.covers(report.path, update["files"]) or not report.revision:
             continue
         if not _is_ancestor(ws, update["commit"], report.revision):
             if report.agent in live and report.agent not in agents \
@@ -330,13 +324,6 @@ def _judge(ws: workspaces.Workspace, update: dict[str, Any],
             "degraded_by": degraded}, transitions
 
 
-def _covers(path: str, files: Sequence[str]) -> bool:
-    base = path.strip().strip("/")
-    if base in ("", "."):
-        return True
-    return any(f == base or f.startswith(base + "/") for f in files)
-
-
 def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
     try:
         ws.run("merge-base", "--is-ancestor", commit, revision)
@@ -348,7 +335,7 @@ def _is_ancestor(ws: workspaces.Workspace, commit: str, revision: str) -> bool:
 def _verdict(report: status.SyncReport,
              update: dict[str, Any]) -> tuple[str, str | None, str] | None:
     """deployed / degraded / None (still on its way) for the services running the image."""
-    running = [(s, tag) for s in report.services for name, tag in _images(s.image)
+    running = [(s, tag) for s in report.services for name, tag in reporting.images(s.image)
                if name == update["image"]]
     if not running:
         return None
@@ -365,20 +352,8 @@ def _verdict(report: status.SyncReport,
 
 
 def _runs_image(report: status.SyncReport, image: str) -> bool:
-    return any(name == image for s in report.services for name, _ in _images(s.image))
-
-
-def _images(text: str | None) -> list[tuple[str, str | None]]:
-    """(name, tag) of each image a service runs: one (Docker), or several joined with ", "
-    (a Kubernetes workload's containers)."""
-    found = []
-    for part in (text or "").split(","):
-        try:
-            ref = refs.parse(part.strip())
-        except refs.InvalidReference:
-            continue
-        found.append((ref.name, ref.tag))
-    return found
+    return any(name == image for s in report.services
+               for name, _ in reporting.images(s.image))
 
 
 def _transition(update: dict[str, Any], state: str, agent: str | None) -> Transition:

@@ -2,7 +2,8 @@
 
 Routes: ``POST /webhook/<receiver>``, ``POST /api/agents/<name>/report`` (sync agents),
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /`` (status page) and
-``GET /api/status`` (the same as JSON). A webhook or report is answered after parsing,
+``GET /api/status`` (the same as JSON: ``schema/status.schema.json``; ``daemon.peers``
+are merged in, ``?local=1`` leaves them out). A webhook or report is answered after parsing,
 storing and enqueueing only: it never waits for a registry or Git.
 
 Webhook answers: 404 unknown receiver, 413 body over ``daemon.max_body_bytes``, 401 bad or
@@ -31,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from image_bot.config import models, secrets
-from image_bot.engine import deployments, history, observing, reporting, scheduling
+from image_bot.engine import observing, overview, reporting, scheduling
 from image_bot.errors import ConfigError
 from image_bot.server import page, receivers, replay
 from image_bot.state import State
@@ -104,31 +105,26 @@ class _Handlers:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def status_page(self, request: Request) -> Response:
-        policies = history.statuses(self.state)
-        events = history.recent_events(self.state)
-        return HTMLResponse(page.render(policies, events, sync=self._sync(),
-                                        summary=self._summary(),
-                                        updates=deployments.recent(self.state)))
+        return HTMLResponse(page.render(await self._document(peers=True)))
 
     async def status_json(self, request: Request) -> Response:
-        return JSONResponse({
-            "ready": self.scheduler.ready, "scheduled": len(self.scheduler.entries),
-            "policies": [p.to_dict() for p in history.statuses(self.state)],
-            "events": history.recent_events(self.state, 20),
-            "sync": self._sync(),
-            "deployments": deployments.recent(self.state),
-        })
+        """The status document; ``?local=1``: this daemon's part only (what peers ask)."""
+        local = request.query_params.get("local") in ("1", "true")
+        return JSONResponse(await self._document(peers=not local))
 
-    def _sync(self) -> list[dict[str, Any]]:
-        """Agents sharing the state dir, and agents reporting over HTTP (marked stale when
-        silent for ``agents.stale_after`` of their intervals)."""
-        stale_after = self.config.agents.stale_after if self.config.agents else 3
-        posted = reporting.agents(self.state.agent_reports(), now=time.time(),
-                                  stale_after=stale_after)
-        names = {a.report.agent for a in posted}
-        local = [r for r in history.sync_reports(self.config.state_dir)
-                 if r["agent"] not in names]
-        return local + [a.to_dict() for a in posted]
+    async def _document(self, *, peers: bool) -> dict[str, Any]:
+        """The state dir as one document (``engine.overview``), with this daemon's
+        scheduling, and the peers' parts merged in."""
+        document = await asyncio.to_thread(overview.read, self.state, self.config,
+                                           now=time.time())
+        document.update(ready=self.scheduler.ready, scheduled=len(self.scheduler.entries),
+                        shard=str(self.scheduler.shard) if self.scheduler.shard else None,
+                        mode=self._summary())
+        if peers:
+            daemon = self.config.daemon
+            document = await overview.with_peers(document, daemon.peers,
+                                                 timeout=daemon.peer_timeout)
+        return document
 
     async def agent_report(self, request: Request) -> Response:
         status, answer = await self._agent_report(request)

@@ -65,6 +65,21 @@ def test_bot_config_errors(tmp_path: Path) -> None:
     assert str(caught.value) == f"==> File {path} ==> At key: repositories[0].url: Field required"
 
 
+def test_daemon_peers_are_http_urls(tmp_path: Path) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text("repositories: [{url: https://git.example.com/c.git}]\n"
+                    "daemon: {peers: [http://shard-1:8080, 'ftp://shard-2']}\n")
+    with pytest.raises(ConfigError) as caught:
+        loading.load_bot_config(path)
+    assert str(caught.value) == (
+        f"==> File {path} ==> At key: daemon.peers[1]: 'ftp://shard-2': expected the http:// "
+        "or https:// base URL of another image-bot daemon, e.g. http://image-bot-shard-1:8080")
+    path.write_text("repositories: [{url: https://git.example.com/c.git}]\n"
+                    "daemon: {peers: [http://shard-1:8080/, https://shard-2.example]}\n")
+    assert loading.load_bot_config(path).daemon.peers == ["http://shard-1:8080/",
+                                                          "https://shard-2.example"]
+
+
 def test_relative_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "bot.yaml"
     path.write_text("repositories: [{url: 'file:///x'}]\nstate_dir: .image-bot\n")

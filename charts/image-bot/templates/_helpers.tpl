@@ -123,6 +123,18 @@ initContainers:
 {{- if not (hasKey $bot "state_dir") -}}
 {{- $_ := set $bot "state_dir" "/var/lib/image-bot" -}}
 {{- end -}}
+{{- if and (eq .Values.mode "daemon") (gt (int .Values.shards) 1) -}}
+{{- /* every shard's status page shows all shards: each asks the others (and itself) */ -}}
+{{- $daemon := deepCopy (default (dict) $bot.daemon) -}}
+{{- if not (hasKey $daemon "peers") -}}
+{{- $peers := list -}}
+{{- range $index := until (int $.Values.shards) -}}
+{{- $peers = append $peers (printf "http://%s-shard-%d:%d" (include "image-bot.fullname" $) $index (int $.Values.service.port)) -}}
+{{- end -}}
+{{- $_ := set $daemon "peers" $peers -}}
+{{- $_ := set $bot "daemon" $daemon -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $bot }}
 {{- end }}
 
