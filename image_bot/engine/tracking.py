@@ -197,11 +197,12 @@ _Changed = tuple[list[str], tuple[str | None, str | None] | None]
 
 def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
                   by_policy: dict[str, loading.LoadedPolicy]) -> dict[_Write, _Changed]:
-    """Per write: the files where its policy's image got the new tag (a per-cycle commit
-    also changes other policies' files: an agent covering only those must not judge it),
-    and the tag (and digest) those references had before (read from the parent commit with
-    the update stage's own scanner). Each commit's files are read once, through one git
-    process (GitPython's ``cat-file --batch``)."""
+    """Per write: the files the commit changed under its policy's paths that held its image
+    (a per-cycle commit also changes other policies' files: an agent covering only those
+    must not judge it), and the tag (and digest) they had before — read from the parent
+    commit with the update stage's own scanner. Each commit's files are read once, through
+    one git process (GitPython's ``cat-file --batch``); the parent's texts are the ones the
+    cycle just parsed (the parse cache), so nothing is parsed twice."""
     found: dict[_Write, _Changed] = {}
     by_commit: dict[str, list[_Write]] = {}
     for write in writes:
@@ -209,41 +210,30 @@ def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
     for commit, group in by_commit.items():
         files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
                                    commit).splitlines() if f.strip()]
-        with tempfile.TemporaryDirectory(prefix="image-bot-commit-") as directory:
-            after, before = Path(directory, "after"), Path(directory, "before")
-            _extract(ws, commit, files, after)
-            _extract(ws, f"{commit}^", files, before)
-            indexes = checkout.Index(after), checkout.Index(before)  # read once for all
+        with tempfile.TemporaryDirectory(prefix="image-bot-parent-") as directory:
+            root = Path(directory)
+            for file, data in ws.files_at(f"{commit}^", files,
+                                          max_bytes=checkout.DEFAULT_MAX_FILE_BYTES).items():
+                (root / file).parent.mkdir(parents=True, exist_ok=True)
+                (root / file).write_bytes(data)
+            before = checkout.Index(root)  # read once for all the commit's writes
             for write in group:
                 found[write] = _changed_by(write, by_policy.get(write.policy), files,
-                                           indexes=indexes)
+                                           before=before)
     return found
 
 
 def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[str], *,
-                indexes: tuple[checkout.Index, checkout.Index]) -> _Changed:
+                before: checkout.Index) -> _Changed:
     if loaded is None or not files:
         return files, None
     spec = loaded.policy.spec
-    namespace = loaded.policy.metadata.namespace
-    after, before = indexes
-    # the changed files under the policy's paths where its image now has the new tag
-    now = scanning.find(after.root, spec.image_ref, spec.paths, policy=write.policy,
-                        namespace=namespace, index=after)
-    mine = sorted({r.file for r in now.references if r.ref.tag == write.tag}) or files
-    then = scanning.find(before.root, spec.image_ref, mine, policy=write.policy,
-                         namespace=namespace, index=before)
+    in_paths = [f for f in files if checkout.matches(f, spec.paths)]
+    then = scanning.find(before.root, spec.image_ref, in_paths, policy=write.policy,
+                         namespace=loaded.policy.metadata.namespace, index=before)
+    mine = sorted({r.file for r in then.references}) or in_paths or files
     tags = [(r.ref.tag, r.ref.digest) for r in then.references if r.ref.tag]
     return mine, (tags[0] if tags else None)
-
-
-def _extract(ws: workspaces.Workspace, revision: str, files: Sequence[str],
-             root: Path) -> None:
-    """``files`` as they are at ``revision`` under ``root`` (missing ones: not written)."""
-    for file, data in ws.files_at(revision, files,
-                                  max_bytes=checkout.DEFAULT_MAX_FILE_BYTES).items():
-        (root / file).parent.mkdir(parents=True, exist_ok=True)
-        (root / file).write_bytes(data)
 
 
 def _latest(writes: Sequence[_Write]) -> list[_Write]:
