@@ -108,7 +108,7 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
             continue
         changed = await asyncio.to_thread(_judge, ws, update, reports, live)
         if changed is not None:
-            update, new = changed
+            update, new = await _with_push_time(engine, *changed)
             engine.state.put_update(update_key, update)
             transitions += new
     # 3. roll back what is degraded and asks for it
@@ -162,7 +162,6 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
     fresh = [w for w in writes
              if key(repository, w.commit, w.policy, w.image) not in known]
     changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
-    pushed = await _pushed_times(engine, _latest(fresh))
     newest: set[tuple[str, str]] = set()
     for write in writes:  # newest first
         pair = (write.policy, write.image)
@@ -187,7 +186,9 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             "policy": write.policy, "image": write.image, "tag": write.tag,
             "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
             "files": files, "committed_at": write.committed_at,
-            "pushed_at": pushed.get(write),
+            # a webhook's time, if one came; else the image's creation time, asked for
+            # when an agent deploys it (a cycle may commit hundreds of updates)
+            "pushed_at": engine.state.pushed_at(write.image, write.tag),
             "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
             "reason": "", "rollback": None, "degraded_by": None})
 
@@ -236,32 +237,25 @@ def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[
     return mine, (tags[0] if tags else None)
 
 
-def _latest(writes: Sequence[_Write]) -> list[_Write]:
-    """The newest write of each (policy, image) (``writes`` are newest first)."""
-    seen: dict[tuple[str, str], _Write] = {}
-    for write in writes:
-        seen.setdefault((write.policy, write.image), write)
-    return list(seen.values())
+async def _with_push_time(engine: Engine, update: dict[str, Any],
+                          transitions: list[Transition]) -> tuple[dict[str, Any],
+                                                                  list[Transition]]:
+    """A deployed update without a webhook's push time takes the image's creation time (one
+    manifest and config request, only now that a transition reports it)."""
+    if update.get("pushed_at") is not None or not any(t.state == "deployed"
+                                                      for t in transitions):
+        return update, transitions
+    at = await _created_at(engine, update["image"], update["tag"])
+    committed = update.get("committed_at")
+    if at is None or not committed:
+        return update, transitions
+    return {**update, "pushed_at": at}, [dataclasses.replace(t, push_to_commit=committed - at)
+                                         for t in transitions]
 
 
-async def _pushed_times(engine: Engine, writes: Sequence[_Write]) -> dict[_Write, float | None]:
-    """When each write's tag was pushed, asked for 16 at a time (a cycle may commit
-    hundreds of updates; each may cost a manifest and a config request)."""
-    room = asyncio.Semaphore(16)
-
-    async def one(write: _Write) -> float | None:
-        async with room:
-            return await _pushed_at(engine, write)
-    return dict(zip(writes, await asyncio.gather(*(one(w) for w in writes)), strict=True))
-
-
-async def _pushed_at(engine: Engine, write: _Write) -> float | None:
-    """When the tag reached the registry: a webhook said so, else the image's created time."""
-    at = engine.state.pushed_at(write.image, write.tag)
-    if at is not None:
-        return at
+async def _created_at(engine: Engine, image: str, tag: str) -> float | None:
     try:
-        info = await engine.client.image_info(refs.parse(write.image), write.tag)
+        info = await engine.client.image_info(refs.parse(image), tag)
     except (ImageBotError, refs.InvalidReference):
         return None
     created = info.created
