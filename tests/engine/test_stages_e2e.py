@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -26,7 +27,7 @@ import devservers
 import fakeforge
 import testing
 from image_bot.config import models
-from image_bot.engine import context, cycle, syncing
+from image_bot.engine import context, cycle, overview, syncing
 from image_bot.engine.report import RepositoryReport
 from image_bot.sync import docker_target, status
 
@@ -72,6 +73,18 @@ class Stages:
                 engine.record(done, trigger="test", seconds=0.0)
                 return done.repositories[0]
         return asyncio.run(go())
+
+    def pipeline(self) -> dict[str, tuple[str, str | None, list[tuple[str, str | None]]]]:
+        """The status page's view of the image, stage by stage in chain order: (state,
+        promotion sentence, [(agent, tag it runs)])."""
+        async def go() -> dict[str, Any]:
+            async with context.Engine.open(self.config) as engine:
+                return overview.read(engine.state, self.config,
+                                     now=self.now().timestamp())
+        [pipeline] = asyncio.run(go())["pipelines"]
+        return {s["policy"]: (s["state"], s["promotion"],
+                              [(a["agent"], a["tag"]) for a in s["agents"]])
+                for s in pipeline["stages"]}
 
     def sync(self, stage: str) -> status.SyncReport:
         """One pass of the stage's agent (its own process and state dir)."""
@@ -178,6 +191,14 @@ def test_a_good_version_reaches_production_after_the_soak_and_a_bad_one_stops_in
         assert _outcome(done, "prod").startswith(
             "current: 1.1.0 healthy in staging for 0 s; eligible in 29 m")
         assert forge.open_pulls() == []
+        view = run.pipeline()  # one page: every stage, its agents, the promotion under way
+        assert list(view) == ["dev", "staging", "prod"]
+        assert view["dev"] == ("current", None, [("dev", "1.1.0")])
+        assert view["staging"][0] == "current" and view["staging"][2] == [("staging", "1.1.0")]
+        state, sentence, agents = view["prod"]
+        assert (state, agents) == ("promoting", [("prod", "1.0.0")])
+        assert sentence is not None and sentence.startswith(
+            "1.1.0 healthy in staging for 0 s; eligible for prod in 29 m"), sentence
         # 4. after staging's soak production gets a pull request (its approval gate)
         run.skew += 31 * MINUTE
         done = run.bot(*STAGES)
@@ -203,7 +224,8 @@ def test_a_good_version_reaches_production_after_the_soak_and_a_bad_one_stops_in
             ("dev", "degraded"), ("dev", "rolled-back")]
         assert run.tags() == ["1.1.0", "1.1.0", "1.1.0"]
         assert run.subjects()[0] == f"revert: roll {image} back to 1.1.0"
-        # 6. however long we wait, 1.2.0 never leaves dev
+        # 6. dev's agent applies the revert; however long we wait, 1.2.0 never leaves dev
+        assert _running(run.sync("dev")) == ("1.1.0", "Synced", "Healthy")
         run.skew += 5 * 60 * MINUTE
         done = run.bot(*STAGES)
         note = _outcome(done, "staging")
@@ -211,6 +233,9 @@ def test_a_good_version_reaches_production_after_the_soak_and_a_bad_one_stops_in
                                "rolled back in dev (dev: "), note
         assert run.tags() == ["1.1.0", "1.1.0", "1.1.0"]
         assert forge.open_pulls() == []
+        view = run.pipeline()
+        assert [v[0] for v in view.values()] == ["current", "current", "current"]
+        assert "1.2.0 is never promoted: rolled back in dev" in (view["staging"][1] or "")
         assert [s for s in run.subjects() if "1.2.0" in s] == [
             "chore(deps): update stages from 1.1.0 to 1.2.0 (minor)"]
     finally:
