@@ -4,8 +4,9 @@ Holds what is expensive or impossible to recompute between runs: immutable regis
 addressed by digest, declined versions, the last decision per policy and an event log.
 Stages that do I/O may use it; ``policy`` and ``update`` never do.
 
-It stays small however long a daemon runs: events are pruned by age and count, cached blobs
-are bounded in bytes with the least recently used dropped first, and the file is vacuumed
+It stays small however long a daemon runs: events and the deploy loop's tracked updates are
+pruned by age and count (webhook push times and silent agents' last reports by age), cached
+blobs are bounded in bytes with the least recently used dropped first, and the file is vacuumed
 when pruning freed a good part of it. Pruning runs at most once per ``prune_interval``
 (remembered in the file, so short-lived processes share it) or after many writes.
 
@@ -208,8 +209,18 @@ class State:
                 "DELETE FROM blobs WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
                 "SUM(length(data)) OVER (ORDER BY used DESC, rowid DESC) AS kept FROM blobs) "
                 "WHERE kept > ?)", (keep.max_blob_bytes,))
+            # the deploy loop: tracked updates by age and count like events; pushes and the
+            # last reports of agents that have been silent that long
+            cutoff = now - keep.max_event_age
+            updates = db.execute("DELETE FROM updates WHERE at < ?", (cutoff,)).rowcount
+            updates += db.execute("DELETE FROM updates WHERE rowid <= (SELECT rowid FROM "
+                                  "updates ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                                  (keep.max_events,)).rowcount
+            pushes = db.execute("DELETE FROM pushes WHERE at < ?", (cutoff,)).rowcount
+            agents = db.execute("DELETE FROM agent_reports WHERE at < ?", (cutoff,)).rowcount
             db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (now,))
-            counts = {"events": old.rowcount + extra.rowcount, "blobs": blobs.rowcount}
+            counts = {"events": old.rowcount + extra.rowcount, "blobs": blobs.rowcount,
+                      "updates": updates, "pushes": pushes, "agent_reports": agents}
         self._writes = 0
         return {**counts, "vacuumed": int(self._vacuum_if_worthwhile())}
 
@@ -273,7 +284,7 @@ class State:
         with self.transaction() as db:
             db.execute("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON CONFLICT(key) "
                        "DO UPDATE SET data = excluded.data, at = excluded.at",
-                       (key, json.dumps(data, sort_keys=True), time.time()))
+                       (key, json.dumps(data, sort_keys=True), self._clock()))
 
     def updates(self, limit: int = 500) -> dict[str, dict[str, Any]]:
         """The most recent tracked updates, key → data, oldest first."""

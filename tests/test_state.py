@@ -99,7 +99,8 @@ def test_vacuum_runs_when_pruning_freed_a_good_part_of_the_file(tmp_path: Path) 
                             for n in range(8)])
         before = (tmp_path / "state.db").stat().st_size + (tmp_path / "state.db-wal").stat(
             ).st_size
-        assert state.prune() == {"events": 0, "blobs": 7, "vacuumed": 1}
+        assert state.prune() == {"events": 0, "blobs": 7, "updates": 0, "pushes": 0,
+                                 "agent_reports": 0, "vacuumed": 1}
         assert state.prune()["vacuumed"] == 0  # nothing left to gain
     after = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("state.db"))
     assert before > 8 << 20 and after < 3 << 20
@@ -124,3 +125,19 @@ def test_retention_comes_from_the_bot_config(tmp_path: Path) -> None:
     default = models.BotConfig.model_validate({"repositories": [{"url": "x"}]}).retention
     assert (default.max_event_age_seconds, default.max_events, default.max_blob_bytes) == (
         30 * DAY, 10_000, 64 << 20)
+
+
+def test_the_deploy_loop_tables_are_pruned_like_events(tmp_path: Path) -> None:
+    clock = Clock()
+    with _state(tmp_path, clock, max_event_age=30 * DAY, max_events=20) as state:
+        for day in range(40):
+            state.put_update(f"repo#c{day}#web#img", {"day": day})
+            state.note_push("img", f"1.{day}.0", clock.now)
+            state.put_agent_report(f"agent-{day}", {"day": day}, interval=60, at=clock.now)
+            clock.now += DAY
+        done = state.prune()
+        assert (done["updates"], done["pushes"], done["agent_reports"]) == (20, 10, 10)
+        assert [u["day"] for u in state.updates().values()] == list(range(20, 40))
+        assert state.pushed_at("img", "1.9.0") is None
+        assert state.pushed_at("img", "1.10.0") is not None
+        assert [a for a, *_ in state.agent_reports()][:1] == ["agent-10"]
