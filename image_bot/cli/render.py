@@ -52,8 +52,10 @@ def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
             table.add_row(outcome.policy, f"[{style}]{outcome.status}[/]", details)
         if repo.outcomes:
             console.print(table)
+        elsewhere = dict(repo.pushed_to)  # push-branch commits
         for commit in repo.commits:
-            console.print(f"committed {commit[:12]} and pushed to {repo.branch}")
+            console.print(f"committed {commit[:12]} and pushed to "
+                          f"{elsewhere.get(commit, repo.branch)}")
         for skipped in repo.skipped:
             console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
     failures(cycle, strict=strict)  # the errors, each once

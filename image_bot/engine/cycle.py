@@ -291,8 +291,17 @@ async def _with_declines(engine: Engine, mode: publishing.Mode, forge: forges.Fo
 
 def _published(name: str, repo: models.RepositoryConfig, outcomes: list[PolicyOutcome],
                result: UpdateResult, done: publishing.Published) -> RepositoryReport:
+    if done.already and done.branch:  # push-branch: rebuilt, and it already held this
+        outcomes = [dataclasses.replace(o, status="current", note=f"{o.note}; already on "
+                                        f"{done.branch}") if o.status == "updated" else o
+                    for o in outcomes]
+        return _report(name, repo, outcomes, result)
     if done.proposal is None or done.branch is None:
-        return _report(name, repo, outcomes, result, commits=done.commits)
+        report = _report(name, repo, outcomes, result, commits=done.commits)
+        if done.branch:  # push-branch: the commits are on that branch, not the target
+            report = dataclasses.replace(report, pushed_to=tuple(
+                (commit, done.branch) for commit in done.commits))
+        return report
     pr = PullRequestResult(done.branch, done.proposal.action, done.proposal.message,
                            done.proposal.number, done.proposal.url, done.proposal.pushed,
                            policies=tuple(o.policy for o in outcomes))

@@ -116,6 +116,7 @@ class RepositoryReport:
     pull_requests: tuple[PullRequestResult, ...] = ()
     transitions: tuple[Transition, ...] = ()  # the deploy loop (engine.tracking)
     dashboard: str | None = None  # what happened to the dashboard issue (opt-in)
+    pushed_to: tuple[tuple[str, str], ...] = ()  # (commit, branch) not pushed to ``branch``
 
     @property
     def error(self) -> str | None:
@@ -140,12 +141,13 @@ class RepositoryReport:
             skipped=tuple(dict.fromkeys(self.skipped + other.skipped)), diff=self.diff + other.diff,
             pull_requests=self.pull_requests + other.pull_requests,
             errors=self.errors + other.errors, transitions=self.transitions + other.transitions,
-            dashboard=other.dashboard or self.dashboard)
+            dashboard=other.dashboard or self.dashboard, pushed_to=self.pushed_to + other.pushed_to)
 
     def to_dict(self) -> dict[str, Any]:
         return {"repository": self.repository, "branch": self.branch,
                 "outcomes": [o.to_dict() for o in self.outcomes],
                 "commits": list(self.commits),
+                "pushed_to": {commit: branch for commit, branch in self.pushed_to},
                 "skipped": [dataclasses.asdict(s) for s in self.skipped],
                 "diff": self.diff, "error": self.error,
                 "error_kinds": sorted({e.kind for e in self.errors}),

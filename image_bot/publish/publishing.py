@@ -31,8 +31,9 @@ class Published:
     """What a mode did with one batch: commits pushed to the branch, or a PR outcome."""
 
     commits: tuple[str, ...] = ()
-    branch: str | None = None  # the bot branch (pull-request mode)
+    branch: str | None = None  # the bot branch (pull-request mode), or the push-branch
     proposal: proposing.Outcome | None = None
+    already: bool = False  # push-branch: it held this very change already (nothing pushed)
 
 
 class Mode(Protocol):
@@ -98,7 +99,8 @@ class CommitMode:
             if sha is not None:
                 shas.append(sha)
         if shas and push_branch is not None:
-            proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email)
+            if not proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email):
+                return Published(branch=push_branch, already=True)  # rebuilt, the same
             return Published(commits=tuple(shas), branch=push_branch)
         if shas:
             committing.push(ws)

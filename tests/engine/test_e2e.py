@@ -400,6 +400,9 @@ def test_commit_mode_can_push_to_another_branch_rebuilt_from_the_base_each_cycle
     newer = _invoke("run", "--once", "--config", str(config))
 
     assert (first.exit_code, again.exit_code, newer.exit_code) == (0, 0, 0), newer.output
+    assert "and pushed to image-updates" in first.output and "pushed to main" not in first.output
+    # the second cycle rebuilt the same change: nothing pushed, and it says so
+    assert "committed" not in again.output and "already on image-updates" in again.output
     assert _git("ls-remote", url, "refs/heads/main").split()[0] == main_before
     clone = tmp_path / "updates"
     _git("clone", "-q", "-b", "image-updates", url, str(clone))
