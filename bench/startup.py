@@ -10,6 +10,12 @@ Targets (issue 14): --help ≤ 120 ms and validate ≤ 250 ms wall on this machi
 
     .venv/bin/python bench/startup.py [--runs 21] [--file policies/podinfo.yaml] [--json]
     .venv/bin/python bench/startup.py --pythonpath /tmp/old-checkout   # another source tree
+    .venv/bin/python bench/startup.py --installed   # as users run it: a regular (not an
+                                                    # editable) install in its own venv
+
+The dev venv's editable install adds an import hook (a .pth file and a finder) that every
+process of that venv pays, the floor too; ``--installed`` measures a ``pip install .`` into
+a scratch venv (in .tools/, its dependencies taken from this venv) instead.
 """
 
 from __future__ import annotations
@@ -50,12 +56,35 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall * 1000, cpu * 1000
 
 
+def installed_venv() -> Path:
+    """A scratch venv with this tree pip-installed (not editable; its console script as
+    users run it), sharing this venv's dependencies through a plain path entry (their .pth
+    hooks are not run). Returns the venv's ``bin``."""
+    venv = ROOT / ".tools" / "startup-venv"
+    if not (venv / "bin" / "pip").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
+                    "--force-reinstall", str(ROOT)], check=True)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    (_site(venv / "bin" / "python") / "image_bot_deps.pth").write_text(
+        f"{_site(Path(sys.executable))}\n")
+    return venv / "bin"
+
+
+def _site(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+                          "'purelib'))"], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--file", default="policies/podinfo.yaml",
                         help="Policy file for validate (relative to the repository).")
     parser.add_argument("--pythonpath", help="Run image_bot from this source tree instead.")
+    parser.add_argument("--installed", action="store_true",
+                        help="Measure a regular install in a scratch venv (.tools/).")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -63,8 +92,10 @@ def main() -> None:
     env = {**os.environ, "COLUMNS": "80"}
     if args.pythonpath:
         env["PYTHONPATH"] = args.pythonpath
-    tool = image_bot_command()
-    commands = {"python -c pass": [sys.executable, "-c", "pass"],
+    scratch = installed_venv() if args.installed else None
+    python = str(scratch / "python") if scratch else sys.executable
+    tool = [str(scratch / "image-bot")] if scratch else image_bot_command()
+    commands = {"python -c pass": [python, "-c", "pass"],
                 "--help": [*tool, "--help"], "--version": [*tool, "--version"],
                 "validate": [*tool, "validate", args.file]}
 

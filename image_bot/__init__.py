@@ -6,15 +6,9 @@ The public surface is small on purpose; the stages live in subpackages and only
 
 from __future__ import annotations
 
-import logging
-
 from image_bot.errors import ImageBotError, PermanentError, TemporaryError
 from image_bot.refs import ImageRef
 
 __all__ = ["ImageBotError", "ImageRef", "PermanentError", "TemporaryError", "__version__"]
 
 __version__ = "0.1.0"
-
-# a library stays quiet until the application configures logging (the daemon does; a
-# ``run --once`` prints its own report instead of log lines)
-logging.getLogger("image_bot").addHandler(logging.NullHandler())

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from image_bot import logs
 from image_bot.config import loading, models
 from image_bot.engine import history, observing, overview
 from image_bot.engine.report import CycleReport, RepositoryReport
@@ -31,7 +31,7 @@ from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.state import State
 
-log = logging.getLogger("image_bot.engine")
+log = logs.logger("engine")
 OnRequest = Callable[[str, str, int, float], None]
 
 

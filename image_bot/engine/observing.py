@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from image_bot import logs
 from image_bot.engine.pipelines import STATES as STAGE_STATES
 from image_bot.engine.report import CycleReport, PolicyOutcome
 
@@ -142,7 +143,7 @@ class StatusCollector(Collector):
         try:
             document = self._read()
         except Exception:  # a scrape never fails for this: the other metrics still count
-            logging.getLogger("image_bot.engine").exception("status metrics unavailable")
+            logs.logger("engine").exception("status metrics unavailable")
             return
         yield from _policy_metrics(document.get("pipelines", []))
         yield from _agent_metrics(document.get("sync", []))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from image_bot import refs
+from image_bot import logs, refs
 from image_bot.sync import status
 
-log = logging.getLogger("image_bot.sync")
+log = logs.logger("sync")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SIGNATURE_HEADER = "X-Signature-256"
 MAX_SERVICES = 5000

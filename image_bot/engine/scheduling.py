@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from image_bot import logs
 from image_bot.config import durations, loading
 from image_bot.engine import cycle, reporting, selecting, waking
 from image_bot.engine.context import Engine
@@ -37,7 +37,7 @@ from image_bot.engine.report import CycleReport, RepositoryReport
 from image_bot.errors import ConfigError
 from image_bot.publish import workspace as workspaces
 
-log = logging.getLogger("image_bot.scheduler")
+log = logs.logger("scheduler")
 _MAX_SLEEP = 30.0
 MIN_INTERVAL = 1.0  # seconds; shorter intervals are raised to this
 

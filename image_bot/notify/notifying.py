@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import queue
 import threading
 import time
@@ -24,10 +23,11 @@ from typing import Any, Protocol
 
 import httpx
 
+from image_bot import logs
 from image_bot.config import models, secrets
 from image_bot.errors import ConfigError
 
-log = logging.getLogger("image_bot.notify")
+log = logs.logger("notify")
 SIGNATURE_HEADER = "X-Image-Bot-Signature-256"
 EVENT_HEADER = "X-Image-Bot-Event"
 QUEUE_LIMIT = 1000

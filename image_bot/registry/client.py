@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 import tenacity
 
-from image_bot import refs
+from image_bot import logs, refs
 from image_bot.config import models
 from image_bot.errors import (
     AuthError,
@@ -55,7 +55,7 @@ OnRequest = Callable[[str, str, int, float], None]  # method, redacted URL, stat
 _MAX_PAGES = 1000
 _SAFE_QUERY_KEYS = frozenset({"n", "last", "scope", "service", "digest", "ns"})
 _START = "image_bot.started"
-_log = logging.getLogger("image_bot.registry")
+_log = logs.logger("registry")
 
 
 @dataclass

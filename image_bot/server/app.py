@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import socket
 import time
@@ -31,13 +30,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from image_bot import logs
 from image_bot.config import models, secrets
 from image_bot.engine import observing, overview, reporting, scheduling
 from image_bot.errors import ConfigError
 from image_bot.server import page, receivers, replay
 from image_bot.state import State
 
-log = logging.getLogger("image_bot.server")
+log = logs.logger("server")
 
 
 @dataclass(frozen=True, slots=True)

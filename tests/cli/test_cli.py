@@ -68,6 +68,8 @@ def test_validate_imports_config_loading_and_policies_only() -> None:
     assert f"{count} valid policies, 0 problem(s)" in output
     assert _heavy(modules, NETWORK_AND_TOOLS | STAGES) == []
     assert {"image_bot.config.loading", "image_bot.policy.strategies"} <= modules
+    # nothing logs here: neither logging nor croniter (cron schedules) is imported
+    assert _heavy(modules, {"logging", "croniter"}) == []
 
 
 def test_a_command_loads_only_its_own_module() -> None:
