@@ -111,3 +111,30 @@ def test_a_missing_policy_directory_is_named_relative_to_the_checkout(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         loading.load_policies(tmp_path / "policies", display_root=tmp_path)
     assert str(caught.value) == "==> Directory policies: policy directory does not exist"
+
+
+def test_policy_files_read_the_same_with_libyaml_and_the_pure_parser(tmp_path: Path) -> None:
+    """Policies are parsed by libyaml where installed; what it reads must be what the pure
+    parser reads (and YAML libyaml refuses falls back to the pure parser)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    texts = [p.read_text() for p in sorted((ROOT / "policies").glob("*.yaml"))]
+    texts += [p.read_text() for p in sorted((ROOT / "tests/data").rglob("*.yaml"))
+              if "ImagePolicy" in p.read_text()]
+    assert len(texts) >= 5
+    for text in texts:
+        pure = list(YAML(typ="safe", pure=True).load_all(text))
+        try:
+            fast = list(YAML(typ="safe").load_all(text))
+        except YAMLError:
+            continue  # refused by libyaml: the loader falls back to the pure parser
+        assert fast == pure
+    # a flow mapping with a registry port: libyaml refuses it, the policy still loads
+    flow = GOOD.replace("spec:\n  image: ghcr.io/x/good\n  select: {semver: {range: \"^1\"}}\n",
+                        "spec: {image: localhost:5000/x/good, select: {semver: {range: ^1}}}\n")
+    with pytest.raises(YAMLError):
+        list(YAML(typ="safe").load_all(flow))
+    (tmp_path / "flow.yaml").write_text(flow)
+    [loaded] = loading.load_policies(tmp_path).policies
+    assert loaded.policy.spec.image == "localhost:5000/x/good"
