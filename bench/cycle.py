@@ -11,7 +11,9 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
   checkout once: the I/O any cycle needs;
 * **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing);
 * **run --once**: ``image-bot run --once`` (edits every file, commits, pushes); between
-  rounds a separate clone reverts the bot's commit (not timed).
+  rounds a separate clone puts the branch back where it was (a forced push, not timed), so
+  every round is the same first cycle. (A revert would be a human rollback: the next round
+  would decline 200 tags and measure that instead.)
 
 Prints the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML was composed
 (each file at most once a cycle):
@@ -139,11 +141,12 @@ def main() -> int:
                                    catch_exceptions=False)
             assert result.exit_code == code, result.output
 
+        start = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
+                               capture_output=True, text=True).stdout.strip()
+
         def revert() -> None:
-            subprocess.run(["git", "pull", "-q", "--ff-only"], cwd=clone, check=True)
-            subprocess.run(["git", "revert", "--no-edit", "HEAD"], cwd=clone, check=True,
-                           stdout=subprocess.DEVNULL)
-            subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=clone, check=True)
+            subprocess.run(["git", "push", "-q", "--force", "origin", f"{start}:main"],
+                           cwd=clone, check=True)
 
         invoke("plan")  # warm: the first clone of the workspace is not a cycle's cost
         floors, plans, runs, parses = [], [], [], []

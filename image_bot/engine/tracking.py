@@ -145,13 +145,13 @@ def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
     found = []
     for record in filter(None, (r.strip() for r in log.split("\x1e"))):
         sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
+        override = overrides.from_message(body)  # once per commit, not per update in it
         for line in body.splitlines():
             name, _, value = line.partition(": ")
             fields = value.split()
             if name == committing.TRAILER and len(fields) == 3:
                 policy, image, tag = fields
-                found.append(_Write(sha, float(committed or 0), policy, image, tag,
-                                    overrides.from_message(body)))
+                found.append(_Write(sha, float(committed or 0), policy, image, tag, override))
     return found
 
 
@@ -229,12 +229,12 @@ def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[
     if loaded is None or not files:
         return files, None
     spec = loaded.policy.spec
-    in_paths = [f for f in files if checkout.matches(f, spec.paths)]
-    then = scanning.find(before.root, spec.image_ref, in_paths, policy=write.policy,
-                         namespace=loaded.policy.metadata.namespace, index=before)
-    mine = sorted({r.file for r in then.references}) or in_paths or files
+    candidates = before.files(spec.paths)  # the changed files under the policy's paths
+    then = scanning.scan_files(before, candidates, spec.image_ref, policy=write.policy,
+                               namespace=loaded.policy.metadata.namespace)
+    mine = sorted({r.file for r in then.references}) or [before.shown(p) for p in candidates]
     tags = [(r.ref.tag, r.ref.digest) for r in then.references if r.ref.tag]
-    return mine, (tags[0] if tags else None)
+    return mine or files, (tags[0] if tags else None)
 
 
 async def _with_push_time(engine: Engine, update: dict[str, Any],

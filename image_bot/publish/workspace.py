@@ -22,7 +22,7 @@ from pathlib import Path
 
 import git
 
-from image_bot.errors import AuthError, PublishError, TemporaryError
+from image_bot.errors import AuthError, ImageBotError, PublishError, TemporaryError
 
 # userinfo ends at the LAST "@" of the authority, which ends at the first "/", "?" or "#"
 # (RFC 3986; ``urllib.parse.urlsplit`` agrees), so a literal "@" in a password is covered
@@ -151,22 +151,22 @@ class Workspace:
 
     def files_at(self, revision: str, files: Sequence[str], *,
                  max_bytes: int) -> dict[str, bytes]:
-        """``files`` as they are at ``revision``, read through one long-lived git process
-        (not a ``git show`` each); files missing there (or no such revision: the parent of
-        a root commit), not regular blobs, or larger than ``max_bytes`` are left out."""
+        """``files`` as they are at ``revision``: one ``git ls-tree`` for their blobs, then
+        each blob through GitPython's long-lived ``cat-file`` process (not a ``git show``
+        each). Files missing there (or no such revision: the parent of a root commit), not
+        regular files, or larger than ``max_bytes`` are left out."""
+        if not files:
+            return {}
         try:
-            tree = self.repo.commit(revision).tree
-        except (git.BadName, ValueError):
+            listing = self.run("ls-tree", "-r", "-l", "-z", revision, "--", *files)
+        except ImageBotError:  # no such revision
             return {}
         found = {}
-        for file in files:
-            try:
-                blob = tree / file
-            except KeyError:
-                continue
-            if blob.type == "blob" and blob.mode & 0o170000 == 0o100000 \
-                    and blob.size <= max_bytes:
-                found[file] = blob.data_stream.read()
+        for entry in filter(None, listing.split("\0")):
+            meta, _, path = entry.partition("\t")
+            mode, kind, sha, size = meta.split()
+            if kind == "blob" and mode in ("100644", "100755") and int(size) <= max_bytes:
+                found[path] = self.repo.odb.stream(bytes.fromhex(sha)).read()
         return found
 
     @property
