@@ -207,6 +207,26 @@ class Index:
             self.reads += 1
         return self._data[path]
 
+    def holding(self, files: Sequence[Path], needles: tuple[bytes, ...]) -> list[Path]:
+        """``files`` (in order) whose bytes contain one of ``needles``, and those that cannot
+        be read (the caller learns why from :meth:`read`): one tight pass, since every policy
+        of a cycle searches every file of its paths."""
+        found = []
+        data = self._data
+        for path in files:
+            blob = data.get(path)
+            if blob is None:
+                try:
+                    blob = self.read(path)
+                except FileRefused:
+                    found.append(path)
+                    continue
+            for needle in needles:
+                if needle in blob:
+                    found.append(path)
+                    break
+        return found
+
     def mentions(self, path: Path, needles: tuple[bytes, ...]) -> bool:
         """Whether a file too large to read contains one of ``needles`` (streamed in
         chunks, never held whole; at most the size ``stat`` reported is read)."""

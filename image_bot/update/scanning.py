@@ -64,7 +64,7 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
     skipped: list[Skipped] = []
     parsed = 0
     needles = _needles(image, policy)
-    for path in files:
+    for path in index.holding(files, needles):  # most files are never decoded or parsed
         relative = index.shown(path) if shown is None else _relative(path, shown)
         try:
             data = index.read(path)
@@ -73,8 +73,6 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
                 continue  # too large, but certainly not ours
             skipped.append(Skipped(relative, exc.reason))
             continue
-        if not any(needle in data for needle in needles):
-            continue  # cheap filter: most files are never decoded, let alone parsed
         text = _decode(data)
         if text is None:
             skipped.append(Skipped(relative, "not UTF-8 text"))
