@@ -36,6 +36,9 @@ esac
 """
 
 
+_PATHS_PER_COMMAND = 500  # file names on one git command line (ARG_MAX is ~2 MB)
+
+
 @dataclass(frozen=True, slots=True)
 class Author:
     name: str
@@ -155,12 +158,13 @@ class Workspace:
         each blob through GitPython's long-lived ``cat-file`` process (not a ``git show``
         each). Files missing there (or no such revision: the parent of a root commit), not
         regular files, or larger than ``max_bytes`` are left out."""
-        if not files:
-            return {}
-        try:
-            listing = self.run("ls-tree", "-r", "-l", "-z", revision, "--", *files)
-        except ImageBotError:  # no such revision
-            return {}
+        listing = ""
+        for start in range(0, len(files), _PATHS_PER_COMMAND):  # within the argument limit
+            try:
+                listing += self.run("ls-tree", "-r", "-l", "-z", revision, "--",
+                                    *files[start:start + _PATHS_PER_COMMAND]) + "\0"
+            except ImageBotError:  # no such revision
+                return {}
         found = {}
         for entry in filter(None, listing.split("\0")):
             meta, _, path = entry.partition("\t")

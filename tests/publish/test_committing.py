@@ -272,3 +272,24 @@ def test_only_the_bots_own_branches_are_force_pushed_and_only_under_a_lease(
     with pytest.raises(PushRejected, match="rejected: the branch moved"):
         committing.push_leased(ws, "image-bot/app", None, "0" * 40)  # a tip it never saw
     assert devservers.git("rev-parse", "image-bot/app", cwd=repo.bare).strip() == tip
+
+
+def test_files_at_reads_many_files_of_a_revision_and_only_regular_ones(
+        git_server: devservers.GitServer, tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {f"deploy/app-{i}.yaml": f"n: {i}\n" for i in range(1200)}
+    files["big.yaml"] = "x" * 5000
+    name = f"many-{uuid.uuid4().hex[:8]}.git"
+    bare = devservers.create_repo(git_server.root, name, files)
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    (work / "link.yaml").symlink_to("deploy/app-1.yaml")
+    devservers.git("add", "link.yaml", cwd=work)
+    devservers.git("-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "link",
+                   cwd=work)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=work)
+    ws = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
+    wanted = [*files, "link.yaml", "missing.yaml"]
+    found = ws.files_at(ws.head, wanted, max_bytes=4096)  # 1,200 names: several commands
+    assert len(found) == 1200 and found["deploy/app-1199.yaml"] == b"n: 1199\n"
+    assert "big.yaml" not in found and "link.yaml" not in found  # too large; a link
+    assert ws.files_at(f"{ws.head}^^", wanted, max_bytes=4096) == {}  # before the first commit
