@@ -252,8 +252,9 @@ def _promotion(row: PolicyStatus, upstream: PolicyStatus | None,
     if not row.upstream:
         return None, None
     declined = [d.tag for d in upstream.declined] if upstream else []
-    runs = promotion.runs([u for u in updates if u.get("image") == row.image], row.upstream,
-                          declined=declined)
+    # as the engine reads it: the upstream policy's updates, whatever image it watches (a
+    # promotion may cross registries: the same tags under another name)
+    runs = promotion.runs(updates, row.upstream, declined=declined)
     found = promotion.promotion(row.upstream, row.healthy_for or 0.0, runs, now=now)
     return found.note(row.policy), found.soaking[0] if found.soaking else None
 
