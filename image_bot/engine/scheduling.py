@@ -73,6 +73,9 @@ class Scheduler:
         self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
         self._fingerprints: dict[int, str] = {}
         self._due: dict[tuple[int, str], float] = {}
+        # promoting policies to look at then (a soak ends, the upstream deployed): in every
+        # mode, also without interval polling (`image-bot webhook`)
+        self._timers: dict[tuple[int, str], float] = {}
         self._requested: dict[int, set[str]] = {i: set() for i in indexes}
         self._ready_at: dict[int, float] = {}
         self._reload_at: dict[int, float] = dict.fromkeys(indexes, 0.0)
@@ -171,6 +174,10 @@ class Scheduler:
                 trigger = "interval"
             if self.polling:
                 names |= {n for n in self._entries[index] if self._due[(index, n)] <= now}
+            timed = {n for (i, n), at in self._timers.items() if i == index and at <= now}
+            for name in timed:
+                del self._timers[(index, name)]
+            names |= timed & set(self._entries[index])
             track = index in self._track
             self._track.discard(index)
             if track and not names:
@@ -191,6 +198,7 @@ class Scheduler:
         times += [self._reload_at[i] for i in idle]
         if self.polling:
             times += [self._due[(i, n)] for i in idle for n in self._entries[i]]
+        times += [at for (i, _), at in self._timers.items() if i in idle]
         return min(max(min(times, default=now + _MAX_SLEEP) - now, 0.0), _MAX_SLEEP)
 
     async def _drain(self) -> None:
@@ -252,9 +260,10 @@ class Scheduler:
                 wait = self._jittered(entry.interval)
                 if retry_after is not None:  # a temporary failure said when to come back
                     wait = min(wait, max(retry_after, MIN_INTERVAL))
-                if entry.name in rechecks:  # a promotion soak ends before the interval
-                    wait = min(wait, max(rechecks[entry.name], MIN_INTERVAL))
                 self._due[(index, entry.name)] = now + wait
+                if entry.name in rechecks:  # a promotion soak ends: look again then
+                    self._timers[(index, entry.name)] = now + max(rechecks[entry.name],
+                                                                  MIN_INTERVAL)
         self.scans += 1
         self._promote_after(report)
         if trigger == "agent" and not (report.outcomes or report.commits or report.errors
@@ -273,7 +282,7 @@ class Scheduler:
         for index, entries in self._entries.items():
             for entry in entries.values():
                 if entry.upstream in deployed:
-                    self._due[(index, entry.name)] = min(self._due[(index, entry.name)], now)
+                    self._timers[(index, entry.name)] = now
         self._wake.set()
 
     def _host_limit(self, host: str) -> asyncio.Semaphore:

@@ -308,7 +308,7 @@ def test_a_promoting_stage_is_scanned_when_its_soak_ends_and_when_its_upstream_d
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     deployed = Transition("deployed", "file:///repo", "staging", "h.io/a", "1.0.0", "1.1.0",
                           "c0ffee", "stg-1")
-    soaking = PolicyOutcome("prod", "p.yaml", "current", recheck_after=90.0)
+    soaking = PolicyOutcome("prod", "p.yaml", "current", recheck_after=5.0)
 
     async def scanned(engine: context.Engine, repo: models.RepositoryConfig,
                       **kwargs: Any) -> RepositoryReport:
@@ -318,22 +318,34 @@ def test_a_promoting_stage_is_scanned_when_its_soak_ends_and_when_its_upstream_d
 
     monkeypatch.setattr(cycle, "run_repository", scanned)
     config = _repo_config(["file:///repo"], "h.io", tmp_path, jitter=0.0)
+    now = [100.0]
 
-    async def scenario() -> dict[str, float]:
+    async def scenario() -> dict[str, Any]:
         async with context.Engine.open(config) as engine:
-            scheduler = scheduling.Scheduler(engine, polling=True, clock=lambda: 100.0)
+            # webhook-only (no interval polling): the promotion still gets its scans
+            scheduler = scheduling.Scheduler(engine, polling=False, clock=lambda: now[0])
             scheduler._entries[0] = {
                 name: scheduling.Entry(0, name, "h.io/a", "h.io", 3600.0, "f", upstream)
                 for name, upstream in [("staging", None), ("prod", "staging"),
                                        ("other", "dev")]}
-            scheduler._due.update({(0, "prod"): 5000.0, (0, "other"): 5000.0})
-            # prod's own scan: its soak ends in 90 s, sooner than its interval
+            scheduler._reload_at[0] = 1e9
+            # prod's own scan: its soak ends in 5 s, long before its interval
             await scheduler._scan(0, {"prod"}, trigger="interval")
-            soon = scheduler._due[(0, "prod")]
+            soak = dict(scheduler._timers)
+            wake = scheduler._next_wake(now[0])
             # staging's scan saw it deployed: prod looks now, a policy of another stage not
-            scheduler._due[(0, "prod")] = 5000.0
             await scheduler._scan(0, {"staging"}, trigger="interval")
-            return {"soak": soon, "prod": scheduler._due[(0, "prod")],
-                    "other": scheduler._due[(0, "other")]}
+            deploy = dict(scheduler._timers)
+            launched: list[set[str]] = []
 
-    assert asyncio.run(scenario()) == {"soak": 190.0, "prod": 100.0, "other": 5000.0}
+            async def job(index: int, names: set[str], **kwargs: Any) -> None:
+                launched.append(names)
+            monkeypatch.setattr(scheduler, "_job", job)
+            scheduler._launch(now[0])
+            await asyncio.sleep(0)
+            return {"soak": soak, "wake": wake, "deploy": deploy, "launched": launched,
+                    "left": dict(scheduler._timers)}
+
+    assert asyncio.run(scenario()) == {
+        "soak": {(0, "prod"): 105.0}, "wake": 5.0,
+        "deploy": {(0, "prod"): 100.0}, "launched": [{"prod"}], "left": {}}
