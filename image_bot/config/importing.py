@@ -347,7 +347,8 @@ def _argocd_application(source: Source, out: Converted, names: set[str], *,
             continue
         alias = alias or ref.repository.rsplit("/", 1)[-1]
         settings = _annotation_settings(alias, annotations, used)
-        spec = _argocd_spec(alias, ref, constraint, settings, where, out)
+        spec = _argocd_spec(alias, ref, _Set(alias, constraint) if constraint else None,
+                            settings, where, out)
         if spec is not None:
             _argocd_policy(spec, paths, publish, alias, str(_meta(doc)[1]), names, out)
     for key in sorted(set(annotations) - used):
@@ -410,8 +411,10 @@ def _split_constraint(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: str | None,
+def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: _Set | None,
                  settings: _ImageSettings, where: str, out: Converted) -> dict[str, Any] | None:
+    """One image's policy spec (no paths, no publish); ``constraint``: the text after the
+    image's ``:``, keyed by where it was written."""
     chosen = settings.strategy or _Set("update-strategy", "semver")
     strategy = _STRATEGIES.get(str(chosen.value))
     if strategy is None:
@@ -419,14 +422,14 @@ def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: str | None,
         return None
     spec: dict[str, Any] = {"image": ref.name.removeprefix(f"{refs.DOCKER_HUB}/library/")}
     if strategy == "semver":
-        spec["select"] = {"semver": {"range": constraint or "*"}}
+        spec["select"] = {"semver": {"range": constraint.value if constraint else "*"}}
     elif strategy == "digest":
-        spec["select"] = {"digest": {"tag": constraint or "latest"}}
+        spec["select"] = {"digest": {"tag": constraint.value if constraint else "latest"}}
     else:
         spec["select"] = {strategy: {"order": "asc"} if strategy == "alphabetical" else {}}
         if constraint:
-            out.note(where, f"{alias}: the constraint {constraint!r} only applies to semver "
-                            f"and digest; not mapped")
+            out.note(where, f"{constraint.key}: the constraint {constraint.value!r} only "
+                            f"applies to semver and digest; not mapped")
     tag_filter: dict[str, Any] = {}
     allow = settings.allow_tags
     if allow and allow.value != "any":
@@ -550,7 +553,8 @@ def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
                                 f"no equivalent; not mapped")
         settings = _crd_settings((("spec", spec), (at, app_ref), (key, image)),
                                  _crd_targets(image, key, where, out), where, out)
-        converted = _argocd_spec(alias, ref, constraint, settings, where, out)
+        written = _Set(f"{key}.imageName", constraint) if constraint else None
+        converted = _argocd_spec(alias, ref, written, settings, where, out)
         if converted is not None:
             _argocd_policy(converted, paths, publish, alias, pattern, names, out)
 
