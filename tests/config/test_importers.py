@@ -283,3 +283,24 @@ def test_imageupdater_settings_without_an_equivalent_are_named_by_their_key_path
         f"{image}.manifestTargets.helm.name 'web.image.name': {helm}",
         f"{image}.manifestTargets.helm.tag 'web.image.tag': {helm}",
     ]
+
+
+def test_the_migration_page_imageupdater_converts_to_the_policy_it_shows(tmp_path: Path) -> None:
+    page = (DOCS / "migrating-from-argocd-image-updater.md").read_text()
+    updater = re.search(r"`ImageUpdater` resource \(v1.x\):\n\n```yaml\n(.*?)```", page, re.S)
+    shown = re.search(r"\(`policies/web.yaml`\):\n\n```yaml\n(.*?)```", page, re.S)
+    assert updater is not None and shown is not None
+    (tmp_path / "in.yaml").write_text(updater[1] + _application("web-prod", "apps/web"))
+
+    result = _import("argocd", tmp_path / "in.yaml")
+
+    assert result.exit_code == 0, result.stderr
+    assert _documents(result.stdout) == _documents(shown[1])
+
+
+def test_the_argocd_help_teaches_imageupdater_resources() -> None:
+    result = CliRunner().invoke(cli.main, ["import", "argocd", "--help"])
+
+    assert result.exit_code == 0
+    assert "ImageUpdater resources (v1.x)" in result.output
+    assert "spec.paths" in result.output
