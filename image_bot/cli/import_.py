@@ -27,8 +27,7 @@ _FILES = click.argument("files", nargs=-1, required=True,
 
 @click.group(name="import")
 def import_group() -> None:
-    """Convert Flux or Argo CD Image Updater objects (annotations or ImageUpdater resources)
-    into image-bot policies.
+    """Convert Flux or Argo CD Image Updater objects into image-bot policies.
 
     \b
     Policies go to stdout (YAML, one document each), every setting that could not be mapped
