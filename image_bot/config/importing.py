@@ -367,13 +367,9 @@ def _annotation_settings(alias: str, annotations: Mapping[str, str],
         value = annotations.get(f"{alias}.{key}")
         return _Set(f"{alias}.{key}", value) if value else None
 
-    def listed(key: str) -> _Set | None:
-        found = setting(key)
-        return found and _Set(found.key, [p.strip() for p in found.value.split(",")])
-
     return _ImageSettings(
         strategy=setting("update-strategy"), allow_tags=setting("allow-tags"),
-        ignore_tags=listed("ignore-tags"), platforms=listed("platforms"),
+        ignore_tags=_listed(setting("ignore-tags")), platforms=_listed(setting("platforms")),
         pull_secret=setting("pull-secret"), force_update=setting("force-update"),
         targets=tuple(t for t in map(setting, _AUTOMATIC) if t))
 
@@ -506,8 +502,12 @@ def _argocd_updater(source: Source, applications: list[Source], out: Converted,
         out.note(where, "spec.applicationRefs is empty; no policy written")
         return
     for index, app_ref in enumerate(app_refs):
-        _argocd_application_ref(source, spec, _mapping(app_ref), f"spec.applicationRefs[{index}]",
-                                applications, out, names, referenced)
+        at = f"spec.applicationRefs[{index}]"
+        if not _mapping(app_ref).get("namePattern"):
+            out.note(where, f"{at} has no namePattern; not converted")
+            continue
+        _argocd_application_ref(source, spec, app_ref, at, applications, out, names,
+                                referenced)
 
 
 def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
@@ -521,7 +521,7 @@ def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
         out.note(where, f"{at}.useAnnotations: the settings are the matched Applications' "
                         f"annotations; pass the Applications to convert them")
         return
-    pattern = str(app_ref.get("namePattern") or "*")
+    pattern = str(app_ref["namePattern"])
     if app_ref.get("labelSelectors"):
         out.note(where, f"{at}.labelSelectors has no equivalent (a policy covers paths, not "
                         f"Applications); not mapped")

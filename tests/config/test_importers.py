@@ -304,3 +304,18 @@ def test_the_argocd_help_teaches_imageupdater_resources() -> None:
     assert result.exit_code == 0
     assert "ImageUpdater resources (v1.x)" in result.output
     assert "spec.paths" in result.output
+
+
+def test_an_application_ref_without_a_name_pattern_selects_nothing(tmp_path: Path) -> None:
+    (tmp_path / "in.yaml").write_text(_UPDATER.replace("    - namePattern: guestbook-*\n",
+                                                       "    - \n") + _application("a", "a"))
+
+    result = _import("argocd", tmp_path / "in.yaml")
+
+    assert result.exit_code == 1
+    assert _notes(result) == [
+        "ImageUpdater argocd/guestbook: spec.applicationRefs[0] has no namePattern; not "
+        "converted",
+        "Application argocd/a: no argocd-image-updater.argoproj.io/image-list annotation; "
+        "skipped",
+    ]
