@@ -258,6 +258,7 @@ _CRD_SETTINGS = ("updateStrategy", "forceUpdate", "allowTags", "ignoreTags", "pu
                  "platforms")
 _CRD_GIT = ("repository", "branch", "writeBackTarget", "pullRequest")
 _CRD_TARGETS = {"helm": ("name", "tag", "spec"), "kustomize": ("name",)}
+_Matched = set[tuple[str, int]]  # (file, index) of the Applications an ImageUpdater matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,11 +310,12 @@ def from_argocd(sources: Iterable[Source]) -> Converted:
         else:
             out.note(source.where(), f"kind {kind} is not converted (Applications with "
                                      f"argocd-image-updater annotations and ImageUpdaters are)")
-    referenced: set[int] = set()  # Applications an ImageUpdater took paths from
+    matched: _Matched = set()
     for source in updaters:
-        _argocd_updater(source, applications, out, names, referenced)
+        _argocd_updater(source, applications, out, names, matched)
     for source in applications:
-        _argocd_application(source, out, names, referenced=id(source) in referenced)
+        _argocd_application(source, out, names,
+                            referenced=(source.file, source.index) in matched)
     out.notes = list(dict.fromkeys(out.notes))  # a spec-level setting, noted once
     return out
 
@@ -490,7 +492,7 @@ def _argocd_publish(write_back: _WriteBack, where: str, out: Converted) -> dict[
 
 
 def _argocd_updater(source: Source, applications: list[Source], out: Converted,
-                    names: set[str], referenced: set[int]) -> None:
+                    names: set[str], referenced: _Matched) -> None:
     """Each image of each applicationRefs[] entry → a policy, settings merged spec →
     applicationRef → image as the controller does."""
     where = source.where()
@@ -512,7 +514,7 @@ def _argocd_updater(source: Source, applications: list[Source], out: Converted,
 
 def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
                             app_ref: Mapping[str, Any], at: str, applications: list[Source],
-                            out: Converted, names: set[str], referenced: set[int]) -> None:
+                            out: Converted, names: set[str], referenced: _Matched) -> None:
     where = source.where()
     _unknown(app_ref, at, ("namePattern", "labelSelectors", "useAnnotations", "images",
                            "imagesVerification", "commonUpdateSettings", "writeBackConfig"),
@@ -560,7 +562,7 @@ def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
 
 
 def _matched_paths(source: Source, pattern: str, applications: list[Source],
-                   referenced: set[int]) -> list[str] | None:
+                   referenced: _Matched) -> list[str] | None:
     """The source paths of the input's Applications the namePattern (a glob) selects, in the
     ImageUpdater's namespace."""
     namespace = _meta(source.document)[0]
@@ -570,7 +572,7 @@ def _matched_paths(source: Source, pattern: str, applications: list[Source],
         if not fnmatch.fnmatchcase(str(app_name), pattern) or (
                 namespace and app_namespace and app_namespace != namespace):
             continue
-        referenced.add(id(application))
+        referenced.add((application.file, application.index))
         paths += _application_paths(application.document) or []
     return sorted(set(paths)) or None
 
