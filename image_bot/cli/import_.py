@@ -48,7 +48,18 @@ def flux(files: tuple[Path, ...]) -> int:
 @import_group.command(name="argocd")
 @_FILES
 def argocd(files: tuple[Path, ...]) -> int:
-    """Applications with argocd-image-updater.argoproj.io annotations → policies."""
+    """Applications with argocd-image-updater.argoproj.io annotations (v0.x) and ImageUpdater
+    resources (v1.x) → policies.
+
+    \b
+    One policy per image. An ImageUpdater names Applications by namePattern only: give the
+    Applications in the same run and the policies get the source paths of those it matches,
+    otherwise a note says to set spec.paths:
+      image-bot import argocd argocd/image-updaters.yaml apps/*.yaml
+    Settings without an equivalent are named by key path on stderr
+    (e.g. spec.applicationRefs[0].images[1].manifestTargets.plugin).
+    See docs/migrating-from-argocd-image-updater.md.
+    """
     return _convert(files, importing.from_argocd)
 
 

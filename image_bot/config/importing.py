@@ -1,6 +1,7 @@
 """Other tools' objects → image-bot policies: Flux ImageRepository/ImagePolicy/
-ImageUpdateAutomation and Argo CD Image Updater annotations on Applications (pure: documents
-in, policy documents and notes out; never reads the network, never writes a file).
+ImageUpdateAutomation, Argo CD Image Updater annotations on Applications (v0.x) and its
+ImageUpdater resources (v1.x) (pure: documents in, policy documents and notes out; never reads
+the network, never writes a file).
 
 Every setting that has no image-bot equivalent, or that belongs in the bot config rather than
 a policy, becomes a note naming the object and the setting: nothing is dropped silently.
@@ -8,6 +9,7 @@ a policy, becomes a note naming the object and the setting: nothing is dropped s
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from image_bot.config import models
 
 _ARGO = "argocd-image-updater.argoproj.io/"
 _FLUX_GROUP = "image.toolkit.fluxcd.io/"
-_NAME = re.compile(r"[^a-z0-9.-]+")
+_NAME = re.compile(r"[^a-z0-9.]+")  # a run of anything else (dashes too): one dash
 MAX_DOCUMENTS = 10_000
 
 
@@ -251,36 +253,88 @@ def _flux_policy(source: Source, repositories: Mapping[tuple[str | None, str | N
 _STRATEGIES = {"semver": "semver", "latest": "newest-build", "newest-build": "newest-build",
                "name": "alphabetical", "alphabetical": "alphabetical", "digest": "digest"}
 _AUTOMATIC = ("helm.image-name", "helm.image-tag", "helm.image-spec", "kustomize.image-name")
+_UPDATER = "ImageUpdater"
+_CRD_SETTINGS = ("updateStrategy", "forceUpdate", "allowTags", "ignoreTags", "pullSecret",
+                 "platforms")
+_CRD_GIT = ("repository", "branch", "writeBackTarget", "pullRequest")
+_CRD_TARGETS = {"helm": ("name", "tag", "spec"), "kustomize": ("name",)}
+_Matched = set[tuple[str, int]]  # (file, index) of the Applications an ImageUpdater matched
+
+
+@dataclass(frozen=True, slots=True)
+class _Set:
+    """One setting as the input wrote it: where (annotation name or key path) and its value."""
+
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageSettings:
+    """One image's update settings, filled from annotations or from an ImageUpdater."""
+
+    strategy: _Set | None = None
+    allow_tags: _Set | None = None
+    ignore_tags: _Set | None = None  # value: a list of patterns
+    platforms: _Set | None = None  # value: a list of platforms
+    pull_secret: _Set | None = None
+    force_update: _Set | None = None
+    targets: tuple[_Set, ...] = ()  # the Helm / Kustomize names of the image
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteBack:
+    """Where an Application's updates go, filled from annotations or from an ImageUpdater."""
+
+    method: _Set
+    branch: _Set | None = None
+    target: _Set | None = None
+    repository: _Set | None = None
+    pull_request: _Set | None = None  # value: the pullRequest block
 
 
 def from_argocd(sources: Iterable[Source]) -> Converted:
-    """Each image of an Application's ``image-list`` annotation becomes a policy."""
+    """Each image of an Application's ``image-list`` annotation, and each image of an
+    ImageUpdater's applicationRefs, becomes a policy."""
     out = Converted()
     names: set[str] = set()
+    applications: list[Source] = []
+    updaters: list[Source] = []
     for source in sources:
         doc = source.document
-        if not isinstance(doc, dict) or doc.get("kind") not in ("Application",):
-            kind = doc.get("kind") if isinstance(doc, dict) else None
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind == "Application":
+            applications.append(source)
+        elif kind == _UPDATER and str(doc.get("apiVersion", "")).startswith(_ARGO):
+            updaters.append(source)
+        else:
             out.note(source.where(), f"kind {kind} is not converted (Applications with "
-                                     f"argocd-image-updater annotations are)")
-            continue
-        _argocd_application(source, out, names)
+                                     f"argocd-image-updater annotations and ImageUpdaters are)")
+    matched: _Matched = set()
+    for source in updaters:
+        _argocd_updater(source, applications, out, names, matched)
+    for source in applications:
+        _argocd_application(source, out, names,
+                            referenced=(source.file, source.index) in matched)
+    out.notes = list(dict.fromkeys(out.notes))  # a spec-level setting, noted once
     return out
 
 
-def _argocd_application(source: Source, out: Converted, names: set[str]) -> None:
+def _argocd_application(source: Source, out: Converted, names: set[str], *,
+                        referenced: bool) -> None:
     doc = source.document
     where = source.where()
     annotations = {k.removeprefix(_ARGO): str(v) for k, v in
                    _mapping(_mapping(doc.get("metadata")).get("annotations")).items()
                    if isinstance(k, str) and k.startswith(_ARGO)}
     if "image-list" not in annotations:
-        out.note(where, "no argocd-image-updater.argoproj.io/image-list annotation; skipped")
+        if not referenced:
+            out.note(where, "no argocd-image-updater.argoproj.io/image-list annotation; "
+                            "skipped")
         return
     used = {"image-list"}
-    publish = _argocd_publish(annotations, where, out, used)
-    spec_source = _mapping(_mapping(doc.get("spec")).get("source"))
-    paths = [f"{str(spec_source['path']).strip('/')}/**"] if spec_source.get("path") else None
+    publish = _argocd_publish(_annotation_write_back(annotations, used), where, out)
+    paths = _application_paths(doc)
     if paths is None:
         out.note(where, "no spec.source.path: the policy searches every file (set spec.paths)")
     for entry in (e.strip() for e in annotations["image-list"].split(",")):
@@ -294,20 +348,57 @@ def _argocd_application(source: Source, out: Converted, names: set[str]) -> None
             out.note(where, f"image-list entry {entry!r}: {exc}; not mapped")
             continue
         alias = alias or ref.repository.rsplit("/", 1)[-1]
-        spec = _argocd_spec(alias, ref, constraint, annotations, where, out, used)
-        if spec is None:
-            continue
-        if paths:
-            spec["paths"] = paths
-        if publish:
-            spec["publish"] = publish
-        name = _name(alias)
-        if name in names:
-            name = _name(f"{_meta(doc)[1]}-{alias}")
-        names.add(name)
-        out.policies.append(_policy(name, None, spec))
+        settings = _annotation_settings(alias, annotations, used)
+        spec = _argocd_spec(alias, ref, _Set(alias, constraint) if constraint else None,
+                            settings, where, out)
+        if spec is not None:
+            _argocd_policy(spec, paths, publish, alias, str(_meta(doc)[1]), names, out)
     for key in sorted(set(annotations) - used):
         out.note(where, f"annotation {key!r} has no equivalent; not mapped")
+
+
+def _application_paths(application: Mapping[str, Any]) -> list[str] | None:
+    spec_source = _mapping(_mapping(application.get("spec")).get("source"))
+    return [f"{str(spec_source['path']).strip('/')}/**"] if spec_source.get("path") else None
+
+
+def _annotation_settings(alias: str, annotations: Mapping[str, str],
+                         used: set[str]) -> _ImageSettings:
+    def setting(key: str) -> _Set | None:
+        used.add(f"{alias}.{key}")
+        value = annotations.get(f"{alias}.{key}")
+        return _Set(f"{alias}.{key}", value) if value else None
+
+    return _ImageSettings(
+        strategy=setting("update-strategy"), allow_tags=setting("allow-tags"),
+        ignore_tags=_listed(setting("ignore-tags")), platforms=_listed(setting("platforms")),
+        pull_secret=setting("pull-secret"), force_update=setting("force-update"),
+        targets=tuple(t for t in map(setting, _AUTOMATIC) if t))
+
+
+def _annotation_write_back(annotations: Mapping[str, str], used: set[str]) -> _WriteBack:
+    def setting(key: str) -> _Set | None:
+        used.add(key)
+        return _Set(key, annotations[key]) if annotations.get(key) else None
+
+    return _WriteBack(
+        method=setting("write-back-method") or _Set("write-back-method", "argocd"),
+        branch=setting("git-branch"), target=setting("write-back-target"),
+        repository=setting("git-repository"))
+
+
+def _argocd_policy(spec: dict[str, Any], paths: list[str] | None,
+                   publish: Mapping[str, Any] | None, alias: str, qualifier: str,
+                   names: set[str], out: Converted) -> None:
+    if paths:
+        spec["paths"] = list(paths)
+    if publish:
+        spec["publish"] = dict(publish)
+    name = _name(alias)
+    if name in names:
+        name = _name(f"{qualifier}-{alias}")
+    names.add(name)
+    out.policies.append(_policy(name, None, spec))
 
 
 def _split_constraint(text: str) -> tuple[str, str | None]:
@@ -318,77 +409,238 @@ def _split_constraint(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: str | None,
-                 annotations: Mapping[str, str], where: str, out: Converted,
-                 used: set[str]) -> dict[str, Any] | None:
-    def setting(key: str) -> str | None:
-        used.add(f"{alias}.{key}")
-        return annotations.get(f"{alias}.{key}")
-
-    strategy_text = setting("update-strategy") or "semver"
-    strategy = _STRATEGIES.get(strategy_text)
+def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: _Set | None,
+                 settings: _ImageSettings, where: str, out: Converted) -> dict[str, Any] | None:
+    """One image's policy spec (no paths, no publish); ``constraint``: the text after the
+    image's ``:``, keyed by where it was written."""
+    chosen = settings.strategy or _Set("update-strategy", "semver")
+    strategy = _STRATEGIES.get(str(chosen.value))
     if strategy is None:
-        out.note(where, f"{alias}.update-strategy {strategy_text!r} is unknown; not mapped")
+        out.note(where, f"{chosen.key} {chosen.value!r} is unknown; not mapped")
         return None
     spec: dict[str, Any] = {"image": ref.name.removeprefix(f"{refs.DOCKER_HUB}/library/")}
     if strategy == "semver":
-        spec["select"] = {"semver": {"range": constraint or "*"}}
+        spec["select"] = {"semver": {"range": constraint.value if constraint else "*"}}
     elif strategy == "digest":
-        spec["select"] = {"digest": {"tag": constraint or "latest"}}
+        spec["select"] = {"digest": {"tag": constraint.value if constraint else "latest"}}
     else:
         spec["select"] = {strategy: {"order": "asc"} if strategy == "alphabetical" else {}}
         if constraint:
-            out.note(where, f"{alias}: the constraint {constraint!r} only applies to semver "
-                            f"and digest; not mapped")
+            out.note(where, f"{constraint.key}: the constraint {constraint.value!r} only "
+                            f"applies to semver and digest; not mapped")
     tag_filter: dict[str, Any] = {}
-    allow = setting("allow-tags")
-    if allow and allow != "any":
-        if allow.startswith("regexp:"):
-            tag_filter["pattern"] = allow.removeprefix("regexp:")
+    allow = settings.allow_tags
+    if allow and allow.value != "any":
+        if str(allow.value).startswith("regexp:"):
+            tag_filter["pattern"] = str(allow.value).removeprefix("regexp:")
         else:
-            out.note(where, f"{alias}.allow-tags {allow!r} is not regexp: or any; not mapped")
-    ignore = setting("ignore-tags")
+            out.note(where, f"{allow.key} {allow.value!r} is not regexp: or any; not mapped")
+    ignore = [str(p) for p in (settings.ignore_tags.value if settings.ignore_tags else []) if p]
     if ignore:
-        tag_filter["exclude"] = [p.strip() for p in ignore.split(",") if p.strip()]
+        tag_filter["exclude"] = ignore
     if tag_filter:
         spec["filter"] = tag_filter
-    platforms = setting("platforms")
+    platforms = [str(p) for p in (settings.platforms.value if settings.platforms else []) if p]
     if platforms:
-        spec["platforms"] = [p.strip() for p in platforms.split(",") if p.strip()]
-    if setting("pull-secret"):
-        out.note(where, f"{alias}.pull-secret: credentials go to registries[] of bot.yaml for "
-                        f"{ref.host} (username_env/password_env)")
-    if setting("force-update"):
-        out.note(where, f"{alias}.force-update: not needed (image-bot reads Git); not mapped")
-    for key in _AUTOMATIC:
-        value = setting(key)
-        if value:
-            out.note(where, f"{alias}.{key} {value!r}: not needed when the values use the "
-                            f"usual keys (image.repository/tag); otherwise add a marker comment "
-                            f"# {{\"$imagepolicy\": \"{_name(alias)}:tag\"}}")
+        spec["platforms"] = platforms
+    if settings.pull_secret:
+        out.note(where, f"{settings.pull_secret.key}: credentials go to registries[] of "
+                        f"bot.yaml for {ref.host} (username_env/password_env)")
+    if settings.force_update:
+        out.note(where, f"{settings.force_update.key}: not needed (image-bot reads Git); "
+                        f"not mapped")
+    for target in settings.targets:
+        out.note(where, f"{target.key} {target.value!r}: not needed when the values use the "
+                        f"usual keys (image.repository/tag); otherwise add a marker comment "
+                        f"# {{\"$imagepolicy\": \"{_name(alias)}:tag\"}}")
     return spec
 
 
-def _argocd_publish(annotations: Mapping[str, str], where: str, out: Converted,
-                    used: set[str]) -> dict[str, Any] | None:
-    used.update({"write-back-method", "git-branch", "write-back-target", "git-repository"})
-    method = annotations.get("write-back-method", "argocd")
-    if method == "argocd":
-        out.note(where, "write-back-method argocd (parameter overrides) has no equivalent: "
-                        "image-bot always writes to Git")
-    elif method.startswith("git:"):
-        out.note(where, f"write-back-method {method!r}: Git credentials go to the bot's "
+def _argocd_publish(write_back: _WriteBack, where: str, out: Converted) -> dict[str, Any] | None:
+    method = write_back.method
+    if method.value == "argocd":
+        out.note(where, f"{method.key} argocd (parameter overrides) has no equivalent: "
+                        f"image-bot always writes to Git")
+    elif str(method.value).startswith("git:"):
+        out.note(where, f"{method.key} {method.value!r}: Git credentials go to the bot's "
                         f"environment (docs/kubernetes.md)")
-    if annotations.get("write-back-target"):
-        out.note(where, f"write-back-target {annotations['write-back-target']!r}: not needed "
+    if write_back.target:
+        out.note(where, f"{write_back.target.key} {write_back.target.value!r}: not needed "
                         f"(references are edited where they are; narrow spec.paths)")
-    if annotations.get("git-repository"):
-        out.note(where, f"git-repository {annotations['git-repository']!r}: goes to "
-                        f"repositories[].url in bot.yaml")
-    branch = annotations.get("git-branch")
-    if branch and ":" in branch:
-        base, _, target = branch.partition(":")
-        out.note(where, f"git-branch {branch!r} (push to {target!r}): use publish.mode: "
-                        f"pull-request (image-bot names and updates the branch itself)")
-        return {"mode": "commit", "branch": base} if base else None
-    return {"mode": "commit", "branch": branch} if branch else None
+    if write_back.repository:
+        out.note(where, f"{write_back.repository.key} {write_back.repository.value!r}: goes "
+                        f"to repositories[].url in bot.yaml")
+    publish: dict[str, Any] = {"mode": "commit"}
+    if write_back.pull_request:
+        publish["mode"] = "pull-request"
+        labels = _mapping(write_back.pull_request.value).get("labels")
+        if isinstance(labels, list) and labels:
+            publish["labels"] = [str(label) for label in labels]
+    branch = write_back.branch
+    if branch and ":" in str(branch.value):
+        base, _, target = str(branch.value).partition(":")
+        out.note(where, f"{branch.key} {branch.value!r} (push to {target!r}): use "
+                        f"publish.mode: pull-request (image-bot names and updates the branch "
+                        f"itself)")
+        return {**publish, "branch": base} if base else None
+    if branch:
+        return {**publish, "branch": str(branch.value)}
+    return publish if write_back.pull_request else None
+
+
+# --- Argo CD Image Updater v1.x: ImageUpdater resources --------------------------------------
+
+
+def _argocd_updater(source: Source, applications: list[Source], out: Converted,
+                    names: set[str], referenced: _Matched) -> None:
+    """Each image of each applicationRefs[] entry → a policy, settings merged spec →
+    applicationRef → image as the controller does."""
+    where = source.where()
+    spec = _mapping(source.document.get("spec"))
+    _unknown(spec, "spec", ("commonUpdateSettings", "writeBackConfig", "applicationRefs",
+                            "imagesVerification"), where, out)
+    app_refs = spec.get("applicationRefs")
+    if not isinstance(app_refs, list) or not app_refs:
+        out.note(where, "spec.applicationRefs is empty; no policy written")
+        return
+    for index, app_ref in enumerate(app_refs):
+        at = f"spec.applicationRefs[{index}]"
+        if not _mapping(app_ref).get("namePattern"):
+            out.note(where, f"{at} has no namePattern; not converted")
+            continue
+        _argocd_application_ref(source, spec, app_ref, at, applications, out, names,
+                                referenced)
+
+
+def _argocd_application_ref(source: Source, spec: Mapping[str, Any],
+                            app_ref: Mapping[str, Any], at: str, applications: list[Source],
+                            out: Converted, names: set[str], referenced: _Matched) -> None:
+    where = source.where()
+    _unknown(app_ref, at, ("namePattern", "labelSelectors", "useAnnotations", "images",
+                           "imagesVerification", "commonUpdateSettings", "writeBackConfig"),
+             where, out)
+    if app_ref.get("useAnnotations") is True:
+        out.note(where, f"{at}.useAnnotations: the settings are the matched Applications' "
+                        f"annotations; pass the Applications to convert them")
+        return
+    pattern = str(app_ref["namePattern"])
+    if app_ref.get("labelSelectors"):
+        out.note(where, f"{at}.labelSelectors has no equivalent (a policy covers paths, not "
+                        f"Applications); not mapped")
+    paths = _matched_paths(source, pattern, applications, referenced)
+    if paths is None:
+        out.note(where, f"{at}.namePattern {pattern!r}: an ImageUpdater does not say where "
+                        f"the Applications' files are; set spec.paths of its policies (or "
+                        f"pass the Applications alongside)")
+    publish = _argocd_publish(_crd_write_back(spec, app_ref, at, where, out), where, out)
+    images = app_ref.get("images")
+    if not isinstance(images, list) or not images:
+        out.note(where, f"{at}.images is empty; no policy written")
+        return
+    for index, image in enumerate(images):
+        key, image = f"{at}.images[{index}]", _mapping(image)
+        _unknown(image, key, ("alias", "imageName", "commonUpdateSettings", "manifestTargets",
+                              "imagesVerification"), where, out)
+        text = str(image.get("imageName") or "")
+        name, constraint = _split_constraint(text)
+        try:
+            ref = refs.parse(name)
+        except refs.InvalidReference as exc:
+            out.note(where, f"{key}.imageName {text!r}: {exc}; not mapped")
+            continue
+        alias = str(image.get("alias") or ref.repository.rsplit("/", 1)[-1])
+        for level_at, level in (("spec", spec), (at, app_ref), (key, image)):
+            if level.get("imagesVerification"):
+                out.note(where, f"{level_at}.imagesVerification (signature verification) has "
+                                f"no equivalent; not mapped")
+        settings = _crd_settings((("spec", spec), (at, app_ref), (key, image)),
+                                 _crd_targets(image, key, where, out), where, out)
+        written = _Set(f"{key}.imageName", constraint) if constraint else None
+        converted = _argocd_spec(alias, ref, written, settings, where, out)
+        if converted is not None:
+            _argocd_policy(converted, paths, publish, alias, pattern, names, out)
+
+
+def _matched_paths(source: Source, pattern: str, applications: list[Source],
+                   referenced: _Matched) -> list[str] | None:
+    """The source paths of the input's Applications the namePattern (a glob) selects, in the
+    ImageUpdater's namespace."""
+    namespace = _meta(source.document)[0]
+    paths: list[str] = []
+    for application in applications:
+        app_namespace, app_name = _meta(application.document)
+        if not fnmatch.fnmatchcase(str(app_name), pattern) or (
+                namespace and app_namespace and app_namespace != namespace):
+            continue
+        referenced.add((application.file, application.index))
+        paths += _application_paths(application.document) or []
+    return sorted(set(paths)) or None
+
+
+def _crd_settings(levels: Iterable[tuple[str, Mapping[str, Any]]], targets: tuple[_Set, ...],
+                  where: str, out: Converted) -> _ImageSettings:
+    """commonUpdateSettings of each level, a nearer level's setting winning."""
+    found: dict[str, _Set] = {}
+    for at, level in levels:
+        if level.get("commonUpdateSettings") is None:
+            continue
+        common = _mapping(level["commonUpdateSettings"])
+        _unknown(common, f"{at}.commonUpdateSettings", _CRD_SETTINGS, where, out)
+        found.update({name: _Set(f"{at}.commonUpdateSettings.{name}", common[name])
+                      for name in _CRD_SETTINGS if common.get(name) is not None})
+    force = found.get("forceUpdate")
+    return _ImageSettings(
+        strategy=found.get("updateStrategy"), allow_tags=found.get("allowTags"),
+        ignore_tags=_listed(found.get("ignoreTags")), platforms=_listed(found.get("platforms")),
+        pull_secret=found.get("pullSecret"),
+        force_update=force if force and force.value is True else None, targets=targets)
+
+
+def _listed(setting: _Set | None) -> _Set | None:
+    """A list setting (a comma-separated string read as the annotations are)."""
+    if setting is None or isinstance(setting.value, list):
+        return setting
+    return _Set(setting.key, [p.strip() for p in str(setting.value).split(",")])
+
+
+def _crd_targets(image: Mapping[str, Any], key: str, where: str,
+                 out: Converted) -> tuple[_Set, ...]:
+    targets = _mapping(image.get("manifestTargets"))
+    _unknown(targets, f"{key}.manifestTargets", ("helm", "kustomize", "plugin"), where, out)
+    if targets.get("plugin"):
+        out.note(where, f"{key}.manifestTargets.plugin (a Config Management Plugin's "
+                        f"environment) has no equivalent; not mapped")
+    found: list[_Set] = []
+    for kind, fields in _CRD_TARGETS.items():
+        block = _mapping(targets.get(kind))
+        _unknown(block, f"{key}.manifestTargets.{kind}", fields, where, out)
+        found += [_Set(f"{key}.manifestTargets.{kind}.{name}", block[name])
+                  for name in fields if block.get(name)]
+    return tuple(found)
+
+
+def _crd_write_back(spec: Mapping[str, Any], app_ref: Mapping[str, Any], at: str, where: str,
+                    out: Converted) -> _WriteBack:
+    """writeBackConfig of the spec, overridden key by key by the applicationRef's."""
+    method = _Set("spec.writeBackConfig.method", "argocd")  # the controller's default
+    found: dict[str, _Set] = {}
+    for level_at, level in (("spec", spec), (at, app_ref)):
+        if level.get("writeBackConfig") is None:
+            continue
+        config, base = _mapping(level["writeBackConfig"]), f"{level_at}.writeBackConfig"
+        _unknown(config, base, ("method", "gitConfig"), where, out)
+        if config.get("method"):
+            method = _Set(f"{base}.method", config["method"])
+        git = _mapping(config.get("gitConfig"))
+        _unknown(git, f"{base}.gitConfig", _CRD_GIT, where, out)
+        found.update({name: _Set(f"{base}.gitConfig.{name}", git[name])
+                      for name in _CRD_GIT if git.get(name) is not None})
+    return _WriteBack(method=method, branch=found.get("branch"),
+                      target=found.get("writeBackTarget"), repository=found.get("repository"),
+                      pull_request=found.get("pullRequest"))
+
+
+def _unknown(block: Mapping[str, Any], at: str, known: Iterable[str], where: str,
+             out: Converted) -> None:
+    for key in sorted(set(map(str, block)) - set(known)):
+        out.note(where, f"{at}.{key} has no equivalent; not mapped")
