@@ -195,6 +195,12 @@ class FakeGitHub(Fake):
             ("PATCH", rf"{p}/repos/{repo}/issues/(\d+)", "edit_issue"),
         ]
 
+    def forge_config(self, **extra: Any) -> dict[str, Any]:
+        """``repositories[].forge`` of a bot config pointing at this fake (token from
+        ``FORGE_TOKEN``, no backoff or write spacing: tests do not wait)."""
+        return {"kind": "github", "project": self.project, "api_url": f"{self.url}{self.prefix}",
+                "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0, **extra}
+
     def authorize(self, request: BaseHTTPRequestHandler, path: str) -> None:
         header = request.headers.get("Authorization", "")
         tokens = {self.token, self.installation_token if self.app_id else None}

@@ -435,12 +435,12 @@ def _argocd_spec(alias: str, ref: refs.ImageRef, constraint: _Set | None,
             tag_filter["pattern"] = str(allow.value).removeprefix("regexp:")
         else:
             out.note(where, f"{allow.key} {allow.value!r} is not regexp: or any; not mapped")
-    ignore = [str(p) for p in (settings.ignore_tags.value if settings.ignore_tags else []) if p]
+    ignore = _values(settings.ignore_tags)
     if ignore:
         tag_filter["exclude"] = ignore
     if tag_filter:
         spec["filter"] = tag_filter
-    platforms = [str(p) for p in (settings.platforms.value if settings.platforms else []) if p]
+    platforms = _values(settings.platforms)
     if platforms:
         spec["platforms"] = platforms
     if settings.pull_secret:
@@ -594,6 +594,11 @@ def _crd_settings(levels: Iterable[tuple[str, Mapping[str, Any]]], targets: tupl
         ignore_tags=_listed(found.get("ignoreTags")), platforms=_listed(found.get("platforms")),
         pull_secret=found.get("pullSecret"),
         force_update=force if force and force.value is True else None, targets=targets)
+
+
+def _values(setting: _Set | None) -> list[str]:
+    """The non-empty items of a list setting (none when it is not set)."""
+    return [str(v) for v in (setting.value if setting else []) if v]
 
 
 def _listed(setting: _Set | None) -> _Set | None:

@@ -310,9 +310,7 @@ def test_pull_request_mode_proposes_the_rollback_of_a_merged_update(
     try:
         url = git_server.url("prloop.git")
         config = models.BotConfig.model_validate({
-            "repositories": [{"url": url, "forge": {
-                "kind": "github", "project": "acme/config", "api_url": f"{forge.url}/api/v3",
-                "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0}}],
+            "repositories": [{"url": url, "forge": forge.forge_config()}],
             "registries": [{"host": registry.host, "insecure": True}],
             "state_dir": str(tmp_path / "state"),
             "agents": {"secret_env": "TEST_AGENT_SECRET"}})

@@ -362,11 +362,9 @@ def test_a_promote_in_pull_request_mode_opens_its_own_pr_that_runs_leave_alone(
             "deploy/app.yaml": testing.deployment("app", {"app": f"{image}:1.0.0"}),
             "policies/app.yaml": testing.policy("app", image, min_age="1h",
                                                 publish={"mode": "pull-request"})})
-        settings = {"kind": "github", "project": "acme/config",
-                    "api_url": f"{forge.url}/api/v3", "token_env": "FORGE_TOKEN",
-                    "backoff": 0, "min_write_interval": 0, "retries": 3}
         config = str(testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
-            [{"url": git_server.url(name), "branch": "main", "forge": settings}],
+            [{"url": git_server.url(name), "branch": "main",
+              "forge": forge.forge_config(retries=3)}],
             registries=[registry.host], git=testing.GIT_IDENTITY,
             state_dir=tmp_path / "state")))
         main = fakeforge.branch_sha(forge.bare, "main")

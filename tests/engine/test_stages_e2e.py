@@ -159,9 +159,7 @@ def test_a_good_version_reaches_production_after_the_soak_and_a_bad_one_stops_in
     forge = fakeforge.FakeGitHub(bare=bare, project="acme/stages", token=TOKEN).start()
     url = git_server.url("stages.git")
     config = models.BotConfig.model_validate({
-        "repositories": [{"url": url, "forge": {
-            "kind": "github", "project": "acme/stages", "api_url": f"{forge.url}/api/v3",
-            "token_env": "FORGE_TOKEN", "backoff": 0, "min_write_interval": 0}}],
+        "repositories": [{"url": url, "forge": forge.forge_config()}],
         "registries": [{"host": registry.host, "insecure": True}],
         "state_dir": str(tmp_path / "bot-state"), "agents": {"secret_env": "FORGE_TOKEN"}})
     run = Stages(config, url=url, bare=bare, dockerd_host=clean_dockerd.host, work=tmp_path)

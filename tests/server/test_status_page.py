@@ -119,14 +119,19 @@ def _stage(dom: str, policy: str) -> str:
     return re.sub(r"\s+", " ", found.group(0))
 
 
+def _seeded(tmp_path: Path, config_repo: Callable[[dict[str, str]], str]) -> Path:
+    """A bot config whose state dir holds one stage in each state (tools/statusworld.py)."""
+    url = config_repo({"policies/.keep": ""})
+    statusworld.seed(tmp_path / "state", now=time.time())
+    return testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
+        [{"url": url}], state_dir=tmp_path / "state"))
+
+
 @pytest.mark.e2e
 def test_the_page_shows_every_stage_state_at_desktop_and_phone_width(
         tmp_path: Path, git_server: devservers.GitServer,
         config_repo: Callable[[dict[str, str]], str]) -> None:
-    url = config_repo({"policies/.keep": ""})
-    statusworld.seed(tmp_path / "state", now=time.time())
-    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
-        [{"url": url}], state_dir=tmp_path / "state"))
+    config = _seeded(tmp_path, config_repo)
     with testing.webhook_daemon(config, tmp_path / "daemon.log") as daemon:
         dom = _chromium(tmp_path, "--window-size=1280,1000", "--dump-dom", f"{daemon}/")
         desktop = _screenshot(tmp_path, f"{daemon}/", "status-page-desktop.png",
@@ -179,10 +184,7 @@ def test_the_page_shows_every_stage_state_at_desktop_and_phone_width(
 def test_the_page_refreshes_itself_in_place(
         tmp_path: Path, git_server: devservers.GitServer,
         config_repo: Callable[[dict[str, str]], str]) -> None:
-    url = config_repo({"policies/.keep": ""})
-    statusworld.seed(tmp_path / "state", now=time.time())
-    config = testing.write_json(tmp_path / "bot.yaml", testing.bot_config(
-        [{"url": url}], state_dir=tmp_path / "state"))
+    config = _seeded(tmp_path, config_repo)
 
     def billing_recovers() -> None:
         with State.in_dir(tmp_path / "state") as state:
