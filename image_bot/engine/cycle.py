@@ -459,11 +459,9 @@ def _with_promotions(engine: Engine, planned: Sequence[_Planned],
             continue
         upstream = promote.from_
         known = upstream in here or any(u.get("policy") == upstream for u in updates)
-        allowed = promotion.promotion(
-            upstream, durations.parse(promote.healthy_for),
-            promotion.runs(updates, upstream,
-                           declined=[tag for policy, _, tag, _, _ in declines
-                                     if policy == upstream]), now=now, known=known)
+        allowed = promotion.of(upstream, durations.parse(promote.healthy_for), updates,
+                               declined=[tag for policy, _, tag, _, _ in declines
+                                         if policy == upstream], now=now, known=known)
         tags = promotion.narrowed(p.tags, allowed.eligible) if p.tags is not None else None
         done.append(dataclasses.replace(p, tags=tags, promotion=allowed))
     return done

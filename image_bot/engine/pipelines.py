@@ -254,8 +254,8 @@ def _promotion(row: PolicyStatus, upstream: PolicyStatus | None,
     declined = [d.tag for d in upstream.declined] if upstream else []
     # as the engine reads it: the upstream policy's updates, whatever image it watches (a
     # promotion may cross registries: the same tags under another name)
-    runs = promotion.runs(updates, row.upstream, declined=declined)
-    found = promotion.promotion(row.upstream, row.healthy_for or 0.0, runs, now=now)
+    found = promotion.of(row.upstream, row.healthy_for or 0.0, updates, declined=declined,
+                         now=now)
     return found.note(row.policy), found.soaking[0] if found.soaking else None
 
 

@@ -118,6 +118,14 @@ def promotion(upstream: str, healthy_for: float, upstream_runs: Mapping[str, Run
                      tuple(soaked), known)
 
 
+def of(upstream: str, healthy_for: float, updates: Iterable[Mapping[str, Any]], *,
+       declined: Iterable[str], now: float, known: bool = True) -> Promotion:
+    """What a stage promoting from ``upstream`` may choose, from the tracked updates and
+    the upstream's declined tags (the engine and the status page read it alike)."""
+    return promotion(upstream, healthy_for, runs(updates, upstream, declined=declined),
+                     now=now, known=known)
+
+
 def narrowed(tags: Sequence[Any], allowed: frozenset[str]) -> list[Any]:
     """The registry's tags (strings or candidates with a ``tag``) the promotion allows."""
     return [t for t in tags if (t if isinstance(t, str) else t.tag) in allowed]
