@@ -540,7 +540,7 @@ def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
         decision = strategies.Decision(p.override.tag, p.override.note) if p.override \
             else p.policy.select(p.tags or (), current=reference.ref.tag,
                                  current_digest=reference.ref.digest, now=now,
-                                 declined=p.declined)
+                                 declined=p.declined, explain=False)
         if p.tags or p.promotion is None:  # else the promotion note says why
             reasons.append(decision.reason)
         tag = decision.tag or (reference.ref.tag if spec.pin_digest else None)

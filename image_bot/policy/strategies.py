@@ -120,16 +120,28 @@ class Policy:
 
     def select(self, tags: Iterable[str | Candidate], *, current: str | None = None,
                current_digest: str | None = None, now: datetime | None = None,
-               declined: Iterable[str] = ()) -> Decision:
-        """Rank ``tags`` and decide what replaces ``current`` (pure: same input, same answer)."""
+               declined: Iterable[str] = (), explain: bool = True) -> Decision:
+        """Rank ``tags`` and decide what replaces ``current`` (pure: same input, same answer).
+
+        ``explain=False`` (the engine) gives the same ``tag``, ``reason``, ``winner``,
+        ``runner_up`` and ``digest`` without the explanation: a semver policy then ranks
+        only the best two and builds no exclusions (``ranked`` holds those two and
+        ``excluded`` stays empty), unless no tag qualifies, when the reason counts them.
+        """
         if self.min_age and now is None:
             raise TypeError("select() needs `now` for a policy with min-age")
         names, meta = _candidates(tags)
         if self.strategy == "digest":
             return self._follow(names, meta, current, current_digest, now, frozenset(declined))
         here = self._current(current, meta)
-        rank = self._rank_versions if self.strategy == "semver" else self._rank
-        ranked, excluded = rank(names, meta, here, now, frozenset(declined))
+        refused = frozenset(declined)
+        if self.strategy == "semver":
+            ranked, excluded = self._rank_versions(names, meta, here, now, refused,
+                                                   keep=None if explain else 2)
+            if not ranked and not explain:  # the reason counts the exclusions
+                ranked, excluded = self._rank_versions(names, meta, here, now, refused)
+        else:
+            ranked, excluded = self._rank(names, meta, here, now, refused)
         ranked.sort(key=_RANKING, reverse=True)
         return self._decide(ranked, excluded, here, has_tags=bool(names))
 
@@ -198,12 +210,19 @@ class Policy:
 
     def _rank_versions(self, names: list[str], meta: dict[str, Candidate],
                        here: _Current | None, now: datetime | None,
-                       declined: frozenset[str]) -> tuple[list[_Ranked], list[Excluded]]:
+                       declined: frozenset[str], *,
+                       keep: int | None = None) -> tuple[list[_Ranked], list[Excluded]]:
         """``_rank`` for the semver strategy: the rules of ``_judge`` in the same order, with
         the common outcomes inlined in one loop (no call per tag but the memoised parse) and
         the rare ones (details, max-bump, min-age, platforms) in methods.
 
-        This loop is the hot path of a cycle (measured by bench/policy_select.py).
+        ``keep``: rank only the best ``keep`` tags and record no exclusions (the engine's
+        decision, which needs the winner and the runner-up): a tag that ranks below the
+        ``keep``-th best so far is passed over before any rule, and the ranking is cut back
+        to ``keep`` whenever it reaches ``_PRUNE_AT`` tags.
+
+        This loop is the hot path of a cycle (measured by bench/policy_select.py and
+        bench/fleet_memory.py).
         """
         # 1. what does not change from tag to tag
         assert self.range is not None
@@ -223,35 +242,47 @@ class Policy:
         more = bool(self.max_bump or self.min_age or self.platforms)
         ranked: list[_Ranked] = []
         excluded: list[Excluded] = []
+        explain = keep is None
+        prune_at = -1 if keep is None else max(_PRUNE_AT, 2 * keep)
+        beaten: Key | None = None  # with ``keep``: the rank key of the keep-th best so far
         # named tuples built with tuple.__new__: Excluded(...) costs twice as much
-        exclude, new = excluded.append, tuple.__new__
-        # 2. each tag: the first rule that fails excludes it
-        for tag in names:
+        exclude, new = excluded.append if explain else _forget, tuple.__new__
+        # 2. each tag: the first rule that fails excludes it. Ranking the best few, go from
+        # the end of the sorted names: newer versions mostly sort last, so the cut-off rises
+        # early and most tags are passed over after one comparison (any order decides alike)
+        for tag in names if explain else reversed(names):
             reading = _reading(tag) if default_filter else self._read(tag)
             if reading.__class__ is Excluded:  # (isinstance costs twice as much)
-                if declined and tag in declined and tag != current_tag and (
-                        reading.rule == "not-a-version"):
-                    reading = _declined(tag)  # the declined rule comes before the parse
-                exclude(reading)
+                if explain:
+                    if declined and tag in declined and tag != current_tag and (
+                            reading.rule == "not-a-version"):
+                        reading = _declined(tag)  # the declined rule comes before the parse
+                    exclude(reading)
                 continue
             parsed: versions.TagVersion = reading  # type: ignore[assignment]  # not Excluded
+            if beaten is not None and parsed.rank_key < beaten:
+                continue  # ranks below the best ``keep``, eligible or not
             if declined and tag in declined and tag != current_tag:
                 exclude(_declined(tag))
                 continue
             key = parsed.semver_key
             if not contains(key, prerelease) and not (
                     key[3] == 0 and self._moves_within_prerelease(parsed, current)):
-                exclude(self._out_of_range(tag, parsed) if key[3] == 0 else new(
-                    Excluded, (tag, "range", out_of_range)))
+                if explain:
+                    exclude(self._out_of_range(tag, parsed) if key[3] == 0 else new(
+                        Excluded, (tag, "range", out_of_range)))
                 continue
             if (parsed.family != same_family if same_family is not None else (
                     named_variant is not None and parsed.variant != named_variant
                     and parsed.family != named_variant)):
-                exclude(Excluded(tag, "variant", self._variant_problem(
-                    parsed, current, same_family or "")))
+                if explain:
+                    exclude(Excluded(tag, "variant", self._variant_problem(
+                        parsed, current, same_family or "")))
                 continue
             if wanted is not None and parsed.precision != wanted:
-                exclude(Excluded(tag, "precision", self._precision_problem(parsed, wanted)))
+                if explain:
+                    exclude(Excluded(tag, "precision",
+                                     self._precision_problem(parsed, wanted)))
                 continue
             if not more and floor is not None and parsed.rank_key < floor:
                 exclude(new(Excluded, (tag, "downgrade", lower)))
@@ -264,6 +295,10 @@ class Policy:
                     exclude(verdict)
                     continue
             ranked.append(entry)
+            if len(ranked) == prune_at:
+                beaten = _cut(ranked, typing.cast(int, keep))
+        if keep is not None and len(ranked) > keep:
+            _cut(ranked, keep)
         return ranked, excluded
 
     def _read(self, tag: str) -> versions.TagVersion | Excluded:
@@ -503,16 +538,31 @@ def forget() -> None:
 # ranking order, best last: the key, the current tag on equal keys, then the tie-break
 _RANKING = operator.itemgetter(0, 1, 2)
 
+# ranking only the best few: how many eligible tags gather before they are cut back
+_PRUNE_AT = 16
+
+
+def _cut(ranked: list[_Ranked], keep: int) -> Key:
+    """Keep the best ``keep`` of ``ranked`` (best first); returns the rank key of the last
+    kept, below which no tag can enter."""
+    ranked.sort(key=_RANKING, reverse=True)
+    del ranked[keep:]
+    return ranked[-1].key
+
+
+def _forget(_: Excluded) -> None:
+    """Where exclusions go when nobody asked for the explanation."""
+
 
 def _candidates(tags: Iterable[str | Candidate]) -> tuple[list[str], dict[str, Candidate]]:
     """The tags de-duplicated and sorted, so the input order never matters, and what is
     known about those given as :class:`Candidate` (the last mention of a tag wins)."""
     items = tags if isinstance(tags, list | tuple) else list(tags)
-    unique = set(items)
     # bare tags, the usual case, cost a sort: a Candidate among them makes the sort raise
-    # (every item is compared at least once), as does more than one Candidate
+    # (every item is compared at least once), as does more than one Candidate. Sorting
+    # before de-duplicating keeps a registry's sorted list sorted: a tenth of the cost.
     try:
-        names = sorted(typing.cast(set[str], unique))
+        names = list(dict.fromkeys(sorted(typing.cast(list[str], items))))
     except TypeError:
         names = []
     if len(names) > 1 or (names and isinstance(names[0], str)):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import semver
 from hypothesis import assume, example, given, settings
@@ -245,3 +246,60 @@ def test_default_filter_shortcut_decides_as_the_filter(tags: list[str], current:
     tags = [*tags, *sorted(declined)[:3], "sha256-0f.sig", "1.2.3.att"]
     assert p.select(tags, current=current, declined=declined) == general.select(
         tags, current=current, declined=declined)
+
+
+# long enough that the engine's best-two ranking cuts its list back more than once
+long_tag_lists = st.lists(st.one_of(version_tags(), version_tags(), junk), max_size=400)
+ENGINE_POLICIES = [
+    SEMVER, ANY_VARIANT, policy(select={"semver": {"range": "^1 || 3.x"}}),
+    policy(select={"semver": {"range": ">=1.2.3-rc.1 <3"}}), policy(precision=2),
+    policy(**{"allow-downgrade": True}), policy(**{"max-bump": "minor"}),
+    policy(select={"semver": {"range": "~1.2"}}, variant="alpine"),
+    policy(select={"semver": {"range": "*"}}, filter={"pattern": r"^v?(?P<v>.*)$",
+                                                     "extract": "$v"}),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_tag_lists, st.one_of(st.none(), version_tags()),
+       st.sets(st.one_of(version_tags(), junk), max_size=5), st.randoms(use_true_random=False),
+       st.sampled_from(ENGINE_POLICIES))
+def test_the_engines_unexplained_decision_is_the_explained_one(
+        tags: list[str], current: str | None, declined: set[str], rnd: Any,
+        p: strategies.Policy) -> None:
+    tags = [*tags, *sorted(declined)[:3]]
+    rnd.shuffle(tags)
+    full = p.select(tags, current=current, declined=declined, now=NOW)
+    for prune_at in (4, 64):  # cut back often (ties with the kept tags), and seldom
+        with mock.patch.object(strategies, "_PRUNE_AT", prune_at):
+            fast = p.select(tags, current=current, declined=declined, now=NOW, explain=False)
+        assert (fast.tag, fast.reason, fast.winner, fast.runner_up, fast.digest) == (
+            full.tag, full.reason, full.winner, full.runner_up, full.digest)
+        assert fast.ranked == full.ranked[:2]
+        assert fast.excluded == (() if full.ranked else full.excluded)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(version_tags(), min_size=1, max_size=300), version_tags(),
+       st.lists(st.integers(0, 400), max_size=300))
+def test_the_unexplained_decision_honours_min_age(tags: list[str], current: str,
+                                                  ages: list[int]) -> None:
+    p = policy(**{"min-age": "1h"})
+    given_tags = [strategies.Candidate(tag, created=NOW - timedelta(minutes=age))
+                  if (age := ages[i % len(ages)] if ages else None) is not None else tag
+                  for i, tag in enumerate(tags)]
+    full = p.select(given_tags, current=current, now=NOW)
+    with mock.patch.object(strategies, "_PRUNE_AT", 4):
+        fast = p.select(given_tags, current=current, now=NOW, explain=False)
+    assert (fast.tag, fast.reason, fast.runner_up) == (full.tag, full.reason, full.runner_up)
+
+
+def test_a_tag_tied_with_the_kept_runner_up_still_enters() -> None:
+    # cut back after four tags to [1.0.5, 1.0.4]; v1.0.4 has 1.0.4's key but, as the
+    # current tag, ranks above it: it is the runner-up, not passed over
+    p = policy(**{"allow-downgrade": True})
+    tags = ["1.0.2", "1.0.3", "1.0.4", "1.0.5", "v1.0.4"]
+    with mock.patch.object(strategies, "_PRUNE_AT", 4):
+        fast = p.select(tags, current="v1.0.4", explain=False)
+    assert (fast.winner, fast.runner_up) == ("1.0.5", "v1.0.4")
+    assert fast.runner_up == p.select(tags, current="v1.0.4").runner_up
