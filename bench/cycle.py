@@ -107,8 +107,9 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
-    parser.add_argument("--profile", action="store_true",
-                        help="profile one more plan and print where its time goes")
+    parser.add_argument("--profile", nargs="?", const="plan", choices=["plan", "run"],
+                        help="profile one more plan (or run --once) and print where its "
+                             "time goes")
     args = parser.parse_args()
     yamlgraph.use_parser(args.parser)
     work = Path(tempfile.mkdtemp(prefix="image-bot-bench-cycle-"))
@@ -160,8 +161,9 @@ def main() -> int:
             revert()
         if args.profile:
             profile = cProfile.Profile()
-            profile.runcall(invoke, "plan")
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+            profile.runcall(invoke, *(["plan"] if args.profile == "plan" else
+                                      ["run", "--once"]))
+            pstats.Stats(profile).sort_stats("cumulative").print_stats("image_bot|git", 60)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         base, plan, run = (statistics.median(x) for x in (floors, plans, runs))
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "

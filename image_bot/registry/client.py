@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import ssl
 import time
@@ -135,13 +136,12 @@ class RegistryClient:
                                     f"of {image.repository}")
             seen.add(url)
             response = await self._request(image, "GET", url)
-            for tag in _tags_from(response, image):
-                tags[tag] = None
-                if len(tags) > host.settings.max_tags:
-                    raise RegistryLimitExceeded(
-                        f"registry {image.host}, image {image.repository}: more than "
-                        f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
-                        f"more")
+            tags.update(zip(_tags_from(response, image), itertools.repeat(None)))
+            if len(tags) > host.settings.max_tags:  # a page is capped by its bytes
+                raise RegistryLimitExceeded(
+                    f"registry {image.host}, image {image.repository}: more than "
+                    f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
+                    f"more")
             url = _next_page(response, image)
         return list(tags)
 
@@ -610,7 +610,7 @@ def _tags_from(response: httpx.Response, image: refs.ImageRef) -> list[str]:
     tags = body.get("tags") if isinstance(body, dict) else None
     if tags is None and isinstance(body, dict) and "name" in body:
         return []  # a repository without tags answers "tags": null
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+    if not isinstance(tags, list) or not all(map(isinstance, tags, itertools.repeat(str))):
         raise RegistryError(f"{where} has no 'tags' array")
     return tags
 
