@@ -14,13 +14,15 @@ The rules (docs/security.md, "Files in the config repository"):
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from image_bot.errors import FileRefused, FileTooLarge
 
@@ -30,6 +32,42 @@ YAML_NAMES = ("Kustomization",)  # YAML without an extension that kustomize (and
 _CHUNK = 1024 * 1024
 _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
                | getattr(os, "O_CLOEXEC", 0))
+
+
+# the joined copies of file lists ``Index.holding`` keeps (past that: a file at a time)
+_HAYSTACK_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Haystack:
+    """The bytes of a list of files joined by NUL bytes (no needle holds one, so no match
+    spans two files), with the offset each file starts at (one more: the end)."""
+
+    joined: bytes
+    starts: tuple[int, ...]
+    unreadable: tuple[int, ...]  # files that cannot be read: always "holding"
+
+    @classmethod
+    def of(cls, blobs: Sequence[bytes | None]) -> _Haystack:
+        starts, at = [], 0
+        for blob in blobs:
+            starts.append(at)
+            at += len(blob or b"") + 1
+        starts.append(at)
+        return cls(b"\0".join(blob or b"" for blob in blobs), tuple(starts),
+                   tuple(i for i, blob in enumerate(blobs) if blob is None))
+
+    def holding(self, needles: tuple[bytes, ...]) -> list[int]:
+        """The positions of the files holding one of ``needles`` (or unreadable), in order."""
+        found = set(self.unreadable)
+        joined, starts = self.joined, self.starts
+        for needle in needles:
+            at = joined.find(needle)
+            while at >= 0:
+                file = bisect.bisect_right(starts, at) - 1
+                found.add(file)
+                at = joined.find(needle, starts[file + 1])  # the next file on
+        return sorted(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +100,21 @@ class Index:
         self._mentions: dict[tuple[Path, tuple[bytes, ...]], bool] = {}
         self._chosen: dict[tuple[str, ...], list[Path]] = {}  # patterns → files (policies
         # of one repository mostly share their paths)
+        self._haystacks: dict[tuple[Path, ...], _Haystack] = {}  # files → joined (holding)
+        self._haystack_bytes = 0
+
+    @classmethod
+    def of(cls, root: Path, files: Mapping[str, bytes], **options: Any) -> Index:
+        """An index of files held in memory (say a commit's, read from Git), named as if
+        under ``root``: nothing is listed or read from disk, and only the names a listing
+        would keep are listed."""
+        index = cls(root, **options)
+        index._listing = sorted((name, root / name) for name in files
+                                if name.rpartition("/")[2].endswith(index.suffixes)
+                                or name.rpartition("/")[2] in index.names)
+        index._names = {path: name for name, path in index._listing}
+        index._data = {path: files[name] for name, path in index._listing}
+        return index
 
     # --- listing ----------------------------------------------------------------------------
 
@@ -209,23 +262,30 @@ class Index:
 
     def holding(self, files: Sequence[Path], needles: tuple[bytes, ...]) -> list[Path]:
         """``files`` (in order) whose bytes contain one of ``needles``, and those that cannot
-        be read (the caller learns why from :meth:`read`): one tight pass, since every policy
-        of a cycle searches every file of its paths."""
-        found = []
-        data = self._data
-        for path in files:
-            blob = data.get(path)
-            if blob is None:
-                try:
-                    blob = self.read(path)
-                except FileRefused:
-                    found.append(path)
-                    continue
-            for needle in needles:
-                if needle in blob:
-                    found.append(path)
-                    break
-        return found
+        be read (the caller learns why from :meth:`read`).
+
+        Every policy of a cycle searches every file of its paths, and policies mostly share
+        their paths: the files of a list are joined once (:class:`_Haystack`), so a search
+        is one ``bytes.find`` per hit, not a step per file. Past ``_HAYSTACK_BYTES`` of
+        joined copies, files are searched one by one."""
+        key = tuple(files)
+        haystack = self._haystacks.get(key)
+        if haystack is None:
+            blobs = [self._blob(path) for path in files]
+            size = sum(len(blob) + 1 if blob is not None else 1 for blob in blobs)
+            if self._haystack_bytes + size > _HAYSTACK_BYTES:
+                return [path for path, blob in zip(files, blobs, strict=True)
+                        if blob is None or any(needle in blob for needle in needles)]
+            haystack = self._haystacks[key] = _Haystack.of(blobs)
+            self._haystack_bytes += size
+        return [files[i] for i in haystack.holding(needles)]
+
+    def _blob(self, path: Path) -> bytes | None:
+        """The bytes of a listed file, or ``None`` when it cannot be read."""
+        try:
+            return self.read(path)
+        except FileRefused:
+            return None
 
     def mentions(self, path: Path, needles: tuple[bytes, ...]) -> bool:
         """Whether a file too large to read contains one of ``needles`` (streamed in

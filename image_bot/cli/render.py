@@ -59,9 +59,10 @@ def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
         elsewhere = dict(repo.pushed_to)  # push-branch commits
         for commit in repo.commits:
             console.print(f"committed {commit[:12]} and pushed to "
-                          f"{elsewhere.get(commit, repo.branch)}")
+                          f"{elsewhere.get(commit, repo.branch)}", markup=False)
         for skipped in repo.skipped:
-            console.print(f"[yellow]skipped[/] {skipped.file}: {skipped.reason}")
+            console.print(Text.assemble(("skipped", "yellow"),
+                                        f" {skipped.file}: {skipped.reason}"))
     failures(cycle, strict=strict)  # the errors, each once
 
 
@@ -146,6 +147,7 @@ def declines(rows: list[DeclinedVersion], *, as_json: bool) -> None:
     """`declines list`: one row per declined version."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from image_bot.server import page
 
@@ -159,7 +161,8 @@ def declines(rows: list[DeclinedVersion], *, as_json: bool) -> None:
     for column in ("policy", "tag", "image", "why", "since"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row.policy, row.tag, row.image, row.reason, page.ago(row.at))
+        table.add_row(*map(Text, (row.policy, row.tag, row.image, row.reason,
+                                  page.ago(row.at))))
     Console(highlight=False).print(table)
 
 
@@ -234,14 +237,15 @@ def sync_reports(reports: list[SyncReport], *, as_json: bool) -> None:
         for s in sync_report.services:
             details = "; ".join(x for x in (s.action if s.action != "none" else "", s.drift,
                                             s.error) if x)
-            table.add_row(s.application, s.service, f"[{SYNC_STYLE[s.sync]}]{s.sync}[/]",
-                          f"[{SYNC_STYLE[s.health]}]{s.health}[/]", (s.revision or "-")[:12],
-                          details)
+            table.add_row(Text(s.application), Text(s.service),
+                          Text(s.sync, style=SYNC_STYLE[s.sync]),
+                          Text(s.health, style=SYNC_STYLE[s.health]),
+                          (s.revision or "-")[:12], Text(details))
         console.print(table)
         for removed in sync_report.removed:
-            console.print(f"removed {removed} (not in Git any more)")
+            console.print(f"removed {removed} (not in Git any more)", markup=False)
         for error in sync_report.errors:
-            console.print(f"[red]error:[/] {error}")
+            console.print(Text.assemble(("error:", "red"), f" {error}"))
             click.echo(f"error: {error}", err=True)
 
 

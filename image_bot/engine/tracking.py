@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import tempfile
 from collections.abc import Callable, Sequence, Set
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from image_bot import checkout, refs
@@ -102,11 +100,12 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     # agents that went silent are not waited for (a decommissioned host)
     live = {*local, *(a.report.agent for a in heard if not a.stale)}
     transitions: list[Transition] = []
-    for update_key, update in engine.state.updates().items():
-        if update["repository"] != name or update["state"] not in _OPEN \
-                or not update.get("latest", True):
-            continue
-        changed = await asyncio.to_thread(_judge, ws, update, reports, live)
+    judging = {key: update for key, update in engine.state.updates().items()
+               if update["repository"] == name and update["state"] in _OPEN
+               and update.get("latest", True)}
+    judged = await asyncio.to_thread(  # one hop to the git thread, not one per update
+        lambda: {key: _judge(ws, update, reports, live) for key, update in judging.items()})
+    for update_key, changed in judged.items():
         if changed is not None:
             update, new = await _with_push_time(engine, *changed)
             engine.state.put_update(update_key, update)
@@ -211,16 +210,11 @@ def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
     for commit, group in by_commit.items():
         files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
                                    commit).splitlines() if f.strip()]
-        with tempfile.TemporaryDirectory(prefix="image-bot-parent-") as directory:
-            root = Path(directory)
-            for file, data in ws.files_at(f"{commit}^", files,
-                                          max_bytes=checkout.DEFAULT_MAX_FILE_BYTES).items():
-                (root / file).parent.mkdir(parents=True, exist_ok=True)
-                (root / file).write_bytes(data)
-            before = checkout.Index(root)  # read once for all the commit's writes
-            for write in group:
-                found[write] = _changed_by(write, by_policy.get(write.policy), files,
-                                           before=before)
+        before = checkout.Index.of(ws.root, ws.files_at(  # read once for all its writes
+            f"{commit}^", files, max_bytes=checkout.DEFAULT_MAX_FILE_BYTES))
+        for write in group:
+            found[write] = _changed_by(write, by_policy.get(write.policy), files,
+                                       before=before)
     return found
 
 

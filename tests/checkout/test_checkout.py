@@ -8,8 +8,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from image_bot import checkout, refs
 from image_bot.config import loading
@@ -282,3 +285,43 @@ def test_compose_files_and_env_files_stay_inside_the_checkout(tmp_path: Path) ->
         ("deploy/env.yaml", "==> File deploy/env.yaml ==> At service 'web' ==> At key: "
                             "env_file: /proc/self/environ is outside the repository"),
         ("deploy/evil.yaml", f"==> File deploy/evil.yaml: {OUTSIDE}")]
+
+
+def test_an_index_of_files_in_memory_lists_and_reads_only_them(tmp_path: Path) -> None:
+    # a commit's files read from Git: the working tree (here a different text) is not read
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "app.yaml").write_text("image: web:2.0\n")
+    index = checkout.Index.of(tmp_path, {"deploy/app.yaml": b"image: web:1.0\n",
+                                         "deploy/notes.txt": b"web\n",
+                                         "Kustomization": b"images: []\n"})
+    assert [index.shown(p) for p in index.files()] == ["Kustomization", "deploy/app.yaml"]
+    (app,) = index.files(["deploy/"])
+    assert index.read(app) == b"image: web:1.0\n"
+    assert index.holding(index.files(), (b"web",)) == [app]
+    assert index.reads == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=12),
+       st.lists(st.binary(min_size=1, max_size=4).filter(lambda b: b"\0" not in b),
+                min_size=1, max_size=3))
+def test_holding_finds_what_a_search_file_by_file_finds(blobs: list[bytes],
+                                                       needles: list[bytes]) -> None:
+    # joined once (a NUL between files) or, past the byte budget, searched one by one
+    files = {f"f{i:02}.yaml": blob for i, blob in enumerate(blobs)}
+    expected = [name for name, blob in files.items() if any(n in blob for n in needles)]
+    for budget in (checkout._HAYSTACK_BYTES, 0):
+        with mock.patch.object(checkout, "_HAYSTACK_BYTES", budget):
+            index = checkout.Index.of(Path("/nowhere"), files)
+            for _ in range(2):  # the second search of the same list reuses the join
+                found = index.holding(index.files(), tuple(needles))
+                assert [index.shown(p) for p in found] == expected
+
+
+def test_holding_keeps_a_file_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "big.yaml").write_text("x" * 100)
+    (tmp_path / "ours.yaml").write_text(DEPLOY)
+    (tmp_path / "other.yaml").write_text("image: nginx\n")
+    index = checkout.Index(tmp_path, max_file_bytes=50)
+    found = index.holding(index.files(), (b"team/app",))
+    assert [index.shown(p) for p in found] == ["big.yaml", "ours.yaml"]  # read() says why

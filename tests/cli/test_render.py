@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from image_bot.cli import render
+from image_bot.engine.operating import DeclinedVersion
 from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
+from image_bot.update.result import Skipped
 
 
 def test_brackets_in_a_message_are_printed_not_read_as_markup(
@@ -17,3 +21,17 @@ def test_brackets_in_a_message_are_printed_not_read_as_markup(
     render.report(cycle, as_json=False)
     row = next(line for line in capsys.readouterr().out.splitlines() if "web" in line)
     assert [cell.strip() for cell in row.split("│")[1:4]] == ["web", "current", note]
+
+
+def test_an_operators_reason_and_a_skipped_file_are_printed_as_written(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    reason = "rollback: [red]broke[/] checkout"
+    render.declines([DeclinedVersion("web", "registry/web", "1.2.0", reason, time.time())],
+                    as_json=False)
+    skipped = Skipped("deploy/[x].yaml", "a symbolic link to a file outside the checkout")
+    cycle = CycleReport((RepositoryReport("config", "main", skipped=(skipped,)),))
+    render.report(cycle, as_json=False)
+    out = capsys.readouterr().out
+    assert reason in out
+    assert "skipped deploy/[x].yaml: a symbolic link" in out
