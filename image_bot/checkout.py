@@ -93,6 +93,7 @@ class Index:
         self.reads = 0
         self._real_root = root.resolve()
         self._listing: list[tuple[str, Path]] | None = None  # (listed name, file to read)
+        self._listed: frozenset[Path] = frozenset()  # the files to read of the listing
         self._refused: dict[str, str] = {}  # every refused entry of the listing
         self._reported: dict[str, str] = {}  # those under the paths somebody asked for
         self._data: dict[Path, bytes] = {}
@@ -113,6 +114,7 @@ class Index:
                                 if name.rpartition("/")[2].endswith(index.suffixes)
                                 or name.rpartition("/")[2] in index.names)
         index._names = {path: name for name, path in index._listing}
+        index._listed = frozenset(index._names)
         index._data = {path: files[name] for name, path in index._listing}
         return index
 
@@ -152,7 +154,10 @@ class Index:
 
     def file(self, path: Path) -> Path:
         """The file to read for ``path``: a regular file in the checkout or a link to one
-        (then its target); raises :class:`FileRefused` for anything else."""
+        (then its target); raises :class:`FileRefused` for anything else. A file the
+        listing holds was checked when listed."""
+        if path in self._listed:
+            return path
         name = self.name(path)
         self._check_parents(name)
         checked = self._check(self.root / name, name)
@@ -214,6 +219,7 @@ class Index:
                         listing.append((relative, checked))
         listing.sort()
         self._listing = listing
+        self._listed = frozenset(path for _, path in listing)
         return listing
 
     def _check_folder_link(self, path: Path) -> str | None:

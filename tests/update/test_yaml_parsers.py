@@ -84,3 +84,15 @@ def test_anchors_styles_and_empty_values_read_the_same(text: str) -> None:
 def test_an_unknown_parser_is_refused() -> None:
     with pytest.raises(ValueError, match="not available"):
         yamlgraph.use_parser("fast")
+
+
+@pytest.mark.usefixtures("restore_parser")
+def test_memoised_plain_tags_follow_the_yaml_version_of_each_text() -> None:
+    # the resolver remembers each plain scalar's tag by YAML version and text: a 1.1
+    # document read between two 1.2 ones keeps its own booleans, and nothing leaks back
+    yamlgraph.use_parser("pure")  # libyaml's composer reads every document as 1.2
+    tags = []
+    for text in ("key: yes\n", "%YAML 1.1\n---\nkey: yes\n", "key: yes\n"):
+        (document,) = yamlgraph.compose_all(text)
+        tags.append(str(document.value[0][1].tag))
+    assert tags == [yamlgraph.STR, "tag:yaml.org,2002:bool", yamlgraph.STR]
