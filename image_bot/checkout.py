@@ -57,17 +57,38 @@ class _Haystack:
         return cls(b"\0".join(blob or b"" for blob in blobs), tuple(starts),
                    tuple(i for i, blob in enumerate(blobs) if blob is None))
 
-    def holding(self, needles: tuple[bytes, ...]) -> list[int]:
-        """The positions of the files holding one of ``needles`` (or unreadable), in order."""
+    def holding(self, needles: tuple[bytes, ...], names: tuple[bytes, ...]) -> list[int]:
+        """The positions of the files holding one of ``needles`` or ``names`` (see
+        :meth:`Index.holding`), or unreadable, in order."""
         found = set(self.unreadable)
         joined, starts = self.joined, self.starts
-        for needle in needles:
-            at = joined.find(needle)
+        for needle, whole in _searches(needles, names):
+            at = _find(joined, needle, 0, whole)
             while at >= 0:
                 file = bisect.bisect_right(starts, at) - 1
                 found.add(file)
-                at = joined.find(needle, starts[file + 1])  # the next file on
+                at = _find(joined, needle, starts[file + 1], whole)  # the next file on
         return sorted(found)
+
+
+# what continues a name (an image repository): a match followed by one is a longer name
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
+
+
+def _searches(needles: tuple[bytes, ...],
+              names: tuple[bytes, ...]) -> list[tuple[bytes, bool]]:
+    return [*((needle, False) for needle in needles), *((name, True) for name in names)]
+
+
+def _find(data: bytes, needle: bytes, start: int, whole: bool) -> int:
+    """Where ``needle`` first is in ``data`` from ``start`` (``whole``: as a whole name, not
+    followed by a byte of a name), or -1."""
+    at = data.find(needle, start)
+    if whole:
+        end = len(needle)
+        while at >= 0 and at + end < len(data) and data[at + end] in _NAME_BYTES:
+            at = data.find(needle, at + 1)
+    return at
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +287,11 @@ class Index:
             self.reads += 1
         return self._data[path]
 
-    def holding(self, files: Sequence[Path], needles: tuple[bytes, ...]) -> list[Path]:
-        """``files`` (in order) whose bytes contain one of ``needles``, and those that cannot
-        be read (the caller learns why from :meth:`read`).
+    def holding(self, files: Sequence[Path], needles: tuple[bytes, ...],
+                names: tuple[bytes, ...] = ()) -> list[Path]:
+        """``files`` (in order) whose bytes contain one of ``needles``, or one of ``names``
+        as a whole name (``team/app`` is not in ``team/app-worker:1.0``), and those that
+        cannot be read (the caller learns why from :meth:`read`).
 
         Every policy of a cycle searches every file of its paths, and policies mostly share
         their paths: the files of a list are joined once (:class:`_Haystack`), so a search
@@ -280,11 +303,13 @@ class Index:
             blobs = [self._blob(path) for path in files]
             size = sum(len(blob) + 1 if blob is not None else 1 for blob in blobs)
             if self._haystack_bytes + size > _HAYSTACK_BYTES:
+                searches = _searches(needles, names)
                 return [path for path, blob in zip(files, blobs, strict=True)
-                        if blob is None or any(needle in blob for needle in needles)]
+                        if blob is None or any(_find(blob, needle, 0, whole) >= 0
+                                               for needle, whole in searches)]
             haystack = self._haystacks[key] = _Haystack.of(blobs)
             self._haystack_bytes += size
-        return [files[i] for i in haystack.holding(needles)]
+        return [files[i] for i in haystack.holding(needles, names)]
 
     def _blob(self, path: Path) -> bytes | None:
         """The bytes of a listed file, or ``None`` when it cannot be read."""

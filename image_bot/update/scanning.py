@@ -63,8 +63,9 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
     found: list[detecting.Reference] = []
     skipped: list[Skipped] = []
     parsed = 0
-    needles = _needles(image, policy)
-    for path in index.holding(files, needles):  # most files are never decoded or parsed
+    name, markers = _needles(image, policy)
+    needles = (name, *markers)
+    for path in index.holding(files, markers, (name,)):  # most files are never decoded
         relative = index.shown(path) if shown is None else _relative(path, shown)
         try:
             data = index.read(path)
@@ -95,10 +96,11 @@ def refused(index: checkout.Index) -> UpdateResult:
     return UpdateResult(skipped=tuple(Skipped(r.file, r.reason) for r in index.refused))
 
 
-def _needles(image: refs.ImageRef, policy: str | None) -> tuple[bytes, ...]:
-    """Byte strings one of which a file must contain to be looked at more closely."""
+def _needles(image: refs.ImageRef, policy: str | None) -> tuple[bytes, tuple[bytes, ...]]:
+    """What a file must contain to be looked at more closely: the image's repository as a
+    whole name (not ``app`` in ``app-worker``), or a marker when a policy is named."""
     repository = image.repository.removeprefix("library/").encode()
-    return (repository, b"$imagepolicy", b'"image-bot"') if policy else (repository,)
+    return repository, (b"$imagepolicy", b'"image-bot"') if policy else ()
 
 
 def _relative(path: Path, root: Path) -> str:

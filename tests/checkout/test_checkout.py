@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -301,20 +302,29 @@ def test_an_index_of_files_in_memory_lists_and_reads_only_them(tmp_path: Path) -
     assert index.reads == 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=40), max_size=12),
-       st.lists(st.binary(min_size=1, max_size=4).filter(lambda b: b"\0" not in b),
-                min_size=1, max_size=3))
+_TEXT = st.binary(max_size=40) | st.lists(st.sampled_from(
+    [b"app", b"app-w", b"/app", b"app:1", b"app\n", b"x", b"\0", b" "])).map(b"".join)
+_NEEDLE = st.sampled_from([b"app", b"ap", b"p:", b"x", b"app-w"]) | st.binary(
+    min_size=1, max_size=4).filter(lambda b: b"\0" not in b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TEXT, max_size=12), st.lists(_NEEDLE, max_size=2),
+       st.lists(_NEEDLE, max_size=2))
 def test_holding_finds_what_a_search_file_by_file_finds(blobs: list[bytes],
-                                                       needles: list[bytes]) -> None:
-    # joined once (a NUL between files) or, past the byte budget, searched one by one
+                                                       needles: list[bytes],
+                                                       names: list[bytes]) -> None:
+    # joined once (a NUL between files) or, past the byte budget, searched one by one; a
+    # name counts only where no name byte follows it (app is not in app-w)
+    whole = [re.compile(re.escape(n) + rb"(?![A-Za-z0-9._/-])") for n in names]
     files = {f"f{i:02}.yaml": blob for i, blob in enumerate(blobs)}
-    expected = [name for name, blob in files.items() if any(n in blob for n in needles)]
+    expected = [name for name, blob in files.items() if any(n in blob for n in needles)
+                or any(w.search(blob) for w in whole)]
     for budget in (checkout._HAYSTACK_BYTES, 0):
         with mock.patch.object(checkout, "_HAYSTACK_BYTES", budget):
             index = checkout.Index.of(Path("/nowhere"), files)
             for _ in range(2):  # the second search of the same list reuses the join
-                found = index.holding(index.files(), tuple(needles))
+                found = index.holding(index.files(), tuple(needles), tuple(names))
                 assert [index.shown(p) for p in found] == expected
 
 
@@ -325,3 +335,27 @@ def test_holding_keeps_a_file_it_cannot_read(tmp_path: Path) -> None:
     index = checkout.Index(tmp_path, max_file_bytes=50)
     found = index.holding(index.files(), (b"team/app",))
     assert [index.shown(p) for p in found] == ["big.yaml", "ours.yaml"]  # read() says why
+
+
+@pytest.mark.parametrize("budget", [checkout._HAYSTACK_BYTES, 0])
+def test_a_name_is_not_found_inside_a_longer_name(budget: int) -> None:
+    files = {"worker.yaml": b"image: team/app-worker:1.0\n",
+             "nested.yaml": b"image: team/app/sub:1.0\n", "ours.yaml": b"image: team/app\n",
+             "both.yaml": b"a: team/app.x\nb: team/app@sha256:00\n"}
+    with mock.patch.object(checkout, "_HAYSTACK_BYTES", budget):
+        index = checkout.Index.of(Path("/nowhere"), files)
+        found = index.holding(index.files(), (), (b"team/app",))
+        assert [index.shown(p) for p in found] == ["both.yaml", "ours.yaml"]
+        found = index.holding(index.files(), (b"team/app",))  # a plain needle: anywhere
+        assert len(found) == 4
+        overlapping = checkout.Index.of(Path("/nowhere"), {"x.yaml": b"aaa:"})
+        assert overlapping.holding(overlapping.files(), (), (b"aa",))  # the second "aa"
+
+
+def test_a_policys_scan_parses_no_file_of_a_longer_image_name(tmp_path: Path) -> None:
+    (tmp_path / "worker.yaml").write_text("image: ghcr.io/team/app-worker:1.0.0\n")
+    (tmp_path / "app.yaml").write_text(DEPLOY)
+    index = checkout.Index(tmp_path)
+    scan = scanning.scan_files(index, index.files(), APP, policy="app")
+    assert [r.file for r in scan.references] == ["app.yaml"]
+    assert scan.parsed == 1  # the worker's file was never decoded or parsed
