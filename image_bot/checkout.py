@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +57,27 @@ class _Haystack:
         return cls(b"\0".join(blob or b"" for blob in blobs), tuple(starts),
                    tuple(i for i, blob in enumerate(blobs) if blob is None))
 
+    found: dict[tuple[bytes, bool], tuple[int, ...]] = field(default_factory=dict)  # memo
+
     def holding(self, needles: tuple[bytes, ...], names: tuple[bytes, ...]) -> list[int]:
         """The positions of the files holding one of ``needles`` or ``names`` (see
-        :meth:`Index.holding`), or unreadable, in order."""
+        :meth:`Index.holding`), or unreadable, in order. What a needle finds is kept: every
+        policy looks for the same markers."""
         found = set(self.unreadable)
-        joined, starts = self.joined, self.starts
-        for needle, whole in _searches(needles, names):
-            at = _find(joined, needle, 0, whole)
-            while at >= 0:
-                file = bisect.bisect_right(starts, at) - 1
-                found.add(file)
-                at = _find(joined, needle, starts[file + 1], whole)  # the next file on
+        for search in _searches(needles, names):
+            if search not in self.found:
+                self.found[search] = self._files_with(*search)
+            found.update(self.found[search])
         return sorted(found)
+
+    def _files_with(self, needle: bytes, whole: bool) -> tuple[int, ...]:
+        files = []
+        joined, starts = self.joined, self.starts
+        at = _find(joined, needle, 0, whole)
+        while at >= 0:
+            files.append(bisect.bisect_right(starts, at) - 1)
+            at = _find(joined, needle, starts[files[-1] + 1], whole)  # the next file on
+        return tuple(files)
 
 
 # what continues a name (an image repository): a match followed by one is a longer name
