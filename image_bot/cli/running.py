@@ -26,7 +26,6 @@ from image_bot.engine import (
     selecting,
 )
 from image_bot.engine.report import CycleReport
-from image_bot.server import app
 
 T = TypeVar("T")
 
@@ -89,6 +88,8 @@ def run_daemon(config: models.BotConfig, *, polling: bool, interval: float | Non
 
 async def _daemon_async(config: models.BotConfig, *, polling: bool, interval: float | None,
                         listen: str, shard: selecting.Shard | None) -> None:
+    from image_bot.server import app  # the web stack: the daemon's alone
+
     async with context.Engine.open(config) as engine:
         scheduler = scheduling.Scheduler(engine, shard=shard, polling=polling,
                                          interval=interval)

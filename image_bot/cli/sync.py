@@ -182,9 +182,9 @@ def sync_status(state_dir: Path | None, config_path: Path | None, name: str | No
     Exits 0 when every service is Synced and Healthy, 1 otherwise or when no agent ran yet.
     """
     directory, _ = _state_dir(state_dir, config_path)
-    reports = [r for r in sync_status_files.read_all(syncing.status_dir(directory))
+    reports = [r for r in sync_status_files.read_all(sync_status_files.folder(directory))
                if name is None or r.agent == name]
     render.sync_reports(reports, as_json=as_json)
     if not reports and not as_json:
-        click.echo(f"no sync status in {syncing.status_dir(directory)}", err=True)
+        click.echo(f"no sync status in {sync_status_files.folder(directory)}", err=True)
     return errors.EXIT_OK if reports and all(r.ok for r in reports) else errors.EXIT_FAILED

@@ -13,7 +13,7 @@ from typing import Any
 
 from image_bot import state
 from image_bot.config import models
-from image_bot.engine import reporting, syncing
+from image_bot.engine import reporting
 from image_bot.engine.report import CycleReport, PolicyOutcome
 from image_bot.state import State
 from image_bot.sync import status as sync_status
@@ -190,7 +190,7 @@ def agents(state: State, state_dir: Path, *, now: float,
     posted = reporting.agents(state.agent_reports(), now=now, stale_after=stale_after)
     names = {a.report.agent for a in posted}
     local = [reporting.AgentStatus(r, 0.0, r.finished_at, stale=False, via="state-dir")
-             for r in sync_status.read_all(syncing.status_dir(state_dir))
+             for r in sync_status.read_all(sync_status.folder(state_dir))
              if r.agent not in names]
     return local + posted
 

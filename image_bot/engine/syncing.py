@@ -39,11 +39,7 @@ class SyncJob:
 
     @property
     def status_file(self) -> Path:
-        return status_dir(self.state_dir) / f"{self.settings.agent}.json"
-
-
-def status_dir(state_dir: Path) -> Path:
-    return state_dir / "sync" / "status"
+        return status.folder(self.state_dir) / f"{self.settings.agent}.json"
 
 
 def agent_name(url: str, branch: str, path: str, target: str) -> str:
@@ -109,7 +105,7 @@ class StatusCollector:
     each scrape (so a daemon sharing the state dir, or the agent itself, exports them)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.directory = status_dir(state_dir)
+        self.directory = status.folder(state_dir)
 
     def collect(self) -> Iterator[Metric]:
         reports = status.read_all(self.directory)

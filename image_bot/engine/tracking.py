@@ -29,7 +29,7 @@ from typing import Any
 
 from image_bot import checkout, refs
 from image_bot.config import loading, models
-from image_bot.engine import overrides, reporting, syncing
+from image_bot.engine import overrides, reporting
 from image_bot.engine.context import Engine
 from image_bot.engine.report import Transition
 from image_bot.errors import ImageBotError
@@ -94,7 +94,7 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     heard = reporting.agents(engine.state.agent_reports(), now=engine.clock.now().timestamp(),
                              stale_after=stale_after)
     posted = {a.report.agent: a.report for a in heard}
-    local = {r.agent: r for r in status.read_all(syncing.status_dir(engine.config.state_dir))}
+    local = {r.agent: r for r in status.read_all(status.folder(engine.config.state_dir))}
     reports = [r for r in {**local, **posted}.values()
                if reporting.same_repository(r.repository, name) and r.branch == repo.branch]
     # agents that went silent are not waited for (a decommissioned host)

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from image_bot.engine import syncing
+from image_bot.sync import status
 
 _POLL = 0.5
 
 
 def wake_file(state_dir: Path) -> Path:
-    return syncing.status_dir(state_dir).parent / "wake"
+    return status.folder(state_dir).parent / "wake"
 
 
 def request_sync(state_dir: Path) -> None:

@@ -107,6 +107,11 @@ def summary(report: SyncReport) -> dict[str, Any]:
     return {"sync": sync, "health": health, "services": len(report.services)}
 
 
+def folder(state_dir: Path) -> Path:
+    """Where agents sharing ``state_dir`` write their status files (one per agent)."""
+    return state_dir / "sync" / "status"
+
+
 def write(path: Path, report: SyncReport) -> None:
     """Replace the status file atomically (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import devservers
 import fakeforge
 import testing
 from image_bot.config import models
-from image_bot.engine import context, cycle, deployments, promotion, syncing
+from image_bot.engine import context, cycle, deployments, promotion
 from image_bot.engine.report import CycleReport
 from image_bot.sync import status
 
@@ -73,7 +73,7 @@ def _run(config: models.BotConfig, *, report: status.SyncReport | None = None,
     async def go() -> CycleReport:
         async with context.Engine.open(config) as engine:
             if report is not None and local:
-                status.write(syncing.status_dir(config.state_dir) / f"{report.agent}.json",
+                status.write(status.folder(config.state_dir) / f"{report.agent}.json",
                              report)
             elif report is not None:
                 engine.state.put_agent_report(report.agent, report.to_dict(), interval=60,

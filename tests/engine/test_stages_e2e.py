@@ -27,7 +27,7 @@ import devservers
 import fakeforge
 import testing
 from image_bot.config import models
-from image_bot.engine import context, cycle, overview, syncing
+from image_bot.engine import context, cycle, overview
 from image_bot.engine.report import RepositoryReport
 from image_bot.sync import docker_target, status
 
@@ -63,7 +63,7 @@ class Stages:
             clock = context.Clock(now=self.now)
             async with context.Engine.open(self.config, clock=clock) as engine:
                 for name in agents:  # posted by an agent whose clock agrees with the bot's
-                    [report] = status.read_all(syncing.status_dir(self.work / name))
+                    [report] = status.read_all(status.folder(self.work / name))
                     report = dataclasses.replace(report,
                                                  started_at=report.started_at + self.skew,
                                                  finished_at=report.finished_at + self.skew)
@@ -94,7 +94,7 @@ class Stages:
             "--state-dir", str(self.work / stage), "--healthy-after", "1s",
             "--health-timeout", "20s", "--stop-timeout", "1"],
             capture_output=True, timeout=120, check=False)
-        [report] = status.read_all(syncing.status_dir(self.work / stage))
+        [report] = status.read_all(status.folder(self.work / stage))
         return report
 
     def in_git(self, stage: str, ref: str = "main") -> str:

@@ -29,7 +29,7 @@ REPORT = SyncReport(
 
 
 def test_the_status_file_round_trips_and_is_replaced_atomically(tmp_path: Path) -> None:
-    path = syncing.status_dir(tmp_path) / "edge.json"
+    path = status.folder(tmp_path) / "edge.json"
     status.write(path, REPORT)
     status.write(path, REPORT)
 
@@ -49,7 +49,7 @@ def test_an_unreadable_status_file_is_no_status(tmp_path: Path) -> None:
 
 def test_sync_status_prints_every_agent_and_exits_1_when_not_all_healthy(
         tmp_path: Path) -> None:
-    status.write(syncing.status_dir(tmp_path) / "edge.json", REPORT)
+    status.write(status.folder(tmp_path) / "edge.json", REPORT)
 
     text = CliRunner().invoke(cli.main, ["sync", "status", "--state-dir", str(tmp_path)],
                               env={"COLUMNS": "250"})  # one table row per line
@@ -73,7 +73,7 @@ def test_sync_status_without_any_agent(tmp_path: Path) -> None:
 
 
 def test_metrics_come_from_the_status_files(tmp_path: Path) -> None:
-    status.write(syncing.status_dir(tmp_path) / "edge.json", REPORT)
+    status.write(status.folder(tmp_path) / "edge.json", REPORT)
     registry = CollectorRegistry()
     registry.register(syncing.StatusCollector(tmp_path))
 
@@ -89,7 +89,7 @@ def test_metrics_come_from_the_status_files(tmp_path: Path) -> None:
 
 
 def test_metrics_are_served_over_http(tmp_path: Path) -> None:
-    status.write(syncing.status_dir(tmp_path) / "edge.json", REPORT)
+    status.write(status.folder(tmp_path) / "edge.json", REPORT)
     port = devservers.free_port()
     stop = syncing.serve_metrics(tmp_path, host="127.0.0.1", port=port)
     try:
