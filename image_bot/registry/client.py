@@ -128,7 +128,8 @@ class RegistryClient:
         url: str | None = f"{host.base}/v2/{image.repository}/tags/list"
         if size := _page_size(host):
             url = f"{url}?n={size}"
-        tags: dict[str, None] = {}
+        pages: list[list[str]] = []
+        listed = 0  # tags in ``pages``, counting a repeated one again
         seen: set[str] = set()
         while url:
             if url in seen or len(seen) >= _MAX_PAGES:
@@ -136,14 +137,18 @@ class RegistryClient:
                                     f"of {image.repository}")
             seen.add(url)
             response = await self._request(image, "GET", url)
-            tags.update(zip(_tags_from(response, image), itertools.repeat(None)))
-            if len(tags) > host.settings.max_tags:  # a page is capped by its bytes
+            pages.append(_tags_from(response, image))
+            listed += len(pages[-1])
+            if listed > host.settings.max_tags:  # repeats do not count: drop them, recount
+                pages = [list(dict.fromkeys(itertools.chain.from_iterable(pages)))]
+                listed = len(pages[0])
+            if listed > host.settings.max_tags:  # a page is capped by its bytes
                 raise RegistryLimitExceeded(
                     f"registry {image.host}, image {image.repository}: more than "
                     f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
                     f"more")
             url = _next_page(response, image)
-        return list(tags)
+        return list(dict.fromkeys(itertools.chain.from_iterable(pages)))  # one pass in C
 
     async def digest(self, image: refs.ImageRef, tag: str) -> str:
         """The manifest digest of ``image:tag``, by HEAD (a GET would count as a pull)."""

@@ -18,7 +18,7 @@ import pytest
 
 from image_bot import refs
 from image_bot.config import models
-from image_bot.errors import AuthError, RegistryError, RegistryUnavailable
+from image_bot.errors import AuthError, RegistryError, RegistryLimitExceeded, RegistryUnavailable
 from image_bot.registry import client as registry_client
 from image_bot.registry import limits, manifests
 
@@ -94,6 +94,26 @@ def test_pagination_follows_relative_and_absolute_links_and_deduplicates() -> No
     assert tags == ["a", "b", "c", "d"]
     assert fake.urls() == ["https://reg.example/v2/", base, f"{base}?last=b&n=2",
                            f"{base}?last=c&n=2"]
+
+
+def test_repeated_tags_do_not_count_towards_max_tags() -> None:
+    # three pages of the same two tags and a third: 7 listed, 3 distinct, max_tags 4
+    base = "https://reg.example/v2/team/app/tags/list"
+    pages = {
+        "": _ok({"tags": ["a", "b"]}, Link=f'<{base}?p=2>; rel="next"'),
+        "p=2": _ok({"tags": ["a", "b"]}, Link=f'<{base}?p=3>; rel="next"'),
+        "p=3": _ok({"tags": ["b", "a", "c"]}),
+    }
+    fake = FakeRegistry({**PING, ("GET", "/v2/team/app/tags/list"): [
+        lambda request: pages[request.url.query.decode()]]})
+    settings = models.RegistryConfig(host="reg.example", max_tags=4)
+
+    assert _run(fake, _tags("reg.example/team/app"), settings) == ["a", "b", "c"]
+
+    fake = FakeRegistry({**PING, ("GET", "/v2/team/app/tags/list"): [
+        lambda request: pages[request.url.query.decode()]]})
+    with pytest.raises(RegistryLimitExceeded, match=r"more than 2 tags"):
+        _run(fake, _tags("reg.example/team/app"), settings.model_copy(update={"max_tags": 2}))
 
 
 def test_pagination_loop_is_stopped() -> None:
