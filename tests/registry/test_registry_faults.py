@@ -194,6 +194,25 @@ def test_persistent_5xx_names_registry_and_image() -> None:
     assert len(fake.urls()) == 4
 
 
+def test_retries_wait_backoff_then_twice_that(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first attempt runs without tenacity; the waits are those tenacity always gave
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    fake = FakeRegistry({**PING, ("GET", "/v2/app/tags/list"): [
+        httpx.Response(503), httpx.Response(502), httpx.Response(503),
+        _ok({"tags": ["1.0"]})]})
+
+    assert _run(fake, _tags("reg.example/app"), attempts=4, backoff=0.25) == ["1.0"]
+    assert waits == [0.25, 0.5, 1.0]
+    assert registry_client._retry_delay(None, 20, 1.0) == 30.0  # capped
+
+
 def test_429_retry_after_is_honoured() -> None:
     fake = FakeRegistry({**PING, ("GET", "/v2/app/tags/list"): [
         httpx.Response(429, headers={"Retry-After": "1"}), _ok({"tags": ["1.0"]})]})
