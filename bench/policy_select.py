@@ -8,7 +8,9 @@ repositories, pre-releases before their release, variants such as ``-alpine3.20`
 1. floor: ``sorted(set(tags))`` and one regular-expression match per tag (reading each tag
    once and ordering them: what any selection must at least do);
 2. a semver range policy (``^M`` around the current ``M.m.p``), cold (parse caches cleared
-   before each run) and warm (parses memoised, as from the second policy or cycle on);
+   before each run) and warm (parses memoised, as from the second policy or cycle on), with
+   the explanation (``image-bot test --explain``) and as the engine decides
+   (``explain=False``: the best two only);
 3. ``*`` keeping the current tag's family and precision (thousands ranked), and a numerical
    policy with pattern/extract.
 
@@ -127,11 +129,15 @@ def single(count: int, repeat: int) -> dict[str, Any]:
         "floor": floor_s,
         "semver_cold": best_seconds(semver_select, repeat, before=forget_parses),
         "semver_warm": best_seconds(semver_select, repeat),
+        "semver_engine": best_seconds(
+            lambda: ranged.select(tags, current=current, explain=False), repeat),
         "family_warm": best_seconds(lambda: family.select(tags, current=alpine), repeat),
         "numerical": best_seconds(lambda: numerical.select(tags, current="pr-10"), repeat),
     }
     decision = semver_select()
     assert isinstance(decision, strategies.Decision)
+    unexplained = ranged.select(tags, current=current, explain=False)
+    assert (unexplained.tag, unexplained.reason) == (decision.tag, decision.reason)
     return {
         "tags": len(tags), "range": ranged.range.text if ranged.range else "", "current": current,
         "selected": decision.tag, "ranked": len(decision.ranked),
@@ -156,8 +162,8 @@ def fleet(policies: int, images: int, count: int) -> dict[str, Any]:
         for image, chosen in enumerate(built):
             tags, _current = repository_tags(count, seed=1000 + image)
             start = time.process_time()
-            for each, current in chosen:
-                each.select(tags, current=current)
+            for each, current in chosen:  # as the engine decides
+                each.select(tags, current=current, explain=False)
             cpu += time.process_time() - start
         cycles.append(cpu)
     return {"policies": policies, "images": images, "tags_each": count,
@@ -188,6 +194,7 @@ def main() -> None:
     for name, label in (("floor", "floor (sort + regex match)"),
                         ("semver_cold", "semver range, cold parse"),
                         ("semver_warm", "semver range, memoised"),
+                        ("semver_engine", "the same, engine (no explain)"),
                         ("family_warm", "semver *, current's family"),
                         ("numerical", "numerical, pattern/extract")):
         print(f"  {label:<28} {results[f'{name}_tags_per_s']:>11,} tags/s  "
