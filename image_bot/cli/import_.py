@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout
 from image_bot.cli import errors
 from image_bot.config import importing
+from image_bot.config.yamlio import YAML
 from image_bot.errors import ConfigError
 
 _FILES = click.argument("files", nargs=-1, required=True,

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout
 from image_bot.config import models
+from image_bot.config.yamlio import YAML
 from image_bot.errors import ConfigError, FileRefused
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout as checkouts
 from image_bot import refs
 from image_bot.config import durations, loading
 from image_bot.config.loading import breadcrumb
+from image_bot.config.yamlio import YAML
 from image_bot.errors import ConfigError, FileRefused
 
 SUFFIXES = (".yaml", ".yml")

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout as checkouts
 from image_bot.config import loading
 from image_bot.config.loading import breadcrumb
+from image_bot.config.yamlio import YAML
 from image_bot.errors import ConfigError, SyncError, TargetUnavailable
 from image_bot.sync.status import Health, ServiceStatus, TargetResult
 

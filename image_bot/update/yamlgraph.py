@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ruamel.yaml.main
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.scanner import Scanner
-from ruamel.yaml.tag import Tag
+
+from image_bot.config.yamlio import YAML
 
 STR = "tag:yaml.org,2002:str"
 NULL = "tag:yaml.org,2002:null"
@@ -111,40 +111,11 @@ class _Scanner(Scanner):
             super().scan_to_next_token()
 
 
-class _Resolver(VersionedResolver):
-    """ruamel's resolver, with the tag of each plain scalar memoised by YAML version and
-    text: the parsers ask it for every scalar they compose (about a quarter of composing a
-    small file with libyaml), and a cycle's files repeat most of their keys and values."""
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)
-        key = (self.processing_version, value)
-        suffix = _PLAIN_TAGS.get(key)
-        if suffix is None:
-            if len(_PLAIN_TAGS) >= _PLAIN_TAGS_KEPT:
-                _PLAIN_TAGS.clear()
-            suffix = _PLAIN_TAGS[key] = super().resolve(kind, value, implicit).suffix
-        return Tag(suffix=suffix)  # a fresh one, as ruamel's own resolver returns
-
-
-_PLAIN_TAGS: dict[tuple[Any, str], str] = {}
-_PLAIN_TAGS_KEPT = 1 << 16
-
-
 def safe_yaml() -> YAML:
     """A pure, safe YAML reader with the tab rule of :class:`_Scanner` (every reader of the
     update stage parses with it: the scan, the check of an edit)."""
     yaml = YAML(typ="safe", pure=True)
     yaml.Scanner = _Scanner
-    yaml.Resolver = _Resolver
-    return yaml
-
-
-def _c_yaml() -> YAML:
-    """The same with libyaml's parser (which has its own scanner)."""
-    yaml = YAML(typ="safe")
-    yaml.Resolver = _Resolver
     return yaml
 
 
@@ -165,7 +136,7 @@ def use_parser(name: str) -> None:
 def compose_all(text: str) -> list[Node | None]:
     if _parser == "c":
         try:
-            documents = list(_c_yaml().compose_all(text))
+            documents = list(YAML(typ="safe").compose_all(text))
         except YAMLError:
             pass  # libyaml refuses some YAML the pure parser reads (":" in flow scalars)
         else:
@@ -179,7 +150,7 @@ def load_all(text: str) -> list[Any]:
     parser in use."""
     if _parser == "c":
         try:
-            return list(_c_yaml().load_all(text))
+            return list(YAML(typ="safe").load_all(text))
         except YAMLError:
             pass  # as in compose_all: the pure parser has the last word
     return list(safe_yaml().load_all(text))
