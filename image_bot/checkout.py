@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +38,24 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBL
 _HAYSTACK_BYTES = 32 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class _Haystack:
     """The bytes of a list of files joined by NUL bytes (no needle holds one, so no match
-    spans two files), with the offset each file starts at (one more: the end)."""
+    spans two files), with the offset each file starts at (one more: the end). A plain
+    class: a dataclass costs ~1 ms to import, and ``validate`` imports this module."""
 
-    joined: bytes
-    starts: tuple[int, ...]
-    unreadable: tuple[int, ...]  # files that cannot be read: always "holding"
+    __slots__ = ("found", "joined", "starts", "unreadable")
 
-    @classmethod
-    def of(cls, blobs: Sequence[bytes | None]) -> _Haystack:
+    def __init__(self, blobs: Sequence[bytes | None]) -> None:
         starts, at = [], 0
         for blob in blobs:
             starts.append(at)
             at += len(blob or b"") + 1
         starts.append(at)
-        return cls(b"\0".join(blob or b"" for blob in blobs), tuple(starts),
-                   tuple(i for i, blob in enumerate(blobs) if blob is None))
-
-    found: dict[tuple[bytes, bool], tuple[int, ...]] = field(default_factory=dict)  # memo
+        self.joined = b"\0".join(blob or b"" for blob in blobs)
+        self.starts = tuple(starts)
+        # files that cannot be read: always "holding" (the caller learns why from read())
+        self.unreadable = tuple(i for i, blob in enumerate(blobs) if blob is None)
+        self.found: dict[tuple[bytes, bool], tuple[int, ...]] = {}  # what a search found
 
     def holding(self, needles: tuple[bytes, ...], names: tuple[bytes, ...]) -> list[int]:
         """The positions of the files holding one of ``needles`` or ``names`` (see
@@ -316,7 +314,7 @@ class Index:
                 return [path for path, blob in zip(files, blobs, strict=True)
                         if blob is None or any(_find(blob, needle, 0, whole) >= 0
                                                for needle, whole in searches)]
-            haystack = self._haystacks[key] = _Haystack.of(blobs)
+            haystack = self._haystacks[key] = _Haystack(blobs)
             self._haystack_bytes += size
         return [files[i] for i in haystack.holding(needles, names)]
 
