@@ -285,7 +285,8 @@ class Policy:
                                      self._precision_problem(parsed, wanted)))
                 continue
             if not more and floor is not None and parsed.rank_key < floor:
-                exclude(new(Excluded, (tag, "downgrade", lower)))
+                if explain:
+                    exclude(new(Excluded, (tag, "downgrade", lower)))
                 continue
             entry: _Ranked = new(_Ranked, (parsed.rank_key, tag == current_tag, (
                 parsed.precision, natural_key(tag)), tag, meta.get(tag), parsed))
