@@ -246,7 +246,7 @@ class Policy:
         prune_at = -1 if keep is None else max(_PRUNE_AT, 2 * keep)
         beaten: Key | None = None  # with ``keep``: the rank key of the keep-th best so far
         # named tuples built with tuple.__new__: Excluded(...) costs twice as much
-        exclude, new = excluded.append if explain else _forget, tuple.__new__
+        exclude, new = excluded.append, tuple.__new__
         # 2. each tag: the first rule that fails excludes it. Ranking the best few, go from
         # the end of the sorted names: newer versions mostly sort last, so the cut-off rises
         # early and most tags are passed over after one comparison (any order decides alike)
@@ -263,7 +263,8 @@ class Policy:
             if beaten is not None and parsed.rank_key < beaten:
                 continue  # ranks below the best ``keep``, eligible or not
             if declined and tag in declined and tag != current_tag:
-                exclude(_declined(tag))
+                if explain:
+                    exclude(_declined(tag))
                 continue
             key = parsed.semver_key
             if not contains(key, prerelease) and not (
@@ -293,7 +294,8 @@ class Policy:
             if more:  # the safety rules, downgrade first
                 verdict = self._safety(entry, here, now)
                 if isinstance(verdict, Excluded):
-                    exclude(verdict)
+                    if explain:
+                        exclude(verdict)
                     continue
             ranked.append(entry)
             if len(ranked) == prune_at:
@@ -549,10 +551,6 @@ def _cut(ranked: list[_Ranked], keep: int) -> Key:
     ranked.sort(key=_RANKING, reverse=True)
     del ranked[keep:]
     return ranked[-1].key
-
-
-def _forget(_: Excluded) -> None:
-    """Where exclusions go when nobody asked for the explanation."""
 
 
 def _candidates(tags: Iterable[str | Candidate]) -> tuple[list[str], dict[str, Candidate]]:
