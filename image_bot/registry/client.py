@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import itertools
 import logging
 import ssl
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
+import sniffio
 import tenacity
 
 from image_bot import logs, refs
@@ -41,7 +43,7 @@ from image_bot.errors import (
     RegistryLimitExceeded,
     RegistryUnavailable,
 )
-from image_bot.registry import auth, credentials, limits, manifests, network, quirks
+from image_bot.registry import auth, credentials, limits, manifests, network, quirks, transport
 from image_bot.registry.manifests import ImageInfo
 from image_bot.state import State
 
@@ -107,15 +109,26 @@ class RegistryClient:
         self._on_request = on_request
         self._hosts: dict[str, _Host] = {}
         self._tokens = auth.TokenCache()
+        self._declared: contextvars.Token[str | None] | None = None  # see __aenter__
         self.requests = 0  # every HTTP request sent, for benchmarks and status
         self.counts: collections.Counter[str] = collections.Counter()  # by kind
 
     async def __aenter__(self) -> RegistryClient:
+        # httpcore and anyio ask sniffio which event loop runs at every lock and cancel
+        # scope of a request; undeclared, sniffio finds out through asyncio.current_task()
+        # each time (~0.1 ms a request). The client runs on asyncio only (its semaphores
+        # and timeouts are asyncio's), so it says so for the task that enters it.
+        self._declared = sniffio.current_async_library_cvar.set("asyncio")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
+        try:
+            await self.aclose()
+        finally:
+            if self._declared is not None:
+                sniffio.current_async_library_cvar.reset(self._declared)
+                self._declared = None
 
     async def aclose(self) -> None:
         for host in self._hosts.values():
@@ -273,12 +286,13 @@ class RegistryClient:
         quirk = quirks.for_host(settings.host)
         base = _base_url(settings, quirk)
         hooks = _Hooks(self, name)
+        verify = _verify(settings)
+        pool = httpx.Limits(max_connections=settings.concurrency + 4,
+                            max_keepalive_connections=settings.concurrency + 4)
         http = httpx.AsyncClient(
-            timeout=self._timeout, transport=self._transport, follow_redirects=True,
-            verify=_verify(settings), event_hooks={"request": [hooks.request],
-                                                   "response": [hooks.response]},
-            limits=httpx.Limits(max_connections=settings.concurrency + 4,
-                                max_keepalive_connections=settings.concurrency + 4))
+            timeout=self._timeout, follow_redirects=True, verify=verify, limits=pool,
+            transport=self._transport or transport.Transport(verify=verify, limits=pool),
+            event_hooks={"request": [hooks.request], "response": [hooks.response]})
         host_limits = limits.HostLimits(name, concurrency=settings.concurrency,
                                         rate=settings.rate_limit, burst=settings.burst)
         return _Host(name, settings, base, http, host_limits,

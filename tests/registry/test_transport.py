@@ -1,0 +1,128 @@
+"""The registry client's transport: every request goes through its network backend, and an
+idle connection the server closed is noticed and never reused (what httpcore's own readability
+check is for). Real sockets on loopback: the distribution registry, and a small asyncio
+server that closes a kept-alive connection when told to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+import sniffio
+
+import devservers
+from image_bot import refs
+from image_bot.config import models
+from image_bot.registry import client as registry_client
+from image_bot.registry import transport
+
+
+class _Recording(transport.Backend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[httpcore.AsyncNetworkStream] = []
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        stream = await super().connect_tcp(*args, **kwargs)
+        self.streams.append(stream)
+        return stream
+
+
+async def _until(check: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.005)
+
+
+async def _serve(close_first: asyncio.Event) -> asyncio.Server:
+    """Answers ``GET /v2/`` with ``{}``, keeping connections alive; the first connection is
+    closed by the server once ``close_first`` is set."""
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        try:
+            while True:
+                reading = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+                waits = {reading, asyncio.ensure_future(close_first.wait())} if first \
+                    else {reading}
+                done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                if reading not in done:
+                    return  # told to close this idle connection
+                assert reading.result().startswith(b"GET /v2/ HTTP/1.1"), reading.result()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            return  # the client closed it
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
+    async def go() -> None:
+        close_first = asyncio.Event()
+        server = await _serve(close_first)
+        port = server.sockets[0].getsockname()[1]
+        backend = _Recording()
+        lean = transport.Transport(backend=backend)
+        async with server, httpx.AsyncClient(transport=lean) as http:
+            url = f"http://127.0.0.1:{port}/v2/"
+            assert (await http.get(url)).json() == {}
+            assert (await http.get(url)).json() == {}  # kept alive: the same connection
+            assert len(backend.streams) == 1
+            first = backend.streams[0]
+            assert first.get_extra_info("is_readable") is False  # idle and open
+            close_first.set()
+            await _until(lambda: first.get_extra_info("is_readable") is True,
+                         "the server's close seen on the idle connection")
+            assert (await http.get(url)).json() == {}  # not sent into the closed one
+            assert len(backend.streams) == 2
+
+    asyncio.run(go())
+
+
+def test_registry_requests_go_through_the_backend(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a new httpx stopped sending through the pool :class:`transport.Transport` gives
+    it, no connection would be counted here."""
+    server = devservers.start_registry(tmp_path / "registry")
+    try:
+        with httpx.Client(timeout=30) as http:
+            for name in ("team/a", "team/b"):
+                devservers.push_image(server.url, name, "1.0.0", http=http)
+        opened: list[str] = []
+        connect = transport.Backend.connect_tcp
+
+        async def counting(self: transport.Backend, host: str, port: int,
+                           **options: Any) -> httpcore.AsyncNetworkStream:
+            opened.append(f"{host}:{port}")
+            return await connect(self, host, port, **options)
+
+        monkeypatch.setattr(transport.Backend, "connect_tcp", counting)
+
+        async def tags() -> list[list[str]]:
+            config = models.RegistryConfig(host=server.host, insecure=True)
+            async with registry_client.RegistryClient([config]) as client:
+                assert sniffio.current_async_library_cvar.get() == "asyncio"
+                listed = [await client.list_tags(refs.parse(f"{server.host}/{name}"))
+                          for name in ("team/a", "team/b")]
+            assert sniffio.current_async_library_cvar.get() is None  # declared only inside
+            return listed
+
+        assert asyncio.run(tags()) == [["1.0.0"], ["1.0.0"]]
+        assert opened == [server.host]  # the ping and both lists over one kept-alive socket
+    finally:
+        server.stop()
