@@ -23,7 +23,8 @@ def test_parse(text: str, expected: refs.ImageRef) -> None:
     assert refs.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "UPPER/case", "a b", "app:", "app@sha256:12", "x:-bad"])
+@pytest.mark.parametrize("text", ["", "UPPER/case", "a b", "app:", "app@sha256:12", "x:-bad",
+                                  "app:v\u00e9", "app:\u0661", "app:" + "a" * 129])
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(refs.InvalidReference):
         refs.parse(text)
@@ -37,3 +38,14 @@ def test_parse_rejects(text: str) -> None:
 ])
 def test_replace_tag_keeps_the_spelling(text: str, tag: str, expected: str) -> None:
     assert refs.replace_tag(text, tag) == expected
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("1.25", True), ("_x", True), ("A-b_c.d", True), ("a" * 128, True), ("a" * 129, False),
+    ("-1", False), (".1", False), ("v\u00e9", False), ("\u0661", False), ("1.0\n", False),
+    ("", False),
+])
+def test_tags_follow_the_oci_grammar(text: str, valid: bool) -> None:
+    """``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``, ASCII only (``\\w`` would take any letter
+    or digit of any script, which no registry accepts), the whole text."""
+    assert refs.is_tag(text) is valid

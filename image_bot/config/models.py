@@ -338,7 +338,7 @@ class NewestBuildSelect(_Model):
 class DigestSelect(_Model):
     """Follow one mutable tag and pin its digest when it changes."""
 
-    tag: Annotated[str, Field(pattern=r"^[\w][\w.-]{0,127}$")]
+    tag: Annotated[str, Field(pattern=rf"^{refs.TAG}$")]
 
 
 STRATEGIES = ("semver", "numerical", "alphabetical", "newest-build", "digest")

@@ -8,10 +8,10 @@ Pure values: nothing here reads Git, a registry or the state.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
+from image_bot import refs
 from image_bot.errors import UsageError
 
 Action = Literal["promote", "rollback"]
@@ -19,7 +19,6 @@ OPERATOR_TRAILER = "Image-Bot-Operator"
 ACTOR_TRAILER = "Image-Bot-Actor"
 REASON_TRAILER = "Image-Bot-Reason"
 _REASON_CHARS = 300
-_TAG = re.compile(r"[\w][\w.-]{0,127}")  # the OCI distribution spec's tag grammar
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +34,7 @@ class Override:
     @classmethod
     def of(cls, action: Action, policy: str, tag: str, *, actor: str, reason: str) -> Override:
         """A checked override: a valid tag, a reason and an actor on one line each."""
-        if not _TAG.fullmatch(tag):
+        if not refs.is_tag(tag):
             raise UsageError(f"{tag!r} is not an image tag")
         reason, actor = _one_line(reason), _one_line(actor)
         if not reason:

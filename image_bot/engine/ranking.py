@@ -21,7 +21,6 @@ from image_bot.errors import ConfigError, PermanentError
 from image_bot.policy import strategies
 from image_bot.registry import client as registry
 
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
 
 
@@ -48,7 +47,7 @@ def read_tags(text: str, source: str) -> list[strategies.Candidate]:
             continue
         where = f"{source} line {number}"
         tag, *rest = line.split("\t")
-        if not _TAG.match(tag) or len(rest) > 2:
+        if not refs.is_tag(tag) or len(rest) > 2:
             raise ConfigError(f"{where}: expected TAG[<TAB>CREATED[<TAB>DIGEST]], got {line!r}")
         created = _created(rest[0].strip(), where) if rest else None
         digest = rest[1].strip() if len(rest) > 1 else None

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from image_bot import refs
 from image_bot.publish import forges
 
 LABEL = "image-bot-dashboard"
@@ -22,7 +23,7 @@ MARKER = "<!-- image-bot:dashboard -->"
 _APPROVE = re.compile(r"^\s*[-*] \[[xX]\] <!-- image-bot:approve ([A-Za-z0-9._-]{1,253}) -->",
                       re.MULTILINE)
 _CLEAR = re.compile(r"^\s*[-*] \[[xX]\] <!-- image-bot:undecline ([A-Za-z0-9._-]{1,253}) "
-                    r"([\w][\w.-]{0,127}) -->", re.MULTILINE)
+                    rf"({refs.TAG}) -->", re.MULTILINE)
 MAX_ENTRIES = 200  # lines per section; the rest is counted
 Section = Literal["waiting", "open", "held", "declined", "failing"]
 HEADINGS: dict[Section, str] = {

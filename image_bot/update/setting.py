@@ -5,7 +5,6 @@ under some paths at a given tag or digest (local files only; no registry, no Git
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,6 @@ from pathlib import Path
 from image_bot import checkout, refs
 from image_bot.update import rewriting, scanning
 from image_bot.update.result import Skipped, UpdateResult
-
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 
 
 class InvalidAssignment(ValueError):
@@ -53,7 +50,7 @@ def parse_assignment(text: str) -> Assignment:
         raise InvalidAssignment(f"{text!r}: name the image without a tag or digest before '='")
     name_text, _, digest_text = ref_text.partition("@")
     if ":" not in name_text and "/" not in name_text and not _names(name_text, image):
-        if not _TAG.match(name_text):  # a bare tag (or tag@digest): same repository
+        if not refs.is_tag(name_text):  # a bare tag (or tag@digest): same repository
             raise InvalidAssignment(f"{text!r}: {name_text!r} is not a valid tag")
         ref_text = f"{image.name}:{name_text}" + (f"@{digest_text}" if digest_text else "")
         name_text = image.name

@@ -65,7 +65,11 @@ def test_every_field_in_kebab_case(tmp_path: Path) -> None:
      "spec.select.numerical.order: Input should be 'asc' or 'desc'"),
     ("  select: {digest: {}}\n", "spec.select.digest.tag: Field required"),
     ("  select: {digest: {tag: 'no tag'}}\n",
-     "spec.select.digest.tag: String should match pattern '^[\\w][\\w.-]{0,127}$'"),
+     "spec.select.digest.tag: String should match pattern "
+     "'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'"),
+    ("  select: {digest: {tag: 'v\u00e9'}}\n",  # tags are ASCII (OCI distribution spec)
+     "spec.select.digest.tag: String should match pattern "
+     "'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'"),
     ("  select: {semver: {range: '^1'}}\n  filter: {patern: x}\n",
      "spec.filter.patern: unknown key; did you mean `pattern`?"),
     ("  select: {semver: {range: '^1'}}\n  min-age: 5 minutes\n",
