@@ -398,7 +398,7 @@ class RegistryClient:
         # under the host's cap too: token and registry requests then interleave, instead of
         # a burst of token requests for every repository before the first tag list
         async with host.limits.slot(max_wait=self._max_wait), _deadline(
-                host, image, f"a token from {auth.origin(challenge.realm)}"):
+                host, image, lambda: f"a token from {auth.origin(challenge.realm)}"):
             return await auth.fetch_token(host.http, challenge, scope=scope,
                                           credentials=creds, host=image.host,
                                           max_bytes=host.settings.max_response_bytes)
@@ -441,7 +441,8 @@ class RegistryClient:
         limit = max_bytes or host.settings.max_response_bytes
         async with host.limits.slot(max_wait=self._max_wait):
             try:
-                async with _deadline(host, image, f"{_kind(method, url)} {redact_url(url)}"):
+                async with _deadline(host, image,
+                                     lambda: f"{_kind(method, url)} {redact_url(url)}"):
                     response = await limits.read_capped(host.http, method, url, limit=limit,
                                                         headers=headers)
             except httpx.HTTPError as exc:
@@ -505,10 +506,13 @@ async def scan_deadline(seconds: float, *, repository: str) -> AsyncIterator[Non
 
 
 @contextlib.asynccontextmanager
-async def _deadline(host: _Host, image: refs.ImageRef, what: str) -> AsyncIterator[None]:
+async def _deadline(host: _Host, image: refs.ImageRef,
+                    what: Callable[[], str]) -> AsyncIterator[None]:
+    """``what()`` names the request (called only when it timed out)."""
     seconds = host.settings.request_deadline
     async with _within(seconds, lambda: _DeadlinePassed(
-            f"registry {image.host}, image {image.repository}: no complete answer to {what} "
+            f"registry {image.host}, image {image.repository}: no complete answer to "
+            f"{what()} "
             f"within {seconds:g} s (registries[].request_deadline)")):
         yield
 
