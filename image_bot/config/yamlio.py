@@ -26,6 +26,24 @@ _SHARED: dict[str, Tag] = {}  # tag name → the one Tag object every node with 
 class Resolver(VersionedResolver):
     """ruamel's resolver, with the tag of each plain scalar memoised (bounded)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fixed_version: Any = None
+
+    @property
+    def processing_version(self) -> Any:
+        """ruamel's answer; with libyaml's parser, worked out once per text. There the
+        resolver is part of ruamel's loader (its ``loadumper`` is itself), which has no
+        scanner to report a ``%YAML`` directive: ruamel's property always falls back to the
+        reader's version, after two caught AttributeErrors (a sixth of composing a small
+        file)."""
+        if self._fixed_version is not None:
+            return self._fixed_version
+        version = super().processing_version
+        if self.loadumper is self:
+            self._fixed_version = version
+        return version
+
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
             return super().resolve(kind, value, implicit)
