@@ -75,11 +75,12 @@ def test_validate_imports_config_loading_and_policies_only() -> None:
 @pytest.mark.parametrize("command", ["plan", "run"])
 def test_a_cycle_imports_no_sync_agent_web_stack_or_forge_client(command: str) -> None:
     # plan and run --once (a cron job, CI) pay for the registry, Git and the writer only:
-    # not the Docker SDK and Compose schema (agents), starlette (the daemon), PyGithub
+    # not the Docker SDK and Compose schema (agents), starlette (the daemon), PyGithub,
+    # nor Jinja2 until a commit message is written
     code, modules, output = _imported(command, "--help")
     assert code == 0, output
     assert _heavy(modules, {"docker", "jsonschema", "starlette", "uvicorn", "github", "gitlab",
-                            "image_bot.sync.agent", "image_bot.server"}) == []
+                            "jinja2", "image_bot.sync.agent", "image_bot.server"}) == []
     assert {"image_bot.engine.cycle", "httpx", "git"} <= modules
 
 
