@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from image_bot.update.yamlgraph import KeyPath, plain_reads_as_string
 
 _BOM = "\ufeff"
 _PLAIN_UNSAFE_START = tuple("-?:,[]{}#&*!|>'\"%@` ")
+_DIRECTIVE = re.compile(r"^%", re.MULTILINE)  # a %YAML or %TAG line (or one in a text block)
 _PLAIN_UNSAFE_TEXT = (": ", " #", ",", "[", "]", "{", "}", "\t")
 
 
@@ -298,7 +300,9 @@ def splice(text: str, writes: Sequence[_Write]) -> str:
 
 
 def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
-    """The new text must parse to the old documents with exactly the edited values changed."""
+    """The new text must parse to the old documents with exactly the edited values changed.
+
+    In a file of several documents only the edited ones are read again (:func:`_reread`)."""
     try:
         expected = yamlgraph.load_documents(old_text)
     except YAMLError as exc:  # e.g. duplicate keys: valid to compose, ambiguous to edit
@@ -307,13 +311,54 @@ def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
         for path in w.field.paths:
             _set(expected, path, w.value)
     try:
-        actual = _load(new_text)
+        actual = _reread(old_text, new_text, writes, expected)
     except YAMLError as exc:
         raise UnsafeEdit(f"the edited file would not parse ({type(exc).__name__}); "
                          f"not edited") from None
     if actual != expected:
         raise UnsafeEdit("re-reading the edited file gave different values than intended; "
                          "not edited")
+
+
+def _reread(old_text: str, new_text: str, writes: Sequence[_Write],
+            expected: list[Any]) -> list[Any]:
+    """The documents of ``new_text``: each edited one read again alone, the others taken
+    as ``expected`` has them, when that is sound; else the whole text read again.
+
+    Sound when the old text has several documents and no directive (``%YAML``, ``%TAG``:
+    a document read alone would lose it), and each edited document's root starts a line,
+    holds its writes, and its new text (from the root's first character to where the next
+    document's text began) reads alone as one document ending exactly there. A YAML stream
+    is read front to back, so the unedited documents before it read as they did; after it
+    the text is the same as before and the reader stands where it stood (at the end of a
+    document's root at the start of a line), so they read as they did too. An install
+    manifest of 60 documents is then read again in ~1 ms instead of ~30 (libyaml) or ~300
+    (the pure parser)."""
+    trees = yamlgraph.trees(old_text)
+    if len(trees) < 2 or _DIRECTIVE.search(old_text):
+        return _load(new_text)
+    shifts = sorted((w.field.start, w.field.end, len(w.text) - (w.field.end - w.field.start))
+                    for w in writes)
+
+    def moved(offset: int) -> int:  # where an old offset outside every write is now
+        return offset + sum(delta for _, end, delta in shifts if end <= offset)
+
+    documents = list(expected)
+    for index in sorted({path[0] for w in writes for path in w.field.paths}):
+        tree = trees[int(index)]
+        if tree is None or tree.root.start_mark.column != 0:
+            return _load(new_text)
+        start, end = tree.root.start_mark.index, tree.root.end_mark.index
+        if any(start <= w_end and w_start <= end and not start <= w_start <= w_end <= end
+               for w_start, w_end, _ in shifts):
+            return _load(new_text)  # a write across the root's edge
+        region = new_text[moved(start):moved(end)]
+        roots = yamlgraph.compose_all(region)
+        root = roots[0] if len(roots) == 1 else None
+        if root is None or root.start_mark.index != 0 or root.end_mark.index != len(region):
+            return _load(new_text)
+        documents[int(index)] = yamlgraph.construct(root)
+    return documents
 
 
 def _first_line(exc: YAMLError) -> str:

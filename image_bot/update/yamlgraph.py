@@ -239,8 +239,14 @@ def load_documents(text: str) -> list[Any]:
             continue
         # constructing flattens merge keys in place: keep the cached nodes as they were
         root = copy.deepcopy(tree.root) if tree.merges else tree.root
-        documents.append(safe_yaml().constructor.construct_document(root))
+        documents.append(construct(root))
     return documents
+
+
+def construct(root: Node) -> Any:
+    """The data of a document composed by :func:`compose_all`, as ``load_all`` builds it
+    (merge keys are flattened in the nodes themselves)."""
+    return safe_yaml().constructor.construct_document(root)
 
 
 @functools.lru_cache(maxsize=1024)
