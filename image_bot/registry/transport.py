@@ -5,10 +5,10 @@ Before it hands out a kept-alive connection, and again when an answer has been r
 httpcore's pool asks every pooled connection whether its socket is readable (an idle socket
 that is readable is one the server closed). Through the default anyio stream each question
 builds anyio's table of socket attributes (a dict of lambdas and a ``getpeername`` system
-call) to find the socket: ~16 µs, ~24 times per request with a dozen pooled connections —
-more than the rest of the request's HTTP work on a loopback registry (bench/fleet_memory.py
-measured 13 % of a fleet's CPU there). :class:`_Stream` keeps the socket it was opened on
-and answers with one ``poll``; reading, writing and TLS stay anyio's.
+call) to find the socket: ~16 µs, up to ~24 times per request with a dozen pooled
+connections (bench/fleet_memory.py measured 13 % of a fleet's CPU there). :class:`_Stream`
+keeps the socket it was opened on and answers with one ``poll``; reading, writing and TLS
+stay anyio's.
 
 httpx has no parameter for a network backend yet (encode/httpx#3749 adds one); until it
 does, :class:`Transport` builds httpx's transport and gives it a pool with this backend,
