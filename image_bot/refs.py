@@ -25,6 +25,11 @@ def is_tag(text: str) -> bool:
     return _TAG.fullmatch(text) is not None
 
 
+def is_digest(text: str) -> bool:
+    """Whether ``text`` is a digest (``algorithm:hex``, the whole of it)."""
+    return _DIGEST.fullmatch(text) is not None
+
+
 class InvalidReference(ValueError):
     """The text is not a valid image reference."""
 
@@ -66,7 +71,7 @@ def parse(text: str) -> ImageRef:
     digest = None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not is_digest(digest):
             raise InvalidReference(f"invalid digest in {text!r}")
     tag = None
     slash = rest.rfind("/")

@@ -8,7 +8,6 @@ ranking; this module only gathers its input and turns its :class:`Decision` into
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,8 +19,6 @@ from image_bot.config import models
 from image_bot.errors import ConfigError, PermanentError
 from image_bot.policy import strategies
 from image_bot.registry import client as registry
-
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
 
 
 def build_policy(image: refs.ImageRef, fields: dict[str, Any]) -> strategies.Policy:
@@ -51,7 +48,7 @@ def read_tags(text: str, source: str) -> list[strategies.Candidate]:
             raise ConfigError(f"{where}: expected TAG[<TAB>CREATED[<TAB>DIGEST]], got {line!r}")
         created = _created(rest[0].strip(), where) if rest else None
         digest = rest[1].strip() if len(rest) > 1 else None
-        if digest is not None and not _DIGEST.match(digest):
+        if digest is not None and not refs.is_digest(digest):
             raise ConfigError(f"{where}: {digest!r} is not a digest (sha256:…)")
         candidates.append(strategies.Candidate(tag.strip(), created=created, digest=digest))
     return candidates
