@@ -16,11 +16,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 import devservers
+
+if TYPE_CHECKING:
+    import pytest
 
 SEMVER_1 = {"semver": {"range": "^1.0"}}
 DEPLOY_PATHS = ("deploy/**",)
@@ -84,6 +87,23 @@ def write_json(path: Path, document: Mapping[str, Any]) -> Path:
     """Write ``document`` as JSON (which the bot reads as YAML); returns ``path``."""
     path.write_text(json.dumps(document))
     return path
+
+
+# --- watching calls ------------------------------------------------------------------------
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[Any]:
+    """The first argument of every call of ``owner.name`` from now on (the function still
+    runs; ``monkeypatch`` undoes the wrapping after the test): how often a text was parsed."""
+    calls: list[Any] = []
+    function = getattr(owner, name)
+
+    def recording(first: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(first)
+        return function(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls
 
 
 # --- waiting for real processes ------------------------------------------------------------

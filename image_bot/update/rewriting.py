@@ -331,9 +331,8 @@ def _reread(old_text: str, new_text: str, writes: Sequence[_Write],
     document's text began) reads alone as one document ending exactly there. A YAML stream
     is read front to back, so the unedited documents before it read as they did; after it
     the text is the same as before and the reader stands where it stood (at the end of a
-    document's root), so they read as they did too. An install
-    manifest of 60 documents is then read again in ~1 ms instead of ~30 (libyaml) or ~300
-    (the pure parser)."""
+    document's root), so they read as they did too. An install manifest of 60 documents is
+    then read again in ~1 ms instead of ~30 (libyaml) or ~300 (the pure parser)."""
     trees = yamlgraph.trees(old_text)
     if len(trees) < 2 or _DIRECTIVE.search(old_text):
         return _load(new_text)

@@ -12,6 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+import testing
 from conftest import CORPUS
 from image_bot import refs
 from image_bot.update import rewriting, scanning, yamlgraph
@@ -324,10 +325,7 @@ def test_a_cycle_worth_of_files_is_composed_once_across_scans(
     first one's parse, also for a few hundred files."""
     for i in range(300):
         (tmp_path / f"d{i}.yaml").write_text(f"image: ghcr.io/team/app:1.0.{i}\n")
-    composed: list[str] = []
-    compose_all = yamlgraph.compose_all
-    monkeypatch.setattr(yamlgraph, "compose_all",
-                        lambda text: composed.append(text) or compose_all(text))
+    composed = testing.recorded(monkeypatch, yamlgraph, "compose_all")
     yamlgraph.trees.cache_clear()
     index = scanning.Index(tmp_path)
 

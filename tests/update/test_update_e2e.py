@@ -197,12 +197,8 @@ def test_a_cycle_parses_each_file_once_and_each_edited_text_once(
         "policies/web.yaml": _policy(f"{host}/team/once-web"),
     })
     config = bot_config(url, registries=[{"host": host, "insecure": True}])
-    composed: list[str] = []
-    loaded: list[str] = []
-    compose_all, load_all = yamlgraph.compose_all, yamlgraph.load_all
-    monkeypatch.setattr(yamlgraph, "compose_all",
-                        lambda text: composed.append(text) or compose_all(text))
-    monkeypatch.setattr(yamlgraph, "load_all", lambda text: loaded.append(text) or load_all(text))
+    composed = testing.recorded(monkeypatch, yamlgraph, "compose_all")
+    loaded = testing.recorded(monkeypatch, yamlgraph, "load_all")
     yamlgraph.trees.cache_clear()
 
     result = _invoke("run", "--once", "--config", str(config))

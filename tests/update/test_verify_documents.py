@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from ruamel.yaml.error import YAMLError
 
+import testing
 from conftest import CORPUS
 from image_bot import refs
 from image_bot.update import detecting, rewriting, scanning, yamlgraph
@@ -61,13 +62,9 @@ def parser(request: pytest.FixtureRequest) -> Any:
 
 
 def _recording(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    composed: list[str] = []
-    whole: list[str] = []
-    compose_all, load = yamlgraph.compose_all, rewriting._load
-    monkeypatch.setattr(yamlgraph, "compose_all",
-                        lambda text: composed.append(text) or compose_all(text))
-    monkeypatch.setattr(rewriting, "_load", lambda text: whole.append(text) or load(text))
-    return composed, whole
+    """The texts composed, and those read again whole."""
+    return (testing.recorded(monkeypatch, yamlgraph, "compose_all"),
+            testing.recorded(monkeypatch, rewriting, "_load"))
 
 
 def test_only_the_edited_document_is_read_again(parser: str,
