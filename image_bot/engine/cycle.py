@@ -409,9 +409,10 @@ async def _packed_tags(client: registry.RegistryClient, image: refs.ImageRef,
         return _Packed.of(await client.list_tags(image))
 
 
-class _Packed(Sequence[str]):
-    """Tags joined by newlines (a tag never holds one) and deflated: a fleet's lists wait
-    for their policies' decisions at ~1.5 bytes a tag; each use inflates and splits them."""
+class _Packed(strategies.Ordered):
+    """A registry's tags (sorted, each once: ``list_tags``) joined by newlines (a tag never
+    holds one) and deflated: a fleet's lists wait for their policies' decisions at ~1.5
+    bytes a tag; each use inflates and splits them."""
 
     __slots__ = ("_count", "_data")
 

@@ -20,7 +20,7 @@ import decimal
 import functools
 import operator
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -553,9 +553,19 @@ def _cut(ranked: list[_Ranked], keep: int) -> Key:
     return ranked[-1].key
 
 
+class Ordered(Sequence[str]):
+    """Tags that iterate once each and in ascending order (a registry's list as
+    ``RegistryClient.list_tags`` returns it): ``select`` takes them as they are, without
+    sorting and de-duplicating them again."""
+
+    __slots__ = ()
+
+
 def _candidates(tags: Iterable[str | Candidate]) -> tuple[list[str], dict[str, Candidate]]:
     """The tags de-duplicated and sorted, so the input order never matters, and what is
     known about those given as :class:`Candidate` (the last mention of a tag wins)."""
+    if isinstance(tags, Ordered):
+        return list(tags), {}
     items = tags if isinstance(tags, list | tuple) else list(tags)
     # bare tags, the usual case, cost a sort: a Candidate among them makes the sort raise
     # (every item is compared at least once), as does more than one Candidate. Sorting

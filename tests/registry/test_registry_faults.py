@@ -96,6 +96,20 @@ def test_pagination_follows_relative_and_absolute_links_and_deduplicates() -> No
                            f"{base}?last=c&n=2"]
 
 
+def test_tags_come_sorted_and_once_whatever_order_the_registry_sends() -> None:
+    # Docker Hub lists newest first; a registry may repeat a tag across pages
+    base = "https://reg.example/v2/team/app/tags/list"
+    pages = {
+        "": _ok({"tags": ["2.0.0", "latest", "1.10.0"]}, Link=f'<{base}?p=2>; rel="next"'),
+        "p=2": _ok({"tags": ["1.9.0", "latest", "1.10.0-rc.1"]}),
+    }
+    fake = FakeRegistry({**PING, ("GET", "/v2/team/app/tags/list"): [
+        lambda request: pages[request.url.query.decode()]]})
+
+    assert _run(fake, _tags("reg.example/team/app")) == [
+        "1.10.0", "1.10.0-rc.1", "1.9.0", "2.0.0", "latest"]
+
+
 def test_repeated_tags_do_not_count_towards_max_tags() -> None:
     # three pages of the same two tags and a third: 7 listed, 3 distinct, max_tags 4
     base = "https://reg.example/v2/team/app/tags/list"
@@ -473,5 +487,5 @@ def test_nine_thousand_tags_in_pages_of_the_ecr_maximum() -> None:
 
     tags = _run(fake, _tags(f"{host}/app"))
 
-    assert tags == everything
+    assert tags == sorted(everything)
     assert len(fake.urls()) == 1 + 9  # the probe and nine pages of 1000
