@@ -17,8 +17,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import decimal
-import functools
 import operator
+import threading
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -246,12 +246,12 @@ class Policy:
         prune_at = -1 if keep is None else max(_PRUNE_AT, 2 * keep)
         beaten: Key | None = None  # with ``keep``: the rank key of the keep-th best so far
         # named tuples built with tuple.__new__: Excluded(...) costs twice as much
-        exclude, new = excluded.append, tuple.__new__
+        exclude, new, known = excluded.append, tuple.__new__, _READINGS.get
         # 2. each tag: the first rule that fails excludes it. Ranking the best few, go from
         # the end of the sorted names: newer versions mostly sort last, so the cut-off rises
         # early and most tags are passed over after one comparison (any order decides alike)
         for tag in names if explain else reversed(names):
-            reading = _reading(tag) if default_filter else self._read(tag)
+            reading = (known(tag) or _reading(tag)) if default_filter else self._read(tag)
             if reading.__class__ is Excluded:  # (isinstance costs twice as much)
                 if explain:
                     if declined and tag in declined and tag != current_tag and (
@@ -515,25 +515,40 @@ class Policy:
 _DEFAULT_FILTER = filters.Filter()
 
 
-@functools.lru_cache(maxsize=versions.PARSE_CACHE_SIZE)
+# tag → what the default filter and the parse make of it (``_reading``)
+_READINGS: dict[str, versions.TagVersion | Excluded] = {}
+_READING_LOCK = threading.Lock()  # a miss may evict; threads decide too (publish rules)
+
+
 def _reading(tag: str) -> versions.TagVersion | Excluded:
     """What the default filter and the parse make of ``tag``: its version, or why it is
     excluded (a signature, or not a version).
 
-    The parse memo of the policies with the default filter (most): by tag string, bounded,
-    shared by every policy and cycle, so a known tag costs one lookup. It parses uncached,
-    so a tag takes one cache entry, not two.
+    The parse memo of the policies with the default filter (most): by tag string, shared
+    by every policy and cycle, bounded (the oldest entry out), so a known tag costs one
+    dict lookup (the hot loop calls ``_READINGS.get`` itself: an ``lru_cache`` hit costs
+    half as much again, keeping its order). It parses uncached: a tag takes one entry.
     """
-    found = _DEFAULT_FILTER.apply(tag)
-    if isinstance(found, filters.Rejected):
-        return Excluded(tag, found.rule, found.detail)
-    parsed = versions.parse.__wrapped__(tag)
-    return parsed or Excluded(tag, "not-a-version", f"{tag!r} is not a version")
+    found = _READINGS.get(tag)
+    if found is not None:
+        return found
+    rejected = _DEFAULT_FILTER.apply(tag)
+    if isinstance(rejected, filters.Rejected):
+        found = Excluded(tag, rejected.rule, rejected.detail)
+    else:
+        found = versions.parse.__wrapped__(tag) or Excluded(
+            tag, "not-a-version", f"{tag!r} is not a version")
+    with _READING_LOCK:
+        if len(_READINGS) >= versions.PARSE_CACHE_SIZE:
+            del _READINGS[next(iter(_READINGS))]
+        _READINGS[tag] = found
+    return found
 
 
 def forget() -> None:
     """Empty the memos (tag readings, parses, natural keys): for benchmarks and tests."""
-    _reading.cache_clear()
+    with _READING_LOCK:
+        _READINGS.clear()
     versions.parse.cache_clear()
     versions.natural_key.cache_clear()
 

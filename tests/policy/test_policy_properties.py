@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
+import pytest
 import semver
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -254,6 +255,20 @@ def test_memoised_parse_is_the_parse(tag: str) -> None:
     first, uncached = versions.parse(tag), versions.parse.__wrapped__(tag)
     assert first == uncached and versions.parse(tag) is first
     assert versions.natural_key(tag) == versions.natural_key.__wrapped__(tag)
+
+
+def test_the_reading_memo_is_bounded_and_changes_no_decision(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = ["1.0.0", "1.1.0", "latest", "2.0.0-rc.1", "1.2.0-alpine", "1.0.9"]
+    cold = SEMVER.select(tags, current="1.0.0", now=NOW)
+    monkeypatch.setattr(versions, "PARSE_CACHE_SIZE", 3)
+    strategies.forget()
+    for _ in range(3):  # every reading evicts another: each round reads afresh
+        assert SEMVER.select(tags, current="1.0.0", now=NOW) == cold
+        assert len(strategies._READINGS) == 3
+    assert set(strategies._READINGS) < set(tags)
+    strategies.forget()
+    assert not strategies._READINGS
 
 
 @settings(max_examples=300, deadline=None)
