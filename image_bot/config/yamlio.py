@@ -1,5 +1,5 @@
 """ruamel.yaml's ``YAML`` as every YAML reader of image-bot builds it: without the plug-in
-search, and with plain scalars' tags memoised.
+search, with plain scalars' tags memoised and plain documents built directly.
 
 - Each ``ruamel.yaml.YAML()`` globs ruamel's install folder for plug-ins
   (``*/__plug_in__.py``) when it is built: ~35 µs, and a cycle builds one per text it
@@ -7,6 +7,8 @@ search, and with plain scalars' tags memoised.
 - The parsers ask the resolver for the tag of every plain scalar they compose (about a
   quarter of composing a small file with libyaml); the answer depends only on the YAML
   version and the text, and a cycle's files repeat most keys and values.
+- The safe reader builds strings, mappings and sequences itself (:class:`Constructor`),
+  and hands every other document to ruamel's constructor.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import ruamel.yaml
-from ruamel.yaml.nodes import ScalarNode
+import ruamel.yaml.constructor
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
@@ -73,6 +76,71 @@ class YAML(ruamel.yaml.YAML):
         super().__init__(**options)
         if self.Resolver is VersionedResolver:  # the safe and round-trip readers
             self.Resolver = Resolver
+        if self.Constructor is ruamel.yaml.constructor.SafeConstructor:
+            self.Constructor = Constructor
 
     def official_plug_ins(self) -> list[str]:
         return []
+
+
+# --- building data from composed nodes ----------------------------------------------------
+
+_CORE = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = f"{_CORE}str", f"{_CORE}map", f"{_CORE}seq"
+_DELEGATED = frozenset(f"{_CORE}{name}" for name in ("null", "bool", "int", "float"))
+_MAX_DEPTH = 200  # deeper documents go to ruamel's constructor (not recursive)
+
+
+class _Fallback(Exception):
+    """The document needs ruamel's constructor (aliases, merge keys, other tags, an error)."""
+
+
+class Constructor(ruamel.yaml.constructor.SafeConstructor):
+    """ruamel's safe constructor, building what manifests and policies hold in a third of
+    the time.
+
+    ruamel's constructor is pure Python, each node going through generic dispatch,
+    generators and checks: most of reading a small file once libyaml has composed it.
+    Here strings, mappings and sequences are built directly and the other core scalars
+    (null, bool, int, float) by ruamel's own functions; a document with anything else (a
+    node an alias shares, merge keys, any other tag, a key that is not a scalar, a repeated
+    key, deep nesting) is built by ruamel's constructor whole, so its data and its errors
+    are ruamel's. ``tests/update/test_yaml_construct.py`` compares the two on every
+    document of the corpus."""
+
+    def construct_document(self, node: Any) -> Any:
+        try:
+            return _build(node, self, set(), 0)
+        except _Fallback:
+            return super().construct_document(node)
+
+
+def _build(node: Node, constructor: Constructor, seen: set[int], depth: int) -> Any:
+    if id(node) in seen or depth > _MAX_DEPTH or getattr(node, "merge", None) is not None:
+        raise _Fallback  # shared by an alias (ruamel shares one object); merged before
+    seen.add(id(node))
+    tag = node.ctag.trval
+    if tag == _STR:
+        if node.__class__ is not ScalarNode:
+            raise _Fallback  # ruamel's error
+        return node.value
+    if tag == _MAP:
+        if node.__class__ is not MappingNode:
+            raise _Fallback
+        data: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not ScalarNode:
+                raise _Fallback  # ruamel's tuple keys and its unhashable-key error
+            key = _build(key_node, constructor, seen, depth + 1)
+            if key in data:
+                raise _Fallback  # ruamel's duplicate-key error
+            data[key] = _build(value_node, constructor, seen, depth + 1)
+        return data
+    if tag == _SEQ:
+        if node.__class__ is not SequenceNode:
+            raise _Fallback
+        return [_build(item, constructor, seen, depth + 1) for item in node.value]
+    if tag in _DELEGATED and node.__class__ is ScalarNode:
+        return constructor.yaml_constructors[tag](constructor, node)
+    raise _Fallback
+

@@ -1,0 +1,125 @@
+"""``yamlio.Constructor`` builds the data ruamel's ``SafeConstructor`` builds (and raises
+what it raises), with either parser: over every document of the vendored corpus and the
+YAML features it hands back to ruamel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import ruamel.yaml
+from ruamel.yaml.constructor import SafeConstructor
+
+from conftest import CORPUS
+from image_bot.config import yamlio
+
+PARSERS = [False, True] if getattr(ruamel.yaml.main, "CParser", None) else [True]
+
+TRICKY = {
+    "aliases": "base: &b {a: 1}\none: *b\ntwo: *b\n",
+    "merge key": "base: &b {a: 1, b: 2}\nthis:\n  <<: *b\n  b: 3\n",
+    "merge list": "x: &x {a: 1}\ny: &y {b: 2}\nz:\n  <<: [*x, *y]\n  c: 3\n",
+    "duplicate key": "a: 1\nb: 2\na: 3\n",
+    "one and true are one key": "1: a\ntrue: b\n",
+    "value key": "=: the value\nother: 1\n",
+    "timestamp": "when: 2026-12-01T10:00:00Z\nday: 2026-12-01\n",
+    "binary": "data: !!binary aGVsbG8=\n",
+    "set": "s: !!set {a, b}\n",
+    "omap": "o: !!omap [a: 1, b: 2]\n",
+    "sequence key": "? [a, b]\n: pair\n",
+    "mapping key": "? {a: 1}\n: pair\n",
+    "null key": "~: nothing\nnull: again\n",
+    "numbers": "i: 0x1F\no: 0o17\nf: 1.5e3\nn: .nan\ninf: -.inf\nu: 1_000\nz: 0\n",
+    "yaml 1.1": "%YAML 1.1\n---\non: yes\noctal: 017\nsexa: 1:30\nf: 1e3\n",
+    "explicit tags": "a: !!str 12\nb: !!int '7'\nc: !!float '2'\nd: !!null ''\n",
+    "unknown tag": "a: !custom thing\n",
+    "bool words": "a: true\nb: False\nc: yes\n",
+    "str tag on a mapping": "a: !!str {b: 1}\n",
+    "deep": "a: " + "[" * 300 + "]" * 300 + "\n",
+    "several documents": "a: 1\n---\n- x\n- {y: [1, 2.5, null, true]}\n---\n",
+    "empty": "",
+    "recursive": "a: &a [*a]\n",
+}
+
+
+def _load(text: str, *, pure: bool, ours: bool) -> tuple[str, Any]:
+    yaml = (yamlio.YAML if ours else ruamel.yaml.YAML)(typ="safe", pure=pure)
+    try:
+        return "data", list(yaml.load_all(text))
+    except Exception as exc:  # the errors must be the same too
+        return "error", (type(exc).__name__, str(exc))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN and a recursive structure compared by its shape."""
+    try:
+        if a == b:
+            return True
+    except RecursionError:
+        pass
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isnan(a) and math.isnan(b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(x is a or _same(x, y) for x, y in zip(a, b,
+                                                                            strict=True))
+    return repr(a) == repr(b)
+
+
+def _compare(text: str, pure: bool) -> None:
+    theirs, ours = (_load(text, pure=pure, ours=o) for o in (False, True))
+    assert theirs[0] == ours[0], (theirs, ours)
+    assert _same(theirs[1], ours[1]), (theirs, ours)
+
+
+@pytest.mark.parametrize("pure", PARSERS)
+def test_every_corpus_document_is_built_as_ruamel_builds_it(pure: bool) -> None:
+    files = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".yaml", ".yml"))
+    assert len(files) > 50, f"corpus missing at {CORPUS}"
+    for path in files:
+        _compare(path.read_text(encoding="utf-8"), pure)
+
+
+@pytest.mark.parametrize("pure", PARSERS)
+@pytest.mark.parametrize("name", sorted(TRICKY))
+def test_what_ruamel_builds_itself_comes_out_the_same(name: str, pure: bool) -> None:
+    _compare(TRICKY[name], pure)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the documents ruamel's own constructor built."""
+    calls: list[int] = []
+    original: Callable[..., Any] = SafeConstructor.construct_document
+
+    def counted(self: SafeConstructor, node: Any) -> Any:
+        calls.append(1)
+        return original(self, node)
+
+    monkeypatch.setattr(SafeConstructor, "construct_document", counted)
+    return calls
+
+
+@pytest.mark.parametrize("pure", PARSERS)
+def test_plain_manifests_never_reach_ruamels_constructor(
+        pure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Argo CD's HA install (60 documents: CRDs, RBAC, Deployments) and a Pod with every
+    # scalar type the fast path builds
+    documents = [(CORPUS / "argoproj__argo-cd/manifests/ha/namespace-install.yaml").read_text(
+        encoding="utf-8"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: x, labels: {a: 'b'}}\nspec:\n"
+        "  replicas: 3\n  containers:\n  - {name: c, image: 'reg/app:1.0', "
+        "args: [--x, '1'], enabled: true, ratio: 0.5, none: null}\n"]
+    calls = _counting(monkeypatch)
+    built = [list(yamlio.YAML(typ="safe", pure=pure).load_all(d)) for d in documents]
+    assert len(built[0]) > 50 and built[1][0]["spec"]["replicas"] == 3
+    assert calls == []
+    for name in ("merge key", "aliases"):
+        list(yamlio.YAML(typ="safe", pure=pure).load_all(TRICKY[name]))
+    # merge keys, and nodes aliases share (ruamel builds them once: "billion laughs"
+    # expand to a few objects, not to billions), go to ruamel's own constructor
+    assert calls == [1, 1]
