@@ -1,8 +1,8 @@
 """What the commands print: tables for people, one JSON document for scripts, errors on stderr.
 
-Renders values it is given and decides nothing. rich (tables, ~40 ms to import) and the
-engine's helpers are imported inside the functions that draw tables, so plain-text and JSON
-output (`validate`, `set-image`, `test`) never pay for them.
+Renders values it is given and decides nothing. Tables are plain aligned columns
+(:func:`table`); the engine's helpers are imported inside the functions that need them, so
+plain-text and JSON output (`validate`, `set-image`, `test`) never pay for them.
 """
 
 from __future__ import annotations
@@ -32,38 +32,55 @@ SYNC_STYLE = {"Synced": "green", "OutOfSync": "yellow", "Healthy": "green",
 
 def report(cycle: CycleReport, *, as_json: bool, strict: bool = False) -> None:
     """A cycle (`run --once`, `plan`): per repository its diff (plan), a table, commits."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     if as_json:
         click.echo(json.dumps(cycle.to_dict(), indent=2))
         return
-    console = Console(highlight=False, soft_wrap=True)
     for repo in cycle.repositories:
         if cycle.dry_run and repo.diff:
-            console.print(repo.diff, markup=False, end="")
-        table = Table(title=f"{repo.repository} ({repo.branch})", title_justify="left")
-        for column in ("policy", "status", "details"):
-            table.add_column(column)
-        for outcome in repo.outcomes:  # a failure's reason is printed once, on stderr
-            style = STATUS_STYLE[outcome.status]
-            details = ("(error below)" if outcome.status == "failed" and outcome.error
-                       else outcome.message)
-            # Text, not markup: brackets in a name or message stay as written (and a
-            # 200-row table renders a quarter faster)
-            table.add_row(Text(outcome.policy), Text(outcome.status, style=style),
-                          Text(details))
-        if repo.outcomes:
-            console.print(table)
+            click.echo(repo.diff, nl=False)
+        if repo.outcomes:  # a failure's reason is printed once, on stderr
+            table(f"{repo.repository} ({repo.branch})", ("policy", "status", "details"), [
+                (o.policy, (o.status, STATUS_STYLE[o.status]),
+                 "(error below)" if o.status == "failed" and o.error else o.message)
+                for o in repo.outcomes])
         elsewhere = dict(repo.pushed_to)  # push-branch commits
         for commit in repo.commits:
-            console.print(f"committed {commit[:12]} and pushed to "
-                          f"{elsewhere.get(commit, repo.branch)}", markup=False)
+            click.echo(f"committed {commit[:12]} and pushed to "
+                       f"{elsewhere.get(commit, repo.branch)}")
         for skipped in repo.skipped:
-            console.print(Text.assemble(("skipped", "yellow"),
-                                        f" {skipped.file}: {skipped.reason}"))
+            click.echo(f"{click.style('skipped', fg='yellow')} {skipped.file}: "
+                       f"{skipped.reason}")
     failures(cycle, strict=strict)  # the errors, each once
+
+
+Cell = str | tuple[str, str]  # a text, or a text and its colour
+
+
+def table(title: str, columns: tuple[str, ...], rows: list[tuple[Cell, ...]]) -> None:
+    """A titled table as kubectl and docker print them: a header of upper-case names, one
+    line a row, columns two spaces apart and the last one as long as it is (a terminal
+    wraps it; ``grep`` and ``awk`` read a row as one line). Cells are printed as written,
+    coloured only on a terminal. Aligned by the width a terminal gives each character (a
+    CJK character takes two columns)."""
+    from rich.cells import cell_len  # the display width of a text (not all of rich)
+
+    texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    widths = [max([len(name), *(cell_len(row[i]) for row in texts)])
+              for i, name in enumerate(columns[:-1])]
+    click.echo(title)
+    click.secho("  ".join([*(name.upper().ljust(w) for name, w in zip(
+        columns, widths, strict=False)), columns[-1].upper()]), bold=True)
+    for row, text in zip(rows, texts, strict=True):
+        last = max((i for i, shown in enumerate(text) if shown), default=0)  # no trailing blanks
+        cells = []
+        for i, (cell, shown) in enumerate(zip(row[:last + 1], text, strict=False)):
+            padded = shown if i == last else shown + " " * (widths[i] - cell_len(shown))
+            cells.append(padded if isinstance(cell, str) else _styled(padded, cell[1]))
+        click.echo("  ".join(cells))
+
+
+def _styled(text: str, colour: str) -> str:
+    return click.style(text, dim=True) if colour == "dim" else click.style(text, fg=colour)
 
 
 def exit_code(cycle: CycleReport, *, strict: bool) -> int:
@@ -145,10 +162,6 @@ def operation(done: Operation, *, as_json: bool) -> None:
 
 def declines(rows: list[DeclinedVersion], *, as_json: bool) -> None:
     """`declines list`: one row per declined version."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     from image_bot.server import page
 
     if as_json:
@@ -157,13 +170,8 @@ def declines(rows: list[DeclinedVersion], *, as_json: bool) -> None:
     if not rows:
         click.echo("no declined versions")
         return
-    table = Table(title="declined versions", title_justify="left")
-    for column in ("policy", "tag", "image", "why", "since"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*map(Text, (row.policy, row.tag, row.image, row.reason,
-                                  page.ago(row.at))))
-    Console(highlight=False).print(table)
+    table("declined versions", ("policy", "tag", "image", "since", "why"), [
+        (row.policy, row.tag, row.image, page.ago(row.at), row.reason) for row in rows])
 
 
 def cleared(rows: list[DeclinedVersion], *, policy: str, as_json: bool) -> None:
@@ -218,34 +226,23 @@ def set_image(outcome: Outcome, *, dry_run: bool, as_json: bool,
 
 def sync_reports(reports: list[SyncReport], *, as_json: bool) -> None:
     """`sync` and `sync status`: a table per agent pass, errors also on stderr."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     if as_json:
         click.echo(json.dumps({"agents": [r.to_dict() for r in reports]}, indent=2))
         return
-    console = Console(highlight=False, soft_wrap=True)
     for sync_report in reports:
         revision = (sync_report.revision or "-")[:12]
-        table = Table(title=f"{sync_report.agent}: {sync_report.repository} "
-                            f"({sync_report.branch}) {sync_report.path} → "
-                            f"{sync_report.target} @ {revision}",
-                      title_justify="left")
-        for column in ("application", "service", "sync", "health", "revision", "details"):
-            table.add_column(column)
-        for s in sync_report.services:
-            details = "; ".join(x for x in (s.action if s.action != "none" else "", s.drift,
-                                            s.error) if x)
-            table.add_row(Text(s.application), Text(s.service),
-                          Text(s.sync, style=SYNC_STYLE[s.sync]),
-                          Text(s.health, style=SYNC_STYLE[s.health]),
-                          (s.revision or "-")[:12], Text(details))
-        console.print(table)
+        table(f"{sync_report.agent}: {sync_report.repository} ({sync_report.branch}) "
+              f"{sync_report.path} → {sync_report.target} @ {revision}",
+              ("application", "service", "sync", "health", "revision", "details"), [
+                  (s.application, s.service, (s.sync, SYNC_STYLE[s.sync]),
+                   (s.health, SYNC_STYLE[s.health]), (s.revision or "-")[:12],
+                   "; ".join(x for x in (s.action if s.action != "none" else "", s.drift,
+                                         s.error) if x))
+                  for s in sync_report.services])
         for removed in sync_report.removed:
-            console.print(f"removed {removed} (not in Git any more)", markup=False)
+            click.echo(f"removed {removed} (not in Git any more)")
         for error in sync_report.errors:
-            console.print(Text.assemble(("error:", "red"), f" {error}"))
+            click.echo(f"{click.style('error:', fg='red')} {error}")
             click.echo(f"error: {error}", err=True)
 
 

@@ -20,7 +20,21 @@ def test_brackets_in_a_message_are_printed_not_read_as_markup(
     cycle = CycleReport((RepositoryReport("config", "main", outcomes=(outcome,)),))
     render.report(cycle, as_json=False)
     row = next(line for line in capsys.readouterr().out.splitlines() if "web" in line)
-    assert [cell.strip() for cell in row.split("│")[1:4]] == ["web", "current", note]
+    assert row == f"web     current  {note}"
+
+
+def test_a_table_aligns_by_display_width_and_keeps_a_row_on_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    long = "why " * 60 + "end"  # longer than any terminal: a terminal wraps it, grep sees one line
+    render.table("title", ("name", "state", "why"), [
+        ("日本", ("ok", "green"), "short"), ("a-longer-name", ("failed", "red"), long),
+        ("x", ("", "dim"), "")])
+    assert capsys.readouterr().out.splitlines() == [
+        "title",
+        "NAME           STATE   WHY",
+        "日本           ok      short",  # two wide characters take four columns
+        f"a-longer-name  failed  {long}",
+        "x"]
 
 
 def test_an_operators_reason_and_a_skipped_file_are_printed_as_written(
