@@ -169,6 +169,11 @@ async def read_capped(http: httpx.AsyncClient, method: str, url: str, *, limit: 
         declared = streamed.headers.get("Content-Length", "")
         if method != "HEAD" and declared.isdigit() and int(declared) > limit:
             raise TooLarge(f"Content-Length {declared}")
+        if declared.isdigit() and "Content-Encoding" not in streamed.headers:
+            # the body is exactly the bytes declared (HTTP/1.1 framing reads no more) and
+            # not decoded into more: the answer as it came, read in one piece
+            await streamed.aread()
+            return streamed
         body = bytearray()
         async for chunk in streamed.aiter_bytes():
             body += chunk

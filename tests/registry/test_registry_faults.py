@@ -339,6 +339,8 @@ HTML = httpx.Response(200, text="<!DOCTYPE html><html>Sign in</html>",
      "registry reg.example: tag list of app is not JSON (Content-Type application/json)"),
     (_ok({"tags": "1.0"}), "registry reg.example: tag list of app has no 'tags' array"),
     (_ok([1, 2]), "registry reg.example: tag list of app has no 'tags' array"),
+    (_ok({"tags": ["1.0", 2]}),
+     "registry reg.example: tag list of app has no 'tags' array of strings"),
     (httpx.Response(418, json={"errors": [{"code": "TEAPOT"}]}),
      "registry reg.example, image app: unexpected HTTP 418 TEAPOT"),
 ])
