@@ -13,10 +13,11 @@ and kept out of the policy's choice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import dataclasses
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ from image_bot.update import rewriting, scanning
 from image_bot.update.result import Change, UpdateResult
 
 E = TypeVar("E", bound=ImageBotError)
-_TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently (their lists held)
+_TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class _Planned:
     declined: frozenset[str] = field(default_factory=frozenset)
     promotion: promotion.Promotion | None = None  # select.promote: what upstream allows
     override: Override | None = None  # an operator's tag, written instead of the choice
+    streamed: bool = False  # its tags are listed when it is decided, then dropped (_update)
 
     @property
     def name(self) -> str:
@@ -132,7 +134,9 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
                                           repo.branch)
         planned, suspended = _operated(planned, overrides)
         async with registry.scan_deadline(repo.registry_deadline, repository=name):
-            # 3. tags, once per image, concurrently
+            # 3. tags, once per image, concurrently: here for the policies that need them
+            # before deciding (publish rules, metadata, promotions, operators); the others'
+            # are listed as they are decided (8), each list dropped once decided
             planned = await _fetch_tags(engine.client, planned)
             # 3b. stages: a promoting policy keeps the tags its upstream ran healthy
             planned = _with_promotions(engine, planned, frozenset(
@@ -246,9 +250,11 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 await asyncio.to_thread(ws.reset)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
-                    outcomes, result = await _update(engine, ws.root, batch, dry_run=True)
+                    outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
+                                                     repo=repo)
                     return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
-                outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run)
+                outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run,
+                                                 repo=repo)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
                 rows = _noted(_promoted(batch, await _rows(engine.client, result,
@@ -384,13 +390,19 @@ def build_policy(loaded: loading.LoadedPolicy, branch: str) -> strategies.Policy
 
 async def _fetch_tags(client: registry.RegistryClient,
                       planned: Sequence[_Planned]) -> list[_Planned]:
-    images = {p.loaded.policy.spec.image_ref for p in planned}
+    """The tags of the policies that need them before they are decided; the others are
+    marked ``streamed`` (see :func:`_streamed`)."""
+    streamed = _streamed(planned)
+    images = {p.loaded.policy.spec.image_ref for p in planned if p.name not in streamed}
     room = asyncio.Semaphore(_TAG_LISTS_AT_ONCE)
     results = await asyncio.gather(*(_packed_tags(client, image, room) for image in images),
                                    return_exceptions=True)
     by_image = dict(zip(images, results, strict=True))
     filled = []
     for p in planned:
+        if p.name in streamed:
+            filled.append(dataclasses.replace(p, streamed=True))
+            continue
         tags = by_image[p.loaded.policy.spec.image_ref]
         if isinstance(tags, ImageBotError):
             filled.append(dataclasses.replace(p, error=tags))
@@ -401,12 +413,46 @@ async def _fetch_tags(client: registry.RegistryClient,
     return filled
 
 
+def _streamed(planned: Sequence[_Planned]) -> set[str]:
+    """The policies whose tags are listed only when they are decided (:func:`_update`), and
+    dropped then: each the only policy of its image here (its one batch lists them once),
+    without publish rules, metadata checks (``needs``), promotion or an operator's tag,
+    which use the tags before the decision. The tags of the others wait, deflated."""
+    per_image = collections.Counter(p.loaded.policy.spec.image_ref for p in planned)
+    return {p.name for p in planned
+            if per_image[p.loaded.policy.spec.image_ref] == 1 and not (
+                p.publish.rules or p.policy.needs or p.override
+                or p.loaded.policy.spec.select.promote)}
+
+
 async def _packed_tags(client: registry.RegistryClient, image: refs.ImageRef,
                        room: asyncio.Semaphore) -> Sequence[str]:
     """The image's tags, held as one string until a policy decides (a list of 5,000 tags
     costs ~300 KB, the packed text ~30 KB): only the lists being fetched exist at once."""
     async with room:
         return _Packed.of(await client.list_tags(image))
+
+
+class _Listed(strategies.Ordered):
+    """A registry's tags as ``list_tags`` returns them (sorted, each once), as they are."""
+
+    __slots__ = ("_tags",)
+
+    def __init__(self, tags: list[str]) -> None:
+        self._tags = tags
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tags)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._tags[index]
 
 
 class _Packed(strategies.Ordered):
@@ -485,14 +531,17 @@ async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Plann
 
 
 async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
-                  dry_run: bool) -> tuple[list[PolicyOutcome], UpdateResult]:
+                  dry_run: bool, repo: models.RepositoryConfig,
+                  ) -> tuple[list[PolicyOutcome], UpdateResult]:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
     limit = engine.config.limits.max_file_bytes
     index = scanning.Index(root, max_file_bytes=limit)  # list and read the checkout once
     now = engine.clock.now()  # the one clock read; the policy itself is pure
+    decided = await _decide_streamed(engine.client, [p for p in planned if p.streamed], repo,
+                                     lambda p: _decide(root, p, index, now=now))
     for p in planned:
-        outcome, policy_edits = _decide(root, p, index, now=now)
+        outcome, policy_edits = decided.get(p.name) or _decide(root, p, index, now=now)
         outcomes.append(outcome)
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
@@ -510,6 +559,32 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
                 if o.policy in blocked else o for o in outcomes]
     return [_settle(o, result, dry_run=dry_run) for o in outcomes], result
+
+
+async def _decide_streamed(
+        client: registry.RegistryClient, planned: Sequence[_Planned],
+        repo: models.RepositoryConfig,
+        decide: Callable[[_Planned], tuple[PolicyOutcome, list[rewriting.Edit]]],
+) -> dict[str, tuple[PolicyOutcome, list[rewriting.Edit]]]:
+    """Fetch → decide → drop: each streamed policy's tags listed (``_TAG_LISTS_AT_ONCE``
+    at a time, within a ``registry_deadline`` of their own) and decided as soon as they
+    arrive, so a fleet's lists never exist at once. A publish retried after its branch
+    moved lists them again (they may have changed too)."""
+    room = asyncio.Semaphore(_TAG_LISTS_AT_ONCE)
+
+    async def one(p: _Planned) -> tuple[str, tuple[PolicyOutcome, list[rewriting.Edit]]]:
+        try:
+            async with room:
+                tags = await client.list_tags(p.loaded.policy.spec.image_ref)
+        except ImageBotError as exc:
+            return p.name, decide(dataclasses.replace(p, error=exc))
+        return p.name, decide(dataclasses.replace(p, tags=_Listed(tags)))
+
+    if not planned:
+        return {}
+    async with registry.scan_deadline(repo.registry_deadline,
+                                      repository=workspaces.redact(repo.url)):
+        return dict(await asyncio.gather(*(one(p) for p in planned)))
 
 
 def _decide(root: Path, p: _Planned, index: scanning.Index | None = None, *,
@@ -628,7 +703,7 @@ def _with_rollbacks(engine: Engine, ws: workspaces.Workspace,
     index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
     for p in planned:
         write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
-        if write and p.tags is not None and write.tag not in engine.state.declined(
+        if write and p.error is None and write.tag not in engine.state.declined(
                 p.name, write.image) and _rolled_back(index, p, write.tag, now=now):
             engine.state.decline(p.name, write.image, write.tag,
                                  f"rolled back on {ws.branch} after {write.commit[:12]}")
