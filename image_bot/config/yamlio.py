@@ -18,11 +18,12 @@ from typing import Any
 
 import ruamel.yaml
 import ruamel.yaml.constructor
-from ruamel.yaml.main import CParser
+import ruamel.yaml.main
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
+CParser: Any = getattr(ruamel.yaml.main, "CParser", None)  # None without ruamel.yaml.clib
 _PLAIN_TAGS: dict[tuple[Any, str], Tag] = {}  # (YAML version, text) → tag
 _PLAIN_TAGS_KEPT = 1 << 16
 _SHARED: dict[str, Tag] = {}  # tag name → the one Tag object every node with it shares
@@ -97,11 +98,11 @@ class YAML(ruamel.yaml.YAML):
 
 
 @functools.cache
-def _c_loader(constructor: type, resolver: type) -> type:
+def _c_loader(constructor: Any, resolver: Any) -> Any:
     """libyaml's reader, scanner, parser and composer with ``constructor`` and ``resolver``
     in one object, as ``ruamel.yaml.YAML`` assembles them for its C parser."""
 
-    class Loader(CParser, constructor, resolver):  # type: ignore[valid-type,misc]
+    class Loader(CParser, constructor, resolver):  # type: ignore[misc]
         def __init__(self, stream: Any, version: Any, allow_duplicate_keys: bool) -> None:
             CParser.__init__(self, stream)
             self._parser = self._composer = self
