@@ -92,10 +92,13 @@ class Range:
     alternatives: tuple[tuple[_Comparator, ...], ...]
     # contains_key(key, prerelease): the alternatives compiled into one function
     contains_key: Callable[[Key, bool], bool] = field(init=False, repr=False, compare=False)
+    # one alternative's bounds, for loops that test them inline (no call per version)
+    only: _Bounds | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bounds = tuple(_Bounds.of(cs) for cs in self.alternatives)
         object.__setattr__(self, "contains_key", _compile(bounds))
+        object.__setattr__(self, "only", bounds[0] if len(bounds) == 1 else None)
 
     def contains(self, version: semver.Version, *, prerelease: bool = False) -> bool:
         return self.contains_key(semver_key(version), prerelease)

@@ -229,6 +229,9 @@ class Policy:
         tag_filter, contains, natural_key = self.filter, self.range.contains_key, (
             versions.natural_key)
         prerelease, out_of_range = self.prerelease, f"not in range {self.range.text!r}"
+        # one alternative (most ranges): its bounds tested inline, as ``contains`` would
+        single = self.range.only is not None
+        low, above_low, high, below_high, prerelease_of = self.range.only or _NO_BOUNDS
         default_filter = tag_filter == _DEFAULT_FILTER
         current = here.version if here else None
         current_tag = here.tag if here else None
@@ -267,7 +270,10 @@ class Policy:
                     exclude(_declined(tag))
                 continue
             key = parsed.semver_key
-            if not contains(key, prerelease) and not (
+            if not ((low is None or above_low(key, low)) and (  # contains(key, prerelease)
+                    high is None or below_high(key, high)) and (
+                    key[3] or prerelease or key[:3] in prerelease_of) if single else contains(
+                    key, prerelease)) and not (
                     key[3] == 0 and self._moves_within_prerelease(parsed, current)):
                 if explain:
                     exclude(self._out_of_range(tag, parsed) if key[3] == 0 else new(
@@ -513,6 +519,7 @@ class Policy:
 
 
 _DEFAULT_FILTER = filters.Filter()
+_NO_BOUNDS = (None, operator.ge, None, operator.le, frozenset[tuple[int, ...]]())
 
 
 # tag → what the default filter and the parse make of it (``_reading``)
