@@ -50,6 +50,7 @@ async def _serve(close_first: asyncio.Event) -> asyncio.Server:
         nonlocal connections
         connections += 1
         first = connections == 1
+        reading: asyncio.Future[bytes] | None = None
         try:
             while True:
                 reading = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
@@ -66,6 +67,10 @@ async def _serve(close_first: asyncio.Event) -> asyncio.Server:
         except asyncio.IncompleteReadError:
             return  # the client closed it
         finally:
+            if reading is not None:  # the loop is closing: no read left behind
+                if reading.done() and not reading.cancelled():
+                    reading.exception()  # the client's close, seen too late: retrieved
+                reading.cancel()
             writer.close()
 
     return await asyncio.start_server(answer, "127.0.0.1", 0)
@@ -126,3 +131,34 @@ def test_registry_requests_go_through_the_backend(tmp_path: Path,
         assert opened == [server.host]  # the ping and both lists over one kept-alive socket
     finally:
         server.stop()
+
+
+def test_requests_arriving_together_each_get_their_own_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpcore's own pool promises one free connection to every request waiting at that
+    moment; all but one then go round the pool again. Here each request is assigned once
+    (entering the pool) and the pool is asked again only when an answer is closed."""
+    rounds: list[int] = []
+
+    class Counting(transport.Pool):
+        def _assign_requests_to_connections(self) -> list[Any]:
+            rounds.append(1)
+            return super()._assign_requests_to_connections()
+
+    monkeypatch.setattr(transport, "Pool", Counting)
+
+    async def go() -> None:
+        server = await _serve(asyncio.Event())
+        port = server.sockets[0].getsockname()[1]
+        backend = _Recording()
+        pool = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        async with server, httpx.AsyncClient(
+                transport=transport.Transport(backend=backend, limits=pool)) as http:
+            url = f"http://127.0.0.1:{port}/v2/"
+            for _ in range(3):  # 24 at once; later rounds over the kept-alive connections
+                answers = await asyncio.gather(*(http.get(url) for _ in range(24)))
+                assert [a.json() for a in answers] == [{}] * 24
+            assert len(backend.streams) == 4
+
+    asyncio.run(go())
+    assert len(rounds) == 2 * 3 * 24
