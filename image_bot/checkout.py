@@ -129,7 +129,7 @@ class Index:
         self._mentions: dict[tuple[Path, tuple[bytes, ...]], bool] = {}
         self._chosen: dict[tuple[str, ...], list[Path]] = {}  # patterns → files (policies
         # of one repository mostly share their paths)
-        self._haystacks: dict[tuple[Path, ...], _Haystack] = {}  # files → joined (holding)
+        self._haystacks: dict[tuple[Any, ...], _Haystack] = {}  # files → joined (holding)
         self._haystack_bytes = 0
 
     @classmethod
@@ -295,7 +295,8 @@ class Index:
         return self._data[path]
 
     def holding(self, files: Sequence[Path], needles: tuple[bytes, ...],
-                names: tuple[bytes, ...] = ()) -> list[Path]:
+                names: tuple[bytes, ...] = (), *, patterns: Sequence[str] | None = None,
+                ) -> list[Path]:
         """``files`` (in order) whose bytes contain one of ``needles``, or one of ``names``
         as a whole name (``team/app`` is not in ``team/app-worker:1.0``), and those that
         cannot be read (the caller learns why from :meth:`read`).
@@ -303,8 +304,9 @@ class Index:
         Every policy of a cycle searches every file of its paths, and policies mostly share
         their paths: the files of a list are joined once (:class:`_Haystack`), so a search
         is one ``bytes.find`` per hit, not a step per file. Past ``_HAYSTACK_BYTES`` of
-        joined copies, files are searched one by one."""
-        key = tuple(files)
+        joined copies, files are searched one by one. ``patterns``: those ``files`` were
+        listed by (:meth:`files`), a shorter key to the joined copy than every path."""
+        key: tuple[Any, ...] = tuple(files) if patterns is None else (None, *patterns)
         haystack = self._haystacks.get(key)
         if haystack is None:
             blobs = [self._blob(path) for path in files]

@@ -11,6 +11,7 @@ for what they say.
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from collections.abc import Callable
@@ -142,10 +143,13 @@ class _Partial:
         return semver.Version(major, minor + 1, 0, prerelease="0")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Range:
     """Parse an npm-style range or raise :class:`RangeError` naming the bad part and the
     character it starts at. Commas within an alternative mean AND, as Masterminds (Flux,
-    Argo CD Image Updater, Keel) reads them: ``>=1.0, <2.0`` is ``>=1.0 <2.0``."""
+    Argo CD Image Updater, Keel) reads them: ``>=1.0, <2.0`` is ``>=1.0 <2.0``.
+
+    Memoised (a range is immutable): a fleet's policies repeat a few ranges."""
     alternatives: list[tuple[_Comparator, ...]] = []
     offset = 0
     for part in text.split("||"):

@@ -51,21 +51,24 @@ def find(root: Path, image: refs.ImageRef, patterns: Sequence[str], *,
     """All references to ``image`` (or marked for ``policy``) in files under ``root``;
     with ``index``, files are listed and read once for all the policies that share it."""
     index = index or checkout.Index(root)
-    return scan_files(index, index.files(patterns), image, policy=policy, namespace=namespace)
+    return scan_files(index, index.files(patterns), image, policy=policy, namespace=namespace,
+                      patterns=patterns)
 
 
 def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRef, *,
                policy: str | None = None, shown: Path | None = None,
-               namespace: str | None = None) -> Scan:
+               namespace: str | None = None, patterns: Sequence[str] | None = None) -> Scan:
     """References in ``files`` (listed by ``index``), named relative to ``shown`` (default:
     the index's root). A file that may hold one but cannot be used is skipped: not UTF-8,
-    not YAML, or larger than the cap (its bytes are searched, never held whole)."""
+    not YAML, or larger than the cap (its bytes are searched, never held whole).
+    ``patterns``: the globs ``index`` listed ``files`` by, when it did."""
     found: list[detecting.Reference] = []
     skipped: list[Skipped] = []
     parsed = 0
     name, markers = _needles(image, policy)
     needles = (name, *markers)
-    for path in index.holding(files, markers, (name,)):  # most files are never decoded
+    # most files are never decoded
+    for path in index.holding(files, markers, (name,), patterns=patterns):
         relative = index.shown(path) if shown is None else _relative(path, shown)
         try:
             data = index.read(path)
