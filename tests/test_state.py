@@ -30,6 +30,19 @@ def test_round_trips_and_survives_reopen(tmp_path: Path) -> None:
     assert version == (2,)
 
 
+def test_a_cycles_decisions_are_written_in_one_transaction(tmp_path: Path) -> None:
+    with State.in_dir(tmp_path) as state:
+        state.record_decision("web", {"tag": "1.0.0"})
+        statements: list[str] = []
+        state._db.set_trace_callback(statements.append)
+        state.record_decisions([("web", {"tag": "1.1.0"}), ("api", {"tag": "2.0.0"})])
+        state._db.set_trace_callback(None)
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+            "BEGIN IMMEDIATE", "COMMIT"]
+        assert {k: v[0] for k, v in state.decisions().items()} == {
+            "web": {"tag": "1.1.0"}, "api": {"tag": "2.0.0"}}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

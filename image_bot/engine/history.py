@@ -76,6 +76,7 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
     previous = state.decisions()
     now = time.time()
     for repo in report.repositories:
+        decisions = []
         prs = {policy: pr for pr in repo.pull_requests for policy in pr.policies}
         for outcome in repo.outcomes:
             if outcome.policy == "?":  # a broken document: no policy to attach it to
@@ -88,10 +89,11 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
             if outcome.policy in prs:  # what this run did to the policy's PR
                 pr = prs[outcome.policy]
                 decision["pull_request"] = (pr.url or f"#{pr.number}") if pr.is_open else None
-            state.record_decision(key, decision)
+            decisions.append((key, decision))
             if outcome.status == "failed":
                 state.log_event("error", {"repository": repo.repository,
                                           "policy": outcome.policy, "message": outcome.message})
+        state.record_decisions(decisions)
         for sha in repo.commits:
             changed = [o.policy for o in repo.outcomes if o.status == "updated"]
             state.log_event("commit", {"repository": repo.repository, "branch": repo.branch,
