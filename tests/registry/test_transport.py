@@ -6,6 +6,7 @@ server that closes a kept-alive connection when told to."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,35 @@ def test_requests_arriving_together_each_get_their_own_connection(
 
     asyncio.run(go())
     assert len(rounds) == 2 * 3 * 24
+
+
+def test_the_tls_context_is_made_at_the_first_https_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA certificates costs ~25 ms: a registry on plain HTTP never pays it, and
+    a registry on HTTPS pays it once, for a context that verifies certificates."""
+    made: list[Any] = []
+    real = httpx.create_ssl_context
+
+    def recording(**options: Any) -> Any:
+        made.append(options)
+        return real(**options)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", recording)
+
+    async def plain_http() -> None:
+        server = await _serve(asyncio.Event())
+        port = server.sockets[0].getsockname()[1]
+        async with server, httpx.AsyncClient(transport=transport.Transport()) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/v2/")).json() == {}
+
+    asyncio.run(plain_http())
+    assert made == []
+
+    pool = transport.Pool(verify=True)
+    for _ in range(2):  # created, not connected
+        pool.create_connection(httpcore.Origin(b"https", b"registry.example", 443))
+    assert made == [{"verify": True}]
+    assert pool._ssl_context is not None
+    assert pool._ssl_context.verify_mode == ssl.CERT_REQUIRED
+    given = ssl.create_default_context()
+    assert transport.Pool(verify=given)._ssl_context is given  # a ca_bundle's, as it is
