@@ -7,6 +7,7 @@ Docker Hub, where one-component names are official images under ``library/``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ letter, and in pydantic's Rust regex engine costs ~70 ms to compile)."""
 _TAG = re.compile(TAG)
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_SPACE = re.compile(r"\s")
 
 
 def is_tag(text: str) -> bool:
@@ -63,10 +65,14 @@ class ImageRef:
         return text
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> ImageRef:
-    """Parse ``text`` into a normalised :class:`ImageRef` or raise :class:`InvalidReference`."""
+    """Parse ``text`` into a normalised :class:`ImageRef` or raise :class:`InvalidReference`.
+
+    Memoised (an ``ImageRef`` is immutable): a cycle reads each policy's image, and each
+    reference in its files, many times."""
     rest = text.strip()
-    if not rest or any(ch.isspace() for ch in rest):
+    if not rest or _SPACE.search(rest):
         raise InvalidReference(f"not an image reference: {text!r}")
     digest = None
     if "@" in rest:
