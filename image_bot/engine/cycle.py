@@ -247,7 +247,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
             try:
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
-                await asyncio.to_thread(ws.reset)
+                if not dry_run:  # a dry run writes nothing: the checkout is as it was opened
+                    await asyncio.to_thread(ws.reset)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
@@ -279,7 +280,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                                 image=p.loaded.policy.spec.image_ref.name) for p in batch]
         return _report(name, repo, failed, UpdateResult(), error=error)
     finally:
-        if mode.uses_forge:
+        if mode.uses_forge and not dry_run:
             await asyncio.to_thread(ws.reset)
     raise AssertionError("unreachable")  # pragma: no cover
 
