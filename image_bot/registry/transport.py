@@ -54,8 +54,9 @@ class Pool(httpcore.AsyncConnectionPool):
     ``gather``) are all given the same one, all but one find it busy, and each goes round
     the pool again (bench/fleet_memory.py: 1.4 extra rounds a request, ~10 % of the
     client's CPU). Here a connection promised to a request that has not started yet is not
-    offered again. Closed, expired and surplus idle connections leave the pool as in
-    httpcore; HTTP/2 (several requests a connection) is not enabled on this pool.
+    offered again. Closed and expired connections leave the pool as in httpcore, and idle
+    ones beyond ``max_keepalive_connections`` (httpcore counts every connection there);
+    HTTP/2 (several requests a connection) is not enabled on this pool.
 
     ``verify`` (httpx's meaning) becomes a TLS context at the first ``https`` connection:
     loading the CA certificates costs ~25 ms, which a registry on plain HTTP never needs.
