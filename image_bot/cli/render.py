@@ -64,7 +64,8 @@ def table(title: str, columns: tuple[str, ...], rows: list[tuple[Cell, ...]]) ->
     CJK character takes two columns)."""
     from rich.cells import cell_len  # the display width of a text (not all of rich)
 
-    texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    texts = [[" ".join((c if isinstance(c, str) else c[0]).splitlines()) for c in row]
+             for row in rows]  # a row stays one line
     widths = [max([len(name), *(cell_len(row[i]) for row in texts)])
               for i, name in enumerate(columns[:-1])]
     click.echo(title)

@@ -28,13 +28,14 @@ def test_a_table_aligns_by_display_width_and_keeps_a_row_on_one_line(
     long = "why " * 60 + "end"  # longer than any terminal: a terminal wraps it, grep sees one line
     render.table("title", ("name", "state", "why"), [
         ("日本", ("ok", "green"), "short"), ("a-longer-name", ("failed", "red"), long),
-        ("x", ("", "dim"), "")])
+        ("x", ("", "dim"), ""), ("y", ("ok", "green"), "two\nlines")])
     assert capsys.readouterr().out.splitlines() == [
         "title",
         "NAME           STATE   WHY",
         "日本           ok      short",  # two wide characters take four columns
         f"a-longer-name  failed  {long}",
-        "x"]
+        "x",
+        "y              ok      two lines"]
 
 
 def test_an_operators_reason_and_a_skipped_file_are_printed_as_written(
