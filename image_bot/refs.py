@@ -65,12 +65,21 @@ class ImageRef:
         return text
 
 
-@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> ImageRef:
     """Parse ``text`` into a normalised :class:`ImageRef` or raise :class:`InvalidReference`.
 
-    Memoised (an ``ImageRef`` is immutable): a cycle reads each policy's image, and each
-    reference in its files, many times."""
+    Memoised up to 512 characters (an ``ImageRef`` is immutable; a cycle reads each
+    policy's image, and each reference in its files, many times): a longer text is parsed
+    each time, so the memo holds at most 4,096 short texts whatever a repository holds."""
+    return _parse_short(text) if len(text) <= 512 else _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_short(text: str) -> ImageRef:
+    return _parse(text)
+
+
+def _parse(text: str) -> ImageRef:
     rest = text.strip()
     if not rest or _SPACE.search(rest):
         raise InvalidReference(f"not an image reference: {text!r}")

@@ -49,3 +49,13 @@ def test_tags_follow_the_oci_grammar(text: str, valid: bool) -> None:
     """``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``, ASCII only (``\\w`` would take any letter
     or digit of any script, which no registry accepts), the whole text."""
     assert refs.is_tag(text) is valid
+
+
+def test_only_short_texts_are_memoised() -> None:
+    refs._parse_short.cache_clear()
+    short = "ghcr.io/acme/web:1.0"
+    assert refs.parse(short) is refs.parse(short)  # memoised: one object
+    long = "reg.example/" + "/".join(["a"] * 400) + ":1.0"  # valid, 800+ characters
+    assert refs.parse(long) == refs.parse(long)
+    assert refs.parse(long) is not refs.parse(long)  # parsed each time
+    assert refs._parse_short.cache_info().currsize == 1

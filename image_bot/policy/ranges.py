@@ -143,13 +143,22 @@ class _Partial:
         return semver.Version(major, minor + 1, 0, prerelease="0")
 
 
-@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Range:
     """Parse an npm-style range or raise :class:`RangeError` naming the bad part and the
     character it starts at. Commas within an alternative mean AND, as Masterminds (Flux,
     Argo CD Image Updater, Keel) reads them: ``>=1.0, <2.0`` is ``>=1.0 <2.0``.
 
-    Memoised (a range is immutable): a fleet's policies repeat a few ranges."""
+    Memoised up to 256 characters (a range is immutable; a fleet's policies repeat a few
+    ranges): the memo holds at most 1,024 short texts."""
+    return _parse_short(text) if len(text) <= 256 else _parse(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_short(text: str) -> Range:
+    return _parse(text)
+
+
+def _parse(text: str) -> Range:
     alternatives: list[tuple[_Comparator, ...]] = []
     offset = 0
     for part in text.split("||"):
