@@ -173,9 +173,6 @@ class State:
 
     # --- decisions and events ---------------------------------------------------------
 
-    def record_decision(self, policy: str, data: dict[str, Any]) -> None:
-        self.record_decisions([(policy, data)])
-
     def record_decisions(self, decisions: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Each policy's latest decision, in one transaction (a cycle's 200 took 200)."""
         now = time.time()

@@ -16,7 +16,7 @@ def test_round_trips_and_survives_reopen(tmp_path: Path) -> None:
         state.put_blob("sha256:abc", "manifest", b"{}")
         state.put_blob("sha256:abc", "manifest", b"ignored: immutable")
         state.decline("web", "ghcr.io/a/web", "1.2.0", "PR #3 closed")
-        state.record_decision("web", {"tag": "1.1.0"})
+        state.record_decisions([("web", {"tag": "1.1.0"})])
         state.log_event("scan", {"policy": "web"})
         state.log_event("commit", {"sha": "123"})
     with State.in_dir(tmp_path) as state:
@@ -32,7 +32,7 @@ def test_round_trips_and_survives_reopen(tmp_path: Path) -> None:
 
 def test_a_cycles_decisions_are_written_in_one_transaction(tmp_path: Path) -> None:
     with State.in_dir(tmp_path) as state:
-        state.record_decision("web", {"tag": "1.0.0"})
+        state.record_decisions([("web", {"tag": "1.0.0"})])
         statements: list[str] = []
         state._db.set_trace_callback(statements.append)
         state.record_decisions([("web", {"tag": "1.1.0"}), ("api", {"tag": "2.0.0"})])
