@@ -434,28 +434,6 @@ async def _packed_tags(client: registry.RegistryClient, image: refs.ImageRef,
         return _Packed.of(await client.list_tags(image))
 
 
-class _Listed(strategies.Ordered):
-    """A registry's tags as ``list_tags`` returns them (sorted, each once), as they are."""
-
-    __slots__ = ("_tags",)
-
-    def __init__(self, tags: list[str]) -> None:
-        self._tags = tags
-
-    def __len__(self) -> int:
-        return len(self._tags)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tags)
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[str]: ...
-    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
-        return self._tags[index]
-
-
 class _Packed(strategies.Ordered):
     """A registry's tags (sorted, each once: ``list_tags``) joined by newlines (a tag never
     holds one) and deflated: a fleet's lists wait for their policies' decisions at ~1.5
@@ -579,7 +557,7 @@ async def _decide_streamed(
                 tags = await client.list_tags(p.loaded.policy.spec.image_ref)
         except ImageBotError as exc:
             return p.name, decide(dataclasses.replace(p, error=exc))
-        return p.name, decide(dataclasses.replace(p, tags=_Listed(tags)))
+        return p.name, decide(dataclasses.replace(p, tags=strategies.Listed(tags)))
 
     if not planned:
         return {}

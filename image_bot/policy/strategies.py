@@ -20,7 +20,7 @@ import decimal
 import operator
 import threading
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -581,6 +581,29 @@ class Ordered(Sequence[str]):
     sorting and de-duplicating them again."""
 
     __slots__ = ()
+
+
+class Listed(Ordered):
+    """A list of tags its maker knows to be sorted and each once (``list_tags``' answer),
+    as it is."""
+
+    __slots__ = ("_tags",)
+
+    def __init__(self, tags: list[str]) -> None:
+        self._tags = tags
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tags)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> str: ...
+    @typing.overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._tags[index]
 
 
 def _candidates(tags: Iterable[str | Candidate]) -> tuple[list[str], dict[str, Candidate]]:

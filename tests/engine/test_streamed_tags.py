@@ -18,6 +18,7 @@ from image_bot import cli, refs
 from image_bot.config import loading, models
 from image_bot.config import yamlio as yaml
 from image_bot.engine import cycle
+from image_bot.policy import strategies
 from image_bot.registry.client import RegistryClient
 
 pytestmark = pytest.mark.e2e
@@ -47,9 +48,9 @@ def test_each_list_is_decided_as_it_arrives_and_dropped(
     monkeypatch.setattr(cycle, "_TAG_LISTS_AT_ONCE", 3)
     alive: weakref.WeakSet[Any] = weakref.WeakSet()
     listed: list[str] = []  # the streamed images whose list arrived
-    held = []  # at each decision: lists alive as _Listed, lists arrived and not yet decided
+    held = []  # at each decision: lists alive as Listed, lists arrived and not yet decided
 
-    class Tracked(cycle._Listed):
+    class Tracked(strategies.Listed):
         __slots__ = ("__weakref__",)
 
         def __init__(self, tags: list[str]) -> None:
@@ -65,7 +66,7 @@ def test_each_list_is_decided_as_it_arrives_and_dropped(
 
     original = RegistryClient.list_tags
     monkeypatch.setattr(RegistryClient, "list_tags", list_tags)
-    monkeypatch.setattr(cycle, "_Listed", Tracked)
+    monkeypatch.setattr(strategies, "Listed", Tracked)
 
     result = CliRunner().invoke(cli.main, ["plan", "--json", "--config", str(config)],
                                 catch_exceptions=False)
