@@ -92,7 +92,7 @@ def seed(state_dir: Path, *, now: float) -> None:
                        trigger="interval", seconds=0.1)
         decisions = state.decisions()
         prod = decisions[f"{REPOSITORY}#web-prod"][0]
-        state.record_decision(f"{REPOSITORY}#web-prod", {**prod, "pull_request": PR})
+        state.record_decisions([(f"{REPOSITORY}#web-prod", {**prod, "pull_request": PR})])
         _seed_updates(state, now=now)
         state.decline("worker", "reg.local/shop/worker", "3.1.0",
                       "pull request #5 closed without merge")
