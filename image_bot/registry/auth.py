@@ -131,9 +131,9 @@ async def fetch_token(
             params = {"scope": scope, "service": challenge.service}
             if credentials:
                 params["account"] = credentials.username
-            auth = (credentials.username, credentials.password) if credentials else None
+            headers = {"Authorization": credentials.basic_header()} if credentials else {}
             response = await limits.read_capped(http, "GET", realm, limit=max_bytes,
-                                                params=params, auth=auth)
+                                                params=params, headers=headers)
     except httpx.HTTPError as exc:
         raise RegistryUnavailable(f"registry {host}: token server {origin(realm)} "
                                   f"unreachable: {network.unreachable(exc)}") from exc

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from image_bot.errors import RegistryUnavailable
+from image_bot.registry import transport
 
 
 class TokenBucket:
@@ -164,8 +165,10 @@ _DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-en
 async def read_capped(http: httpx.AsyncClient, method: str, url: str, *, limit: int,
                       **options: Any) -> httpx.Response:
     """The answer with its body read, never more than ``limit`` bytes once decoded (so a
-    gzip bomb counts at its real size); ``options`` go to ``httpx.AsyncClient.stream``."""
-    async with http.stream(method, url, **options) as streamed:
+    gzip bomb counts at its real size); ``options`` go to ``httpx.AsyncClient.build_request``,
+    the request is sent by :func:`transport.send`."""
+    streamed = await transport.send(http, http.build_request(method, url, **options))
+    try:
         declared = streamed.headers.get("Content-Length", "")
         if method != "HEAD" and declared.isdigit() and int(declared) > limit:
             raise TooLarge(f"Content-Length {declared}")
@@ -179,6 +182,8 @@ async def read_capped(http: httpx.AsyncClient, method: str, url: str, *, limit: 
             body += chunk
             if len(body) > limit:
                 raise TooLarge("it kept sending")
+    finally:
+        await streamed.aclose()
     # the body is decoded already: a fresh response without the transfer headers
     kept = [(k, v) for k, v in streamed.headers.multi_items()
             if k.lower() not in _DROPPED_HEADERS]

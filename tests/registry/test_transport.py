@@ -195,3 +195,78 @@ def test_the_tls_context_is_made_at_the_first_https_connection(
     assert pool._ssl_context.verify_mode == ssl.CERT_REQUIRED
     given = ssl.create_default_context()
     assert transport.Pool(verify=given)._ssl_context is given  # a ca_bundle's, as it is
+
+
+async def _http_server(answer: Callable[[str, dict[str, str]], bytes],
+                       seen: list[tuple[str, dict[str, str]]]) -> asyncio.Server:
+    """A keep-alive HTTP/1.1 server: each request (its line, its headers) is recorded in
+    ``seen`` and answered with ``answer(line, headers)``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *fields = head.strip().split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in
+                           (f.partition(":") for f in fields)}
+                seen.append((line, headers))
+                writer.write(answer(line, headers))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            return  # the client closed the connection
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def _answer(status: str, body: bytes = b"", **headers: str) -> bytes:
+    head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return (f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def test_a_redirect_is_followed_as_httpx_follows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry that redirects a tag list elsewhere (another origin: a CDN, storage): the
+    answer comes from there, the registry's ``Authorization`` is not sent there, and both
+    requests are counted and reported (the event hooks run for each)."""
+    monkeypatch.setenv("REDIRECT_TEST_PASSWORD", "s3cret")
+    registry_seen: list[tuple[str, dict[str, str]]] = []
+    storage_seen: list[tuple[str, dict[str, str]]] = []
+    storage_port = 0
+
+    def registry(line: str, headers: dict[str, str]) -> bytes:
+        if "authorization" not in headers:
+            return _answer("401 Unauthorized", WWW_Authenticate='Basic realm="test"')
+        if line.startswith("GET /v2/team/app/tags/list"):
+            return _answer("307 Temporary Redirect",
+                           Location=f"http://localhost:{storage_port}/listing?sig=1")
+        return _answer("200 OK", b"{}")
+
+    def storage(line: str, headers: dict[str, str]) -> bytes:
+        return _answer("200 OK", b'{"name": "team/app", "tags": ["1.1.0", "1.0.0"]}',
+                       Content_Type="application/json")
+
+    async def go() -> list[str]:
+        nonlocal storage_port
+        first = await _http_server(registry, registry_seen)
+        second = await _http_server(storage, storage_seen)
+        storage_port = second.sockets[0].getsockname()[1]
+        host = f"127.0.0.1:{first.sockets[0].getsockname()[1]}"
+        reported: list[tuple[str, str, int]] = []
+        config = models.RegistryConfig(host=host, insecure=True, username="robot",
+                                       password_env="REDIRECT_TEST_PASSWORD")
+        async with first, second, registry_client.RegistryClient(
+                [config], on_request=lambda m, u, s, _: reported.append((m, u, s))) as client:
+            tags = await client.list_tags(refs.parse(f"{host}/team/app"))
+        assert reported == [
+            ("GET", f"http://{host}/v2/", 401),
+            ("GET", f"http://{host}/v2/team/app/tags/list", 307),
+            ("GET", f"http://localhost:{storage_port}/listing?sig=***", 200)]
+        return tags
+
+    assert asyncio.run(go()) == ["1.0.0", "1.1.0"]
+    assert [line for line, _ in registry_seen] == [
+        "GET /v2/ HTTP/1.1", "GET /v2/team/app/tags/list HTTP/1.1"]
+    assert registry_seen[1][1]["authorization"].startswith("Basic ")
+    assert [line for line, _ in storage_seen] == ["GET /listing?sig=1 HTTP/1.1"]
+    assert "authorization" not in storage_seen[0][1]  # not the registry's secret
