@@ -92,15 +92,23 @@ def _resolve_registry_paths(registry: models.RegistryConfig,
     return registry.model_copy(update=update) if update else registry
 
 
+Parsed = dict[tuple[str, str], list[models.ImagePolicy | ConfigError | None]]
+"""What :func:`load_policies` made of each policy file, by (file, text): given again, a file
+whose text is the same is not parsed and validated again."""
+
+
 def load_policies(directory: Path, *, display_root: Path | None = None,
                   root: Path | None = None,
-                  max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> PolicySet:
+                  max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
+                  parsed: Parsed | None = None) -> PolicySet:
     """Load every ImagePolicy under ``directory``; broken ones become errors, not exceptions.
 
     Files are read only inside ``root`` (default: ``display_root``, the checkout, when
     ``directory`` is in it, else ``directory`` itself): a policy file that is a link out of
     it, a device, or larger than ``max_file_bytes`` is never read and becomes an error
-    naming the file.
+    naming the file. ``parsed`` is filled with each file's documents; a file found in it
+    with the same text is taken from there (files are always read: only equal bytes are
+    reused).
     """
     files_of = _files_of(directory, display_root, root, max_file_bytes)
     shown_root = display_root or _base(directory)
@@ -113,16 +121,18 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     for file in files:
         shown = _display(file, shown_root)
         try:
-            documents = _parse_documents(read_text(files_of, file, shown, encoding="utf-8-sig"),
-                                         shown)
+            text = read_text(files_of, file, shown, encoding="utf-8-sig")
         except ConfigError as exc:
             errors.append(exc)
             continue
-        for index, document in enumerate(documents, start=1):
-            try:
-                policy = _validate_policy(document, shown, index)
-            except ConfigError as exc:
-                errors.append(exc)
+        found = parsed.get((shown, text)) if parsed is not None else None
+        if found is None:
+            found = _policies_in(text, shown)
+            if parsed is not None:
+                parsed[shown, text] = found
+        for index, policy in enumerate(found, start=1):
+            if isinstance(policy, ConfigError):
+                errors.append(policy)
                 continue
             if policy is None:
                 continue
@@ -136,6 +146,21 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
             seen[policy.name] = shown
             loaded.append(here)
     return _with_stages(loaded, errors)
+
+
+def _policies_in(text: str, shown: str) -> list[models.ImagePolicy | ConfigError | None]:
+    """Each document of a policy file: its policy, its error, or None (not a policy)."""
+    try:
+        documents = _parse_documents(text, shown)
+    except ConfigError as exc:
+        return [exc]
+    found: list[models.ImagePolicy | ConfigError | None] = []
+    for index, document in enumerate(documents, start=1):
+        try:
+            found.append(_validate_policy(document, shown, index))
+        except ConfigError as exc:
+            found.append(exc)
+    return found
 
 
 def _with_stages(loaded: Sequence[LoadedPolicy], errors: Sequence[ConfigError]) -> PolicySet:

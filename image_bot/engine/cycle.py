@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import dataclasses
 import zlib
@@ -98,12 +99,34 @@ async def run_once(engine: Engine, *, dry_run: bool = False,
 
 
 async def open_repository(engine: Engine, repo: models.RepositoryConfig) -> Checkout:
-    """Fetch the repository (with its credentials) and read its policies."""
-    ws = await asyncio.to_thread(engine.workspace, repo)
+    """Fetch the repository (with its credentials) and read its policies.
+
+    While the fetch waits on the network, the policies of the clone as the last cycle left
+    it are parsed (read ahead); once fetched, every policy file is read again and only one
+    whose text changed is parsed again."""
+    parsed: loading.Parsed = {}
+    limit = engine.config.limits.max_file_bytes
+    ahead = asyncio.create_task(asyncio.to_thread(
+        _read_ahead, workspaces.location(repo.url, engine.config.state_dir), repo.policies,
+        parsed, limit))
+    try:
+        ws = await asyncio.to_thread(engine.workspace, repo)
+    finally:
+        await ahead
     policies = await asyncio.to_thread(loading.load_policies, ws.root / repo.policies,
-                                       display_root=ws.root,
-                                       max_file_bytes=engine.config.limits.max_file_bytes)
+                                       display_root=ws.root, max_file_bytes=limit,
+                                       parsed=parsed)
     return Checkout(ws, policies)
+
+
+def _read_ahead(clone: Path, policies: str, parsed: loading.Parsed, limit: int) -> None:
+    """Fill ``parsed`` from the policy files of an existing clone, before its fetch. Only a
+    head start: whatever goes wrong here (no clone yet, a file being replaced) is found
+    again, and reported, when the fetched files are loaded."""
+    if (clone / ".git").is_dir():
+        with contextlib.suppress(ImageBotError, OSError):
+            loading.load_policies(clone / policies, display_root=clone, max_file_bytes=limit,
+                                  parsed=parsed)
 
 
 async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,

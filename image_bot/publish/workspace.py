@@ -134,7 +134,7 @@ class Workspace:
         """Clone ``url`` (once) and reset the working copy to the tip of ``branch``."""
         clean, creds = split_credentials(url, credentials or Credentials())
         env = git_environment(creds, _write_askpass(state_dir))
-        path = state_dir / "repos" / _directory_name(clean)
+        path = location(clean, state_dir)
         secrets = _secret_forms(creds.password)
         try:
             repo = _existing_clone(path, clean) or _clone(clean, path, env)
@@ -202,6 +202,11 @@ class Workspace:
         self.run("fetch", "origin", f"+refs/heads/{name}:{tracking}",
                  doing=f"fetching branch {name!r}")
         return self.run("rev-parse", tracking).strip()
+
+
+def location(url: str, state_dir: Path) -> Path:
+    """Where :meth:`Workspace.open` keeps the clone of ``url`` (which may not exist yet)."""
+    return state_dir / "repos" / _directory_name(url)
 
 
 def _directory_name(url: str) -> str:

@@ -1,0 +1,71 @@
+"""Policies read ahead: while a cycle fetches its config repository, the policy files of the
+clone as the last cycle left it are parsed; after the fetch each file is read again and only
+a file whose text changed is parsed again (real registry and git server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import devservers
+import testing
+from image_bot import cli
+from image_bot.config import loading
+
+pytestmark = pytest.mark.e2e
+
+
+def _plan(config: Path) -> dict[str, dict[str, str]]:
+    result = CliRunner().invoke(cli.main, ["plan", "--json", "--config", str(config)],
+                                catch_exceptions=False)
+    report = json.loads(result.output)["repositories"][0]
+    return {o["policy"]: o for o in report["outcomes"]}
+
+
+def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    files = {}
+    for name in ("a", "b", "c"):
+        testing.push_tags(registry, f"ahead/{name}", ["1.0.0", "1.0.1", "1.1.0"])
+        image = f"{registry.host}/ahead/{name}"
+        files[f"policies/{name}.yaml"] = testing.policy(name, image)
+        files[f"deploy/{name}.yaml"] = testing.deployment(name, {"app": f"{image}:1.0.0"})
+    url = config_repo(files)
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    first = _plan(config)  # clones: nothing to read ahead
+    assert {name: o["latest"] for name, o in first.items()} == dict.fromkeys("abc", "1.1.0")
+
+    # a human narrows b to patches and adds a broken policy, after the bot's clone
+    clone = tmp_path / "human"
+    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
+    narrowed = testing.policy("b", f"{registry.host}/ahead/b", select={"semver": {
+        "range": "~1.0.0"}})
+    (clone / "policies/b.yaml").write_text(narrowed)
+    (clone / "policies/d.yaml").write_text("apiVersion: image-bot/v1\nkind: ImagePolicy\n"
+                                           "metadata: {name: d}\nspec: {image: [}\n")
+    devservers.git("add", "-A", cwd=clone)
+    devservers.git("commit", "-qm", "narrow b", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    parsed = testing.recorded(monkeypatch, loading, "_policies_in")
+
+    second = _plan(config)
+
+    # what was fetched decides: b's new range, d's error; a and c as before
+    assert {name: o["latest"] for name, o in second.items() if name != "?"} == {
+        "a": "1.1.0", "b": "1.0.1", "c": "1.1.0"}
+    assert second["?"]["status"] == "failed"
+    assert second["?"]["message"].startswith("==> File policies/d.yaml: invalid YAML"), second
+    assert len(parsed) == 5  # a, b, c read ahead (before the fetch); b and d after it
+    assert sorted(parsed[:3]) == sorted(files[f"policies/{n}.yaml"] for n in "abc")
+    assert sorted(parsed[3:]) == sorted([narrowed, (clone / "policies/d.yaml").read_text()])
+
+    third = _plan(config)  # nothing new fetched: every file parsed ahead, none after
+
+    assert third == second
+    assert len(parsed) == 5 + 4
