@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,7 +77,7 @@ class Engine:
             on_result=lambda target, outcome: metrics.notifications.labels(
                 target, outcome).inc())
         try:
-            with history.open_state(config) as state:
+            with _fewer_collections(), history.open_state(config) as state:
                 # per-policy and per-agent gauges, read from the state at each scrape
                 metrics.watch(lambda: overview.read(state, config, now=time.time()))
                 async with registry.RegistryClient(config.registries, state=state,
@@ -204,3 +205,24 @@ def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
         if repo.error:
             log.error("repository failed: %s", repo.error,
                       extra={"repository": repo.repository, "trigger": trigger})
+
+
+#: young objects between two collections while an engine is open (CPython's default: 700)
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect the young generation every 10,000 allocations instead of 700 while the
+    engine is open. A cycle allocates hundreds of thousands of short-lived objects (YAML
+    nodes, models, tag readings): a 200-policy ``plan`` ran ~60 collections (~36 ms of
+    ~460, bench/cycle.py), ~4 at 10,000 (~13 ms); the memory held meanwhile is that of
+    10,000 objects. (mypy raises the threshold for the same reason.) The thresholds are
+    restored when the engine closes."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
