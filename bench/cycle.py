@@ -18,8 +18,8 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
   every round is the same first cycle. (A revert would be a human rollback: the next round
   would decline 200 tags and measure that instead.)
 
-Prints the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML was composed
-(each file at most once a cycle):
+Prints every round, the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML
+was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
 """
@@ -181,6 +181,8 @@ def main() -> int:
             pstats.Stats(profile).sort_stats("cumulative").print_stats("image_bot|git", 60)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         base, plan, run = (statistics.median(x) for x in (floors, plans, runs))
+        for name, times in (("floor", floors), ("plan", plans), ("run --once", runs)):
+            print(f"{name} rounds (ms): {', '.join(f'{t * 1000:.0f}' for t in times)}")
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
               f"YAML parser: {args.parser}")
         print(f"floor (concurrent tags/list + git fetch + read every file), median: "

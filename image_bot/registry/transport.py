@@ -1,15 +1,15 @@
 """The HTTP transport of the registry client: httpx's own, over httpcore's connection pool,
-with two changes: how the pool asks whether an idle connection was closed by the server,
-and how it hands free connections to waiting requests (:class:`Pool`).
+with three changes: the pool's connections are asyncio streams (:class:`Backend`), the pool
+asks cheaply whether an idle connection was closed by the server, and it hands free
+connections to waiting requests one each (:class:`Pool`).
 
-Before it hands out a kept-alive connection, and again when an answer has been read,
-httpcore's pool asks every pooled connection whether its socket is readable (an idle socket
-that is readable is one the server closed). Through the default anyio stream each question
-builds anyio's table of socket attributes (a dict of lambdas and a ``getpeername`` system
-call) to find the socket: ~16 µs, up to ~24 times per request with a dozen pooled
-connections (bench/fleet_memory.py measured 13 % of a fleet's CPU there). :class:`_Stream`
-keeps the socket it was opened on and answers with one ``poll``; reading, writing and TLS
-stay anyio's.
+httpcore's default network backend goes through anyio: a cancel scope per read and write on
+top of asyncio's own timeout, and a table of socket attributes (a dict of lambdas and a
+``getpeername`` system call) built each time the pool asks whether a pooled connection is
+readable (an idle socket that is readable is one the server closed): ~16 µs, up to ~24
+times per request with a dozen pooled connections (bench/fleet_memory.py measured 13 % of a
+fleet's CPU there). :class:`Backend` uses asyncio's streams and timeouts directly, and its
+streams answer from what asyncio saw (the end of the stream) and one ``poll``.
 
 httpx has no parameter for a network backend yet (encode/httpx#3749 adds one); until it
 does, :class:`Transport` builds httpx's transport and gives it a pool with this backend,
@@ -23,10 +23,12 @@ the event hooks, the transport, and redirects followed by httpx itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -140,56 +142,113 @@ class Pool(httpcore.AsyncConnectionPool):
 
 
 class Backend(httpcore.AsyncNetworkBackend):
-    """httpcore's anyio backend, its streams wrapped in :class:`_Stream`."""
+    """httpcore's network backend over asyncio's own streams.
 
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
+    httpcore's default backend goes through anyio, which wraps every read and write in a
+    cancel scope of its own (for the timeout) on top of asyncio's: ~0.07 ms of a request's
+    CPU (bench/registry_scan.py). Here a timeout is ``asyncio.timeout`` and a connection an
+    ``asyncio.StreamReader``/``StreamWriter``; failures become httpcore's exceptions as in
+    its anyio backend (``ConnectError``, ``ReadTimeout``…, the cause chained), which httpx
+    maps to its own. The registry client runs on asyncio only (see
+    ``RegistryClient.__aenter__``)."""
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None,
                           ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_tcp(host, port, timeout=timeout,
-                                                     local_address=local_address,
-                                                     socket_options=socket_options))
+        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, limit=_READ_LIMIT, happy_eyeballs_delay=_HAPPY_EYEBALLS,
+                    local_addr=(local_address, 0) if local_address else None)
+        return _Stream.opened(reader, writer, socket_options)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None,
                                   ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_unix_socket(
-            path, timeout=timeout, socket_options=socket_options))
+        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(path, limit=_READ_LIMIT)
+        return _Stream.opened(reader, writer, socket_options)
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
+
+
+_READ_LIMIT = 2 ** 16  # asyncio's buffer of one connection (httpcore reads 64 KiB at most)
+_HAPPY_EYEBALLS = 0.25  # seconds before trying a host's next address, as anyio does
+
+
+@contextlib.contextmanager
+def _mapped(timeout: type[Exception], failure: type[Exception]) -> Iterator[None]:
+    """asyncio's timeout and socket errors (TLS errors are ``OSError`` too) as httpcore's."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise timeout(str(exc) or "timed out") from exc
+    except OSError as exc:
+        raise failure(str(exc) or type(exc).__name__) from exc
 
 
 class _Stream(httpcore.AsyncNetworkStream):
-    """An anyio stream that knows its socket (TLS runs over the same one)."""
+    """One connection: asyncio's reader and writer, and the socket under them (TLS runs
+    over the same one)."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream,
-                 sock: socket.socket | None = None) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = sock or inner.get_extra_info("socket")
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._socket: socket.socket | None = writer.get_extra_info("socket")
+
+    @classmethod
+    def opened(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               socket_options: Iterable[Any] | None) -> _Stream:
+        stream = cls(reader, writer)
+        try:
+            for option in socket_options or ():
+                writer.get_extra_info("socket").setsockopt(*option)
+        except OSError as exc:
+            writer.transport.abort()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return stream
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout=timeout)
+        with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout=timeout)
+        if not buffer:
+            return
+        with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
+            self._writer.write(buffer)
+            async with asyncio.timeout(timeout):
+                await self._writer.drain()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        # at once, without TLS's close_notify exchange (as httpcore's anyio streams close)
+        self._writer.transport.abort()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        wrapped = await self._inner.start_tls(ssl_context, server_hostname=server_hostname,
-                                              timeout=timeout)
-        return _Stream(wrapped, self._socket)
+        try:
+            with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
+                async with asyncio.timeout(timeout):
+                    await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
+        if info == "is_readable":  # asyncio reads as data comes: its end is seen there
+            return (self._reader.at_eof() or self._reader.exception() is not None
+                    or self._writer.transport.is_closing() or _readable(self._socket))
+        if info in ("ssl_object", "socket"):
+            return self._writer.get_extra_info(info)
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        return None
 
 
 def _readable(sock: socket.socket | None) -> bool:

@@ -20,7 +20,7 @@ import devservers
 from image_bot import refs
 from image_bot.config import models
 from image_bot.registry import client as registry_client
-from image_bot.registry import transport
+from image_bot.registry import network, transport
 
 
 class _Recording(transport.Backend):
@@ -270,3 +270,33 @@ def test_a_redirect_is_followed_as_httpx_follows_it(monkeypatch: pytest.MonkeyPa
     assert registry_seen[1][1]["authorization"].startswith("Basic ")
     assert [line for line, _ in storage_seen] == ["GET /listing?sig=1 HTTP/1.1"]
     assert "authorization" not in storage_seen[0][1]  # not the registry's secret
+
+
+def test_network_failures_are_httpx_errors_with_their_cause() -> None:
+    """The backend's failures become httpcore's, then httpx's, exceptions, the cause
+    chained (what ``network.unreachable`` reads): a refused connection, a server that
+    never answers (read timeout), one that closes without an answer."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def go() -> None:
+        unused = devservers.free_port()
+        mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+        rude = await asyncio.start_server(closing, "127.0.0.1", 0)
+        async with mute, rude, httpx.AsyncClient(transport=transport.Transport(),
+                                                 timeout=0.3) as http:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await http.get(f"http://127.0.0.1:{unused}/v2/")
+            assert network.unreachable(refused.value) == "connection refused"
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(f"http://127.0.0.1:{mute.sockets[0].getsockname()[1]}/v2/")
+            with pytest.raises(httpx.RemoteProtocolError):  # h11: closed without an answer
+                await http.get(f"http://127.0.0.1:{rude.sockets[0].getsockname()[1]}/v2/")
+
+    asyncio.run(go())
