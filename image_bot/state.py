@@ -283,10 +283,17 @@ class State:
 
     def put_update(self, key: str, data: dict[str, Any]) -> None:
         """Insert or replace one tracked update (``key``: repository, commit, policy, image)."""
+        self.put_updates([(key, data)])
+
+    def put_updates(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """:meth:`put_update` for each, in order, in one transaction (a commit of 200
+        updates took 200)."""
+        now = self._clock()
+        rows = [(key, json.dumps(data, sort_keys=True), now) for key, data in updates]
         with self.transaction() as db:
-            db.execute("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON CONFLICT(key) "
-                       "DO UPDATE SET data = excluded.data, at = excluded.at",
-                       (key, json.dumps(data, sort_keys=True), self._clock()))
+            db.executemany("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON "
+                           "CONFLICT(key) DO UPDATE SET data = excluded.data, at = excluded.at",
+                           rows)
 
     def updates(self, limit: int = 500) -> dict[str, dict[str, Any]]:
         """The most recent tracked updates, key → data, oldest first."""

@@ -43,6 +43,25 @@ def test_a_cycles_decisions_are_written_in_one_transaction(tmp_path: Path) -> No
             "web": {"tag": "1.1.0"}, "api": {"tag": "2.0.0"}}
 
 
+def test_a_commits_updates_are_written_in_one_transaction_in_order(tmp_path: Path) -> None:
+    with State.in_dir(tmp_path) as state:
+        state.put_update("repo#c1#web#img", {"state": "committed"})
+        statements: list[str] = []
+        state._db.set_trace_callback(statements.append)
+        state.put_updates([("repo#c2#web#img", {"state": "committed"}),
+                           ("repo#c1#web#img", {"state": "superseded"}),
+                           ("repo#c2#api#img", {"state": "committed"})])
+        state._db.set_trace_callback(None)
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+            "BEGIN IMMEDIATE", "COMMIT"]
+        # replaced in its place (oldest first), new ones after it in the order given
+        assert state.updates() == {"repo#c1#web#img": {"state": "superseded"},
+                                   "repo#c2#web#img": {"state": "committed"},
+                                   "repo#c2#api#img": {"state": "committed"}}
+        assert list(state.updates()) == ["repo#c1#web#img", "repo#c2#web#img",
+                                         "repo#c2#api#img"]
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

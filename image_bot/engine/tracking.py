@@ -162,6 +162,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
              if key(repository, w.commit, w.policy, w.image) not in known]
     changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
     newest: set[tuple[str, str]] = set()
+    put: list[tuple[str, dict[str, Any]]] = []  # stored at the end, in one transaction
     for write in writes:  # newest first
         pair = (write.policy, write.image)
         update_key = key(repository, write.commit, write.policy, write.image)
@@ -172,7 +173,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             if not latest and seen.get("latest", True):  # a newer commit took over
                 state = seen["state"] if seen["state"] not in ("committed", "degraded") \
                     else "superseded"
-                engine.state.put_update(update_key, {**seen, "state": state, "latest": False})
+                put.append((update_key, {**seen, "state": state, "latest": False}))
             continue
         files, old = changed[write]
         rollback = write.override
@@ -180,7 +181,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                 and old and old[0] and old[0] != write.tag:
             # `image-bot rollback`, run anywhere: its "no" reaches every state from Git
             engine.state.decline(write.policy, write.image, old[0], rollback.decline_reason)
-        engine.state.put_update(update_key, {
+        put.append((update_key, {
             "repository": repository, "branch": ws.branch, "commit": write.commit,
             "policy": write.policy, "image": write.image, "tag": write.tag,
             "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
@@ -189,7 +190,8 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             # when an agent deploys it (a cycle may commit hundreds of updates)
             "pushed_at": engine.state.pushed_at(write.image, write.tag),
             "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
-            "reason": "", "rollback": None, "degraded_by": None})
+            "reason": "", "rollback": None, "degraded_by": None}))
+    engine.state.put_updates(put)
 
 
 _Changed = tuple[list[str], tuple[str | None, str | None] | None]

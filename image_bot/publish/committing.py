@@ -72,7 +72,7 @@ def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
         return None
     ws.run(*identity.options(), "commit", "-q", "--no-verify", "-m", message,
            env=identity.environment(), doing="committing (check git.sign / git.signing_key)")
-    return ws.run("rev-parse", "HEAD").strip()
+    return ws.head
 
 
 def push(ws: workspaces.Workspace) -> None:

@@ -121,7 +121,8 @@ class Workspace:
 
     @property
     def head(self) -> str:
-        return str(self.repo.head.commit.hexsha)
+        """The sha HEAD points to, read from the clone's files (no git process)."""
+        return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
 
     @property
     def target(self) -> str:

@@ -293,3 +293,25 @@ def test_files_at_reads_many_files_of_a_revision_and_only_regular_ones(
     assert len(found) == 1200 and found["deploy/app-1199.yaml"] == b"n: 1199\n"
     assert "big.yaml" not in found and "link.yaml" not in found  # too large; a link
     assert ws.files_at(f"{ws.head}^^", wanted, max_bytes=4096) == {}  # before the first commit
+
+
+def test_a_commit_is_named_by_the_sha_git_gives_its_head(
+        git_server: devservers.GitServer, tmp_path: Path) -> None:
+    """``commit`` returns the new commit (``Workspace.head``, read from the clone's files:
+    a loose ref, a packed one, a detached HEAD), None when nothing changed."""
+    name = f"head-{uuid.uuid4().hex[:8]}.git"
+    devservers.create_repo(git_server.root, name, {"deploy/app.yaml": "image: a:1\n"})
+    ws = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
+    identity = committing.Identity(workspaces.Author("image-bot", "bot@example.com"))
+    assert ws.head == devservers.git("rev-parse", "HEAD", cwd=ws.root).strip()
+    assert committing.commit(ws, ["deploy/app.yaml"], "nothing", identity) is None
+
+    (ws.root / "deploy/app.yaml").write_text("image: a:2\n")
+    made = committing.commit(ws, ["deploy/app.yaml"], "a:2", identity)
+
+    assert made == devservers.git("rev-parse", "HEAD", cwd=ws.root).strip()
+    assert devservers.git("log", "-1", "--format=%s", cwd=ws.root).strip() == "a:2"
+    devservers.git("pack-refs", "--all", cwd=ws.root)  # refs/heads/main now packed
+    assert ws.head == made
+    devservers.git("checkout", "-q", "--detach", "HEAD^", cwd=ws.root)
+    assert ws.head == devservers.git("rev-parse", "main^", cwd=ws.root).strip() != made
