@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ class Engine:
             on_result=lambda target, outcome: metrics.notifications.labels(
                 target, outcome).inc())
         try:
-            with _fewer_collections(), history.open_state(config) as state:
+            with _collections.fewer(), history.open_state(config) as state:
                 # per-policy and per-agent gauges, read from the state at each scrape
                 metrics.watch(lambda: overview.read(state, config, now=time.time()))
                 async with registry.RegistryClient(config.registries, state=state,
@@ -211,18 +212,34 @@ def _log_report(report: CycleReport, *, trigger: str, seconds: float) -> None:
 YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Collect the young generation every 10,000 allocations instead of 700 while the
+class _Collections:
+    """Collect the young generation every 10,000 allocations instead of 700 while any
     engine is open. A cycle allocates hundreds of thousands of short-lived objects (YAML
     nodes, models, tag readings): a 200-policy ``plan`` ran ~60 collections (~36 ms of
     ~460, bench/cycle.py), ~4 at 10,000 (~13 ms); the memory held meanwhile is that of
-    10,000 objects. (mypy raises the threshold for the same reason.) The thresholds are
-    restored when the engine closes."""
-    before = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+    10,000 objects. (mypy raises the threshold for the same reason.) The process's
+    thresholds come back when the last open engine closes, whatever order engines of one
+    process (tests, several event loops) close in."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._before = gc.get_threshold()
+
+    @contextlib.contextmanager
+    def fewer(self) -> Iterator[None]:
+        with self._lock:
+            if self._open == 0:
+                self._before = gc.get_threshold()
+                gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *self._before[1:])
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open -= 1
+                if self._open == 0:
+                    gc.set_threshold(*self._before)
+
+
+_collections = _Collections()
