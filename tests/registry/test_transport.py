@@ -1,7 +1,9 @@
-"""The registry client's transport: every request goes through its network backend, and an
-idle connection the server closed is noticed and never reused (what httpcore's own readability
-check is for). Real sockets on loopback: the distribution registry, and a small asyncio
-server that closes a kept-alive connection when told to."""
+"""The registry client's transport: every request goes through its network backend, an idle
+connection the server closed is noticed and never reused (what httpcore's own readability
+check is for), redirects are followed as httpx follows them and network failures are httpx's
+errors. Real sockets on loopback: the distribution registry, and small asyncio servers (one
+closes a kept-alive connection when told to, others redirect, record, stay silent or hang
+up)."""
 
 from __future__ import annotations
 
