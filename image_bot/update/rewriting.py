@@ -104,7 +104,9 @@ def prepare(root: Path, edits: Sequence[Edit], *,
             max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> dict[str, Prepared]:
     """Each file's edit, planned and verified but not written (a dry run of :func:`apply`);
     hand it to :func:`apply` so the files whose edits stay the same are not redone."""
-    return {file: _prepare_file(root, file, file_edits, limit=max_file_bytes)
+    real_root = os.path.realpath(root)
+    return {file: _prepare_file(root, file, file_edits, limit=max_file_bytes,
+                                real_root=real_root)
             for file, file_edits in _by_file(edits).items()}
 
 
@@ -115,10 +117,12 @@ def apply(root: Path, edits: Sequence[Edit], *, write: bool = True,
 
     ``prepared`` (from :func:`prepare`) is reused for each file whose edits are the same."""
     result = UpdateResult()
+    real_root = os.path.realpath(root)
     for file, file_edits in sorted(_by_file(edits).items()):
         done = (prepared or {}).get(file)
         if done is None or not _same(done.edits, file_edits):
-            done = _prepare_file(root, file, file_edits, limit=max_file_bytes)
+            done = _prepare_file(root, file, file_edits, limit=max_file_bytes,
+                                 real_root=real_root)
         result = result.merged(_finish(root, done, write=write))
     return result
 
@@ -134,9 +138,10 @@ def _same(a: Sequence[Edit], b: Sequence[Edit]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
-def _prepare_file(root: Path, file: str, edits: list[Edit], *, limit: int) -> Prepared:
+def _prepare_file(root: Path, file: str, edits: list[Edit], *, limit: int,
+                  real_root: str) -> Prepared:
     path = root / file
-    problem, original = _not_editable(root, path), ""
+    problem, original = _not_editable(root, path, real_root), ""
     if problem is None:
         try:
             original = checkout.read_bounded(path, limit, file).decode("utf-8")
@@ -390,9 +395,10 @@ def _change(w: _Write) -> Change:
                   policy=edit.policy, new_digest=edit.digest)
 
 
-def _not_editable(root: Path, path: Path) -> str | None:
+def _not_editable(root: Path, path: Path, real_root: str) -> str | None:
     """Why ``path`` must not be replaced: a link, not a regular file, or reached through a
-    linked folder (``root`` itself may sit behind links)."""
+    linked folder (``root`` itself may sit behind links: ``real_root`` is its real path,
+    worked out once for all the files of an edit)."""
     try:
         info = os.lstat(path)
     except OSError as exc:
@@ -403,7 +409,7 @@ def _not_editable(root: Path, path: Path) -> str | None:
         return "not a regular file; not edited"
     relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
     if not relative.startswith("..") and (
-            os.path.realpath(path) != os.path.join(os.path.realpath(root), relative)):
+            os.path.realpath(path) != os.path.join(real_root, relative)):
         return "reached through a symbolic link to a folder; not edited"
     return None
 

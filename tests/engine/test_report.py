@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from image_bot.engine.report import RepositoryReport
+from image_bot.engine.report import CycleReport, PolicyOutcome, RepositoryReport
 from image_bot.update.result import Skipped
 
 
@@ -12,3 +12,15 @@ def test_a_file_skipped_by_two_batches_is_reported_once() -> None:
     commit = RepositoryReport("repo", "main", skipped=(link,))
     proposals = RepositoryReport("repo", "main", skipped=(link, other))
     assert commit.combined(proposals).skipped == (link, other)
+
+
+def test_a_cycle_reports_repr_is_short_whatever_its_outcomes() -> None:
+    """asyncio.run builds the repr of its task's result (restoring the SIGINT handler): a
+    cycle's report says what it is without listing every outcome."""
+    outcomes = tuple(PolicyOutcome(f"p{i}", f"policies/p{i}.yaml", "planned")
+                     for i in range(200))
+    report = CycleReport((RepositoryReport("https://git.example/config.git", "main",
+                                           outcomes=outcomes),), dry_run=True,
+                         registry_requests=201)
+    assert repr(report) == ("CycleReport(repositories=[https://git.example/config.git], "
+                            "dry_run=True, registry_requests=201, ok=True)")
