@@ -190,7 +190,9 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
         planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
     except ImageBotError as exc:
         return report.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
-    # 8-10. decide, edit, publish: each mode in turn, one batch at a time
+    # 8-10. decide, edit, publish: each mode in turn, one batch at a time; the checkout is
+    # as opened (and followed) for the first batch, reset before each later one
+    first = True
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
@@ -198,7 +200,8 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             key = _operator_key(key, batch) if mode.uses_forge else key
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
-                approved=approved))
+                approved=approved, reset=not first))
+            first = False
     if report.commits and not dry_run:  # followed from now on (committed)
         await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
     if board is not None:  # its failure is reported; it undoes nothing that was published
@@ -258,9 +261,11 @@ class _Forge:
 async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          repo: models.RepositoryConfig, mode: publishing.Mode, key: str,
                          batch: list[_Planned], *, forge: _Forge, dry_run: bool,
-                         approved: frozenset[str] = frozenset()) -> RepositoryReport:
+                         approved: frozenset[str] = frozenset(),
+                         reset: bool = True) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
-    edit on the new tip, back off (modes that allow it)."""
+    edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
+    an earlier batch's edits (false for the first batch after opening: it is the tip)."""
     name = workspaces.redact(repo.url)
     label = proposing.branch_name(key) if mode.uses_forge else None
     outcomes: list[PolicyOutcome] = []
@@ -270,7 +275,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
             try:
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
-                if not dry_run:  # a dry run writes nothing: the checkout is as it was opened
+                # a dry run writes nothing; a retry comes after a refresh (a reset) already
+                if reset and attempt == 1 and not dry_run:
                     await asyncio.to_thread(ws.reset)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
