@@ -265,7 +265,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          reset: bool = True) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
-    an earlier batch's edits (false for the first batch after opening: it is the tip)."""
+    an earlier batch's edits (false for the first batch after opening: it is the tip,
+    checked with :meth:`Workspace.on_reset_tip`)."""
     name = workspaces.redact(repo.url)
     label = proposing.branch_name(key) if mode.uses_forge else None
     outcomes: list[PolicyOutcome] = []
@@ -275,8 +276,10 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
             try:
                 client = forge.get() if mode.uses_forge else None
                 batch = await _with_declines(engine, mode, client, key, ws.branch, batch)
-                # a dry run writes nothing; a retry comes after a refresh (a reset) already
-                if reset and attempt == 1 and not dry_run:
+                # a dry run writes nothing; a retry comes after a refresh (a reset) already;
+                # the first batch finds the checkout as opened unless another workspace of
+                # the same clone (another branch of the same URL) moved it since
+                if not dry_run and attempt == 1 and (reset or not ws.on_reset_tip()):
                     await asyncio.to_thread(ws.reset)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish

@@ -114,6 +114,7 @@ class Workspace:
         self.url = url
         self.branch = branch
         self._secrets = tuple(s for s in secrets if s)
+        self._reset_to: str | None = None  # the commit the last reset left HEAD on
 
     @property
     def root(self) -> Path:
@@ -191,6 +192,16 @@ class Workspace:
         """Make the working copy exactly the fetched target tip, on the target branch."""
         self.run("checkout", "-q", "-f", "-B", self.branch, self.target)
         self.run("clean", "-q", "-fdx")
+        self._reset_to = self.head
+
+    def on_reset_tip(self) -> bool:
+        """Whether HEAD is still this branch at the commit the last :meth:`reset` left it on
+        (read from the clone's files). Another workspace of the same clone (another branch
+        of the same URL) or a commit moves HEAD; edits in the working tree are not seen
+        here: the caller knows whether it wrote."""
+        head = Path(self.repo.git_dir, "HEAD").read_text(encoding="utf-8").strip()
+        return (self._reset_to is not None and head == f"ref: refs/heads/{self.branch}"
+                and self.head == self._reset_to)
 
     def fetch_branch(self, name: str) -> str | None:
         """Fetch ``name`` from the remote: its tip, or None when it does not exist."""

@@ -315,3 +315,25 @@ def test_a_commit_is_named_by_the_sha_git_gives_its_head(
     assert ws.head == made
     devservers.git("checkout", "-q", "--detach", "HEAD^", cwd=ws.root)
     assert ws.head == devservers.git("rev-parse", "main^", cwd=ws.root).strip() != made
+
+
+def test_a_workspace_knows_whether_head_is_still_where_its_reset_left_it(
+        git_server: devservers.GitServer, tmp_path: Path) -> None:
+    """Two branches of one URL share a clone: opening the second moves HEAD away from the
+    first's reset (the engine then resets before editing), as does a commit."""
+    name = f"shared-{uuid.uuid4().hex[:8]}.git"
+    bare = devservers.create_repo(git_server.root, name, {"deploy/app.yaml": "image: a:1\n"})
+    devservers.git("branch", "staging", "main", cwd=bare)
+    main = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
+    assert main.on_reset_tip()
+
+    staging = workspaces.Workspace.open(git_server.url(name), "staging", tmp_path / "state")
+
+    assert staging.root == main.root and staging.on_reset_tip()
+    assert not main.on_reset_tip()  # HEAD is staging now
+    main.reset()
+    assert main.on_reset_tip() and not staging.on_reset_tip()
+    (main.root / "deploy/app.yaml").write_text("image: a:2\n")
+    identity = committing.Identity(workspaces.Author("image-bot", "bot@example.com"))
+    assert committing.commit(main, ["deploy/app.yaml"], "a:2", identity)
+    assert not main.on_reset_tip()  # a commit moved it
