@@ -72,6 +72,7 @@ class Scheduler:
         indexes = range(len(config.repositories))
         self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
         self._fingerprints: dict[int, str] = {}
+        self._policy_sets: dict[int, loading.PolicySet] = {}  # as last loaded, by repository
         self._due: dict[tuple[int, str], float] = {}
         # promoting policies to look at then (a soak ends, the upstream deployed): in every
         # mode, also without interval polling (`image-bot webhook`)
@@ -298,8 +299,9 @@ class Scheduler:
 
     async def _reload(self, index: int) -> tuple[cycle.Checkout | None, set[str]]:
         """Re-read the policies of one repository (through the engine, with the repository's
-        credentials): the checkout, for a scan in the same job, and the names that are new or
-        changed. Unchanged policy files are not parsed again (no checkout is returned)."""
+        credentials): the checkout, for a scan in the same job (which then fetches nothing
+        again), and the names that are new or changed. Unchanged policy files are not parsed
+        again: the checkout holds the policies loaded from the same bytes before."""
         repo = self.config.repositories[index]
         repository = workspaces.redact(repo.url)
         ws = await asyncio.to_thread(self.engine.workspace, repo)
@@ -307,8 +309,9 @@ class Scheduler:
         limit = self.config.limits.max_file_bytes
         fingerprint = await asyncio.to_thread(loading.fingerprint, source, display_root=ws.root,
                                               max_file_bytes=limit)
-        if self._fingerprints.get(index) == fingerprint and index in self._loaded:
-            return None, set()
+        if (self._fingerprints.get(index) == fingerprint and index in self._loaded
+                and index in self._policy_sets):
+            return cycle.Checkout(ws, self._policy_sets[index]), set()
         policy_set = await asyncio.to_thread(loading.load_policies, source,
                                              display_root=ws.root, max_file_bytes=limit)
         fresh = {e.name: e for e in self._entries_of(index, repository, policy_set)}
@@ -320,6 +323,7 @@ class Scheduler:
         for name in changed:
             self._due[(index, name)] = now + self._jittered(fresh[name].interval)
         self._entries[index], self._fingerprints[index] = fresh, fingerprint
+        self._policy_sets[index] = policy_set
         self._loaded.add(index)
         self.engine.metrics.policies.set(len(self.entries))
         self.engine.record_reload(repository, policy_set, scheduled=len(fresh),

@@ -17,9 +17,10 @@ from click.testing import CliRunner
 import devservers
 import testing
 from image_bot import cli, errors
-from image_bot.config import durations, models
+from image_bot.config import durations, loading, models
 from image_bot.engine import context, cycle, scheduling, selecting
 from image_bot.engine.report import PolicyOutcome, RepositoryReport, Transition
+from image_bot.publish import workspace as workspaces
 
 
 def test_durations() -> None:
@@ -349,3 +350,34 @@ def test_a_promoting_stage_is_scanned_when_its_soak_ends_and_when_its_upstream_d
     assert asyncio.run(scenario()) == {
         "soak": {(0, "prod"): 105.0}, "wake": 5.0,
         "deploy": {(0, "prod"): 100.0}, "launched": [{"prod"}], "left": {}}
+
+
+def test_a_job_that_reloads_and_scans_fetches_once(
+        registry: devservers.Registry, git_server: devservers.GitServer,
+        config_repo: Callable[[dict[str, str]], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload's checkout serves the scan of the same job, whether the policy files
+    changed or not (unchanged: the policies loaded before from the same bytes); the scan
+    does not fetch again, and still sees what the registry has now."""
+    image = f"once{time.monotonic_ns()}"
+    devservers.push_image(registry.url, f"team/{image}", "1.0.0")
+    url = config_repo({
+        "deploy/a.yaml": f"image: {registry.host}/team/{image}:1.0.0\n",
+        "policies/a.yaml": testing.policy("a", f"{registry.host}/team/{image}"),
+    })
+    bare = git_server.root / url.rsplit("/", 1)[1]
+    config = _repo_config([url], registry.host, tmp_path)
+    opened = testing.recorded(monkeypatch, workspaces.Workspace, "open")
+    parsed = testing.recorded(monkeypatch, loading, "_policies_in")
+
+    async def jobs() -> None:
+        async with context.Engine.open(config) as engine:
+            scheduler = scheduling.Scheduler(engine)
+            await scheduler._job(0, {"a"}, reload=True, trigger="test")  # loads, scans
+            assert (len(opened), len(parsed), scheduler.scans) == (1, 1, 1)
+            devservers.push_image(registry.url, f"team/{image}", "1.1.0")
+            await scheduler._job(0, {"a"}, reload=True, trigger="test")  # same files
+            assert (len(opened), len(parsed), scheduler.scans) == (2, 1, 2)
+
+    asyncio.run(jobs())
+    assert f"team/{image}:1.1.0" in devservers.git("show", "main:deploy/a.yaml", cwd=bare)
