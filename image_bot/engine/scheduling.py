@@ -71,8 +71,9 @@ class Scheduler:
         self._clock, self._rng = clock or engine.clock.monotonic, rng or random.Random()
         indexes = range(len(config.repositories))
         self._entries: dict[int, dict[str, Entry]] = {i: {} for i in indexes}
-        self._fingerprints: dict[int, str] = {}
-        self._policy_sets: dict[int, loading.PolicySet] = {}  # as last loaded, by repository
+        # by repository: the fingerprint of its policy files when last loaded, and what they
+        # loaded to
+        self._loaded: dict[int, tuple[str, loading.PolicySet]] = {}
         self._due: dict[tuple[int, str], float] = {}
         # promoting policies to look at then (a soak ends, the upstream deployed): in every
         # mode, also without interval polling (`image-bot webhook`)
@@ -87,7 +88,6 @@ class Scheduler:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._loaded: set[int] = set()
         self._attempted: set[int] = set()
         self.scans = 0  # finished scans, for tests and benchmarks
 
@@ -309,9 +309,9 @@ class Scheduler:
         limit = self.config.limits.max_file_bytes
         fingerprint = await asyncio.to_thread(loading.fingerprint, source, display_root=ws.root,
                                               max_file_bytes=limit)
-        if (self._fingerprints.get(index) == fingerprint and index in self._loaded
-                and index in self._policy_sets):
-            return cycle.Checkout(ws, self._policy_sets[index]), set()
+        loaded = self._loaded.get(index)
+        if loaded is not None and loaded[0] == fingerprint:
+            return cycle.Checkout(ws, loaded[1]), set()
         policy_set = await asyncio.to_thread(loading.load_policies, source,
                                              display_root=ws.root, max_file_bytes=limit)
         fresh = {e.name: e for e in self._entries_of(index, repository, policy_set)}
@@ -322,9 +322,7 @@ class Scheduler:
             del self._due[(index, name)]
         for name in changed:
             self._due[(index, name)] = now + self._jittered(fresh[name].interval)
-        self._entries[index], self._fingerprints[index] = fresh, fingerprint
-        self._policy_sets[index] = policy_set
-        self._loaded.add(index)
+        self._entries[index], self._loaded[index] = fresh, (fingerprint, policy_set)
         self.engine.metrics.policies.set(len(self.entries))
         self.engine.record_reload(repository, policy_set, scheduled=len(fresh),
                                   changed=sorted(changed), removed=sorted(set(old) - set(fresh)))

@@ -136,7 +136,6 @@ def _scheduler_with(engine: context.Engine, entries: dict[int, list[str]],
     for index, names in entries.items():
         scheduler._entries[index] = {
             n: scheduling.Entry(index, n, f"{host}/{n}", host, 3600.0, "f") for n in names}
-        scheduler._loaded.add(index)
         scheduler._attempted.add(index)
         scheduler._reload_at[index] = float("inf")
     return scheduler
