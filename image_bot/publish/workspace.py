@@ -199,8 +199,9 @@ class Workspace:
         (read from the clone's files). Another workspace of the same clone (another branch
         of the same URL) or a commit moves HEAD; edits in the working tree are not seen
         here: the caller knows whether it wrote."""
-        head = Path(self.repo.git_dir, "HEAD").read_text(encoding="utf-8").strip()
-        return (self._reset_to is not None and head == f"ref: refs/heads/{self.branch}"
+        head = self.repo.head
+        return (self._reset_to is not None and not head.is_detached
+                and head.reference.path == f"refs/heads/{self.branch}"
                 and self.head == self._reset_to)
 
     def fetch_branch(self, name: str) -> str | None:
