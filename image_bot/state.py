@@ -57,6 +57,7 @@ DAY = 86400.0
 _TOUCH_EVERY = 3600.0  # a cache hit rewrites ``used`` at most this often (reads stay reads)
 _PRUNE_AFTER_WRITES = 1000
 _VACUUM_MIN_BYTES = 1 << 20  # and at least a quarter of the file free
+_KEYS_PER_QUERY = 500  # within SQLite's limit on parameters (999 before 3.32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,18 @@ class State:
             db.executemany("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON "
                            "CONFLICT(key) DO UPDATE SET data = excluded.data, at = excluded.at",
                            rows)
+
+    def updates_at(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The tracked updates of these keys (however old), key → data; unknown keys are
+        left out."""
+        wanted, found = list(dict.fromkeys(keys)), {}
+        with self._lock:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                part = wanted[start:start + _KEYS_PER_QUERY]
+                found.update(self._db.execute(
+                    f"SELECT key, data FROM updates WHERE key IN ({','.join('?' * len(part))})",
+                    part).fetchall())
+        return {key: json.loads(data) for key, data in found.items()}
 
     def updates(self, limit: int = 500) -> dict[str, dict[str, Any]]:
         """The most recent tracked updates, key → data, oldest first."""

@@ -62,6 +62,21 @@ def test_a_commits_updates_are_written_in_one_transaction_in_order(tmp_path: Pat
                                          "repo#c2#api#img"]
 
 
+def test_updates_are_found_by_key_however_many_came_after(tmp_path: Path) -> None:
+    with State.in_dir(tmp_path) as state:
+        state.put_updates((f"repo#c{i}#web#img", {"n": i}) for i in range(1200))
+        assert "repo#c0#web#img" not in state.updates()  # the most recent 500 only
+        wanted = [f"repo#c{i}#web#img" for i in (0, 1, 1199)] + ["repo#nope#web#img"]
+        # more keys than one query takes (its parameters are bounded), each asked once
+        asked = [f"repo#c{i}#web#img" for i in range(1100)] + wanted
+        found = state.updates_at(asked)
+        assert len(found) == 1100 + 1
+        assert {k: found[k] for k in wanted if k in found} == {
+            "repo#c0#web#img": {"n": 0}, "repo#c1#web#img": {"n": 1},
+            "repo#c1199#web#img": {"n": 1199}}
+        assert state.updates_at([]) == {}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

@@ -157,7 +157,10 @@ def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
 async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                     writes: Sequence[_Write],
                     by_policy: dict[str, loading.LoadedPolicy]) -> None:
-    known = engine.state.updates()
+    # looked up by key: the most recent updates (``updates()``) may not reach back to
+    # every commit of the log (other repositories, per-cycle commits of many policies)
+    known = engine.state.updates_at(key(repository, w.commit, w.policy, w.image)
+                                    for w in writes)
     fresh = [w for w in writes
              if key(repository, w.commit, w.policy, w.image) not in known]
     changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)

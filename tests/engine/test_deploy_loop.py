@@ -471,3 +471,42 @@ def test_one_commit_for_two_policies_gives_each_update_only_its_own_files(
     done = _run(config, report=report).repositories[0]
     assert [(t.policy, t.state, t.agent) for t in done.transitions] == [
         ("dev", "deployed", "dev-agent")]
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_an_update_behind_many_newer_ones_is_not_registered_again(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path,
+) -> None:
+    """Whether a bot commit in Git is known is looked up by its updates' keys: behind 500
+    newer tracked updates (other repositories, a per-cycle commit of hundreds of policies)
+    a deployed update read from Git again must keep its state, or it would be judged, and
+    announced, once more on every run."""
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/busy", tag)
+    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="busy"),
+                       "policies/busy.yaml": POLICY.format(host=host, image="busy", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    [commit] = _run(config).repositories[0].commits
+    report = _agent(url, commit, image=f"{host}/team/busy:1.1.0")
+    assert [t.state for t in _run(config, report=report).repositories[0].transitions] == [
+        "deployed"]
+
+    async def newer_elsewhere() -> None:
+        async with context.Engine.open(config) as engine:
+            engine.state.put_updates(
+                (f"other#c{i}#p{i}#img", {"repository": "other", "commit": f"c{i}",
+                                          "policy": f"p{i}", "image": "img", "tag": "1",
+                                          "state": "deployed", "latest": True})
+                for i in range(500))
+    asyncio.run(newer_elsewhere())
+
+    again = _run(config, report=report).repositories[0]
+    assert again.transitions == ()  # deployed already: nothing to judge or announce
+
+    async def stored() -> list[tuple[str, list[str]]]:
+        async with context.Engine.open(config) as engine:
+            return [(u["state"], sorted(u["agents"])) for u in engine.state.updates(
+                limit=10_000).values() if u["repository"] != "other"]
+    assert asyncio.run(stored()) == [("deployed", ["edge-1"])]
