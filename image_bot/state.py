@@ -299,7 +299,8 @@ class State:
     def updates_at(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The tracked updates of these keys (however old), key → data; unknown keys are
         left out."""
-        wanted, found = list(dict.fromkeys(keys)), {}
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(wanted), _KEYS_PER_QUERY):
                 part = wanted[start:start + _KEYS_PER_QUERY]
