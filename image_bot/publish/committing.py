@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import git
 
-from image_bot.errors import PublishError, PushRejected
+from image_bot.errors import ImageBotError, PublishError, PushRejected
 from image_bot.publish import workspace as workspaces
 
 BOT_PREFIX = "image-bot/"
@@ -66,12 +66,24 @@ def trailers(changes: Sequence[tuple[str, str, str]]) -> str:
 
 def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
            identity: Identity) -> str | None:
-    """Commit ``files`` on the current HEAD; the new commit's sha, or None when nothing changed."""
-    ws.run("add", "--", *files)
-    if not ws.run("diff", "--cached", "--name-only").strip():
+    """Commit ``files`` (tracked files, as the work tree has them) on the current HEAD; the
+    new commit's sha, or None when nothing changed.
+
+    One git process (``commit --only``: those paths staged and committed together, nothing
+    else of the index); only when it fails is the work tree asked whether there was
+    anything to commit (git says "nothing to commit" with the same exit status as other
+    failures)."""
+    if not files:
         return None
-    ws.run(*identity.options(), "commit", "-q", "--no-verify", "-m", message,
-           env=identity.environment(), doing="committing (check git.sign / git.signing_key)")
+    try:
+        ws.run(*identity.options(), "commit", "-q", "--no-verify", "--only", "-m", message,
+               "--", *files, env=identity.environment(),
+               doing="committing (check git.sign / git.signing_key)")
+    except ImageBotError:
+        if not ws.run("status", "--porcelain", "--untracked-files=all", "--ignored", "--",
+                      *files).strip():
+            return None
+        raise
     return ws.head
 
 

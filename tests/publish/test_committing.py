@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import devservers
 import testing
 from image_bot import cli
-from image_bot.errors import PublishError, PushRejected
+from image_bot.errors import ImageBotError, PublishError, PushRejected
 from image_bot.publish import committing
 from image_bot.publish import workspace as workspaces
 
@@ -311,6 +311,23 @@ def test_a_commit_is_named_by_the_sha_git_gives_its_head(
 
     assert made == devservers.git("rev-parse", "HEAD", cwd=ws.root).strip()
     assert devservers.git("log", "-1", "--format=%s", cwd=ws.root).strip() == "a:2"
+    assert devservers.git("status", "--porcelain", cwd=ws.root) == ""  # staged and committed
+    # only the files named: another changed file stays out of the commit, a new file is
+    # not committed silently (nor dropped as "nothing changed")
+    (ws.root / "other.yaml").write_text("x: 1\n")
+    (ws.root / "deploy/app.yaml").write_text("image: a:3\n")
+    with pytest.raises(ImageBotError, match="committing"):
+        committing.commit(ws, ["other.yaml"], "new", identity)
+    (ws.root / ".git/info/exclude").write_text("other.yaml\n")  # an ignored file neither
+    with pytest.raises(ImageBotError, match="committing"):
+        committing.commit(ws, ["other.yaml"], "new", identity)
+    assert ws.head == made
+    devservers.git("add", "-f", "other.yaml", cwd=ws.root)  # a leftover in the index
+    third = committing.commit(ws, ["deploy/app.yaml"], "a:3", identity)
+    assert third and devservers.git("show", "--name-only", "--format=", third,
+                                    cwd=ws.root).split() == ["deploy/app.yaml"]
+    assert committing.commit(ws, [], "nothing", identity) is None
+    devservers.git("reset", "-q", "--hard", made, cwd=ws.root)
     devservers.git("pack-refs", "--all", cwd=ws.root)  # refs/heads/main now packed
     assert ws.head == made
     devservers.git("checkout", "-q", "--detach", "HEAD^", cwd=ws.root)
