@@ -13,15 +13,24 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
   fetch`` of the config repository, and reading every file of the checkout once: the I/O
   any cycle needs;
 * **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing);
-* **run --once**: ``image-bot run --once`` (edits every file, commits, pushes); between
-  rounds a separate clone puts the branch back where it was (a forced push, not timed), so
-  every round is the same first cycle. (A revert would be a human rollback: the next round
-  would decline 200 tags and measure that instead.)
+* **run --once**: ``image-bot run --once`` (edits every file, commits, pushes). Between
+  rounds (not timed), ``--between``:
+
+  - ``new-tags`` (default, the bot's steady state): every repository gets a newer tag and
+    loses its oldest but one (still TAGS tags), so each round updates every policy again
+    from the tip the last round pushed: the fetch brings nothing, the checkout is where the
+    bot left it. The floor's clone fetches that commit before its timed fetch, so both
+    fetches find nothing new;
+  - ``restore``: a separate clone force-pushes the branch back to where it started, so
+    every round is the same first cycle, and the bot's checkout also moves every file
+    back (a human's forced push, each round). (A revert would be a human rollback: the
+    next round would decline 200 tags and measure that instead.)
 
 Prints every round, the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML
 was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
+                                    [--between new-tags|restore]
 """
 
 from __future__ import annotations
@@ -66,6 +75,16 @@ def seed_registry(registry: devservers.Registry, storage: Path, images: int, tag
     with httpx.Client(timeout=30) as http:
         listed = http.get(f"{registry.url}/v2/bench/app-0/tags/list").json()["tags"]
     assert len(listed) == tags, len(listed)
+
+
+def newer_tags(storage: Path, images: int, tags: int, round_: int) -> None:
+    """Round ``round_`` (1, 2, …): every repository gains tag 1.0.<tags - 1 + round_> and
+    loses 1.0.<round_> (1.0.0, the pushed one, stays): still ``tags`` tags, a newer best."""
+    repositories = storage / "docker" / "registry" / "v2" / "repositories" / "bench"
+    for i in range(images):
+        manifests = repositories / f"app-{i}" / "_manifests" / "tags"
+        shutil.copytree(manifests / "1.0.0", manifests / f"1.0.{tags - 1 + round_}")
+        shutil.rmtree(manifests / f"1.0.{round_}")
 
 
 def seed_repo(git: devservers.GitServer, host: str, policies: int) -> str:
@@ -122,6 +141,8 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
+    parser.add_argument("--between", choices=["new-tags", "restore"], default="new-tags",
+                        help="what happens between rounds (see above)")
     parser.add_argument("--profile", nargs="?", const="plan", choices=["plan", "run"],
                         help="profile one more plan (or run --once) and print where its "
                              "time goes")
@@ -160,20 +181,24 @@ def main() -> int:
         start = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
                                capture_output=True, text=True).stdout.strip()
 
-        def revert() -> None:
-            subprocess.run(["git", "push", "-q", "--force", "origin", f"{start}:main"],
-                           cwd=clone, check=True)
+        def between(round_: int) -> None:
+            if args.between == "restore":
+                subprocess.run(["git", "push", "-q", "--force", "origin", f"{start}:main"],
+                               cwd=clone, check=True)
+                return
+            newer_tags(work / "registry" / "data", args.policies, args.tags, round_)
+            subprocess.run(["git", "fetch", "-q", "origin"], cwd=clone, check=True)
 
         invoke("plan")  # warm: the first clone of the workspace is not a cycle's cost
         floors, plans, runs, parses = [], [], [], []
-        for _ in range(args.rounds):
+        for round_ in range(1, args.rounds + 1):
             floors.append(floor(registry, clone, args.policies))
             yamlgraph.trees.cache_clear()
             composed.clear()
             plans.append(timed(lambda: invoke("plan")))
             parses.append((len(composed), len(set(composed))))
             runs.append(timed(lambda: invoke("run", "--once")))
-            revert()
+            between(round_)
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(invoke, *(["plan"] if args.profile == "plan" else
@@ -184,7 +209,7 @@ def main() -> int:
         for name, times in (("floor", floors), ("plan", plans), ("run --once", runs)):
             print(f"{name} rounds (ms): {', '.join(f'{t * 1000:.0f}' for t in times)}")
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
-              f"YAML parser: {args.parser}")
+              f"YAML parser: {args.parser}, between rounds: {args.between}")
         print(f"floor (concurrent tags/list + git fetch + read every file), median: "
               f"{base * 1000:.0f} ms")
         print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}")

@@ -131,6 +131,9 @@ class Index:
         # of one repository mostly share their paths)
         self._haystacks: dict[tuple[Any, ...], _Haystack] = {}  # files → joined (holding)
         self._haystack_bytes = 0
+        # what other modules work out from this pass's files, kept as long as the index
+        # (the update stage's scans: the stages that share one pass scan each policy once)
+        self.derived: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
     def of(cls, root: Path, files: Mapping[str, bytes], **options: Any) -> Index:

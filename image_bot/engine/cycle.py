@@ -67,6 +67,8 @@ class _Planned:
     promotion: promotion.Promotion | None = None  # select.promote: what upstream allows
     override: Override | None = None  # an operator's tag, written instead of the choice
     streamed: bool = False  # its tags are listed when it is decided, then dropped (_update)
+    bot_write: committing.Write | None = None  # the bot's last write, not yet checked for
+    # a human's rollback (:func:`_with_rollback`, when the policy is decided)
 
     @property
     def name(self) -> str:
@@ -166,9 +168,10 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
                 p.policy.name for p in checkout.policies.policies))
             # 4. image metadata, only for policies whose `needs` ask for it
             planned = await _fetch_metadata(engine.client, planned)
-        # 5. versions humans declined by rolling back on the target branch (no registry: a
-        # thread must not outlive the deadline above)
-        planned = await asyncio.to_thread(_with_rollbacks, engine, ws, planned)
+        # 5. versions humans declined: the bot's last writes, each checked for a human's
+        # rollback when its policy is decided (no registry: a thread must not outlive the
+        # deadline above)
+        planned = await asyncio.to_thread(_with_bot_writes, engine, ws, planned)
     except ImageBotError as exc:
         return followed.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
     report = followed.combined(RepositoryReport(name, repo.branch,
@@ -185,13 +188,17 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
                 name, repo.branch, errors=(_prefixed(exc, prefix="dashboard"),)))
         planned = _attach_declined(planned, engine)
     approved = (board.approved if board else frozenset()) | frozenset(overrides)
+    # the checkout as opened and followed, listed and read once for the rules and the first
+    # batch (which finds it unchanged): each policy is scanned once
+    index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
     # 7. publish settings by update type (publish.rules): decide first, then batch
     try:
-        planned = await asyncio.to_thread(_with_rules, engine, ws.root, planned)
+        planned = await asyncio.to_thread(_with_rules, engine, planned, index, repo.branch)
     except ImageBotError as exc:
         return report.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
     # 8-10. decide, edit, publish: each mode in turn, one batch at a time; the checkout is
-    # as opened (and followed) for the first batch, reset before each later one
+    # as opened (and followed) for the first batch, reset before each later one (a dry run
+    # never changes it: every batch reads it through the same index)
     first = True
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
@@ -200,7 +207,8 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             key = _operator_key(key, batch) if mode.uses_forge else key
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
-                approved=approved, reset=not first))
+                approved=approved, reset=not first,
+                index=index if first or dry_run else None))
             first = False
     if report.commits and not dry_run:  # followed from now on (committed)
         await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
@@ -262,11 +270,13 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          repo: models.RepositoryConfig, mode: publishing.Mode, key: str,
                          batch: list[_Planned], *, forge: _Forge, dry_run: bool,
                          approved: frozenset[str] = frozenset(),
-                         reset: bool = True) -> RepositoryReport:
+                         reset: bool = True,
+                         index: scanning.Index | None = None) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
     an earlier batch's edits (false for the first batch after opening: it is the tip,
-    checked with :meth:`Workspace.on_reset_tip`)."""
+    checked with :meth:`Workspace.on_reset_tip`). ``index``: the checkout as it is now, read
+    by the stages before; the edit reads it anew after a reset or refresh."""
     name = workspaces.redact(repo.url)
     label = proposing.branch_name(key) if mode.uses_forge else None
     outcomes: list[PolicyOutcome] = []
@@ -281,13 +291,14 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 # the same clone (another branch of the same URL) moved it since
                 if not dry_run and attempt == 1 and (reset or not ws.on_reset_tip()):
                     await asyncio.to_thread(ws.reset)
+                    index = None
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
-                                                     repo=repo)
+                                                     repo=repo, index=index)
                     return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
                 outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run,
-                                                 repo=repo)
+                                                 repo=repo, index=index)
                 if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
                     return _report(name, repo, outcomes, result)
                 rows = _noted(_promoted(batch, await _rows(engine.client, result,
@@ -302,6 +313,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                     raise _prefixed(exc, suffix=f"gave up after {attempt} attempts") from exc
                 await asyncio.sleep(repo.push_backoff * 2 ** (attempt - 1))
                 await asyncio.to_thread(ws.refresh)
+                index = None
                 continue
             return _published(name, repo, outcomes, result, done)
     except ImageBotError as exc:
@@ -543,16 +555,25 @@ async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Plann
 
 async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
                   dry_run: bool, repo: models.RepositoryConfig,
+                  index: scanning.Index | None = None,
                   ) -> tuple[list[PolicyOutcome], UpdateResult]:
+    """Decide ``planned`` and edit the checkout at ``root`` (``index``: it as it is now, if
+    read already)."""
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
     limit = engine.config.limits.max_file_bytes
-    index = scanning.Index(root, max_file_bytes=limit)  # list and read the checkout once
+    # the checkout listed and read once, by this edit or the stages before it
+    index = index or scanning.Index(root, max_file_bytes=limit)
     now = engine.clock.now()  # the one clock read; the policy itself is pure
+
+    def decide(p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
+        return _decide(root, _with_rollback(engine, index, p, branch=repo.branch, now=now),
+                       index, now=now)
+
     decided = await _decide_streamed(engine.client, [p for p in planned if p.streamed], repo,
-                                     lambda p: _decide(root, p, index, now=now))
+                                     decide)
     for p in planned:
-        outcome, policy_edits = decided.get(p.name) or _decide(root, p, index, now=now)
+        outcome, policy_edits = decided.get(p.name) or decide(p)
         outcomes.append(outcome)
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
@@ -565,7 +586,8 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
     edits = [e for e in edits if e.policy not in blocked]
     result = rewriting.apply(root, edits, write=not dry_run, max_file_bytes=limit,
                              prepared=trial) if edits else UpdateResult()
-    result = result.merged(scanning.refused(index))  # links and devices: reported once
+    result = result.merged(scanning.refused(  # links and devices: reported once
+        index, [path for p in planned for path in p.loaded.policy.spec.paths]))
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
                 if o.policy in blocked else o for o in outcomes]
@@ -705,20 +727,31 @@ def _report(name: str, repo: models.RepositoryConfig, outcomes: list[PolicyOutco
 # --- declined versions: human rollbacks on the target branch ------------------------------
 
 
-def _with_rollbacks(engine: Engine, ws: workspaces.Workspace,
-                    planned: Sequence[_Planned]) -> list[_Planned]:
-    """Decline versions a human rolled back, then attach each policy's declined set."""
-    email = engine.identity.author.email
-    writes = {(w.policy, w.image): w for w in committing.bot_writes(ws, email)}
-    now = engine.clock.now()
-    index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
-    for p in planned:
-        write = writes.get((p.name, p.loaded.policy.spec.image_ref.name))
-        if write and p.error is None and write.tag not in engine.state.declined(
-                p.name, write.image) and _rolled_back(index, p, write.tag, now=now):
-            engine.state.decline(p.name, write.image, write.tag,
-                                 f"rolled back on {ws.branch} after {write.commit[:12]}")
-    return _attach_declined(planned, engine)
+def _with_bot_writes(engine: Engine, ws: workspaces.Workspace,
+                     planned: Sequence[_Planned]) -> list[_Planned]:
+    """Each policy's last write by the bot on the target branch (one ``git log``), to be
+    checked for a human's rollback when the policy is decided (:func:`_with_rollback`: from
+    the scan its decision reads anyway), and its declined set."""
+    writes = {(w.policy, w.image): w
+              for w in committing.bot_writes(ws, engine.identity.author.email)}
+    return _attach_declined([dataclasses.replace(p, bot_write=writes.get(
+        (p.name, p.loaded.policy.spec.image_ref.name))) for p in planned], engine)
+
+
+def _with_rollback(engine: Engine, index: scanning.Index, p: _Planned, *, branch: str,
+                   now: datetime) -> _Planned:
+    """``p`` with the tag the bot last wrote declined if a human has set its references
+    back below it since (the policy ranks them), before the policy chooses again."""
+    write = p.bot_write
+    if write is None:
+        return p
+    p = dataclasses.replace(p, bot_write=None)  # checked: once a pass
+    if p.error is None and write.tag not in p.declined and _rolled_back(
+            index, p, write.tag, now=now):
+        engine.state.decline(p.name, write.image, write.tag,
+                             f"rolled back on {branch} after {write.commit[:12]}")
+        p = dataclasses.replace(p, declined=p.declined | {write.tag})
+    return p
 
 
 def _attach_declined(planned: Sequence[_Planned], engine: Engine) -> list[_Planned]:
@@ -741,7 +774,8 @@ def _rolled_back(index: scanning.Index, p: _Planned, written: str, *, now: datet
 # --- publish rules (by update type) and schedules ----------------------------------------
 
 
-def _with_rules(engine: Engine, root: Path, planned: Sequence[_Planned]) -> list[_Planned]:
+def _with_rules(engine: Engine, planned: Sequence[_Planned], index: scanning.Index,
+                branch: str) -> list[_Planned]:
     """Each policy with ``publish.rules`` gets the settings of the update it will make.
 
     The decision is the one ``_update`` makes again later on the same tip (pure, same
@@ -750,14 +784,14 @@ def _with_rules(engine: Engine, root: Path, planned: Sequence[_Planned]) -> list
     """
     if not any(p.publish.rules for p in planned):
         return list(planned)
-    index = scanning.Index(root, max_file_bytes=engine.config.limits.max_file_bytes)
     now = engine.clock.now()
     done = []
     for p in planned:
         if not p.publish.rules or p.tags is None:
             done.append(p)
             continue
-        _, edits = _decide(root, p, index, now=now)
+        p = _with_rollback(engine, index, p, branch=branch, now=now)
+        _, edits = _decide(index.root, p, index, now=now)
         kind = _update_type(edits)
         publish = p.publish.for_update(kind) if kind else _idle(p.publish)
         spec = p.loaded.policy.spec.model_copy(update={"publish": publish})

@@ -49,10 +49,16 @@ def find(root: Path, image: refs.ImageRef, patterns: Sequence[str], *,
          policy: str | None = None, index: checkout.Index | None = None,
          namespace: str | None = None) -> Scan:
     """All references to ``image`` (or marked for ``policy``) in files under ``root``;
-    with ``index``, files are listed and read once for all the policies that share it."""
+    with ``index``, files are listed and read once for all the policies that share it, and
+    a scan asked for again (another stage of the same pass) is the one made before."""
     index = index or checkout.Index(root)
-    return scan_files(index, index.files(patterns), image, policy=policy, namespace=namespace,
-                      patterns=patterns)
+    key = ("find", image, tuple(patterns), policy, namespace)
+    scan: Scan | None = index.derived.get(key)
+    if scan is None:
+        scan = index.derived[key] = scan_files(index, index.files(patterns), image,
+                                               policy=policy, namespace=namespace,
+                                               patterns=patterns)
+    return scan
 
 
 def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRef, *,
@@ -93,10 +99,12 @@ def scan_files(index: checkout.Index, files: Sequence[Path], image: refs.ImageRe
     return Scan(tuple(found), tuple(skipped), parsed)
 
 
-def refused(index: checkout.Index) -> UpdateResult:
+def refused(index: checkout.Index, patterns: Sequence[str] | None = None) -> UpdateResult:
     """The entries the scans of ``index`` came across and never read (links that leave the
-    checkout, devices, ...), each once, as skipped files of the update."""
-    return UpdateResult(skipped=tuple(Skipped(r.file, r.reason) for r in index.refused))
+    checkout, devices, ...), each once, as skipped files of the update; with ``patterns``,
+    those under them only (an index several updates share)."""
+    return UpdateResult(skipped=tuple(Skipped(r.file, r.reason) for r in index.refused
+                                      if patterns is None or checkout.matches(r.file, patterns)))
 
 
 def _needles(image: refs.ImageRef, policy: str | None) -> tuple[bytes, tuple[bytes, ...]]:
