@@ -293,6 +293,10 @@ def test_files_at_reads_many_files_of_a_revision_and_only_regular_ones(
     assert len(found) == 1200 and found["deploy/app-1199.yaml"] == b"n: 1199\n"
     assert "big.yaml" not in found and "link.yaml" not in found  # too large; a link
     assert ws.files_at(f"{ws.head}^^", wanted, max_bytes=4096) == {}  # before the first commit
+    # one cat-file for all the blobs; an answer that is not the blob asked for is an error
+    # naming the object, never another file's bytes
+    with pytest.raises(PublishError, match=r"unexpected answer from git cat-file for 0{40}"):
+        ws._blobs(["0" * 40])
 
 
 def test_a_commit_is_named_by_the_sha_git_gives_its_head(
