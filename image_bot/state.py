@@ -80,6 +80,10 @@ _DEPLOY_LOOP_TABLES = """
     CREATE TABLE IF NOT EXISTS updates (        -- bot commits followed to the agents
         key TEXT PRIMARY KEY, data TEXT NOT NULL, at REAL NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS registered (     -- the target tip each branch's commits were
+        repository TEXT NOT NULL, branch TEXT NOT NULL,  -- registered up to
+        tip TEXT NOT NULL, PRIMARY KEY (repository, branch)
+    );
 """
 
 
@@ -286,15 +290,19 @@ class State:
         """Insert or replace one tracked update (``key``: repository, commit, policy, image)."""
         self.put_updates([(key, data)])
 
-    def put_updates(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    def put_updates(self, updates: Iterable[tuple[str, dict[str, Any]]], *,
+                    registered: tuple[str, str, str] | None = None) -> None:
         """:meth:`put_update` for each, in order, in one transaction (a commit of 200
-        updates took 200)."""
+        updates took 200); ``registered``: (repository, branch, tip) the bot's commits on
+        that branch are now registered up to (:meth:`registered`), in the same one."""
         now = self._clock()
         rows = [(key, json.dumps(data, sort_keys=True), now) for key, data in updates]
         with self.transaction() as db:
             db.executemany("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON "
                            "CONFLICT(key) DO UPDATE SET data = excluded.data, at = excluded.at",
                            rows)
+            if registered:
+                db.execute("INSERT OR REPLACE INTO registered VALUES (?, ?, ?)", registered)
 
     def updates_at(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The tracked updates of these keys (however old), key → data; unknown keys are
@@ -308,6 +316,25 @@ class State:
                     f"SELECT key, data FROM updates WHERE key IN ({','.join('?' * len(part))})",
                     part).fetchall())
         return {key: json.loads(data) for key, data in found.items()}
+
+    def latest_updates(self, repository: str, branch: str) -> dict[str, dict[str, Any]]:
+        """The tracked updates of ``repository`` and ``branch`` that are still the latest of
+        their policy and image, however old, key → data (one pass of SQLite's JSON
+        functions over the table: no row is decoded here that is not one of them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, data FROM updates WHERE "
+                "IFNULL(json_extract(data, '$.latest'), 1) AND "
+                "json_extract(data, '$.repository') = ? AND json_extract(data, '$.branch') = ? "
+                "ORDER BY rowid", (repository, branch)).fetchall()
+        return {key: json.loads(data) for key, data in rows}
+
+    def registered(self, repository: str, branch: str) -> str | None:
+        """The target tip up to which the bot's commits on ``branch`` were registered."""
+        with self._lock:
+            row = self._db.execute("SELECT tip FROM registered WHERE repository = ? AND "
+                                   "branch = ?", (repository, branch)).fetchone()
+        return str(row[0]) if row else None
 
     def updates(self, limit: int = 500) -> dict[str, dict[str, Any]]:
         """The most recent tracked updates, key → data, oldest first."""

@@ -77,6 +77,27 @@ def test_updates_are_found_by_key_however_many_came_after(tmp_path: Path) -> Non
         assert state.updates_at([]) == {}
 
 
+def test_the_latest_updates_of_a_branch_and_the_tip_it_was_registered_up_to(
+        tmp_path: Path) -> None:
+    with State.in_dir(tmp_path) as state:
+        def update(repository: str, branch: str, **more: Any) -> dict[str, Any]:
+            return {"repository": repository, "branch": branch, "policy": "p", **more}
+        state.put_updates([("a#1", update("repo", "main", latest=False)),
+                           ("a#2", update("repo", "main", latest=True)),
+                           ("a#3", update("repo", "main")),  # before `latest` was written
+                           ("b#1", update("repo", "staging", latest=True)),
+                           ("c#1", update("other", "main", latest=True))])
+        state.put_updates((f"x#{i}", update("x", "main", latest=True)) for i in range(600))
+        assert list(state.latest_updates("repo", "main")) == ["a#2", "a#3"]
+        assert list(state.latest_updates("repo", "staging")) == ["b#1"]
+        assert state.registered("repo", "main") is None
+        state.put_updates([("a#4", update("repo", "main", latest=True))],
+                          registered=("repo", "main", "c0ffee"))
+        assert state.registered("repo", "main") == "c0ffee"
+        assert state.registered("repo", "staging") is None
+        assert "a#4" in state.latest_updates("repo", "main")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

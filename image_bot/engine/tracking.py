@@ -68,13 +68,23 @@ async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces
                    policies: loading.PolicySet, *, pushed: Sequence[str] = ()) -> None:
     """Record the bot's commits on the target branch not seen yet (newest per policy:
     *committed*, older ones: *superseded*). ``pushed``: commits this run just pushed, timed
-    now (Git's commit times have whole seconds)."""
-    writes = await asyncio.to_thread(_bot_writes, ws, engine.identity.author.email)
+    now (Git's commit times have whole seconds).
+
+    Only the commits since the tip the last registration of this branch saw are read (at
+    that tip: nothing to read); the first one, or one whose tip Git no longer knows, reads
+    the last ``HISTORY`` commits."""
+    repository = workspaces.redact(repo.url)
+    tip = await asyncio.to_thread(ws.target_sha)
+    since = engine.state.registered(repository, ws.branch)
+    if tip is None or tip == since:
+        return
+    writes = await asyncio.to_thread(_bot_writes, ws, engine.identity.author.email, tip,
+                                     since=since)
     now = engine.clock.now().timestamp()
     writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
               for w in writes]
     by_policy = {p.policy.name: p for p in policies.policies}
-    await _register(engine, ws, workspaces.redact(repo.url), writes, by_policy)
+    await _register(engine, ws, repository, writes, by_policy, tip=tip)
 
 
 async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
@@ -138,9 +148,18 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
 # --- 1. register --------------------------------------------------------------------------
 
 
-def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
-    log = ws.run("log", f"--max-count={HISTORY}", f"--author=<{email}>", "--fixed-strings",
-                 f"--grep={committing.TRAILER}: ", "--format=%H%x1f%ct%x1f%B%x1e", ws.target)
+def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
+                since: str | None = None) -> list[_Write]:
+    """The writes of the bot's commits up to ``tip`` (newest first): those after ``since``
+    when Git still knows it, else those of the last ``HISTORY`` commits."""
+    options = ("log", f"--max-count={HISTORY}", f"--author=<{email}>", "--fixed-strings",
+               f"--grep={committing.TRAILER}: ", "--format=%H%x1f%ct%x1f%B%x1e")
+    try:
+        log = ws.run(*options, f"{since}..{tip}" if since else tip)
+    except ImageBotError:
+        if since is None:
+            raise
+        log = ws.run(*options, tip)  # `since` is gone (a new clone, history rewritten)
     found = []
     for record in filter(None, (r.strip() for r in log.split("\x1e"))):
         sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
@@ -155,29 +174,28 @@ def _bot_writes(ws: workspaces.Workspace, email: str) -> list[_Write]:
 
 
 async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
-                    writes: Sequence[_Write],
-                    by_policy: dict[str, loading.LoadedPolicy]) -> None:
+                    writes: Sequence[_Write], by_policy: dict[str, loading.LoadedPolicy], *,
+                    tip: str) -> None:
+    keys = {w: key(repository, w.commit, w.policy, w.image) for w in writes}
     # looked up by key: the most recent updates (``updates()``) may not reach back to
     # every commit of the log (other repositories, per-cycle commits of many policies)
-    known = engine.state.updates_at(key(repository, w.commit, w.policy, w.image)
-                                    for w in writes)
-    fresh = [w for w in writes
-             if key(repository, w.commit, w.policy, w.image) not in known]
+    known = engine.state.updates_at(keys.values())
+    fresh = [w for w in writes if keys[w] not in known]
     changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
-    newest: set[tuple[str, str]] = set()
-    put: list[tuple[str, dict[str, Any]]] = []  # stored at the end, in one transaction
+    newest: dict[tuple[str, str], str] = {}  # (policy, image) → its newest write's key
     for write in writes:  # newest first
-        pair = (write.policy, write.image)
-        update_key = key(repository, write.commit, write.policy, write.image)
-        latest = pair not in newest
-        newest.add(pair)
-        if update_key in known:
-            seen = known[update_key]
-            if not latest and seen.get("latest", True):  # a newer commit took over
-                state = seen["state"] if seen["state"] not in ("committed", "degraded") \
-                    else "superseded"
-                put.append((update_key, {**seen, "state": state, "latest": False}))
-            continue
+        newest.setdefault((write.policy, write.image), keys[write])
+    put: list[tuple[str, dict[str, Any]]] = []  # stored at the end, in one transaction
+    # a newer commit took over from the latest update known of its policy and image (read
+    # before, or now in an older commit of these)
+    for update_key, seen in engine.state.latest_updates(repository, ws.branch).items():
+        if newest.get((seen["policy"], seen["image"]), update_key) != update_key:
+            state = seen["state"] if seen["state"] not in ("committed", "degraded") \
+                else "superseded"
+            put.append((update_key, {**seen, "state": state, "latest": False}))
+    for write in fresh:  # newest first
+        update_key = keys[write]
+        latest = newest[(write.policy, write.image)] == update_key
         files, old = changed[write]
         rollback = write.override
         if rollback and (rollback.action, rollback.policy) == ("rollback", write.policy) \
@@ -194,7 +212,7 @@ async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
             "pushed_at": engine.state.pushed_at(write.image, write.tag),
             "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
             "reason": "", "rollback": None, "degraded_by": None}))
-    engine.state.put_updates(put)
+    engine.state.put_updates(put, registered=(repository, ws.branch, tip))
 
 
 _Changed = tuple[list[str], tuple[str | None, str | None] | None]

@@ -131,6 +131,13 @@ class Workspace:
         """The remote-tracking ref of the target branch."""
         return f"refs/remotes/origin/{self.branch}"
 
+    def target_sha(self) -> str | None:
+        """The sha :attr:`target` points to (read from the clone's files), None if none."""
+        try:
+            return str(git.SymbolicReference.dereference_recursive(self.repo, self.target))
+        except ValueError:
+            return None
+
     @classmethod
     def open(cls, url: str, branch: str, state_dir: Path,
              credentials: Credentials | None = None) -> Workspace:

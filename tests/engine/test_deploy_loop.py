@@ -22,8 +22,9 @@ import devservers
 import fakeforge
 import testing
 from image_bot.config import models
-from image_bot.engine import context, cycle, deployments, promotion
+from image_bot.engine import context, cycle, deployments, promotion, tracking
 from image_bot.engine.report import CycleReport
+from image_bot.publish import workspace as workspaces
 from image_bot.sync import status
 
 pytestmark = pytest.mark.e2e
@@ -510,3 +511,59 @@ def test_an_update_behind_many_newer_ones_is_not_registered_again(
             return [(u["state"], sorted(u["agents"])) for u in engine.state.updates(
                 limit=10_000).values() if u["repository"] != "other"]
     assert asyncio.run(stored()) == [("deployed", ["edge-1"])]
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_each_run_reads_only_the_bot_commits_after_the_last_registered_tip(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Registration remembers the target tip it read up to: a run with nothing new reads no
+    log, the next commit is read alone (``since..tip``) and takes over from the update
+    before it however old that is; a tip Git no longer knows means the last ``HISTORY``."""
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, "team/tip", tag)
+    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="tip"),
+                       "policies/tip.yaml": POLICY.format(host=host, image="tip", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    logs: list[str] = []
+    run = workspaces.Workspace.run
+
+    def recording(self: workspaces.Workspace, *args: str, **kwargs: Any) -> str:
+        if args[:2] == ("log", f"--max-count={tracking.HISTORY}"):
+            logs.append(args[-1])  # the revisions read
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(workspaces.Workspace, "run", recording)
+
+    async def stored() -> tuple[list[tuple[str, str, bool]], str | None]:
+        async with context.Engine.open(config) as engine:
+            return ([(u["commit"], u["state"], u["latest"])
+                     for u in engine.state.updates().values()],
+                    engine.state.registered(url, "main"))
+
+    [c1] = _run(config).repositories[0].commits
+    first = logs[0]  # the tip before: the last HISTORY commits, then the new one alone
+    assert logs == [first, f"{first}..{c1}"]
+    assert asyncio.run(stored()) == ([(c1, "committed", True)], c1)
+    logs.clear()
+    assert _run(config).repositories[0].commits == ()
+    assert logs == []  # nothing new since: no log read
+
+    devservers.push_image(registry.url, "team/tip", "1.2.0")
+    [c2] = _run(config).repositories[0].commits
+    assert logs == [f"{c1}..{c2}"]
+    assert asyncio.run(stored()) == ([(c1, "superseded", False), (c2, "committed", True)], c2)
+
+    async def forget() -> None:  # a tip this clone never had, and no updates stored
+        async with context.Engine.open(config) as engine:
+            with engine.state.transaction() as db:
+                db.execute("DELETE FROM updates")
+            engine.state.put_updates([], registered=(url, "main", "0" * 40))
+    asyncio.run(forget())
+    logs.clear()
+    assert _run(config).repositories[0].commits == ()
+    assert logs == [f"{'0' * 40}..{c2}", c2]  # refused, then the last HISTORY commits
+    assert sorted(asyncio.run(stored())[0]) == sorted([(c1, "superseded", False),
+                                                      (c2, "committed", True)])
