@@ -732,8 +732,9 @@ def _with_bot_writes(engine: Engine, ws: workspaces.Workspace,
     """Each policy's last write by the bot on the target branch (one ``git log``), to be
     checked for a human's rollback when the policy is decided (:func:`_with_rollback`: from
     the scan its decision reads anyway), and its declined set."""
-    writes = {(w.policy, w.image): w
-              for w in committing.bot_writes(ws, engine.identity.author.email)}
+    wanted = {(p.name, p.loaded.policy.spec.image_ref.name) for p in planned}
+    writes = {(w.policy, w.image): w for w in committing.bot_writes(
+        ws, engine.identity.author.email, wanted=wanted)}
     return _attach_declined([dataclasses.replace(p, bot_write=writes.get(
         (p.name, p.loaded.policy.spec.image_ref.name))) for p in planned], engine)
 

@@ -8,7 +8,7 @@ only with a lease on the tip the bot last saw.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 import git
@@ -21,6 +21,7 @@ TRAILER = "Image-Bot-Update"
 # ``[remote rejected]`` reasons that mean another push won a race on the server: retried
 _RACES = ("failed to update ref", "cannot lock ref", "incorrect old value")
 _REMOTE_MESSAGE_CHARS = 1000
+_FIRST_READ = 16  # bot commits read first when the caller says which writes it wants
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +150,29 @@ def _remote_lines(stderr: str) -> str:
     return text[:_REMOTE_MESSAGE_CHARS] + ("…" if len(text) > _REMOTE_MESSAGE_CHARS else "")
 
 
-def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200) -> list[Write]:
-    """The latest write per (policy, image) among the bot's last ``limit`` target commits."""
-    log = ws.run("log", f"--max-count={limit}", f"--author=<{author_email}>", "--fixed-strings",
-                 f"--grep={TRAILER}: ", "--format=%H%x1f%B%x1e", ws.target)
+def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200,
+               wanted: Set[tuple[str, str]] | None = None) -> list[Write]:
+    """The latest write per (policy, image) among the bot's last ``limit`` target commits.
+
+    With ``wanted`` (the pairs the caller asks about), the newest commits are read first
+    (``_FIRST_READ``) and the older ones only if a wanted pair was not written in them (a
+    commit of hundreds of updates holds as many trailer lines); pairs not wanted may then
+    be left out."""
     latest: dict[tuple[str, str], Write] = {}
-    for record in filter(None, (r.strip() for r in log.split("\x1e"))):
-        sha, _, body = record.partition("\x1f")
-        for line in body.splitlines():
-            key, _, value = line.partition(": ")
-            fields = value.split()
-            if key == TRAILER and len(fields) == 3:
-                latest.setdefault((fields[0], fields[1]),
-                                  Write(fields[0], fields[1], fields[2], commit=sha))
+    read = 0
+    for count in (min(_FIRST_READ, limit), limit - _FIRST_READ) if wanted else (limit,):
+        if count <= 0 or (wanted is not None and wanted <= latest.keys()):
+            break
+        log = ws.run("log", f"--skip={read}", f"--max-count={count}",
+                     f"--author=<{author_email}>", "--fixed-strings", f"--grep={TRAILER}: ",
+                     "--format=%H%x1f%B%x1e", ws.target)
+        read += count
+        for record in filter(None, (r.strip() for r in log.split("\x1e"))):
+            sha, _, body = record.partition("\x1f")
+            for line in body.splitlines():
+                key, _, value = line.partition(": ")
+                fields = value.split()
+                if key == TRAILER and len(fields) == 3:
+                    latest.setdefault((fields[0], fields[1]),
+                                      Write(fields[0], fields[1], fields[2], commit=sha))
     return list(latest.values())

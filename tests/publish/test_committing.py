@@ -358,3 +358,38 @@ def test_a_workspace_knows_whether_head_is_still_where_its_reset_left_it(
     identity = committing.Identity(workspaces.Author("image-bot", "bot@example.com"))
     assert committing.commit(main, ["deploy/app.yaml"], "a:2", identity)
     assert not main.on_reset_tip()  # a commit moved it
+
+
+def test_the_bots_last_writes_are_read_from_its_newest_commits_first(
+        git_server: devservers.GitServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for some (policy, image) pairs, the log is read from the newest bot commits
+    and goes further back only for a pair not found there."""
+    name = f"writes-{uuid.uuid4().hex[:8]}.git"
+    bare = devservers.create_repo(git_server.root, name, {"deploy/app.yaml": "n: 0\n"})
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    def commit(*trailers: str, author: str = "image-bot <bot@example.com>") -> None:
+        message = "update\n\n" + "".join(f"{committing.TRAILER}: {t}\n" for t in trailers)
+        devservers.git("commit", "-q", "--allow-empty", f"--author={author}", "-m", message,
+                       cwd=work)
+
+    commit("old reg/old 1.0.0")  # the oldest write, 20 bot commits back
+    commit("app reg/app 0.9.0")
+    for i in range(20):
+        commit(f"app reg/app 1.0.{i}")
+    commit("app reg/app 9.9.9", author="a human <h@example.com>")
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=work)
+    ws = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
+    logs = testing.recorded(monkeypatch, ws, "run")  # the first argument: the git command
+
+    newest = committing.bot_writes(ws, "bot@example.com", wanted={("app", "reg/app")})
+
+    assert [(w.policy, w.tag) for w in newest] == [("app", "1.0.19")]  # not a human's
+    assert logs == ["log"]  # found among the newest: nothing older read
+    both = committing.bot_writes(ws, "bot@example.com",
+                                 wanted={("app", "reg/app"), ("old", "reg/old")})
+    assert sorted((w.policy, w.tag) for w in both) == [("app", "1.0.19"), ("old", "1.0.0")]
+    assert logs == ["log", "log", "log"]  # read further back for the old one
+    every = committing.bot_writes(ws, "bot@example.com")
+    assert sorted((w.policy, w.tag) for w in every) == [("app", "1.0.19"), ("old", "1.0.0")]
