@@ -82,6 +82,10 @@ class Scheduler:
         self._ready_at: dict[int, float] = {}
         self._reload_at: dict[int, float] = dict.fromkeys(indexes, 0.0)
         self._busy: set[int] = set()
+        # repositories of one URL (other branches) share one clone: never two jobs in it at
+        # once (a fetch and reset under another's edit)
+        self._clone = {i: workspaces.location(r.url, config.state_dir)
+                       for i, r in enumerate(config.repositories)}
         self._track: set[int] = set()  # repositories an agent just reported on
         self._tasks: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(self._settings.max_concurrent_scans)
@@ -160,9 +164,13 @@ class Scheduler:
         finally:
             await self._drain()
 
+    def _occupied(self, index: int) -> bool:
+        """A job runs on this repository, or on another one of its clone."""
+        return any(self._clone[busy] == self._clone[index] for busy in self._busy)
+
     def _launch(self, now: float) -> None:
         for index in self._entries:
-            if index in self._busy:
+            if self._occupied(index):
                 continue
             reload = self._reload_at[index] <= now
             names: set[str] = set()
@@ -193,9 +201,9 @@ class Scheduler:
 
     def _next_wake(self, now: float) -> float:
         times = list(self._ready_at.values())
-        if any(i not in self._busy for i in self._track):
+        if any(not self._occupied(i) for i in self._track):
             times.append(now)
-        idle = [i for i in self._entries if i not in self._busy]
+        idle = [i for i in self._entries if not self._occupied(i)]
         times += [self._reload_at[i] for i in idle]
         if self.polling:
             times += [self._due[(i, n)] for i in idle for n in self._entries[i]]

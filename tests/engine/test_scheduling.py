@@ -191,6 +191,44 @@ def test_one_scan_per_repository_at_a_time_and_events_meanwhile_join_the_next(
     assert slow.finished == [frozenset({"a"}), frozenset({"b", "c"})]
 
 
+def test_two_branches_of_one_url_share_a_clone_and_never_scan_at_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One clone per URL: its jobs wait for each other (a fetch or reset of one branch
+    under the other's edit); another repository's job runs alongside."""
+    slow = _SlowCycle(0.2)
+    in_clone: dict[str, int] = {}
+    most_in_clone: dict[str, int] = {}
+
+    async def observed(engine: context.Engine, repo: models.RepositoryConfig,
+                       **kwargs: Any) -> RepositoryReport:
+        in_clone[repo.url] = in_clone.get(repo.url, 0) + 1
+        most_in_clone[repo.url] = max(most_in_clone.get(repo.url, 0), in_clone[repo.url])
+        try:
+            return await slow(engine, repo, **kwargs)
+        finally:
+            in_clone[repo.url] -= 1
+
+    monkeypatch.setattr(cycle, "run_repository", observed)
+    config = _repo_config([{"url": "file:///shared", "branch": "main"},
+                           {"url": "file:///shared", "branch": "staging"},
+                           {"url": "file:///other"}], "h.io", tmp_path, debounce=0.0)
+
+    async def scenario() -> None:
+        async with context.Engine.open(config) as engine:
+            scheduler = _scheduler_with(engine, {0: ["a"], 1: ["b"], 2: ["c"]}, "h.io")
+            running = asyncio.create_task(scheduler.run())
+            for name in ("a", "b", "c"):
+                scheduler.request_image(f"h.io/{name}")
+            await testing.until(lambda: scheduler.scans == 3)
+            scheduler.stop()
+            await running
+
+    asyncio.run(scenario())
+    assert sorted(sorted(names) for names in slow.finished) == [["a"], ["b"], ["c"]]
+    assert most_in_clone == {"file:///shared": 1, "file:///other": 1}
+    assert slow.most == 2  # the other repository's scan ran alongside
+
+
 def test_stop_lets_a_running_scan_finish_within_the_grace_period(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     slow = _SlowCycle(0.5)
