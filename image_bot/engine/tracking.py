@@ -110,9 +110,10 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     # agents that went silent are not waited for (a decommissioned host)
     live = {*local, *(a.report.agent for a in heard if not a.stale)}
     transitions: list[Transition] = []
-    judging = {key: update for key, update in engine.state.updates().items()
-               if update["repository"] == name and update["state"] in _OPEN
-               and update.get("latest", True)}
+    # the latest update of each policy and image on this branch, however many others
+    # (other repositories, older commits) were tracked after it
+    judging = {key: update for key, update in engine.state.latest_updates(
+        name, ws.branch).items() if update["state"] in _OPEN}
     judged = await asyncio.to_thread(  # one hop to the git thread, not one per update
         lambda: {key: _judge(ws, update, reports, live) for key, update in judging.items()})
     for update_key, changed in judged.items():
@@ -123,10 +124,9 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     # 3. roll back what is degraded and asks for it
     commits: list[str] = []
     errors: list[ImageBotError] = []
-    for update_key, update in engine.state.updates().items():
+    for update_key, update in engine.state.latest_updates(name, ws.branch).items():
         loaded = by_policy.get(update["policy"])
-        if (update["repository"] != name or update["state"] != "degraded"
-                or not update.get("latest", True)
+        if (update["state"] != "degraded"
                 or loaded is None or loaded.policy.spec.rollback.on != "degraded"
                 or loaded.policy.spec.suspend):  # frozen: judged, never rolled back
             continue

@@ -475,14 +475,14 @@ def test_one_commit_for_two_policies_gives_each_update_only_its_own_files(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_an_update_behind_many_newer_ones_is_not_registered_again(
+def test_an_update_behind_many_newer_ones_is_judged_and_not_registered_again(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     tmp_path: Path,
 ) -> None:
-    """Whether a bot commit in Git is known is looked up by its updates' keys: behind 500
-    newer tracked updates (other repositories, a per-cycle commit of hundreds of policies)
-    a deployed update read from Git again must keep its state, or it would be judged, and
-    announced, once more on every run."""
+    """Behind 500 newer tracked updates (other repositories, per-cycle commits of hundreds
+    of policies) the latest update of a policy is still judged when its agent reports, and
+    a bot commit read from Git again is looked up by key: it keeps its state, or it would
+    be judged, and announced, once more on every run."""
     host = registry.host
     for tag in ("1.0.0", "1.1.0"):
         devservers.push_image(registry.url, "team/busy", tag)
@@ -490,19 +490,23 @@ def test_an_update_behind_many_newer_ones_is_not_registered_again(
                        "policies/busy.yaml": POLICY.format(host=host, image="busy", extra="")})
     config = _config(url, registry, tmp_path / "state")
     [commit] = _run(config).repositories[0].commits
-    report = _agent(url, commit, image=f"{host}/team/busy:1.1.0")
-    assert [t.state for t in _run(config, report=report).repositories[0].transitions] == [
-        "deployed"]
 
     async def newer_elsewhere() -> None:
         async with context.Engine.open(config) as engine:
             engine.state.put_updates(
                 (f"other#c{i}#p{i}#img", {"repository": "other", "commit": f"c{i}",
                                           "policy": f"p{i}", "image": "img", "tag": "1",
-                                          "state": "deployed", "latest": True})
+                                          "state": "committed", "latest": True})
                 for i in range(500))
     asyncio.run(newer_elsewhere())
+    report = _agent(url, commit, image=f"{host}/team/busy:1.1.0")
+    assert [t.state for t in _run(config, report=report).repositories[0].transitions] == [
+        "deployed"]
 
+    async def forget_tip() -> None:  # one this clone never had: the last HISTORY commits
+        async with context.Engine.open(config) as engine:  # are read again
+            engine.state.put_updates([], registered=(url, "main", "0" * 40))
+    asyncio.run(forget_tip())
     again = _run(config, report=report).repositories[0]
     assert again.transitions == ()  # deployed already: nothing to judge or announce
 
