@@ -329,6 +329,19 @@ class State:
                 "ORDER BY rowid", (repository, branch)).fetchall()
         return {key: json.loads(data) for key, data in rows}
 
+    def updates_of(self, policies: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Every tracked update of these policies (however many others came after), key →
+        data, oldest first."""
+        wanted = sorted(set(policies))
+        found: list[tuple[int, str, str]] = []
+        with self._lock:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                part = wanted[start:start + _KEYS_PER_QUERY]
+                found += self._db.execute(
+                    f"SELECT rowid, key, data FROM updates WHERE json_extract(data, '$.policy') "
+                    f"IN ({','.join('?' * len(part))})", part).fetchall()
+        return {key: json.loads(data) for _, key, data in sorted(found)}
+
     def registered(self, repository: str, branch: str) -> str | None:
         """The target tip up to which the bot's commits on ``branch`` were registered."""
         with self._lock:

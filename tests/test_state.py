@@ -98,6 +98,21 @@ def test_the_latest_updates_of_a_branch_and_the_tip_it_was_registered_up_to(
         assert "a#4" in state.latest_updates("repo", "main")
 
 
+def test_every_update_of_some_policies_oldest_first(tmp_path: Path) -> None:
+    with State.in_dir(tmp_path) as state:
+        state.put_updates([("r#1#web#i", {"policy": "web", "n": 1}),
+                           ("r#1#api#i", {"policy": "api", "n": 1})])
+        state.put_updates((f"r#{i}#p{i}#i", {"policy": f"p{i}"}) for i in range(1200))
+        state.put_updates([("r#2#web#i", {"policy": "web", "n": 2})])
+        assert state.updates_of(["web"]) == {"r#1#web#i": {"policy": "web", "n": 1},
+                                             "r#2#web#i": {"policy": "web", "n": 2}}
+        many = state.updates_of(["web", *(f"p{i}" for i in range(1100))])  # several queries
+        assert len(many) == 2 + 1100
+        keys = list(many)
+        assert (keys[0], keys[-1]) == ("r#1#web#i", "r#2#web#i")
+        assert state.updates_of([]) == {}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

@@ -516,9 +516,11 @@ def _with_promotions(engine: Engine, planned: Sequence[_Planned],
     """Narrow each promoting policy's tags to those its upstream stage ran healthy for
     ``healthy-for`` (from the deploy loop's tracking, across repositories). ``here``: the
     repository's policy names (an upstream neither here nor tracked is reported)."""
-    if not any(p.loaded.policy.spec.select.promote for p in planned):
+    upstreams = {promote.from_ for p in planned
+                 if (promote := p.loaded.policy.spec.select.promote)}
+    if not upstreams:
         return list(planned)
-    updates = list(engine.state.updates().values())
+    updates = list(engine.state.updates_of(upstreams).values())  # however old
     declines = engine.state.declines()
     now = engine.clock.now().timestamp()
     done = []

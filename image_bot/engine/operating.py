@@ -147,8 +147,8 @@ async def _previous_tag(engine: Engine, opened: _Opened, policy: str) -> str:
     repository = workspaces.redact(opened.repo.url)
     await tracking.register(engine, opened.repo, opened.checkout.workspace,
                             opened.checkout.policies)
-    updates = [u for u in engine.state.updates().values()
-               if u.get("policy") == policy and u.get("repository") == repository]
+    updates = [u for u in engine.state.updates_of([policy]).values()
+               if u.get("repository") == repository]
     if updates:
         newest = updates[-1]
         declined = engine.state.declined(policy, newest["image"])

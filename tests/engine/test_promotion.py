@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
-from image_bot.engine import promotion
+import testing
+from image_bot.config import loading, models
+from image_bot.engine import context, cycle, promotion
 
 HOUR = 3600.0
 
@@ -89,3 +93,29 @@ def test_an_upstream_nobody_knows_is_named_as_such() -> None:
     assert unknown.eligible == frozenset()
     assert unknown.note() == ("no policy 'stgaing' is known: not in this repository, and "
                               "nothing it wrote is tracked (check select.promote.from)")
+
+
+def test_the_engine_reads_an_upstreams_updates_however_many_came_after(
+        tmp_path: Path) -> None:
+    """A stage promotes from its upstream's tracked updates: all of them, not those among
+    the most recent (other repositories' hundreds of updates came after)."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies/p.yaml").write_text(testing.policy(
+        "prod", "h.io/r/web", select={"semver": {"range": "^1"},
+                                         "promote": {"from": "staging", "healthy-for": "1h"}}))
+    [loaded] = loading.load_policies(tmp_path / "policies").policies
+    config = models.BotConfig.model_validate(testing.bot_config(
+        ["file:///x"], state_dir=tmp_path / "state"))
+
+    async def eligible() -> list[str]:
+        async with context.Engine.open(config) as engine:
+            now = engine.clock.now().timestamp()
+            engine.state.put_updates([("r#c1#staging#r/web", _update("1.1.0", now - 3 * HOUR))])
+            engine.state.put_updates((f"other#c{i}#p{i}#img", _update("9", now, policy=f"p{i}"))
+                                     for i in range(600))
+            planned = cycle._Planned(loaded, cycle.build_policy(loaded, "main"),
+                                     tags=["1.0.0", "1.1.0", "1.2.0"], error=None)
+            [promoted] = cycle._with_promotions(engine, [planned], frozenset({"prod"}))
+            return list(promoted.tags or [])
+
+    assert asyncio.run(eligible()) == ["1.1.0"]
