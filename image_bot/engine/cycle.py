@@ -200,6 +200,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     # as opened (and followed) for the first batch, reset before each later one (a dry run
     # never changes it: every batch reads it through the same index)
     first = True
+    parents: dict[str, dict[str, bytes]] = {}  # commit pushed → its files before it
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
@@ -208,10 +209,11 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
                 approved=approved, reset=not first,
-                index=index if first or dry_run else None))
+                index=index if first or dry_run else None, parents=parents))
             first = False
     if report.commits and not dry_run:  # followed from now on (committed)
-        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits)
+        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits,
+                                parents=parents)
     if board is not None:  # its failure is reported; it undoes nothing that was published
         try:
             done = await asyncio.to_thread(
@@ -271,12 +273,16 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          batch: list[_Planned], *, forge: _Forge, dry_run: bool,
                          approved: frozenset[str] = frozenset(),
                          reset: bool = True,
-                         index: scanning.Index | None = None) -> RepositoryReport:
+                         index: scanning.Index | None = None,
+                         parents: dict[str, dict[str, bytes]] | None = None,
+                         ) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
     an earlier batch's edits (false for the first batch after opening: it is the tip,
     checked with :meth:`Workspace.on_reset_tip`). ``index``: the checkout as it is now, read
-    by the stages before; the edit reads it anew after a reset or refresh."""
+    by the stages before; the edit reads it anew after a reset or refresh. ``parents`` is
+    given, for each commit pushed to the target branch, the files it changed as they were
+    before it (as the edit read them), when the batch's earlier commits left them alone."""
     name = workspaces.redact(repo.url)
     label = proposing.branch_name(key) if mode.uses_forge else None
     outcomes: list[PolicyOutcome] = []
@@ -292,6 +298,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 if not dry_run and attempt == 1 and (reset or not ws.on_reset_tip()):
                     await asyncio.to_thread(ws.reset)
                     index = None
+                index = index or scanning.Index(ws.root,
+                                                max_file_bytes=engine.config.limits.max_file_bytes)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
@@ -306,6 +314,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 done = await asyncio.to_thread(
                     mode.publish, ws, key, result, policies=[p.loaded for p in batch],
                     identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
+                if parents is not None and done.branch is None:
+                    parents.update(_parents(done, index))
             except PushRejected as exc:
                 if not mode.retries_moved_branch:
                     raise
@@ -327,6 +337,19 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
         if mode.uses_forge and not dry_run:
             await asyncio.to_thread(ws.reset)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parents(done: publishing.Published, index: scanning.Index) -> dict[str, dict[str, bytes]]:
+    """Each commit's files as they were before it, from the edit's reading of the checkout:
+    for a commit whose files no earlier commit of the batch changed (and the edit read)."""
+    found: dict[str, dict[str, bytes]] = {}
+    touched: set[str] = set()
+    for commit, files in zip(done.commits, done.files, strict=True):
+        held = None if touched & set(files) else index.held(files)
+        if held is not None:
+            found[commit] = held
+        touched |= set(files)
+    return found
 
 
 async def _with_declines(engine: Engine, mode: publishing.Mode, forge: forges.Forge | None,

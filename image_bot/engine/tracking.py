@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -65,10 +65,12 @@ def _no_forge() -> forges.Forge | None:
 
 
 async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
-                   policies: loading.PolicySet, *, pushed: Sequence[str] = ()) -> None:
+                   policies: loading.PolicySet, *, pushed: Sequence[str] = (),
+                   parents: Mapping[str, Mapping[str, bytes]] | None = None) -> None:
     """Record the bot's commits on the target branch not seen yet (newest per policy:
     *committed*, older ones: *superseded*). ``pushed``: commits this run just pushed, timed
-    now (Git's commit times have whole seconds).
+    now (Git's commit times have whole seconds); ``parents``: for some of them, the files
+    each changed as they were before it (the edit read them: not read again from Git).
 
     Only the commits since the tip the last registration of this branch saw are read (at
     that tip: nothing to read); the first one, or one whose tip Git no longer knows, reads
@@ -84,7 +86,7 @@ async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces
     writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
               for w in writes]
     by_policy = {p.policy.name: p for p in policies.policies}
-    await _register(engine, ws, repository, writes, by_policy, tip=tip)
+    await _register(engine, ws, repository, writes, by_policy, tip=tip, parents=parents or {})
 
 
 async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
@@ -175,13 +177,13 @@ def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
 
 async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                     writes: Sequence[_Write], by_policy: dict[str, loading.LoadedPolicy], *,
-                    tip: str) -> None:
+                    tip: str, parents: Mapping[str, Mapping[str, bytes]]) -> None:
     keys = {w: key(repository, w.commit, w.policy, w.image) for w in writes}
     # looked up by key: the most recent updates (``updates()``) may not reach back to
     # every commit of the log (other repositories, per-cycle commits of many policies)
     known = engine.state.updates_at(keys.values())
     fresh = [w for w in writes if keys[w] not in known]
-    changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy)
+    changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy, parents)
     newest: dict[tuple[str, str], str] = {}  # (policy, image) → its newest write's key
     for write in writes:  # newest first
         newest.setdefault((write.policy, write.image), keys[write])
@@ -219,22 +221,28 @@ _Changed = tuple[list[str], tuple[str | None, str | None] | None]
 
 
 def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
-                  by_policy: dict[str, loading.LoadedPolicy]) -> dict[_Write, _Changed]:
+                  by_policy: dict[str, loading.LoadedPolicy],
+                  parents: Mapping[str, Mapping[str, bytes]]) -> dict[_Write, _Changed]:
     """Per write: the files the commit changed under its policy's paths that held its image
     (a per-cycle commit also changes other policies' files: an agent covering only those
     must not judge it), and the tag (and digest) they had before — read from the parent
-    commit with the update stage's own scanner. Each commit's files are read once, through
-    one git process (GitPython's ``cat-file --batch``); the parent's texts are the ones the
-    cycle just parsed (the parse cache), so nothing is parsed twice."""
+    commit with the update stage's own scanner. Each commit's files are read once (one
+    ``git show`` for their names, ``Workspace.files_at`` for their texts), unless this run
+    made the commit and ``parents`` holds them; the parent's texts are the ones the cycle
+    just parsed (the parse cache), so nothing is parsed twice."""
     found: dict[_Write, _Changed] = {}
     by_commit: dict[str, list[_Write]] = {}
     for write in writes:
         by_commit.setdefault(write.commit, []).append(write)
     for commit, group in by_commit.items():
-        files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
-                                   commit).splitlines() if f.strip()]
-        before = checkout.Index.of(ws.root, ws.files_at(  # read once for all its writes
-            f"{commit}^", files, max_bytes=checkout.DEFAULT_MAX_FILE_BYTES))
+        held = parents.get(commit)
+        if held is not None:
+            files, before = sorted(held), checkout.Index.of(ws.root, held)
+        else:
+            files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
+                                       commit).splitlines() if f.strip()]
+            before = checkout.Index.of(ws.root, ws.files_at(  # read once for all its writes
+                f"{commit}^", files, max_bytes=checkout.DEFAULT_MAX_FILE_BYTES))
         for write in group:
             found[write] = _changed_by(write, by_policy.get(write.policy), files,
                                        before=before)

@@ -31,6 +31,7 @@ class Published:
     """What a mode did with one batch: commits pushed to the branch, or a PR outcome."""
 
     commits: tuple[str, ...] = ()
+    files: tuple[tuple[str, ...], ...] = ()  # what each of ``commits`` changed
     branch: str | None = None  # the bot branch (pull-request mode), or the push-branch
     proposal: proposing.Outcome | None = None
     already: bool = False  # push-branch: it held this very change already (nothing pushed)
@@ -90,7 +91,7 @@ class CommitMode:
         push_branch = key.partition(":")[2] or None
         if push_branch is not None:
             ws.run("checkout", "-q", "--detach")  # the target branch itself never moves
-        shas = []
+        shas, files = [], []
         for group in commit_groups(result, policies):
             part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
             message = with_trailers(commit_message(part, policies, repository=ws.url,
@@ -98,13 +99,14 @@ class CommitMode:
             sha = committing.commit(ws, part.files, message, identity)
             if sha is not None:
                 shas.append(sha)
+                files.append(part.files)
         if shas and push_branch is not None:
             if not proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email):
                 return Published(branch=push_branch, already=True)  # rebuilt, the same
             return Published(commits=tuple(shas), branch=push_branch)
         if shas:
             committing.push(ws)
-        return Published(commits=tuple(shas))
+        return Published(commits=tuple(shas), files=tuple(files))
 
 
 class PullRequestMode:

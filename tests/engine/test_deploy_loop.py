@@ -24,8 +24,10 @@ import testing
 from image_bot.config import models
 from image_bot.engine import context, cycle, deployments, promotion, tracking
 from image_bot.engine.report import CycleReport
+from image_bot.publish import publishing
 from image_bot.publish import workspace as workspaces
 from image_bot.sync import status
+from image_bot.update import scanning
 
 pytestmark = pytest.mark.e2e
 
@@ -571,3 +573,63 @@ def test_each_run_reads_only_the_bot_commits_after_the_last_registered_tip(
     assert logs == [f"{'0' * 40}..{c2}", c2]  # refused, then the last HISTORY commits
     assert sorted(asyncio.run(stored())[0]) == sorted([(c1, "superseded", False),
                                                       (c2, "committed", True)])
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_commit_this_run_pushed_is_registered_from_what_the_edit_read(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The files a pushed commit changed, and what they held before, are the edit's own:
+    registering it reads neither from Git, and gives what reading them from Git gives."""
+    host = registry.host
+    for image in ("own", "side"):
+        for tag in ("1.0.0", "1.1.0"):
+            devservers.push_image(registry.url, f"team/{image}", tag)
+    url = config_repo({
+        "deploy/compose.yaml": DEPLOYMENT.format(host=host, image="own"),
+        "deploy/side.yaml": f"image: {host}/team/side:1.0.0@sha256:{'a' * 64}\n",
+        "policies/own.yaml": POLICY.format(host=host, image="own", extra=""),
+        "policies/side.yaml": POLICY.format(host=host, image="side", extra="")})
+    config = _config(url, registry, tmp_path / "state")
+    reads: list[str] = []
+    run = workspaces.Workspace.run
+
+    def recording(self: workspaces.Workspace, *args: str, **kwargs: Any) -> str:
+        reads.append(args[0])
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(workspaces.Workspace, "run", recording)
+
+    async def tracked() -> dict[str, tuple[Any, ...]]:
+        async with context.Engine.open(config) as engine:
+            return {u["policy"]: (u["commit"], u["files"], u["old_tag"], u["old_digest"])
+                    for u in engine.state.updates().values()}
+
+    [commit] = _run(config).repositories[0].commits
+    assert "show" not in reads and "ls-tree" not in reads
+    mine = asyncio.run(tracked())
+    assert mine == {"own": (commit, ["deploy/compose.yaml"], "1.0.0", None),
+                    "side": (commit, ["deploy/side.yaml"], "1.0.0", f"sha256:{'a' * 64}")}
+
+    async def forget() -> None:  # registered again, from Git this time
+        async with context.Engine.open(config) as engine:
+            with engine.state.transaction() as db:
+                db.execute("DELETE FROM updates")
+            engine.state.put_updates([], registered=(url, "main", "0" * 40))
+    asyncio.run(forget())
+    reads.clear()
+    _run(config)
+    assert "show" in reads and "ls-tree" in reads
+    assert asyncio.run(tracked()) == mine
+
+
+def test_a_pushed_commit_has_its_parents_files_from_the_edit_unless_an_earlier_one_changed_them(
+        tmp_path: Path) -> None:
+    index = scanning.Index.of(tmp_path, {"a.yaml": b"a: 1\n", "b.yaml": b"b: 1\n"})
+    for name in ("a.yaml", "b.yaml"):
+        index.read(tmp_path / name)
+    done = publishing.Published(commits=("c1", "c2", "c3"),
+                                files=(("a.yaml",), ("a.yaml", "b.yaml"), ("c.yaml",)))
+    # c2's a.yaml is c1's, not the edit's reading; c.yaml was never read
+    assert cycle._parents(done, index) == {"c1": {"a.yaml": b"a: 1\n"}}
