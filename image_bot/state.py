@@ -84,6 +84,12 @@ _DEPLOY_LOOP_TABLES = """
         repository TEXT NOT NULL, branch TEXT NOT NULL,  -- registered up to
         tip TEXT NOT NULL, PRIMARY KEY (repository, branch)
     );
+    -- what the deploy loop asks of the updates: a branch's latest ones, a policy's own (the
+    -- expressions are those of the queries, or SQLite scans every row)
+    CREATE INDEX IF NOT EXISTS updates_latest ON updates (
+        json_extract(data, '$.repository'), json_extract(data, '$.branch'))
+        WHERE IFNULL(json_extract(data, '$.latest'), 1);
+    CREATE INDEX IF NOT EXISTS updates_by_policy ON updates (json_extract(data, '$.policy'));
 """
 
 

@@ -224,3 +224,19 @@ def test_the_deploy_loop_tables_are_pruned_like_events(tmp_path: Path) -> None:
         assert state.pushed_at("img", "1.9.0") is None
         assert state.pushed_at("img", "1.10.0") is not None
         assert [a for a, *_ in state.agent_reports()][:1] == ["agent-10"]
+
+
+def test_the_deploy_loops_questions_are_answered_from_indexes(tmp_path: Path) -> None:
+    """The latest updates of a branch and a policy's updates are searched, not scanned for
+    (a state holds up to ``max_events`` updates, each a JSON text)."""
+    with State.in_dir(tmp_path) as state:
+        ran: list[str] = []
+        state._db.set_trace_callback(ran.append)  # the statements, their values in place
+        state.latest_updates("r", "main")
+        state.updates_of(["a"])
+        state._db.set_trace_callback(None)
+        selects = [s for s in ran if s.startswith("SELECT")]
+        assert len(selects) == 2
+        for statement in selects:
+            [(*_, plan)] = state._db.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+            assert plan.startswith("SEARCH updates USING INDEX"), (statement, plan)
