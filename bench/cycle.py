@@ -30,7 +30,11 @@ Prints every round, the medians, the ratios to the floor (goal ≤ 1.5) and how 
 was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
-                                    [--between new-tags|restore]
+                                    [--between new-tags|restore] [--history 0]
+
+``--history N`` (with ``new-tags``): N cycles, not timed, before the first round, so the
+timed ones run behind N bot commits of POLICIES updates each (the deploy loop follows the
+bot's commits: what it reads of them must not grow with the history).
 """
 
 from __future__ import annotations
@@ -143,10 +147,14 @@ def main() -> int:
     parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
     parser.add_argument("--between", choices=["new-tags", "restore"], default="new-tags",
                         help="what happens between rounds (see above)")
+    parser.add_argument("--history", type=int, default=0,
+                        help="cycles before the timed rounds (new-tags): bot commits behind")
     parser.add_argument("--profile", nargs="?", const="plan", choices=["plan", "run"],
                         help="profile one more plan (or run --once) and print where its "
                              "time goes")
     args = parser.parse_args()
+    if args.history and args.between != "new-tags":
+        parser.error("--history needs --between new-tags")
     yamlgraph.use_parser(args.parser)
     work = Path(tempfile.mkdtemp(prefix="image-bot-bench-cycle-"))
     registry = devservers.start_registry(work / "registry")
@@ -190,8 +198,11 @@ def main() -> int:
             subprocess.run(["git", "fetch", "-q", "origin"], cwd=clone, check=True)
 
         invoke("plan")  # warm: the first clone of the workspace is not a cycle's cost
+        for round_ in range(1, args.history + 1):
+            invoke("run", "--once")
+            between(round_)
         floors, plans, runs, parses = [], [], [], []
-        for round_ in range(1, args.rounds + 1):
+        for round_ in range(args.history + 1, args.history + args.rounds + 1):
             floors.append(floor(registry, clone, args.policies))
             yamlgraph.trees.cache_clear()
             composed.clear()
@@ -209,7 +220,8 @@ def main() -> int:
         for name, times in (("floor", floors), ("plan", plans), ("run --once", runs)):
             print(f"{name} rounds (ms): {', '.join(f'{t * 1000:.0f}' for t in times)}")
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
-              f"YAML parser: {args.parser}, between rounds: {args.between}")
+              f"YAML parser: {args.parser}, between rounds: {args.between}, bot commits "
+              f"before: {args.history}")
         print(f"floor (concurrent tags/list + git fetch + read every file), median: "
               f"{base * 1000:.0f} ms")
         print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}")

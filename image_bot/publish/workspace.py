@@ -196,13 +196,15 @@ class Workspace:
                                f"Git failed: {self.scrub(done.stderr.decode(errors='replace'))}")
         out, at, found = done.stdout, 0, {}
         for sha in wanted:
-            end = out.index(b"\n", at)
-            header = out[at:end].split()
+            end = out.find(b"\n", at)
+            header = out[at:end].split() if end >= 0 else []
             if len(header) != 3 or header[0].decode() != sha or header[1] != b"blob":
                 raise PublishError(f"git {redact(self.url)}: unexpected answer from git "
                                    f"cat-file for {sha}: {out[at:end][:100]!r}")
             size = int(header[2])
             found[sha] = out[end + 1:end + 1 + size]
+            if len(found[sha]) != size:
+                raise PublishError(f"git {redact(self.url)}: git cat-file ended inside {sha}")
             at = end + 1 + size + 1
         return found
 
