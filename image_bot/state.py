@@ -313,20 +313,13 @@ class State:
     def updates_at(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The tracked updates of these keys (however old), key → data; unknown keys are
         left out."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, str] = {}
-        with self._lock:
-            for start in range(0, len(wanted), _KEYS_PER_QUERY):
-                part = wanted[start:start + _KEYS_PER_QUERY]
-                found.update(self._db.execute(
-                    f"SELECT key, data FROM updates WHERE key IN ({','.join('?' * len(part))})",
-                    part).fetchall())
-        return {key: json.loads(data) for key, data in found.items()}
+        rows = self._updates_where("key", dict.fromkeys(keys))
+        return {key: json.loads(data) for _, key, data in rows}
 
     def latest_updates(self, repository: str, branch: str) -> dict[str, dict[str, Any]]:
         """The tracked updates of ``repository`` and ``branch`` that are still the latest of
-        their policy and image, however old, key → data (one pass of SQLite's JSON
-        functions over the table: no row is decoded here that is not one of them)."""
+        their policy and image, however old, key → data (found through an index on the
+        same JSON expressions: no other row is read or decoded)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT key, data FROM updates WHERE "
@@ -338,15 +331,21 @@ class State:
     def updates_of(self, policies: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Every tracked update of these policies (however many others came after), key →
         data, oldest first."""
-        wanted = sorted(set(policies))
-        found: list[tuple[int, str, str]] = []
+        rows = self._updates_where("json_extract(data, '$.policy')", set(policies))
+        return {key: json.loads(data) for _, key, data in rows}
+
+    def _updates_where(self, column: str, values: Iterable[str]) -> list[tuple[int, str, str]]:
+        """(rowid, key, data) of the updates whose ``column`` (an expression of this module,
+        never input) is one of ``values``, oldest first; asked ``_KEYS_PER_QUERY`` values at
+        a time."""
+        wanted, found = list(values), []
         with self._lock:
             for start in range(0, len(wanted), _KEYS_PER_QUERY):
                 part = wanted[start:start + _KEYS_PER_QUERY]
                 found += self._db.execute(
-                    f"SELECT rowid, key, data FROM updates WHERE json_extract(data, '$.policy') "
-                    f"IN ({','.join('?' * len(part))})", part).fetchall()
-        return {key: json.loads(data) for _, key, data in sorted(found)}
+                    f"SELECT rowid, key, data FROM updates WHERE {column} IN "
+                    f"({','.join('?' * len(part))})", part).fetchall()
+        return sorted(found)
 
     def registered(self, repository: str, branch: str) -> str | None:
         """The target tip up to which the bot's commits on ``branch`` were registered."""

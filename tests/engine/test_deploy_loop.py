@@ -69,6 +69,20 @@ def _config(url: str, registry: devservers.Registry, state_dir: Path,
     })
 
 
+def _one_policy(registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+                tmp_path: Path, image: str, *, deploy: str = "deploy/compose.yaml",
+                hook_url: str | None = None) -> tuple[str, models.BotConfig]:
+    """``team/<image>`` at 1.0.0 and 1.1.0, a config repository deploying 1.0.0 with one
+    policy for it: its URL and a bot config for it."""
+    host = registry.host
+    for tag in ("1.0.0", "1.1.0"):
+        devservers.push_image(registry.url, f"team/{image}", tag)
+    url = config_repo({deploy: DEPLOYMENT.format(host=host, image=image),
+                       f"policies/{image}.yaml": POLICY.format(host=host, image=image,
+                                                               extra="")})
+    return url, _config(url, registry, tmp_path / "state", hook_url)
+
+
 def _run(config: models.BotConfig, *, report: status.SyncReport | None = None,
          local: bool = False) -> CycleReport:
     """One bot run; ``report`` as an agent posted it, or (``local``) as an agent sharing the
@@ -133,11 +147,7 @@ def test_commit_deployed_degraded_rolled_back_in_git_then_a_newer_version(
     tmp_path: Path, hooks: devservers.HookReceiver,
 ) -> None:
     host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/loop", tag)
-    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="loop"),
-                       "policies/loop.yaml": POLICY.format(host=host, image="loop", extra="")})
-    config = _config(url, registry, tmp_path / "state", hooks.url)
+    url, config = _one_policy(registry, config_repo, tmp_path, "loop", hook_url=hooks.url)
     image = f"{host}/team/loop"
     # 1. 1.1.0 committed; an agent at that revision running it: deployed, with timings
     first = _run(config)
@@ -255,12 +265,7 @@ def test_a_suspended_policy_is_judged_but_never_rolled_back(
     tmp_path: Path,
 ) -> None:
     host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/frozen", tag)
-    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="frozen"),
-                       "policies/frozen.yaml": POLICY.format(host=host, image="frozen",
-                                                             extra="")})
-    config = _config(url, registry, tmp_path / "state")
+    url, config = _one_policy(registry, config_repo, tmp_path, "frozen")
     _run(config)
     # an operator freezes the policy (a commit to its file), then the agent reports 1.1.0
     # degraded at that revision
@@ -351,11 +356,7 @@ def test_a_kubernetes_agent_report_degraded_rollout_feeds_the_same_loop(
     tmp_path: Path,
 ) -> None:
     host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/kube", tag)
-    url = config_repo({"deploy/web.yaml": DEPLOYMENT.format(host=host, image="kube"),
-                       "policies/kube.yaml": POLICY.format(host=host, image="kube", extra="")})
-    config = _config(url, registry, tmp_path / "state")
+    url, config = _one_policy(registry, config_repo, tmp_path, "kube", deploy="deploy/web.yaml")
     [commit] = _run(config).repositories[0].commits
     # what the kubernetes target reports: one object per workload, its images joined
     deployment = status.ServiceStatus(
@@ -403,12 +404,7 @@ def test_an_agent_on_its_way_is_pending_and_a_stage_is_healthy_once_every_live_a
     tmp_path: Path,
 ) -> None:
     host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/twohosts", tag)
-    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="twohosts"),
-                       "policies/p.yaml": POLICY.format(host=host, image="twohosts",
-                                                        extra="")})
-    config = _config(url, registry, tmp_path / "state")
+    url, config = _one_policy(registry, config_repo, tmp_path, "twohosts")
     image = f"{host}/team/twohosts"
     before = _head(url, tmp_path)
     [c110] = _run(config).repositories[0].commits
@@ -486,11 +482,7 @@ def test_an_update_behind_many_newer_ones_is_judged_and_not_registered_again(
     a bot commit read from Git again is looked up by key: it keeps its state, or it would
     be judged, and announced, once more on every run."""
     host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/busy", tag)
-    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="busy"),
-                       "policies/busy.yaml": POLICY.format(host=host, image="busy", extra="")})
-    config = _config(url, registry, tmp_path / "state")
+    url, config = _one_policy(registry, config_repo, tmp_path, "busy")
     [commit] = _run(config).repositories[0].commits
 
     async def newer_elsewhere() -> None:
@@ -527,12 +519,7 @@ def test_each_run_reads_only_the_bot_commits_after_the_last_registered_tip(
     """Registration remembers the target tip it read up to: a run with nothing new reads no
     log, the next commit is read alone (``since..tip``) and takes over from the update
     before it however old that is; a tip Git no longer knows means the last ``HISTORY``."""
-    host = registry.host
-    for tag in ("1.0.0", "1.1.0"):
-        devservers.push_image(registry.url, "team/tip", tag)
-    url = config_repo({"deploy/compose.yaml": DEPLOYMENT.format(host=host, image="tip"),
-                       "policies/tip.yaml": POLICY.format(host=host, image="tip", extra="")})
-    config = _config(url, registry, tmp_path / "state")
+    url, config = _one_policy(registry, config_repo, tmp_path, "tip")
     logs: list[str] = []
     run = workspaces.Workspace.run
 
