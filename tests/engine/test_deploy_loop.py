@@ -101,6 +101,18 @@ def _run(config: models.BotConfig, *, report: status.SyncReport | None = None,
     return asyncio.run(go())
 
 
+def _forget_registration(config: models.BotConfig, url: str, *, updates: bool) -> None:
+    """Make the next run register from Git again: a registered tip this clone never had
+    (the last HISTORY commits are read), and (``updates``) no tracked updates."""
+    async def forget() -> None:
+        async with context.Engine.open(config) as engine:
+            if updates:
+                with engine.state.transaction() as db:
+                    db.execute("DELETE FROM updates")
+            engine.state.put_updates([], registered=(url, "main", "0" * 40))
+    asyncio.run(forget())
+
+
 def _declined(config: models.BotConfig, policy: str, image: str) -> set[str]:
     async def read() -> set[str]:
         async with context.Engine.open(config) as engine:
@@ -497,10 +509,7 @@ def test_an_update_behind_many_newer_ones_is_judged_and_not_registered_again(
     assert [t.state for t in _run(config, report=report).repositories[0].transitions] == [
         "deployed"]
 
-    async def forget_tip() -> None:  # one this clone never had: the last HISTORY commits
-        async with context.Engine.open(config) as engine:  # are read again
-            engine.state.put_updates([], registered=(url, "main", "0" * 40))
-    asyncio.run(forget_tip())
+    _forget_registration(config, url, updates=False)
     again = _run(config, report=report).repositories[0]
     assert again.transitions == ()  # deployed already: nothing to judge or announce
 
@@ -549,12 +558,7 @@ def test_each_run_reads_only_the_bot_commits_after_the_last_registered_tip(
     assert logs == [f"{c1}..{c2}"]
     assert asyncio.run(stored()) == ([(c1, "superseded", False), (c2, "committed", True)], c2)
 
-    async def forget() -> None:  # a tip this clone never had, and no updates stored
-        async with context.Engine.open(config) as engine:
-            with engine.state.transaction() as db:
-                db.execute("DELETE FROM updates")
-            engine.state.put_updates([], registered=(url, "main", "0" * 40))
-    asyncio.run(forget())
+    _forget_registration(config, url, updates=True)
     logs.clear()
     assert _run(config).repositories[0].commits == ()
     assert logs == [f"{'0' * 40}..{c2}", c2]  # refused, then the last HISTORY commits
@@ -599,12 +603,7 @@ def test_a_commit_this_run_pushed_is_registered_from_what_the_edit_read(
     assert mine == {"own": (commit, ["deploy/compose.yaml"], "1.0.0", None),
                     "side": (commit, ["deploy/side.yaml"], "1.0.0", f"sha256:{'a' * 64}")}
 
-    async def forget() -> None:  # registered again, from Git this time
-        async with context.Engine.open(config) as engine:
-            with engine.state.transaction() as db:
-                db.execute("DELETE FROM updates")
-            engine.state.put_updates([], registered=(url, "main", "0" * 40))
-    asyncio.run(forget())
+    _forget_registration(config, url, updates=True)  # registered again, from Git this time
     reads.clear()
     _run(config)
     assert "show" in reads and "ls-tree" in reads
