@@ -50,7 +50,10 @@ def read(state: State, config: models.BotConfig, *, now: float) -> dict[str, Any
     stale_after = config.agents.stale_after if config.agents else 3
     rows = history.statuses(state)
     agents = history.agents(state, config.state_dir, now=now, stale_after=stale_after)
-    found = pipelines.stages(rows, updates=state.updates().values(), agents=agents, now=now,
+    # the most recent updates, and every update of an upstream stage: a promotion reads
+    # them as the engine does (however many other updates came after)
+    updates = {**state.updates(), **state.updates_of(r.upstream for r in rows if r.upstream)}
+    found = pipelines.stages(rows, updates=updates.values(), agents=agents, now=now,
                              links=links(config))
     return {"version": VERSION, "generated_at": now, **pipelines.document(found),
             "peers": [], "policies": [r.to_dict() for r in rows],

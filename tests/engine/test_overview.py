@@ -3,10 +3,13 @@ documents (agents by their newest pass, events and deployments newest first, eac
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from image_bot.config import models
 from image_bot.engine import overview
+from image_bot.state import State
 
 
 def test_links_follow_each_repositorys_forge() -> None:
@@ -51,3 +54,30 @@ def test_merged_documents_keep_each_agents_newest_pass_and_sort_newest_first() -
     assert [e["at"] for e in merged["events"]] == [3.0, 2.0, 1.0]
     assert [d["committed_at"] for d in merged["deployments"]] == [3.0, 2.0, 1.0]
     assert merged["summary"]["total"] == 0
+
+
+def test_a_promotion_on_the_status_page_reads_the_upstream_as_the_engine_does(
+        tmp_path: Path) -> None:
+    """The upstream's healthy update behind 600 newer ones (other repositories) still
+    makes its tag eligible on the page, as it does for the engine."""
+    now = time.time()
+    with State.in_dir(tmp_path) as state:
+        state.record_decisions([(name, {
+            "repository": "https://git/config.git", "policy": name, "image": "h.io/web",
+            "status": "current", "current": "1.0.0", "upstream": upstream,
+            "healthy_for": 3600.0 if upstream else None})
+            for name, upstream in (("staging", None), ("prod", "staging"))])
+        state.put_updates([("r#c1#staging#h.io/web", {
+            "repository": "https://git/config.git", "branch": "main", "commit": "c1",
+            "policy": "staging", "image": "h.io/web", "tag": "1.1.0", "state": "deployed",
+            "latest": True, "committed_at": now - 3 * 3600,
+            "agents": {"stg": {"state": "deployed", "at": now - 2 * 3600}}})])
+        state.put_updates((f"other#c{i}#p{i}#img", {
+            "repository": "other", "branch": "main", "commit": f"c{i}", "policy": f"p{i}",
+            "image": "img", "tag": "1", "state": "committed", "latest": True,
+            "committed_at": now - 60, "agents": {}}) for i in range(600))
+        document = overview.read(state, models.BotConfig.model_validate(
+            {"repositories": [{"url": "https://git/config.git"}],
+             "state_dir": str(tmp_path)}), now=now)
+    [prod] = [s for p in document["pipelines"] for s in p["stages"] if s["policy"] == "prod"]
+    assert "eligible from staging: 1.1.0" in prod["promotion"], prod
