@@ -50,9 +50,12 @@ def read(state: State, config: models.BotConfig, *, now: float) -> dict[str, Any
     stale_after = config.agents.stale_after if config.agents else 3
     rows = history.statuses(state)
     agents = history.agents(state, config.state_dir, now=now, stale_after=stale_after)
-    # the most recent updates, and every update of an upstream stage: a promotion reads
-    # them as the engine does (however many other updates came after)
+    # the most recent updates, each policy's latest (its stage card), and every update of
+    # an upstream stage (a promotion reads them as the engine does), however many other
+    # updates came after
     updates = {**state.updates(), **state.updates_of(r.upstream for r in rows if r.upstream)}
+    for repository, branch in {(r.repository, r.branch) for r in rows}:
+        updates.update(state.latest_updates(repository, branch))
     found = pipelines.stages(rows, updates=updates.values(), agents=agents, now=now,
                              links=links(config))
     return {"version": VERSION, "generated_at": now, **pipelines.document(found),

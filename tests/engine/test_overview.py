@@ -56,22 +56,27 @@ def test_merged_documents_keep_each_agents_newest_pass_and_sort_newest_first() -
     assert merged["summary"]["total"] == 0
 
 
-def test_a_promotion_on_the_status_page_reads_the_upstream_as_the_engine_does(
+def test_the_status_page_reads_latest_and_upstream_updates_however_old(
         tmp_path: Path) -> None:
-    """The upstream's healthy update behind 600 newer ones (other repositories) still
-    makes its tag eligible on the page, as it does for the engine."""
+    """Behind 600 newer updates (other repositories) a stage still shows its latest update,
+    and the upstream's healthy one still makes its tag eligible on the page, as it does
+    for the engine."""
     now = time.time()
     with State.in_dir(tmp_path) as state:
         state.record_decisions([(name, {
             "repository": "https://git/config.git", "policy": name, "image": "h.io/web",
-            "status": "current", "current": "1.0.0", "upstream": upstream,
+            "status": "current", "current": "1.0.0", "upstream": upstream, "branch": "main",
             "healthy_for": 3600.0 if upstream else None})
             for name, upstream in (("staging", None), ("prod", "staging"))])
         state.put_updates([("r#c1#staging#h.io/web", {
             "repository": "https://git/config.git", "branch": "main", "commit": "c1",
             "policy": "staging", "image": "h.io/web", "tag": "1.1.0", "state": "deployed",
             "latest": True, "committed_at": now - 3 * 3600,
-            "agents": {"stg": {"state": "deployed", "at": now - 2 * 3600}}})])
+            "agents": {"stg": {"state": "deployed", "at": now - 2 * 3600}}}),
+            ("r#c0#prod#h.io/web", {
+                "repository": "https://git/config.git", "branch": "main", "commit": "c0",
+                "policy": "prod", "image": "h.io/web", "tag": "1.0.0", "state": "deployed",
+                "latest": True, "committed_at": now - 9 * 3600, "agents": {}})])
         state.put_updates((f"other#c{i}#p{i}#img", {
             "repository": "other", "branch": "main", "commit": f"c{i}", "policy": f"p{i}",
             "image": "img", "tag": "1", "state": "committed", "latest": True,
@@ -79,5 +84,6 @@ def test_a_promotion_on_the_status_page_reads_the_upstream_as_the_engine_does(
         document = overview.read(state, models.BotConfig.model_validate(
             {"repositories": [{"url": "https://git/config.git"}],
              "state_dir": str(tmp_path)}), now=now)
-    [prod] = [s for p in document["pipelines"] for s in p["stages"] if s["policy"] == "prod"]
-    assert "eligible from staging: 1.1.0" in prod["promotion"], prod
+    stages = {s["policy"]: s for p in document["pipelines"] for s in p["stages"]}
+    assert "eligible from staging: 1.1.0" in stages["prod"]["promotion"], stages["prod"]
+    assert (stages["prod"]["update"] or {}).get("commit") == "c0"  # not an upstream
