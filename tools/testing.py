@@ -66,6 +66,22 @@ def push_tags(registry: devservers.Registry, repository: str,
     return [devservers.push_image(registry.url, repository, tag) for tag in tags]
 
 
+def one_image_each(registry: devservers.Registry, prefix: str,
+                   policies: Mapping[str, Mapping[str, Any]],
+                   tags: Iterable[str] = ("1.0.0", "1.1.0")) -> dict[str, str | bytes]:
+    """A config repository's files, one image per policy: for each name, ``tags`` pushed to
+    ``<prefix>/<name>``, its policy (``policies[name]``: more spec keys, as for
+    :func:`policy`) in ``policies/<name>.yaml`` and a Deployment of ``1.0.0`` in
+    ``deploy/<name>.yaml``."""
+    files: dict[str, str | bytes] = {}
+    for name, spec in policies.items():
+        push_tags(registry, f"{prefix}/{name}", tags)
+        image = f"{registry.host}/{prefix}/{name}"
+        files[f"policies/{name}.yaml"] = policy(name, image, **spec)
+        files[f"deploy/{name}.yaml"] = deployment(name, {"app": f"{image}:1.0.0"})
+    return files
+
+
 # --- the bot's own config ------------------------------------------------------------------
 
 

@@ -36,14 +36,9 @@ def test_only_the_batches_after_the_first_reset_the_checkout(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
-    files = {}
-    for name, publish in (("a", {"mode": "commit"}),
-                          ("b", {"mode": "commit", "push-branch": "image-updates"})):
-        testing.push_tags(registry, f"batches/{name}", ["1.0.0", "1.1.0"])
-        image = f"{registry.host}/batches/{name}"
-        files[f"policies/{name}.yaml"] = testing.policy(name, image, publish=publish)
-        files[f"deploy/{name}.yaml"] = testing.deployment(name, {"app": f"{image}:1.0.0"})
-    url = config_repo(files)
+    url = config_repo(testing.one_image_each(registry, "batches", {
+        "a": {"publish": {"mode": "commit"}},
+        "b": {"publish": {"mode": "commit", "push-branch": "image-updates"}}}))
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
     resets = testing.recorded(monkeypatch, workspaces.Workspace, "reset")
 

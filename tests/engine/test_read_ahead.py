@@ -30,12 +30,8 @@ def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
-    files = {}
-    for name in ("a", "b", "c"):
-        testing.push_tags(registry, f"ahead/{name}", ["1.0.0", "1.0.1", "1.1.0"])
-        image = f"{registry.host}/ahead/{name}"
-        files[f"policies/{name}.yaml"] = testing.policy(name, image)
-        files[f"deploy/{name}.yaml"] = testing.deployment(name, {"app": f"{image}:1.0.0"})
+    files = testing.one_image_each(registry, "ahead", {name: {} for name in "abc"},
+                                   tags=["1.0.0", "1.0.1", "1.1.0"])
     url = config_repo(files)
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
     first = _plan(config)  # clones: nothing to read ahead

@@ -25,14 +25,9 @@ def test_each_policy_is_scanned_once_a_pass_after_the_bot_wrote_it(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
-    files = {}
     rules = {"mode": "commit", "rules": [{"update": ["minor", "patch"], "mode": "commit"}]}
-    for name, publish in (("plain", {"mode": "commit"}), ("ruled", rules)):
-        testing.push_tags(registry, f"scans/{name}", ["1.0.0", "1.1.0"])
-        image = f"{registry.host}/scans/{name}"
-        files[f"policies/{name}.yaml"] = testing.policy(name, image, publish=publish)
-        files[f"deploy/{name}.yaml"] = testing.deployment(name, {"app": f"{image}:1.0.0"})
-    url = config_repo(files)
+    url = config_repo(testing.one_image_each(registry, "scans", {
+        "plain": {"publish": {"mode": "commit"}}, "ruled": {"publish": rules}}))
     config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
     first = CliRunner().invoke(cli.main, ["run", "--once", "--config", str(config)])
     assert first.exit_code == 0, first.output
