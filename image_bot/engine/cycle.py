@@ -579,16 +579,13 @@ async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Plann
 
 
 async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
-                  dry_run: bool, repo: models.RepositoryConfig,
-                  index: scanning.Index | None = None,
+                  dry_run: bool, repo: models.RepositoryConfig, index: scanning.Index,
                   ) -> tuple[list[PolicyOutcome], UpdateResult]:
-    """Decide ``planned`` and edit the checkout at ``root`` (``index``: it as it is now, if
-    read already)."""
+    """Decide ``planned`` and edit the checkout at ``root``; ``index`` lists and reads it
+    as it is now, once for this edit and the stages before it."""
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
     limit = engine.config.limits.max_file_bytes
-    # the checkout listed and read once, by this edit or the stages before it
-    index = index or scanning.Index(root, max_file_bytes=limit)
     now = engine.clock.now()  # the one clock read; the policy itself is pure
 
     def decide(p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
