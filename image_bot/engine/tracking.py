@@ -166,12 +166,8 @@ def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
     for record in filter(None, (r.strip() for r in log.split("\x1e"))):
         sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
         override = overrides.from_message(body)  # once per commit, not per update in it
-        for line in body.splitlines():
-            name, _, value = line.partition(": ")
-            fields = value.split()
-            if name == committing.TRAILER and len(fields) == 3:
-                policy, image, tag = fields
-                found.append(_Write(sha, float(committed or 0), policy, image, tag, override))
+        found += [_Write(sha, float(committed or 0), policy, image, tag, override)
+                  for policy, image, tag in committing.written(body)]
     return found
 
 

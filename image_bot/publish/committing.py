@@ -65,6 +65,19 @@ def trailers(changes: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def written(message: str) -> list[tuple[str, str, str]]:
+    """The ``(policy, image, tag)`` writes a commit message records (:func:`trailers`), in
+    order; a line of the trailer's name is read wherever it stands (a squash merge puts
+    the bot's commit messages inside its own)."""
+    found = []
+    for line in message.splitlines():
+        key, _, value = line.partition(": ")
+        fields = value.split()
+        if key == TRAILER and len(fields) == 3:
+            found.append((fields[0], fields[1], fields[2]))
+    return found
+
+
 def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
            identity: Identity) -> str | None:
     """Commit ``files`` (tracked files, as the work tree has them) on the current HEAD; the
@@ -169,10 +182,6 @@ def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200,
         read += count
         for record in filter(None, (r.strip() for r in log.split("\x1e"))):
             sha, _, body = record.partition("\x1f")
-            for line in body.splitlines():
-                key, _, value = line.partition(": ")
-                fields = value.split()
-                if key == TRAILER and len(fields) == 3:
-                    latest.setdefault((fields[0], fields[1]),
-                                      Write(fields[0], fields[1], fields[2], commit=sha))
+            for policy, image, tag in written(body):
+                latest.setdefault((policy, image), Write(policy, image, tag, commit=sha))
     return list(latest.values())
