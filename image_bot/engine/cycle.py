@@ -581,8 +581,9 @@ async def _with_metadata(client: registry.RegistryClient, p: _Planned) -> _Plann
 async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
                   dry_run: bool, repo: models.RepositoryConfig, index: scanning.Index,
                   ) -> tuple[list[PolicyOutcome], UpdateResult]:
-    """Decide ``planned`` and edit the checkout at ``root``; ``index`` lists and reads it
-    as it is now, once for this edit and the stages before it."""
+    """Decide ``planned`` and edit the checkout at ``root`` (the bot's clone, reset before
+    the edit: files are written in place); ``index`` lists and reads it as it is now, once
+    for this edit and the stages before it."""
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
     limit = engine.config.limits.max_file_bytes
@@ -606,8 +607,8 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
     unsafe |= unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
-    result = rewriting.apply(root, edits, write=not dry_run, max_file_bytes=limit,
-                             prepared=trial) if edits else UpdateResult()
+    result = rewriting.apply(root, edits, write=not dry_run, in_place=True,  # the clone
+                             max_file_bytes=limit, prepared=trial) if edits else UpdateResult()
     result = result.merged(scanning.refused(  # links and devices: reported once
         index, [path for p in planned for path in p.loaded.policy.spec.paths]))
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(

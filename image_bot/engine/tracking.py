@@ -400,7 +400,7 @@ def _roll_back(engine: Engine, ws: workspaces.Workspace, loaded: loading.LoadedP
     if not edits:
         return _marked(update, "skipped", f"nothing to roll back: {update['tag']} is no "
                        f"longer written where {update['commit'][:12]} wrote it")
-    result = rewriting.apply(ws.root, edits, write=True)
+    result = rewriting.apply(ws.root, edits, write=True, in_place=True)
     if not result:
         reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped)
         return _marked(update, "skipped", f"cannot write {old} back: {reasons}")

@@ -3,7 +3,10 @@ into the file at the scalar's exact span, and verify by re-parsing that the edit
 read as intended and nothing else changed (local files only; no network, no Git).
 
 A file is either fully edited and verified, or left untouched and reported. Files are
-replaced atomically (temporary file + rename), and only when their bytes change. Only
+written only when their bytes change, and replaced atomically (temporary file + rename), so
+a reader or a crash never meets a half-edited file; in the bot's own clone (``in_place``)
+they are overwritten where they are instead: there the commit is the atomic step, made
+only after every file was written, and the clone is hard-reset before each edit. Only
 regular files are edited: a symbolic link (or a file reached through a linked folder) is
 never replaced, and nothing larger than the size cap is read.
 """
@@ -110,12 +113,16 @@ def prepare(root: Path, edits: Sequence[Edit], *,
             for file, file_edits in _by_file(edits).items()}
 
 
-def apply(root: Path, edits: Sequence[Edit], *, write: bool = True,
+def apply(root: Path, edits: Sequence[Edit], *, write: bool = True, in_place: bool = False,
           max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
           prepared: dict[str, Prepared] | None = None) -> UpdateResult:
     """Apply ``edits`` under ``root``; each file is edited completely or not at all.
 
-    ``prepared`` (from :func:`prepare`) is reused for each file whose edits are the same."""
+    ``prepared`` (from :func:`prepare`) is reused for each file whose edits are the same.
+    ``in_place``: ``root`` is a clone only the bot writes, reset before every edit and
+    published by a commit of all its files at once: a file is overwritten where it is, not
+    replaced (on ext4 a rename over a file costs ~0.2 ms, a write in place ~0.01 ms), except
+    one with other hard links (those would change too), which is replaced."""
     result = UpdateResult()
     real_root = os.path.realpath(root)
     for file, file_edits in sorted(_by_file(edits).items()):
@@ -123,7 +130,7 @@ def apply(root: Path, edits: Sequence[Edit], *, write: bool = True,
         if done is None or not _same(done.edits, file_edits):
             done = _prepare_file(root, file, file_edits, limit=max_file_bytes,
                                  real_root=real_root)
-        result = result.merged(_finish(root, done, write=write))
+        result = result.merged(_finish(root, done, write=write, in_place=in_place))
     return result
 
 
@@ -162,13 +169,15 @@ def _prepare_file(root: Path, file: str, edits: list[Edit], *, limit: int,
     return Prepared(file, tuple(edits), bom, text, new_text, tuple(writes))
 
 
-def _finish(root: Path, done: Prepared, *, write: bool) -> UpdateResult:
+def _finish(root: Path, done: Prepared, *, write: bool, in_place: bool) -> UpdateResult:
     if done.skipped is not None:
         return UpdateResult(skipped=(done.skipped,))
     if done.new_text == done.text:
         return UpdateResult()
     if write:
-        _replace_atomically(root / done.file, (done.bom + done.new_text).encode("utf-8"))
+        data = (done.bom + done.new_text).encode("utf-8")
+        if not (in_place and _overwritten(root / done.file, data)):
+            _replace_atomically(root / done.file, data)
     diff = "".join(difflib.unified_diff(
         done.text.splitlines(keepends=True), done.new_text.splitlines(keepends=True),
         fromfile=f"a/{done.file}", tofile=f"b/{done.file}"))
@@ -412,6 +421,23 @@ def _not_editable(root: Path, path: Path, real_root: str) -> str | None:
             os.path.realpath(path) != os.path.join(real_root, relative)):
         return "reached through a symbolic link to a folder; not edited"
     return None
+
+
+def _overwritten(path: Path, data: bytes) -> bool:
+    """Write ``data`` over the regular file at ``path`` (never through a link): False, and
+    nothing written, when it has other hard links."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], written)
+        os.ftruncate(fd, len(data))  # a shorter text: the old one's tail goes
+    finally:
+        os.close(fd)
+    return True
 
 
 def _replace_atomically(path: Path, data: bytes) -> None:

@@ -22,10 +22,10 @@ DIGEST = "sha256:" + "d" * 64
 
 
 def _edit_all(root: Path, tag: str, image: refs.ImageRef = APP, *,
-              digest: str | None = None) -> rewriting.UpdateResult:
+              digest: str | None = None, in_place: bool = False) -> rewriting.UpdateResult:
     scan = scanning.find(root, image, ["**"])
     edits = [rewriting.Edit(r, tag, "p", digest=digest) for r in scan.references]
-    return rewriting.apply(root, edits)
+    return rewriting.apply(root, edits, in_place=in_place)
 
 
 @pytest.mark.parametrize("style", ["{v}", "'{v}'", '"{v}"'])
@@ -91,6 +91,40 @@ def test_an_edited_file_is_replaced_atomically_with_its_mode(tmp_path: Path) -> 
     assert path.stat().st_ino != inode  # a new file renamed over the old one
     assert path.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.yaml"]  # no temporary left
+
+
+def test_in_the_bots_clone_a_file_is_overwritten_where_it_is(tmp_path: Path) -> None:
+    longer, shorter = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    longer.write_text("image: ghcr.io/team/app:1.0.0\n")
+    shorter.write_text("image: ghcr.io/team/app:1.0.0-rc.1  # next\n")
+    shorter.chmod(0o640)
+    inodes = {p: p.stat().st_ino for p in (longer, shorter)}
+
+    result = _edit_all(tmp_path, "1.10.0", in_place=True)
+
+    assert longer.read_text() == "image: ghcr.io/team/app:1.10.0\n"
+    assert shorter.read_text() == "image: ghcr.io/team/app:1.10.0  # next\n"  # no old tail
+    assert {p: p.stat().st_ino for p in (longer, shorter)} == inodes  # the same files
+    assert shorter.stat().st_mode & 0o777 == 0o640
+    assert sorted(result.files) == ["a.yaml", "b.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b.yaml"]
+
+
+def test_in_the_bots_clone_a_hard_linked_file_is_replaced_not_written_through(
+        tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    path = tmp_path / "deploy" / "d.yaml"
+    path.write_text("image: ghcr.io/team/app:1.0.0\n")
+    other = tmp_path / "elsewhere.txt"  # outside the edit's paths, the same inode
+    other.hardlink_to(path)
+
+    scan = scanning.find(tmp_path, APP, ["deploy/**"])
+    rewriting.apply(tmp_path, [rewriting.Edit(r, "1.1.0", "p") for r in scan.references],
+                    in_place=True)
+
+    assert path.read_text() == "image: ghcr.io/team/app:1.1.0\n"
+    assert other.read_text() == "image: ghcr.io/team/app:1.0.0\n"  # left as it was
+    assert path.stat().st_nlink == 1
 
 
 def test_pin_digest_on_a_helm_map_without_a_digest_key_is_refused(tmp_path: Path) -> None:
