@@ -200,7 +200,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     # as opened (and followed) for the first batch, reset before each later one (a dry run
     # never changes it: every batch reads it through the same index)
     first = True
-    parents: dict[str, dict[str, bytes]] = {}  # commit pushed → its files before it
+    parents: dict[str, tracking.Before] = {}  # commit pushed → its files before it
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
@@ -274,7 +274,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          approved: frozenset[str] = frozenset(),
                          reset: bool = True,
                          index: scanning.Index | None = None,
-                         parents: dict[str, dict[str, bytes]] | None = None,
+                         parents: dict[str, tracking.Before] | None = None,
                          ) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
@@ -339,15 +339,14 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _parents(done: publishing.Published, index: scanning.Index) -> dict[str, dict[str, bytes]]:
+def _parents(done: publishing.Published, index: scanning.Index) -> dict[str, tracking.Before]:
     """Each commit's files as they were before it, from the edit's reading of the checkout:
     for a commit whose files no earlier commit of the batch changed (and the edit read)."""
-    found: dict[str, dict[str, bytes]] = {}
+    found: dict[str, tracking.Before] = {}
     touched: set[str] = set()
     for commit, files in zip(done.commits, done.files, strict=True):
-        held = None if touched & set(files) else index.held(files)
-        if held is not None:
-            found[commit] = held
+        if not touched & set(files) and index.held(files) is not None:
+            found[commit] = tracking.Before(tuple(files), index)
         touched |= set(files)
     return found
 

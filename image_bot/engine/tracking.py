@@ -53,6 +53,15 @@ class _Write:
     override: overrides.Override | None = None  # an operator wrote this tag (its trailers)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Before:
+    """A commit this run pushed: the files it changed, and an index of the checkout that
+    read them as they were before it (the edit's: the scans its stages made are reused)."""
+
+    files: tuple[str, ...]
+    index: checkout.Index
+
+
 def key(repository: str, commit: str, policy: str, image: str) -> str:
     return f"{repository}#{commit}#{policy}#{image}"
 
@@ -66,11 +75,11 @@ def _no_forge() -> forges.Forge | None:
 
 async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
                    policies: loading.PolicySet, *, pushed: Sequence[str] = (),
-                   parents: Mapping[str, Mapping[str, bytes]] | None = None) -> None:
+                   parents: Mapping[str, Before] | None = None) -> None:
     """Record the bot's commits on the target branch not seen yet (newest per policy:
     *committed*, older ones: *superseded*). ``pushed``: commits this run just pushed, timed
-    now (Git's commit times have whole seconds); ``parents``: for some of them, the files
-    each changed as they were before it (the edit read them: not read again from Git).
+    now (Git's commit times have whole seconds); ``parents``: for some of them, what each
+    changed and the edit's reading of it before (neither read nor scanned again).
 
     Only the commits since the tip the last registration of this branch saw are read (at
     that tip: nothing to read); the first one, or one whose tip Git no longer knows, reads
@@ -173,7 +182,7 @@ def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
 
 async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
                     writes: Sequence[_Write], by_policy: dict[str, loading.LoadedPolicy], *,
-                    tip: str, parents: Mapping[str, Mapping[str, bytes]]) -> None:
+                    tip: str, parents: Mapping[str, Before]) -> None:
     keys = {w: key(repository, w.commit, w.policy, w.image) for w in writes}
     # looked up by key: the most recent updates (``updates()``) may not reach back to
     # every commit of the log (other repositories, per-cycle commits of many policies)
@@ -218,22 +227,22 @@ _Changed = tuple[list[str], tuple[str | None, str | None] | None]
 
 def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
                   by_policy: dict[str, loading.LoadedPolicy],
-                  parents: Mapping[str, Mapping[str, bytes]]) -> dict[_Write, _Changed]:
+                  parents: Mapping[str, Before]) -> dict[_Write, _Changed]:
     """Per write: the files the commit changed under its policy's paths that held its image
     (a per-cycle commit also changes other policies' files: an agent covering only those
     must not judge it), and the tag (and digest) they had before — read from the parent
     commit with the update stage's own scanner. Each commit's files are read once (one
     ``git show`` for their names, ``Workspace.files_at`` for their texts), unless this run
-    made the commit and ``parents`` holds them; the parent's texts are the ones the cycle
-    just parsed (the parse cache), so nothing is parsed twice."""
+    made the commit and ``parents`` has the edit's index of them: then the scans the edit
+    made of each policy's files are the answer (nothing is read or scanned again)."""
     found: dict[_Write, _Changed] = {}
     by_commit: dict[str, list[_Write]] = {}
     for write in writes:
         by_commit.setdefault(write.commit, []).append(write)
     for commit, group in by_commit.items():
-        held = parents.get(commit)
-        if held is not None:
-            files, before = sorted(held), checkout.Index.of(ws.root, held)
+        known = parents.get(commit)
+        if known is not None:
+            files, before = sorted(known.files), known.index
         else:
             files = [f for f in ws.run("show", "--no-renames", "--name-only", "--format=",
                                        commit).splitlines() if f.strip()]
@@ -247,14 +256,16 @@ def _what_changed(ws: workspaces.Workspace, writes: Sequence[_Write],
 
 def _changed_by(write: _Write, loaded: loading.LoadedPolicy | None, files: list[str], *,
                 before: checkout.Index) -> _Changed:
+    """``before`` holds (at least) the commit's ``files`` as they were before it."""
     if loaded is None or not files:
         return files, None
-    spec = loaded.policy.spec
-    candidates = before.files(spec.paths)  # the changed files under the policy's paths
-    then = scanning.scan_files(before, candidates, spec.image_ref, policy=write.policy,
-                               namespace=loaded.policy.metadata.namespace)
-    mine = sorted({r.file for r in then.references}) or [before.shown(p) for p in candidates]
-    tags = [(r.ref.tag, r.ref.digest) for r in then.references if r.ref.tag]
+    spec, changed = loaded.policy.spec, set(files)
+    then = scanning.find(before.root, spec.image_ref, spec.paths, policy=write.policy,
+                         index=before, namespace=loaded.policy.metadata.namespace)
+    held = [r for r in then.references if r.file in changed]
+    mine = sorted({r.file for r in held}) or [
+        name for name in map(before.shown, before.files(spec.paths)) if name in changed]
+    tags = [(r.ref.tag, r.ref.digest) for r in held if r.ref.tag]
     return mine or files, (tags[0] if tags else None)
 
 

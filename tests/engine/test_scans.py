@@ -1,6 +1,7 @@
 """One scan of each policy's files a pass (real registry and git server): the rules that
-decide before batching, the check of the bot's last write for a human's rollback and the
-edit read the same index of the checkout and share what it found."""
+decide before batching, the check of the bot's last write for a human's rollback, the edit
+and the registration of what it pushed read the same index of the checkout and share what
+it found."""
 
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ def test_each_policy_is_scanned_once_a_pass_after_the_bot_wrote_it(
     scan_files = scanning.scan_files
 
     def counting(*args: Any, **kwargs: Any) -> scanning.Scan:
-        if kwargs.get("patterns") is not None:  # a policy's paths in the checkout (find)
-            scanned[kwargs["policy"]] += 1
+        scanned[kwargs.get("policy")] += 1
         return scan_files(*args, **kwargs)
 
     monkeypatch.setattr(scanning, "scan_files", counting)
