@@ -49,7 +49,7 @@ from image_bot.publish import committing, forges, messages, proposing, publishin
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.update import rewriting, scanning
-from image_bot.update.result import Change, UpdateResult
+from image_bot.update.result import UpdateResult
 
 E = TypeVar("E", bound=ImageBotError)
 _TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently
@@ -883,19 +883,17 @@ async def _rows(client: registry.RegistryClient, result: UpdateResult, *,
                 metadata: bool) -> list[messages.Row]:
     """What publishing says about each update: its type, and (``metadata``: for PRs) what
     the registry knows of the new image and the old one's revision."""
-    return [await _row(client, c, result, metadata=metadata)
-            for c in publishing.rows_wanted(result)]
+    return [await _row(client, row, metadata=metadata) for row in publishing.rows(result)]
 
 
-async def _row(client: registry.RegistryClient, change: Change, result: UpdateResult, *,
+async def _row(client: registry.RegistryClient, row: messages.Row, *,
                metadata: bool) -> messages.Row:
-    row = dataclasses.replace(publishing.row(change, result),
-                              update_type=versions.update_type(change.old_tag, change.new_tag))
+    row = dataclasses.replace(row, update_type=versions.update_type(row.old, row.new))
     if not metadata:
         return row
-    image = refs.parse(change.image)
+    image = refs.parse(row.image)
     try:
-        info = await client.image_info(image, change.new_tag)
+        info = await client.image_info(image, row.new)
     except ImageBotError:
         return row  # the table says "–"; not worth failing the proposal for
     labels = info.labels
@@ -904,9 +902,9 @@ async def _row(client: registry.RegistryClient, change: Change, result: UpdateRe
                               source=labels.get("org.opencontainers.image.source"),
                               revision=labels.get("org.opencontainers.image.revision"),
                               version=labels.get("org.opencontainers.image.version"))
-    if row.revision and change.old_tag and change.old_tag != change.new_tag:
+    if row.revision and row.old and row.old != row.new:
         try:
-            old = await client.image_info(image, change.old_tag)
+            old = await client.image_info(image, row.old)
         except ImageBotError:
             return row  # the old tag is gone: no compare link
         if old.labels.get("org.opencontainers.image.source") == row.source:

@@ -200,22 +200,26 @@ def commit_message(result: UpdateResult, policies: Sequence[loading.LoadedPolicy
         return messages.render(loaded.policy.spec.publish.message,
                                _context(loaded, result, repository, rows),
                                where=loaded.where("spec.publish.message"))
+    kinds = _kinds(rows)
     lines = [f"chore(deps): update {len(changed)} images", ""]
-    lines += [f"- {c.image}: {c.old_tag} → {c.new_tag}{_kind(c, rows)} ({c.file})"
-              for c in _unique(result.changes, lambda c: (c.image, c.old_tag, c.new_tag,
-                                                          c.file))]
+    for c in _unique(result.changes, lambda c: (c.image, c.old_tag, c.new_tag, c.file)):
+        kind = kinds.get((c.policy, c.image, c.old_tag, c.new_tag))
+        lines.append(f"- {c.image}: {c.old_tag} → {c.new_tag}{f' ({kind})' if kind else ''} "
+                     f"({c.file})")
     return "\n".join(lines) + "\n"
 
 
 def update_type(change: Change, rows: Sequence[messages.Row]) -> str:
     """The engine's update type of ``change`` (from its row), or "" when not told."""
-    return next((r.update_type for r in rows if (r.policy, r.image, r.old, r.new) ==
-                 (change.policy, change.image, change.old_tag, change.new_tag)), "")
+    return _kinds(rows).get((change.policy, change.image, change.old_tag, change.new_tag), "")
 
 
-def _kind(change: Change, rows: Sequence[messages.Row]) -> str:
-    kind = update_type(change, rows)
-    return f" ({kind})" if kind else ""
+def _kinds(rows: Sequence[messages.Row]) -> dict[tuple[str, str, str | None, str], str]:
+    """Each row's update type by (policy, image, old, new); the first row of each wins."""
+    kinds: dict[tuple[str, str, str | None, str], str] = {}
+    for r in rows:
+        kinds.setdefault((r.policy, r.image, r.old, r.new), r.update_type)
+    return kinds
 
 
 def with_trailers(message: str, result: UpdateResult,
@@ -237,30 +241,32 @@ def commit_groups(result: UpdateResult,
     """Policies committed together; ``commit: per-policy`` ones alone, unless they share a
     file with another group (one file cannot be split between two commits)."""
     own = {p.policy.name for p in policies if p.policy.spec.publish.commit == "per-policy"}
-    groups: list[set[str]] = []
-    for policy in dict.fromkeys(c.policy for c in result.changes):
-        files = {c.file for c in result.changes if c.policy == policy}
-        joined = {policy}
-        for group in list(groups):
-            shares = any(c.file in files for c in result.changes if c.policy in group)
-            if shares or (policy not in own and not group & own):
-                joined |= group
-                groups.remove(group)
-        groups.append(joined)
-    return groups
+    files: dict[str, set[str]] = {}  # each policy's files, in the order of its first change
+    for c in result.changes:
+        files.setdefault(c.policy, set()).add(c.file)
+    groups: list[tuple[set[str], set[str]]] = []  # (policies, their files)
+    for policy, mine in files.items():
+        joined, held, kept = {policy}, set(mine), []
+        for names, touched in groups:
+            if touched & mine or (policy not in own and not names & own):
+                joined |= names
+                held |= touched
+            else:
+                kept.append((names, touched))
+        groups = [*kept, (joined, held)]
+    return [names for names, _ in groups]
 
 
-def rows_wanted(result: UpdateResult) -> list[Change]:
-    """One change per (policy, image, old, new): the rows of the PR table to describe."""
-    return _unique(result.changes, lambda c: (c.policy, c.image, c.old_tag, c.new_tag))
-
-
-def row(change: Change, result: UpdateResult) -> messages.Row:
-    """The PR table row of ``change`` without registry metadata (the engine adds it)."""
-    files = tuple(dict.fromkeys(c.file for c in result.changes
-                                if (c.policy, c.image) == (change.policy, change.image)))
-    return messages.Row(change.policy, change.image, change.old_tag, change.new_tag,
-                        files=files)
+def rows(result: UpdateResult) -> list[messages.Row]:
+    """The rows of the PR table, one per (policy, image, old, new), each with the files its
+    policy changed for its image; without registry metadata (the engine adds it)."""
+    files: dict[tuple[str, str], dict[str, None]] = {}
+    for c in result.changes:
+        files.setdefault((c.policy, c.image), {})[c.file] = None
+    return [messages.Row(c.policy, c.image, c.old_tag, c.new_tag,
+                         files=tuple(files[(c.policy, c.image)]))
+            for c in _unique(result.changes, lambda c: (c.policy, c.image, c.old_tag,
+                                                        c.new_tag))]
 
 
 def proposal(ws: workspaces.Workspace, branch: str, policies: Sequence[loading.LoadedPolicy],

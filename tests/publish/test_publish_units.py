@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
-from image_bot.config import models, schedules, secrets
+import testing
+from image_bot.config import loading, models, schedules, secrets
 from image_bot.errors import ConfigError, ForgeError, ForgeUnavailable
 from image_bot.policy import versions
 from image_bot.publish import forges, messages, proposing, publishing
 from image_bot.publish import workspace as workspaces
+from image_bot.update.result import Change, UpdateResult
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -226,3 +231,54 @@ def test_schedule_windows_in_a_time_zone(entry: str, at: datetime, open_: bool) 
 def test_bad_schedules_say_what_to_write(entry: str) -> None:
     with pytest.raises(schedules.InvalidSchedule):
         schedules.parse(entry)
+
+
+def _loaded(name: str, **spec: Any) -> loading.LoadedPolicy:
+    [document] = YAML(typ="safe").load_all(testing.policy(name, f"reg/{name}", **spec))
+    return loading.LoadedPolicy(models.ImagePolicy.model_validate(document),
+                                f"policies/{name}.yaml", 0)
+
+
+def _change(policy: str, file: str, *, image: str | None = None, old: str = "1.0.0",
+            new: str = "1.1.0") -> Change:
+    image = image or f"reg/{policy}"
+    return Change(file, 1, image, f"{image}:{old}", f"{image}:{new}", old, new, policy)
+
+
+def test_commit_groups_keep_per_policy_commits_alone_unless_they_share_a_file() -> None:
+    own = {"publish": {"mode": "commit", "commit": "per-policy"}}
+    policies = [_loaded("a", **own), _loaded("b"), _loaded("c", **own), _loaded("d"),
+                _loaded("e", **own), _loaded("f", **own)]
+    result = UpdateResult((_change("a", "x.yaml"), _change("b", "y.yaml"),
+                           _change("c", "z.yaml"), _change("d", "w.yaml"),
+                           _change("e", "v.yaml"), _change("f", "v.yaml"),
+                           _change("a", "u.yaml"), _change("d", "u.yaml")))
+
+    groups = publishing.commit_groups(result, policies)
+
+    # b and d share a commit (neither asks for its own); d also wrote u.yaml, which a wrote
+    # too: a joins them. e and f share v.yaml: one commit. c is alone.
+    assert groups == [{"c"}, {"a", "b", "d"}, {"e", "f"}]
+
+
+def test_rows_have_the_files_of_their_policy_and_image_and_the_message_their_kinds() -> None:
+    changes = (_change("a", "x.yaml"), _change("b", "x.yaml", image="reg/side"),
+               _change("a", "y.yaml"), _change("a", "x.yaml"),
+               _change("b", "z.yaml", image="reg/side", old="2.0.0", new="3.0.0"))
+    result = UpdateResult(changes)
+
+    rows = publishing.rows(result)
+
+    assert [(r.policy, r.image, r.old, r.new, r.files) for r in rows] == [
+        ("a", "reg/a", "1.0.0", "1.1.0", ("x.yaml", "y.yaml")),
+        ("b", "reg/side", "1.0.0", "1.1.0", ("x.yaml", "z.yaml")),
+        ("b", "reg/side", "2.0.0", "3.0.0", ("x.yaml", "z.yaml"))]
+    typed = [dataclasses.replace(r, update_type=versions.update_type(r.old, r.new))
+             for r in rows]
+    message = publishing.commit_message(result, [_loaded("a"), _loaded("b")],
+                                        repository="https://git.example/config", rows=typed)
+    assert message.splitlines()[2:] == [
+        "- reg/a: 1.0.0 → 1.1.0 (minor) (x.yaml)", "- reg/side: 1.0.0 → 1.1.0 (minor) (x.yaml)",
+        "- reg/a: 1.0.0 → 1.1.0 (minor) (y.yaml)", "- reg/side: 2.0.0 → 3.0.0 (major) (z.yaml)"]
+    assert publishing.update_type(changes[4], typed) == "major"
+    assert publishing.update_type(changes[4], rows) == ""  # not told
