@@ -49,7 +49,7 @@ from image_bot.publish import committing, forges, messages, proposing, publishin
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.update import rewriting, scanning
-from image_bot.update.result import UpdateResult
+from image_bot.update.result import Change, UpdateResult
 
 E = TypeVar("E", bound=ImageBotError)
 _TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently
@@ -613,7 +613,11 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
                 if o.policy in blocked else o for o in outcomes]
-    return [_settle(o, result, dry_run=dry_run) for o in outcomes], result
+    changes: dict[str, list[Change]] = {}
+    for change in result.changes:
+        changes.setdefault(change.policy, []).append(change)
+    return [_settle(o, tuple(changes.get(o.policy, ())), dry_run=dry_run)
+            for o in outcomes], result
 
 
 async def _decide_streamed(
@@ -723,8 +727,9 @@ async def _pin_digests(client: registry.RegistryClient, planned: Sequence[_Plann
     return done, failed
 
 
-def _settle(outcome: PolicyOutcome, result: UpdateResult, *, dry_run: bool) -> PolicyOutcome:
-    changes = tuple(c for c in result.changes if c.policy == outcome.policy)
+def _settle(outcome: PolicyOutcome, changes: tuple[Change, ...], *,
+            dry_run: bool) -> PolicyOutcome:
+    """The outcome of a policy whose ``changes`` were made (or planned)."""
     if not changes:
         return outcome
     status: Status = "planned" if dry_run else "updated"

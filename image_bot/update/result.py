@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -42,5 +43,12 @@ class UpdateResult:
         return bool(self.changes)
 
     def merged(self, other: UpdateResult) -> UpdateResult:
-        return UpdateResult(self.changes + other.changes, self.skipped + other.skipped,
-                            {**self.diffs, **other.diffs})
+        return UpdateResult.joined((self, other))
+
+    @staticmethod
+    def joined(results: Sequence[UpdateResult]) -> UpdateResult:
+        """All of ``results`` in one (a later diff of a file wins), built once: merging
+        them one by one copies what is gathered so far each time."""
+        return UpdateResult(tuple(c for r in results for c in r.changes),
+                            tuple(s for r in results for s in r.skipped),
+                            {f: d for r in results for f, d in r.diffs.items()})
