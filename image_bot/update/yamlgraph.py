@@ -251,13 +251,30 @@ def construct(root: Node) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def plain_tag(value: str) -> str:
-    """The type a plain scalar with this text has: str only if YAML 1.1 and 1.2 agree.
-
-    Fresh resolvers each time: ruamel's ``resolve`` extends its own rule lists in place.
-    """
-    tags = {str(VersionedResolver(version=version).resolve(ScalarNode, value, (True, False)))
-            for version in ((1, 1), (1, 2))}
+    """The type a plain scalar with this text has: str only if YAML 1.1 and 1.2 agree."""
+    tags = {_resolved(version, value) for version in ((1, 1), (1, 2))}
     return STR if tags == {STR} else min(tags - {STR})
+
+
+def _resolved(version: tuple[int, int], value: str) -> str:
+    """ruamel's ``VersionedResolver.resolve`` of a plain scalar, from its rules for
+    ``version`` (read once): ruamel's own method extends its rule lists in place on every
+    call (``resolvers += …``), so it can only be used on a fresh resolver, and building one
+    (twice a value) was most of the cost."""
+    rules = _rules(version)
+    for tag, regexp in [*rules.get(value[0] if value else "", ()), *rules.get(None, ())]:
+        if regexp.match(value):
+            return str(tag)
+    return STR
+
+
+@functools.cache
+def _rules(version: tuple[int, int]) -> dict[str | None, list[tuple[str, re.Pattern[str]]]]:
+    """ruamel's implicit rules for plain scalars in YAML ``version``, by first character
+    (None: rules for any), as a resolver of that version builds them; never changed."""
+    rules: dict[str | None, list[tuple[str, re.Pattern[str]]]] = \
+        VersionedResolver(version=version).versioned_resolver
+    return {first: list(listed) for first, listed in rules.items()}
 
 
 def plain_reads_as_string(value: str) -> bool:

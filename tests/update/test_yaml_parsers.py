@@ -1,5 +1,6 @@
 """The C (libyaml) and pure Python YAML parsers give the scanner and the writer identical
-references and identical edits: over the vendored real-world corpus and the golden cases."""
+references and identical edits: over the vendored real-world corpus and the golden cases.
+And the type of a plain scalar is ruamel's resolver's, for YAML 1.1 and 1.2."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import VersionedResolver
 from test_update import DIGEST, _corpus_files, _references
 
 from conftest import CORPUS
@@ -96,3 +101,27 @@ def test_memoised_plain_tags_follow_the_yaml_version_of_each_text() -> None:
         (document,) = yamlgraph.compose_all(text)
         tags.append(str(document.value[0][1].tag))
     assert tags == [yamlgraph.STR, "tag:yaml.org,2002:bool", yamlgraph.STR]
+
+
+_PLAIN_TRICKY = ["", "1.0", "1.10", "yes", "No", "ON", "off", "y", "~", "null", "0o17", "017",
+                 "0x1F", "1_000", "190:20:30", "1e3", ".inf", "-.Inf", ".NaN", "true", "True",
+                 "2024-01-01", "2001-12-14t21:59:43.10-05:00", "<<", "=", "+1", "-0", "0b101",
+                 "3.", ".5", "nginx:1.25", "ghcr.io/team/app:1.0.0@sha256:" + "d" * 64,
+                 "v1.2.3", "latest", "1.0.0-rc.1"]
+
+
+def _fresh_resolver_tag(value: str) -> str:
+    """ruamel's own answer, from fresh resolvers (its ``resolve`` grows its rule lists)."""
+    tags = {str(VersionedResolver(version=version).resolve(ScalarNode, value, (True, False)))
+            for version in ((1, 1), (1, 2))}
+    return yamlgraph.STR if tags == {yamlgraph.STR} else min(tags - {yamlgraph.STR})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.sampled_from(_PLAIN_TRICKY),
+                 st.text(alphabet="0123456789.:+-_eExXoObB~yYnNtTrRuUlLfFaAsS ", max_size=12),
+                 st.text(max_size=8)))
+def test_the_type_of_a_plain_scalar_is_ruamels_for_yaml_1_1_and_1_2(value: str) -> None:
+    yamlgraph.plain_tag.cache_clear()
+    assert yamlgraph.plain_tag(value) == _fresh_resolver_tag(value)
+    assert yamlgraph.plain_tag(value) == _fresh_resolver_tag(value)  # and again, memoised
