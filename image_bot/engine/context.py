@@ -106,8 +106,7 @@ class Engine:
         self.metrics.observe_report(report, seconds)
         if report.dry_run:
             return
-        streaks = history.failed_runs(self.state)  # before this run
-        history.record(self.state, report, trigger=trigger, seconds=seconds)
+        streaks = history.record(self.state, report, trigger=trigger, seconds=seconds)
         _log_report(report, trigger=trigger, seconds=seconds)
         for repo in report.repositories:
             for event in _events(repo, streaks):

@@ -71,8 +71,10 @@ class Declined:
         return {"tag": self.tag, "reason": self.reason, "at": self.at}
 
 
-def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -> None:
-    """Store every policy's decision and one event per scan, commit and failure."""
+def record(state: State, report: CycleReport, *, trigger: str,
+           seconds: float) -> dict[str, int]:
+    """Store every policy's decision and one event per scan, commit and failure; returns
+    :func:`failed_runs` as it was before (the decisions are read once)."""
     previous = state.decisions()
     now = time.time()
     for repo in report.repositories:
@@ -111,11 +113,16 @@ def record(state: State, report: CycleReport, *, trigger: str, seconds: float) -
             "updated": sum(1 for o in repo.outcomes if o.status == "updated"),
             "failed": sum(1 for o in repo.outcomes if o.status == "failed") + bool(repo.error),
         })
+    return _streaks(previous)
 
 
 def failed_runs(state: State) -> dict[str, int]:
     """``repository#policy`` → how many runs in a row it failed (0: the last one worked)."""
-    return {key: data.get("failed_runs", 0) for key, (data, _) in state.decisions().items()}
+    return _streaks(state.decisions())
+
+
+def _streaks(decisions: dict[str, tuple[dict[str, Any], float]]) -> dict[str, int]:
+    return {key: data.get("failed_runs", 0) for key, (data, _) in decisions.items()}
 
 
 def _key(repository: str, policy: str) -> str:

@@ -71,6 +71,17 @@ def test_a_suspended_policy_keeps_its_tags_and_failure_streak(tmp_path: Path) ->
     assert streaks[f"{REPOSITORY}#api"] == 1  # neither failed again nor recovered
 
 
+def test_recording_a_run_returns_the_failure_streaks_it_started_from(tmp_path: Path) -> None:
+    failed = RepositoryReport(REPOSITORY, "main", outcomes=(
+        PolicyOutcome("api", "policies/api.yaml", "failed", "registry down",
+                      image="reg.local/team/api"),))
+    with State.in_dir(tmp_path) as state:
+        first = history.record(state, CycleReport((failed,)), trigger="interval", seconds=0.1)
+        second = history.record(state, CycleReport((failed,)), trigger="interval", seconds=0.1)
+        after = history.failed_runs(state)
+    assert (first, second, after) == ({}, {f"{REPOSITORY}#api": 1}, {f"{REPOSITORY}#api": 2})
+
+
 def test_a_run_that_read_no_files_keeps_the_stage_where_it_was(tmp_path: Path) -> None:
     scanned = PolicyOutcome("prod", "policies/prod.yaml", "current", image="reg.local/web",
                             current="1.0.0", files=("deploy/prod/web.yaml",),
