@@ -181,6 +181,8 @@ def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200,
                      "--format=%H%x1f%B%x1e", ws.target)
         read += count
         for record in filter(None, (r.strip() for r in log.split("\x1e"))):
+            if wanted is not None and wanted <= latest.keys():
+                break  # the older commits' trailers are not wanted
             sha, _, body = record.partition("\x1f")
             for policy, image, tag in written(body):
                 latest.setdefault((policy, image), Write(policy, image, tag, commit=sha))

@@ -382,11 +382,20 @@ def test_the_bots_last_writes_are_read_from_its_newest_commits_first(
     devservers.git("push", "-q", "origin", "HEAD:main", cwd=work)
     ws = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
     logs = testing.recorded(monkeypatch, ws, "run")  # the first argument: the git command
+    parsed: list[str] = []
+    written = committing.written
+
+    def parsing(message: str) -> list[tuple[str, str, str]]:
+        parsed.append(message)
+        return written(message)
+
+    monkeypatch.setattr(committing, "written", parsing)
 
     newest = committing.bot_writes(ws, "bot@example.com", wanted={("app", "reg/app")})
 
     assert [(w.policy, w.tag) for w in newest] == [("app", "1.0.19")]  # not a human's
     assert logs == ["log"]  # found among the newest: nothing older read
+    assert len(parsed) == 1  # nor parsed: the newest commit had every wanted pair
     both = committing.bot_writes(ws, "bot@example.com",
                                  wanted={("app", "reg/app"), ("old", "reg/old")})
     assert sorted((w.policy, w.tag) for w in both) == [("app", "1.0.19"), ("old", "1.0.0")]
