@@ -31,8 +31,9 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
     back (a human's forced push, each round). (A revert would be a human rollback: the
     next round would decline 200 tags and measure that instead.)
 
-Prints every round, the medians, the ratios to the floor (goal ≤ 1.5) and how often YAML
-was composed (each file at most once a cycle):
+Prints every round, the medians, the ratios to the floor (goal ≤ 1.5; also each round's
+against the floor measured just before it, which a drifting host moves less) and how often
+YAML was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
                                     [--between new-tags|restore] [--history 0]
@@ -155,6 +156,14 @@ def publish_floor(clone: Path, images: int, round_: int) -> float:
     return time.perf_counter() - started
 
 
+def _per_round(times: list[float], floors: list[float]) -> str:
+    """Each round against the floor measured just before it (a host whose speed drifts
+    during a run moves both): the median and range of those ratios."""
+    ratios = sorted(t / f for t, f in zip(times, floors, strict=True))
+    return (f"  (per round: median {statistics.median(ratios):.2f}, "
+            f"{ratios[0]:.2f}–{ratios[-1]:.2f})")
+
+
 def timed(action: Callable[[], None]) -> float:
     started = time.perf_counter()
     action()
@@ -252,11 +261,13 @@ def main() -> int:
               f"before: {args.history}")
         print(f"floor (concurrent tags/list + git fetch + read every file), median: "
               f"{base * 1000:.0f} ms")
-        print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}")
+        print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}"
+              f"{_per_round(plans, floors)}")
         print(f"run --once (edit, commit, push), median: {run * 1000:.0f} ms  "
-              f"ratio to floor: {run / base:.2f}")
+              f"ratio to floor: {run / base:.2f}{_per_round(runs, floors)}")
         print(f"floor with a push (+ rewrite {args.policies} files, git commit -a, git push), "
-              f"median: {pushed * 1000:.0f} ms  run --once to it: {run / pushed:.2f}")
+              f"median: {pushed * 1000:.0f} ms  run --once to it: {run / pushed:.2f}"
+              f"{_per_round(runs, pushing)}")
         total, distinct = parses[-1]
         print(f"YAML texts composed in one plan: {total} ({distinct} distinct)")
         return 0
