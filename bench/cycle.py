@@ -13,10 +13,10 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
   fetch`` of the config repository, and reading every file of the checkout once: the I/O
   any cycle needs;
 * the **floor with a push**, also measured each round, for ``run --once``: the floor plus
-  what publishing the same edit with plain git costs (a second clone on a branch of its
-  own: one line of each of the POLICIES manifests rewritten in place, ``git commit -a``,
-  ``git push``), the I/O a run that commits and pushes needs. The issue's target is the
-  ratio to the floor; this one says how much of the rest is git's;
+  what publishing the same edit with plain git costs (a second clone: one line of each of
+  the POLICIES manifests rewritten in place, ``git commit -a``, ``git push`` to a ref of
+  its own that no fetch brings), the I/O a run that commits and pushes needs. The issue's
+  target is the ratio to the floor; this one says how much of the rest is git's;
 * **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing);
 * **run --once**: ``image-bot run --once`` (edits every file, commits, pushes). Between
   rounds (not timed), ``--between``:
@@ -139,9 +139,13 @@ def floor(registry: devservers.Registry, clone: Path, images: int) -> float:
     return time.perf_counter() - started
 
 
+_FLOOR_REF = "refs/bench/floor"  # not a branch: no clone's fetch brings it
+
+
 def publish_floor(clone: Path, images: int, round_: int) -> float:
     """Rewrite one line of each manifest in ``clone`` (in place, as the bot does), commit
-    them and push the commit to the clone's own branch (a fast-forward); the seconds."""
+    them and push the commit to a ref of its own (a fast-forward; outside ``refs/heads``,
+    so the floor's own ``git fetch`` never brings it); the seconds."""
     started = time.perf_counter()
     for i in range(images):
         path = clone / f"deploy/app-{i}.yaml"
@@ -151,7 +155,7 @@ def publish_floor(clone: Path, images: int, round_: int) -> float:
             handle.write(f"{head or text}# round {round_}\n")
             handle.truncate()
     subprocess.run(["git", "commit", "-qa", "-m", f"round {round_}"], cwd=clone, check=True)
-    subprocess.run(["git", "push", "-q", "origin", "HEAD:refs/heads/bench-floor"], cwd=clone,
+    subprocess.run(["git", "push", "-q", "origin", f"HEAD:{_FLOOR_REF}"], cwd=clone,
                    check=True)
     return time.perf_counter() - started
 
@@ -196,7 +200,7 @@ def main() -> int:
         url = seed_repo(git, registry.host, args.policies)
         clone = work / "clone"
         subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
-        pusher = work / "pusher"  # publishes the floor's edit on a branch of its own
+        pusher = work / "pusher"  # publishes the floor's edit on a ref of its own
         subprocess.run(["git", "clone", "-q", url, str(pusher)], check=True)
         for key, value in (("user.name", "human"), ("user.email", "human@localhost")):
             for folder in (clone, pusher):
@@ -236,7 +240,7 @@ def main() -> int:
             invoke("run", "--once")
             between(round_)
         floors, pushing, plans, runs, parses = [], [], [], [], []
-        publish_floor(pusher, args.policies, 0)  # the branch exists: later pushes add a commit
+        publish_floor(pusher, args.policies, 0)  # the ref exists: later pushes add a commit
         for round_ in range(args.history + 1, args.history + args.rounds + 1):
             floors.append(floor(registry, clone, args.policies))
             pushing.append(floors[-1] + publish_floor(pusher, args.policies, round_))
