@@ -747,7 +747,7 @@ def _report(name: str, repo: models.RepositoryConfig, outcomes: list[PolicyOutco
                     if o.status == "updated" else o for o in outcomes]
     return RepositoryReport(
         repository=name, branch=repo.branch, outcomes=tuple(outcomes), commits=commits,
-        skipped=result.skipped, diff="".join(result.diffs.values()),
+        skipped=result.skipped, edited=result.edited,
         errors=(error,) if error else (), pull_requests=pull_requests)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from image_bot.errors import ImageBotError, TemporaryError
-from image_bot.update.result import Change, Skipped
+from image_bot.update.result import Change, Edited, Skipped
 
 Status = Literal["updated", "planned", "current", "unmatched", "failed", "proposed",
                  "blocked", "waiting", "suspended"]
@@ -111,7 +111,7 @@ class RepositoryReport:
     outcomes: tuple[PolicyOutcome, ...] = ()
     commits: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
-    diff: str = ""
+    edited: tuple[Edited, ...] = ()  # the files edited, for the diff (worked out if shown)
     errors: tuple[ImageBotError, ...] = ()  # the repository itself failed (fetch, push)
     pull_requests: tuple[PullRequestResult, ...] = ()
     transitions: tuple[Transition, ...] = ()  # the deploy loop (engine.tracking)
@@ -121,6 +121,12 @@ class RepositoryReport:
     @property
     def error(self) -> str | None:
         return "; ".join(map(str, self.errors)) or None
+
+    @property
+    def diff(self) -> str:
+        """The unified diff of every edit (worked out now: only a dry run and ``--json``
+        show it)."""
+        return "".join(e.diff() for e in self.edited)
 
     @property
     def ok(self) -> bool:
@@ -138,7 +144,8 @@ class RepositoryReport:
         return dataclasses.replace(
             self, outcomes=self.outcomes + other.outcomes, commits=self.commits + other.commits,
             # a link or device refused by two batches' scans is still one entry
-            skipped=tuple(dict.fromkeys(self.skipped + other.skipped)), diff=self.diff + other.diff,
+            skipped=tuple(dict.fromkeys(self.skipped + other.skipped)),
+            edited=self.edited + other.edited,
             pull_requests=self.pull_requests + other.pull_requests,
             errors=self.errors + other.errors, transitions=self.transitions + other.transitions,
             dashboard=other.dashboard or self.dashboard, pushed_to=self.pushed_to + other.pushed_to)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +31,35 @@ class Skipped:
 
 
 @dataclass(frozen=True, slots=True)
+class Edited:
+    """One file's text before and after an edit (its diff is worked out when asked for: a
+    run that commits shows it only in ``--json``)."""
+
+    file: str
+    old: str
+    new: str
+
+    def diff(self) -> str:
+        """The unified diff of the edit (``a/FILE`` → ``b/FILE``)."""
+        return "".join(difflib.unified_diff(
+            self.old.splitlines(keepends=True), self.new.splitlines(keepends=True),
+            fromfile=f"a/{self.file}", tofile=f"b/{self.file}"))
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateResult:
     changes: tuple[Change, ...] = ()
     skipped: tuple[Skipped, ...] = ()
-    diffs: dict[str, str] = field(default_factory=dict)  # file → unified diff of the edit
+    edited: tuple[Edited, ...] = ()  # each file's texts, in the order edited
 
     @property
     def files(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(change.file for change in self.changes))
+
+    @property
+    def diffs(self) -> dict[str, str]:
+        """File → unified diff of its edit (worked out now; a later edit of a file wins)."""
+        return {e.file: e.diff() for e in self.edited}
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -47,8 +69,8 @@ class UpdateResult:
 
     @staticmethod
     def joined(results: Sequence[UpdateResult]) -> UpdateResult:
-        """All of ``results`` in one (a later diff of a file wins), built once: merging
-        them one by one copies what is gathered so far each time."""
+        """All of ``results`` in one, built once: merging them one by one copies what is
+        gathered so far each time."""
         return UpdateResult(tuple(c for r in results for c in r.changes),
                             tuple(s for r in results for s in r.skipped),
-                            {f: d for r in results for f, d in r.diffs.items()})
+                            tuple(e for r in results for e in r.edited))

@@ -13,7 +13,6 @@ never replaced, and nothing larger than the size cap is read.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -29,7 +28,7 @@ from image_bot import checkout, refs
 from image_bot.errors import FileRefused
 from image_bot.update import yamlgraph
 from image_bot.update.detecting import Field, Reference
-from image_bot.update.result import Change, Skipped, UpdateResult
+from image_bot.update.result import Change, Edited, Skipped, UpdateResult
 from image_bot.update.yamlgraph import KeyPath, plain_reads_as_string
 
 _BOM = "\ufeff"
@@ -178,11 +177,8 @@ def _finish(root: Path, done: Prepared, *, write: bool, in_place: bool) -> Updat
         data = (done.bom + done.new_text).encode("utf-8")
         if not (in_place and _overwritten(root / done.file, data)):
             _replace_atomically(root / done.file, data)
-    diff = "".join(difflib.unified_diff(
-        done.text.splitlines(keepends=True), done.new_text.splitlines(keepends=True),
-        fromfile=f"a/{done.file}", tofile=f"b/{done.file}"))
     return UpdateResult(changes=tuple(_change(w) for w in done.writes),
-                        diffs={done.file: diff})
+                        edited=(Edited(done.file, done.text, done.new_text),))
 
 
 # --- 1. what to write -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 import devservers
 import testing
 from image_bot import cli
+from image_bot.update.result import Edited
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +142,39 @@ def test_plan_prints_the_diff_and_commits_nothing(
     assert f"+          image: {registry.host}/team/planned:1.2.0" in result.output
     assert f"-          image: {registry.host}/team/planned:1.0.0" in result.output
     assert len(_remote_log(url, tmp_path)[1]) == 1
+
+
+def test_a_run_shows_its_diff_in_json_and_works_it_out_only_then(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    testing.push_tags(registry, "team/shown", ["1.0.0", "1.2.0"])
+    url = config_repo({
+        "deploy/app.yaml": DEPLOYMENT.format(host=registry.host, image="shown"),
+        "policies/p.yaml": _policy(name="shown", host=registry.host, image="shown",
+                                   semver="~1"),
+    })
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    worked: list[str] = []
+    diff = Edited.diff
+
+    def counting(self: Edited) -> str:
+        worked.append(self.file)
+        return diff(self)
+
+    monkeypatch.setattr(Edited, "diff", counting)
+
+    quiet = _invoke("run", "--once", "--config", str(config))
+
+    assert quiet.exit_code == 0, quiet.output
+    assert worked == []  # committed and pushed; no one asked for the diff
+    testing.push_tags(registry, "team/shown", ["1.3.0"])
+    shown = _invoke("run", "--once", "--json", "--config", str(config))
+    assert shown.exit_code == 0, shown.output
+    [repo] = json.loads(shown.output)["repositories"]
+    assert f"-          image: {registry.host}/team/shown:1.2.0" in repo["diff"]
+    assert f"+          image: {registry.host}/team/shown:1.3.0" in repo["diff"]
+    assert worked == ["deploy/app.yaml"]
 
 
 def test_basic_auth_registry(
