@@ -297,16 +297,10 @@ class Index:
             self.reads += 1
         return self._data[path]
 
-    def held(self, names: Iterable[str]) -> dict[str, bytes] | None:
-        """The bytes of these checkout-relative files as this index read them (before any
-        later edit of the files), or None when it did not read one of them."""
-        found = {}
-        for name in names:
-            data = self._data.get(self.root / name)
-            if data is None:
-                return None
-            found[name] = data
-        return found
+    def has_read(self, names: Iterable[str]) -> bool:
+        """Whether this index read every one of these checkout-relative files (what it
+        holds of them is then what they were before any later edit)."""
+        return all(self.root / name in self._data for name in names)
 
     def holding(self, files: Sequence[Path], needles: tuple[bytes, ...],
                 names: tuple[bytes, ...] = (), *, patterns: Sequence[str] | None = None,

@@ -345,7 +345,7 @@ def _parents(done: publishing.Published, index: scanning.Index) -> dict[str, tra
     found: dict[str, tracking.Before] = {}
     touched: set[str] = set()
     for commit, files in zip(done.commits, done.files, strict=True):
-        if not touched & set(files) and index.held(files) is not None:
+        if not touched & set(files) and index.has_read(files):
             found[commit] = tracking.Before(tuple(files), index)
         touched |= set(files)
     return found
