@@ -163,19 +163,18 @@ def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
                 since: str | None = None) -> list[_Write]:
     """The writes of the bot's commits up to ``tip`` (newest first): those after ``since``
     when Git still knows it, else those of the last ``HISTORY`` commits."""
-    options = ("log", f"--max-count={HISTORY}", f"--author=<{email}>", "--fixed-strings",
-               f"--grep={committing.TRAILER}: ", "--format=%H%x1f%ct%x1f%B%x1e")
     try:
-        log = ws.run(*options, f"{since}..{tip}" if since else tip)
+        commits = committing.bot_commits(ws, email, f"{since}..{tip}" if since else tip,
+                                         count=HISTORY)
     except ImageBotError:
         if since is None:
             raise
-        log = ws.run(*options, tip)  # `since` is gone (a new clone, history rewritten)
+        # `since` is gone (a new clone, history rewritten)
+        commits = committing.bot_commits(ws, email, tip, count=HISTORY)
     found = []
-    for record in filter(None, (r.strip() for r in log.split("\x1e"))):
-        sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
+    for sha, committed, body in commits:
         override = overrides.from_message(body)  # once per commit, not per update in it
-        found += [_Write(sha, float(committed or 0), policy, image, tag, override)
+        found += [_Write(sha, committed, policy, image, tag, override)
                   for policy, image, tag in committing.written(body)]
     return found
 

@@ -163,6 +163,21 @@ def _remote_lines(stderr: str) -> str:
     return text[:_REMOTE_MESSAGE_CHARS] + ("…" if len(text) > _REMOTE_MESSAGE_CHARS else "")
 
 
+def bot_commits(ws: workspaces.Workspace, author_email: str, revision: str, *, count: int,
+                skip: int = 0) -> list[tuple[str, float, str]]:
+    """The bot's commits reachable from ``revision`` (a commit or a range) whose messages
+    record writes (:func:`trailers`), newest first, the ``skip`` newest left out, at most
+    ``count``: (sha, commit time, message), from one ``git log``."""
+    log = ws.run("log", f"--max-count={count}", f"--skip={skip}", f"--author=<{author_email}>",
+                 "--fixed-strings", f"--grep={TRAILER}: ", "--format=%H%x1f%ct%x1f%B%x1e",
+                 revision)
+    found = []
+    for record in filter(None, (r.strip() for r in log.split("\x1e"))):
+        sha, committed, body = [*record.split("\x1f", 2), "", ""][:3]
+        found.append((sha, float(committed or 0), body))
+    return found
+
+
 def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200,
                wanted: Set[tuple[str, str]] | None = None) -> list[Write]:
     """The latest write per (policy, image) among the bot's last ``limit`` target commits.
@@ -176,14 +191,11 @@ def bot_writes(ws: workspaces.Workspace, author_email: str, *, limit: int = 200,
     for count in (min(_FIRST_READ, limit), limit - _FIRST_READ) if wanted else (limit,):
         if count <= 0 or (wanted is not None and wanted <= latest.keys()):
             break
-        log = ws.run("log", f"--skip={read}", f"--max-count={count}",
-                     f"--author=<{author_email}>", "--fixed-strings", f"--grep={TRAILER}: ",
-                     "--format=%H%x1f%B%x1e", ws.target)
+        commits = bot_commits(ws, author_email, ws.target, count=count, skip=read)
         read += count
-        for record in filter(None, (r.strip() for r in log.split("\x1e"))):
+        for sha, _, body in commits:
             if wanted is not None and wanted <= latest.keys():
                 break  # the older commits' trailers are not wanted
-            sha, _, body = record.partition("\x1f")
             for policy, image, tag in written(body):
                 latest.setdefault((policy, image), Write(policy, image, tag, commit=sha))
     return list(latest.values())
