@@ -190,7 +190,7 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     approved = (board.approved if board else frozenset()) | frozenset(overrides)
     # the checkout as opened and followed, listed and read once for the rules and the first
     # batch (which finds it unchanged): each policy is scanned once
-    index = scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
+    index = _index(engine, ws)
     # 7. publish settings by update type (publish.rules): decide first, then batch
     try:
         planned = await asyncio.to_thread(_with_rules, engine, planned, index, repo.branch)
@@ -298,8 +298,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                 if not dry_run and attempt == 1 and (reset or not ws.on_reset_tip()):
                     await asyncio.to_thread(ws.reset)
                     index = None
-                index = index or scanning.Index(ws.root,
-                                                max_file_bytes=engine.config.limits.max_file_bytes)
+                index = index or _index(engine, ws)
                 closed = _closed_windows(batch, engine.clock.now(), approved)
                 if closed and not dry_run:  # plan, do not publish
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
@@ -337,6 +336,11 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
         if mode.uses_forge and not dry_run:
             await asyncio.to_thread(ws.reset)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _index(engine: Engine, ws: workspaces.Workspace) -> scanning.Index:
+    """A fresh index of the checkout as it is now (listed and read on first use)."""
+    return scanning.Index(ws.root, max_file_bytes=engine.config.limits.max_file_bytes)
 
 
 def _parents(done: publishing.Published, index: scanning.Index) -> dict[str, tracking.Before]:
