@@ -604,14 +604,16 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
     # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.prepare(root, edits, max_file_bytes=limit)  # each file edited once
+    trial = rewriting.prepare(root, edits, max_file_bytes=limit,  # each file edited once
+                              index=index)
     unsafe: dict[str, ImageBotError] = {
         f: UpdateError(p.skipped.reason) for f, p in trial.items() if p.skipped}
     unsafe |= unpinned
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
     result = rewriting.apply(root, edits, write=not dry_run, in_place=True,  # the clone
-                             max_file_bytes=limit, prepared=trial) if edits else UpdateResult()
+                             max_file_bytes=limit, prepared=trial,
+                             index=index) if edits else UpdateResult()
     result = result.merged(scanning.refused(  # links and devices: reported once
         index, [path for p in planned for path in p.loaded.policy.spec.paths]))
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(

@@ -103,32 +103,36 @@ class Prepared:
 
 
 def prepare(root: Path, edits: Sequence[Edit], *,
-            max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES) -> dict[str, Prepared]:
+            max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
+            index: checkout.Index | None = None) -> dict[str, Prepared]:
     """Each file's edit, planned and verified but not written (a dry run of :func:`apply`);
-    hand it to :func:`apply` so the files whose edits stay the same are not redone."""
-    real_root = os.path.realpath(root)
-    return {file: _prepare_file(root, file, file_edits, limit=max_file_bytes,
-                                real_root=real_root)
+    hand it to :func:`apply` so the files whose edits stay the same are not redone.
+    ``index``: the pass's reading of ``root`` (its root), which found the references: each
+    file's text is taken from it (the text the references' spans point into), not read
+    again."""
+    where = _Where(root, index)
+    return {file: _prepare_file(where, file, file_edits, limit=max_file_bytes)
             for file, file_edits in _by_file(edits).items()}
 
 
 def apply(root: Path, edits: Sequence[Edit], *, write: bool = True, in_place: bool = False,
           max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
-          prepared: dict[str, Prepared] | None = None) -> UpdateResult:
+          prepared: dict[str, Prepared] | None = None,
+          index: checkout.Index | None = None) -> UpdateResult:
     """Apply ``edits`` under ``root``; each file is edited completely or not at all.
 
     ``prepared`` (from :func:`prepare`) is reused for each file whose edits are the same.
     ``in_place``: ``root`` is a clone only the bot writes, reset before every edit and
     published by a commit of all its files at once: a file is overwritten where it is, not
     replaced (on ext4 a rename over a file costs ~0.2 ms, a write in place ~0.01 ms), except
-    one with other hard links (those would change too), which is replaced."""
+    one with other hard links (those would change too), which is replaced. ``index``: as
+    for :func:`prepare`."""
     results = []
-    real_root = os.path.realpath(root)
+    where = _Where(root, index)
     for file, file_edits in sorted(_by_file(edits).items()):
         done = (prepared or {}).get(file)
         if done is None or not _same(done.edits, file_edits):
-            done = _prepare_file(root, file, file_edits, limit=max_file_bytes,
-                                 real_root=real_root)
+            done = _prepare_file(where, file, file_edits, limit=max_file_bytes)
         results.append(_finish(root, done, write=write, in_place=in_place))
     return UpdateResult.joined(results)
 
@@ -144,13 +148,34 @@ def _same(a: Sequence[Edit], b: Sequence[Edit]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
-def _prepare_file(root: Path, file: str, edits: list[Edit], *, limit: int,
-                  real_root: str) -> Prepared:
-    path = root / file
-    problem, original = _not_editable(root, path, real_root), ""
+class _Where:
+    """The folder an edit writes into: its real path and its folders' real paths, each
+    worked out once for all the files of the edit, and the index that read it (if any)."""
+
+    def __init__(self, root: Path, index: checkout.Index | None) -> None:
+        if index is not None and index.root != root:
+            raise ValueError(f"the index reads {index.root}, not {root}")
+        self.root, self.index = root, index
+        self.real_root = os.path.realpath(root)
+        self._folders: dict[str, str] = {}
+
+    def real_folder(self, folder: str) -> str:
+        if folder not in self._folders:
+            self._folders[folder] = os.path.realpath(folder)
+        return self._folders[folder]
+
+    def read(self, path: Path, file: str, limit: int) -> bytes:
+        if self.index is not None and self.index.max_file_bytes == limit:
+            return self.index.read(path)
+        return checkout.read_bounded(path, limit, file)
+
+
+def _prepare_file(where: _Where, file: str, edits: list[Edit], *, limit: int) -> Prepared:
+    path = where.root / file
+    problem, original = _not_editable(where, path), ""
     if problem is None:
         try:
-            original = checkout.read_bounded(path, limit, file).decode("utf-8")
+            original = where.read(path, file, limit).decode("utf-8")
         except FileRefused as exc:
             problem = exc.reason
         except UnicodeDecodeError:
@@ -400,10 +425,11 @@ def _change(w: _Write) -> Change:
                   policy=edit.policy, new_digest=edit.digest)
 
 
-def _not_editable(root: Path, path: Path, real_root: str) -> str | None:
+def _not_editable(where: _Where, path: Path) -> str | None:
     """Why ``path`` must not be replaced: a link, not a regular file, or reached through a
-    linked folder (``root`` itself may sit behind links: ``real_root`` is its real path,
-    worked out once for all the files of an edit)."""
+    linked folder (the edit's root itself may sit behind links: it is compared by its real
+    path). ``path`` itself is no link (``lstat``), so its real path is its folder's real
+    path and its name: each folder is resolved once per edit."""
     try:
         info = os.lstat(path)
     except OSError as exc:
@@ -412,9 +438,12 @@ def _not_editable(root: Path, path: Path, real_root: str) -> str | None:
         return "a symbolic link: image-bot never replaces a link with a file; not edited"
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file; not edited"
-    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute, os.path.abspath(where.root))
+    folder, name = os.path.split(absolute)
     if not relative.startswith("..") and (
-            os.path.realpath(path) != os.path.join(real_root, relative)):
+            os.path.join(where.real_folder(folder), name)
+            != os.path.join(where.real_root, relative)):
         return "reached through a symbolic link to a folder; not edited"
     return None
 

@@ -224,6 +224,29 @@ def test_an_index_lists_and_reads_the_checkout_once_for_every_policy(tmp_path: P
         [("apps/a/d.yaml", "image"), ("apps/a/m.yaml", "marker"), ("apps/b/d.yaml", "image")]]
 
 
+def test_an_edit_given_the_pass_index_reads_no_file_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.yaml").write_text("image: ghcr.io/team/app:1.0.0  # a\n")
+    (tmp_path / "b.yaml").write_text("image: ghcr.io/team/app:1.0.0  # b\n")
+    index = scanning.Index(tmp_path)
+    edits = [rewriting.Edit(r, "1.1.0", "p")
+             for r in scanning.find(tmp_path, APP, ["**"], index=index).references]
+    reads = index.reads
+
+    def refused(*args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError("a file read again")
+
+    monkeypatch.setattr(rewriting.checkout, "read_bounded", refused)
+    trial = rewriting.prepare(tmp_path, edits, index=index)
+    result = rewriting.apply(tmp_path, edits, prepared=trial, index=index)
+
+    assert index.reads == reads == 2
+    assert result.files == ("a.yaml", "b.yaml")
+    assert (tmp_path / "b.yaml").read_text() == "image: ghcr.io/team/app:1.1.0  # b\n"
+    with pytest.raises(ValueError, match="the index reads"):
+        rewriting.prepare(tmp_path / "elsewhere", edits, index=index)
+
+
 def test_alias_bombs_are_refused_not_expanded(tmp_path: Path) -> None:
     lines = ["a0: &a0 [image: ghcr.io/team/app:1]"]
     lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]
