@@ -89,8 +89,9 @@ def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
     failures)."""
     if not files:
         return None
-    try:
-        ws.run(*identity.options(), "commit", "-q", "--no-verify", "--only", "-m", message,
+    try:  # the fetch that began the cycle already ran git's automatic maintenance (gc)
+        ws.run(*identity.options(), "-c", "maintenance.auto=false", "commit", "-q",
+               "--no-verify", "--only", "-m", message,
                "--", *files, env=identity.environment(),
                doing="committing (check git.sign / git.signing_key)")
     except ImageBotError:
