@@ -11,18 +11,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
+import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydantic
+import ruamel.yaml
 from ruamel.yaml.error import YAMLError
 
 from image_bot import checkout
 from image_bot.config import models
-from image_bot.config.yamlio import YAML
+from image_bot.config.yamlio import YAML, CParser
 from image_bot.errors import ConfigError, FileRefused
 
 
@@ -97,10 +101,113 @@ Parsed = dict[tuple[str, str], list[models.ImagePolicy | ConfigError | None]]
 whose text is the same is not parsed and validated again."""
 
 
+class Documents:
+    """The YAML documents of policy files by the SHA-256 of their text, kept in a JSON file
+    between runs (a ``run --once`` is a new process each time): a file whose text did not
+    change is validated again, not parsed again (parsing is ~3/4 of loading a policy).
+
+    Only documents JSON keeps exactly are kept (mappings with string keys, lists, strings,
+    numbers, booleans, null; a YAML timestamp or binary is parsed every time). The file
+    holds the documents of the files the last load read, nothing older; one written by
+    another format or YAML reader, unreadable or larger than ``_DOCUMENTS_MAX_BYTES`` is
+    ignored and replaced."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._known: dict[str, list[Any]] = {}  # from the file, or parsed by a load before
+        self._used: dict[str, list[Any]] = {}  # read by the load under way, and keepable
+        if path is not None:
+            self._known = _read_documents_file(path)
+        self._saved = frozenset(self._known)  # what the file holds
+
+    def of(self, text: str, shown: str) -> list[Any]:
+        """The documents of ``text`` (the file ``shown``): kept, or parsed (raises
+        :class:`ConfigError`)."""
+        key = hashlib.sha256(text.encode()).hexdigest()
+        found = self._used.get(key)
+        if found is None:
+            found = self._known.get(key)
+        if found is None:
+            found = _parse_documents(text, shown)
+            if not _plain(found):
+                return found
+        self._used[key] = found
+        return found
+
+    def keep(self, text: str) -> None:
+        """Keep the documents of ``text`` without asking for them (a file whose policies the
+        caller has at hand); never parses."""
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key not in self._used and key in self._known:
+            self._used[key] = self._known[key]
+
+    def next_load(self) -> None:
+        """What is read from now on replaces what was read so far in the file (the files
+        read ahead of a fetch, then the fetched ones): both stay at hand until then."""
+        self._known |= self._used
+        self._used = {}
+
+    def save(self) -> None:
+        """Keep the documents of the last load for the next run (written only when they
+        are not what the file holds)."""
+        if self.path is None or self._used.keys() == self._saved:
+            return
+        data = json.dumps({"format": _DOCUMENTS_FORMAT, "documents": self._used},
+                          separators=(",", ":"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._saved = frozenset(self._used)
+
+
+# what the kept documents were read by: another format, ruamel.yaml or parser is a miss
+# (bump the number when what a text loads to changes)
+_DOCUMENTS_FORMAT = f"1 ruamel.yaml {ruamel.yaml.__version__} {'c' if CParser else 'pure'}"
+_DOCUMENTS_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _read_documents_file(path: Path) -> dict[str, list[Any]]:
+    try:
+        with path.open("rb") as handle:
+            data = json.loads(handle.read(_DOCUMENTS_MAX_BYTES + 1))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _DOCUMENTS_FORMAT:
+        return {}
+    documents = data.get("documents")
+    if not isinstance(documents, dict):
+        return {}
+    return {key: value for key, value in documents.items() if isinstance(value, list)}
+
+
+def _plain(value: Any) -> bool:
+    """Whether JSON gives ``value`` back exactly (same types: a YAML bool stays a bool)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in (str, int, float, bool, type(None)):
+            return False
+    return True
+
+
 def load_policies(directory: Path, *, display_root: Path | None = None,
                   root: Path | None = None,
                   max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
-                  parsed: Parsed | None = None) -> PolicySet:
+                  parsed: Parsed | None = None,
+                  documents: Documents | None = None) -> PolicySet:
     """Load every ImagePolicy under ``directory``; broken ones become errors, not exceptions.
 
     Files are read only inside ``root`` (default: ``display_root``, the checkout, when
@@ -108,7 +215,7 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     it, a device, or larger than ``max_file_bytes`` is never read and becomes an error
     naming the file. ``parsed`` is filled with each file's documents; a file found in it
     with the same text is taken from there (files are always read: only equal bytes are
-    reused).
+    reused). ``documents``: what the files' texts parse to, kept between runs.
     """
     files_of = _files_of(directory, display_root, root, max_file_bytes)
     shown_root = display_root or _base(directory)
@@ -127,9 +234,11 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
             continue
         found = parsed.get((shown, text)) if parsed is not None else None
         if found is None:
-            found = _policies_in(text, shown)
+            found = _policies_in(text, shown, documents or Documents())
             if parsed is not None:
                 parsed[shown, text] = found
+        elif documents is not None:
+            documents.keep(text)
         for index, policy in enumerate(found, start=1):
             if isinstance(policy, ConfigError):
                 errors.append(policy)
@@ -148,10 +257,11 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     return _with_stages(loaded, errors)
 
 
-def _policies_in(text: str, shown: str) -> list[models.ImagePolicy | ConfigError | None]:
+def _policies_in(text: str, shown: str,
+                 parser: Documents) -> list[models.ImagePolicy | ConfigError | None]:
     """Each document of a policy file: its policy, its error, or None (not a policy)."""
     try:
-        documents = _parse_documents(text, shown)
+        documents = parser.of(text, shown)
     except ConfigError as exc:
         return [exc]
     found: list[models.ImagePolicy | ConfigError | None] = []

@@ -108,27 +108,40 @@ async def open_repository(engine: Engine, repo: models.RepositoryConfig) -> Chec
     whose text changed is parsed again."""
     parsed: loading.Parsed = {}
     limit = engine.config.limits.max_file_bytes
+    clone = workspaces.location(repo.url, engine.config.state_dir)
+    documents = loading.Documents(clone.with_name(f"{clone.name}.policies.json"))
     ahead = asyncio.create_task(asyncio.to_thread(
-        _read_ahead, workspaces.location(repo.url, engine.config.state_dir), repo.policies,
-        parsed, limit))
+        _read_ahead, clone, repo.policies, parsed, documents, limit))
     try:
         ws = await asyncio.to_thread(engine.workspace, repo)
     finally:
         await ahead
-    policies = await asyncio.to_thread(loading.load_policies, ws.root / repo.policies,
-                                       display_root=ws.root, max_file_bytes=limit,
-                                       parsed=parsed)
+    policies = await asyncio.to_thread(_load, ws.root, repo.policies, parsed, documents,
+                                       limit)
     return Checkout(ws, policies)
 
 
-def _read_ahead(clone: Path, policies: str, parsed: loading.Parsed, limit: int) -> None:
+def _read_ahead(clone: Path, policies: str, parsed: loading.Parsed,
+                documents: loading.Documents, limit: int) -> None:
     """Fill ``parsed`` from the policy files of an existing clone, before its fetch. Only a
     head start: whatever goes wrong here (no clone yet, a file being replaced) is found
     again, and reported, when the fetched files are loaded."""
     if (clone / ".git").is_dir():
         with contextlib.suppress(ImageBotError, OSError):
             loading.load_policies(clone / policies, display_root=clone, max_file_bytes=limit,
-                                  parsed=parsed)
+                                  parsed=parsed, documents=documents)
+
+
+def _load(clone: Path, policies: str, parsed: loading.Parsed, documents: loading.Documents,
+          limit: int) -> loading.PolicySet:
+    """The policies of the fetched clone (files read ahead with the same text are not
+    parsed again); their documents are kept for the next run."""
+    documents.next_load()
+    loaded = loading.load_policies(clone / policies, display_root=clone, max_file_bytes=limit,
+                                   parsed=parsed, documents=documents)
+    with contextlib.suppress(OSError):  # a cache: a run that cannot keep it loses nothing
+        documents.save()
+    return loaded
 
 
 async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,

@@ -65,3 +65,60 @@ def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
 
     assert third == second
     assert len(parsed) == 5 + 4
+
+
+def test_policy_documents_are_kept_between_runs_and_parsed_again_only_when_changed(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    files = testing.one_image_each(registry, "kept", {name: {} for name in "abc"},
+                                   tags=["1.0.0", "1.0.1", "1.1.0"])
+    url = config_repo(files)
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    recorded = testing.recorded(monkeypatch, loading, "_parse_documents")
+
+    def parsed() -> list[str]:  # policy files (the bot's config is read the same way)
+        return [text for text in recorded if "ImagePolicy" in text]
+
+    first = _plan(config)
+    assert sorted(parsed()) == sorted(files[f"policies/{n}.yaml"] for n in "abc")
+    [kept] = (tmp_path / "state" / "repos").glob("*.policies.json")
+
+    recorded.clear()
+    assert _plan(config) == first  # a new run (a new process would do the same)
+    assert parsed() == []  # each file's documents came from the state dir
+
+    clone = tmp_path / "human"
+    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
+    narrowed = testing.policy("b", f"{registry.host}/kept/b", select={"semver": {
+        "range": "~1.0.0"}})
+    (clone / "policies/b.yaml").write_text(narrowed)
+    devservers.git("commit", "-qam", "narrow b", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    assert {n: o["latest"] for n, o in _plan(config).items()} == {
+        "a": "1.1.0", "b": "1.0.1", "c": "1.1.0"}
+    assert parsed() == [narrowed]  # after the fetch; the old b is no longer kept
+    assert len(json.loads(kept.read_text())["documents"]) == 3
+
+    recorded.clear()
+    kept.write_text('{"format": "1", "documents": {')  # cut short: ignored, rewritten
+    assert {n: o["latest"] for n, o in _plan(config).items()}["b"] == "1.0.1"
+    assert len(parsed()) == 3
+    assert len(json.loads(kept.read_text())["documents"]) == 3
+
+
+def test_only_documents_json_keeps_exactly_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "kept.json"
+    documents = loading.Documents(path)
+    plain = documents.of("a: [1, 1.5, true, null, x]\nb: {c: d}\n", "plain.yaml")
+    dated = documents.of("when: 2024-01-01\n", "dated.yaml")
+    keyed = documents.of("1: one\n", "keyed.yaml")
+    documents.save()
+
+    again = loading.Documents(path)
+    assert again.of("a: [1, 1.5, true, null, x]\nb: {c: d}\n", "plain.yaml") == plain
+    assert [type(v) for v in plain[0]["a"]] == [int, float, bool, type(None), str]
+    assert len(json.loads(path.read_text())["documents"]) == 1  # the date and int key: not
+    assert dated[0]["when"].year == 2024 and keyed == [{1: "one"}]
+    with pytest.raises(loading.ConfigError, match="invalid YAML"):
+        again.of("a: [\n", "broken.yaml")
