@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ from image_bot.publish import committing, forges, messages, proposing, publishin
 from image_bot.publish import workspace as workspaces
 from image_bot.registry import client as registry
 from image_bot.update import rewriting, scanning
-from image_bot.update.result import Change, UpdateResult
+from image_bot.update.result import Change, Skipped, UpdateResult
 
 E = TypeVar("E", bound=ImageBotError)
 _TAG_LISTS_AT_ONCE = 32  # images whose tags are fetched concurrently
@@ -317,15 +319,24 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                     outcomes, result = await _update(engine, ws.root, batch, dry_run=True,
                                                      repo=repo, index=index)
                     return _report(name, repo, [_waiting(o, closed) for o in outcomes], result)
-                outcomes, result = await _update(engine, ws.root, batch, dry_run=dry_run,
-                                                 repo=repo, index=index)
-                if dry_run or (mode.atomic and any(o.status == "failed" for o in outcomes)):
+                decision = await _decided(engine, ws.root, batch, repo=repo, index=index)
+                # the files are written before their last check (each new text read again),
+                # which runs while the mode commits them and passes before any push
+                outcomes, result, trial = _edited(engine, ws.root, batch, decision,
+                                                  dry_run=dry_run, index=index, reread=False)
+                if dry_run or _held(mode, outcomes):
                     return _report(name, repo, outcomes, result)
-                rows = _noted(_promoted(batch, await _rows(engine.client, result,
-                                                           metadata=mode.uses_forge)), batch)
-                done = await asyncio.to_thread(
-                    mode.publish, ws, key, result, policies=[p.loaded for p in batch],
-                    identity=engine.identity, forge=client, rows=rows, now=engine.clock.now())
+                try:
+                    done = await _publish(engine, ws, mode, key, batch, result, client,
+                                          before_push=_Reread(trial, result).passed)
+                except _Unverified as exc:  # nothing was pushed: edit again without them
+                    await asyncio.to_thread(ws.reset)
+                    outcomes, result, _ = _edited(
+                        engine, ws.root, batch, decision, dry_run=False, index=index,
+                        unsafe={f: UpdateError(s.reason) for f, s in exc.failed.items()})
+                    if _held(mode, outcomes):
+                        return _report(name, repo, outcomes, result)
+                    done = await _publish(engine, ws, mode, key, batch, result, client)
                 if parents is not None and done.branch is None:
                     parents.update(_parents(done, index))
             except PushRejected as exc:
@@ -349,6 +360,24 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
         if mode.uses_forge and not dry_run:
             await asyncio.to_thread(ws.reset)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _held(mode: publishing.Mode, outcomes: Sequence[PolicyOutcome]) -> bool:
+    """Whether the batch is not published: one PR proposes all or nothing."""
+    return mode.atomic and any(o.status == "failed" for o in outcomes)
+
+
+async def _publish(engine: Engine, ws: workspaces.Workspace, mode: publishing.Mode, key: str,
+                   batch: list[_Planned], result: UpdateResult, forge: forges.Forge | None,
+                   *, before_push: Callable[[], None] = lambda: None,
+                   ) -> publishing.Published:
+    """Publish the edited batch through ``mode``; ``before_push`` runs before it pushes."""
+    rows = _noted(_promoted(batch, await _rows(engine.client, result,
+                                               metadata=mode.uses_forge)), batch)
+    return await asyncio.to_thread(
+        mode.publish, ws, key, result, policies=[p.loaded for p in batch],
+        identity=engine.identity, forge=forge, rows=rows, now=engine.clock.now(),
+        before_push=before_push)
 
 
 def _index(engine: Engine, ws: workspaces.Workspace) -> scanning.Index:
@@ -600,9 +629,26 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
     """Decide ``planned`` and edit the checkout at ``root`` (the bot's clone, reset before
     the edit: files are written in place); ``index`` lists and reads it as it is now, once
     for this edit and the stages before it."""
+    decided = await _decided(engine, root, planned, repo=repo, index=index)
+    outcomes, result, _ = _edited(engine, root, planned, decided, dry_run=dry_run,
+                                  index=index)
+    return outcomes, result
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What the policies of a batch decided: their outcomes before the edit, the edits, and
+    the policies whose digest could not be pinned."""
+
+    outcomes: list[PolicyOutcome]
+    edits: list[rewriting.Edit]
+    unpinned: dict[str, ImageBotError]
+
+
+async def _decided(engine: Engine, root: Path, planned: Sequence[_Planned], *,
+                   repo: models.RepositoryConfig, index: scanning.Index) -> _Decision:
     outcomes: list[PolicyOutcome] = []
     edits: list[rewriting.Edit] = []
-    limit = engine.config.limits.max_file_bytes
     now = engine.clock.now()  # the one clock read; the policy itself is pure
 
     def decide(p: _Planned) -> tuple[PolicyOutcome, list[rewriting.Edit]]:
@@ -616,12 +662,24 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         outcomes.append(outcome)
         edits.extend(policy_edits)
     edits, unpinned = await _pin_digests(engine.client, planned, edits)
-    # a policy whose edit is unsafe in one file is not applied in any file
-    trial = rewriting.prepare(root, edits, max_file_bytes=limit,  # each file edited once
-                              index=index)
-    unsafe: dict[str, ImageBotError] = {
-        f: UpdateError(p.skipped.reason) for f, p in trial.items() if p.skipped}
-    unsafe |= unpinned
+    return _Decision(outcomes, edits, unpinned)
+
+
+def _edited(engine: Engine, root: Path, planned: Sequence[_Planned], decision: _Decision, *,
+            dry_run: bool, index: scanning.Index, reread: bool = True,
+            unsafe: Mapping[str, ImageBotError] | None = None,
+            ) -> tuple[list[PolicyOutcome], UpdateResult, dict[str, rewriting.Prepared]]:
+    """Edit the checkout as decided; a policy whose edit is unsafe in one file (or in one of
+    ``unsafe``) is applied in no file. ``reread=False`` (files written, not a dry run):
+    the files' re-read is left owed (:func:`rewriting.reread` of the returned preparation,
+    before anything is pushed)."""
+    limit = engine.config.limits.max_file_bytes
+    edits, known = decision.edits, {**(unsafe or {}), **decision.unpinned}
+    trial = rewriting.prepare(root, [e for e in edits if e.reference.file not in known],
+                              max_file_bytes=limit, index=index,  # each file edited once
+                              reread=reread or dry_run)
+    unsafe = {f: UpdateError(p.skipped.reason) for f, p in trial.items() if p.skipped}
+    unsafe |= known
     blocked = {e.policy: e.reference.file for e in edits if e.reference.file in unsafe}
     edits = [e for e in edits if e.policy not in blocked]
     result = rewriting.apply(root, edits, write=not dry_run, in_place=True,  # the clone
@@ -631,12 +689,47 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
         index, [path for p in planned for path in p.loaded.policy.spec.paths]))
     outcomes = [dataclasses.replace(o, status="failed", note="", error=_prefixed(
                     unsafe[blocked[o.policy]], prefix=blocked[o.policy]))
-                if o.policy in blocked else o for o in outcomes]
+                if o.policy in blocked else o for o in decision.outcomes]
     changes: dict[str, list[Change]] = {}
     for change in result.changes:
         changes.setdefault(change.policy, []).append(change)
     return [_settle(o, tuple(changes.get(o.policy, ())), dry_run=dry_run)
-            for o in outcomes], result
+            for o in outcomes], result, trial
+
+
+class _Reread:
+    """The re-read an edit written before it owes (:func:`rewriting.reread`), in a thread of
+    its own while the mode commits the written files: the mode waits for it
+    (:meth:`passed`) before it pushes anything."""
+
+    def __init__(self, trial: Mapping[str, rewriting.Prepared], result: UpdateResult) -> None:
+        self._done: concurrent.futures.Future[dict[str, Skipped]] = concurrent.futures.Future()
+        if any(p.expected is not None for p in trial.values()):
+            threading.Thread(target=self._run, args=(trial, result), daemon=True,
+                             name="image-bot-reread").start()
+        else:
+            self._done.set_result({})
+
+    def _run(self, trial: Mapping[str, rewriting.Prepared], result: UpdateResult) -> None:
+        try:
+            self._done.set_result(rewriting.reread(trial, result))
+        except BaseException as exc:  # handed to the waiting mode
+            self._done.set_exception(exc)
+
+    def passed(self) -> None:
+        """Wait for the re-read; raises :class:`_Unverified` when a file failed it."""
+        failed = self._done.result()
+        if failed:
+            raise _Unverified(failed)
+
+
+class _Unverified(Exception):  # not an ImageBotError: caught by the engine, never reported
+    """Files whose written edit did not read as intended: the batch is edited again without
+    their policies, before anything was pushed."""
+
+    def __init__(self, failed: dict[str, Skipped]) -> None:
+        super().__init__(", ".join(failed))
+        self.failed = failed
 
 
 async def _decide_streamed(

@@ -37,6 +37,10 @@ class Published:
     already: bool = False  # push-branch: it held this very change already (nothing pushed)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Mode(Protocol):
     """One way of publishing; the engine runs each batch through ``declined`` then ``publish``."""
 
@@ -57,8 +61,10 @@ class Mode(Protocol):
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime) -> Published:
-        """Turn the edits in the working tree into commits or a pull request."""
+                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
+        """Turn the edits in the working tree into commits or a pull request.
+        ``before_push`` is called once before anything leaves the clone (a push, a
+        forge call); what it raises ends the publish there."""
 
 
 class CommitMode:
@@ -85,7 +91,7 @@ class CommitMode:
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime) -> Published:
+                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
         if not result:
             return Published()
         push_branch = key.partition(":")[2] or None
@@ -100,6 +106,8 @@ class CommitMode:
             if sha is not None:
                 shas.append(sha)
                 files.append(part.files)
+        if shas:
+            before_push()  # the commits stay local until it passed
         if shas and push_branch is not None:
             if not proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email):
                 return Published(branch=push_branch, already=True)  # rebuilt, the same
@@ -133,7 +141,8 @@ class PullRequestMode:
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime) -> Published:
+                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
+        before_push()
         branch = proposing.branch_name(key)
         if forge is None:
             return Published(branch=branch)

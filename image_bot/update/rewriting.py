@@ -17,8 +17,8 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,40 @@ class Prepared:
     new_text: str = ""
     writes: tuple[_Write, ...] = ()
     skipped: Skipped | None = None
+    # the old documents as the writes should leave them, when the re-read of the new text
+    # is still owed (see :func:`prepare`)
+    expected: list[Any] | None = field(default=None, compare=False)
 
 
 def prepare(root: Path, edits: Sequence[Edit], *,
             max_file_bytes: int = checkout.DEFAULT_MAX_FILE_BYTES,
-            index: checkout.Index | None = None) -> dict[str, Prepared]:
+            index: checkout.Index | None = None, reread: bool = True,
+            ) -> dict[str, Prepared]:
     """Each file's edit, planned and verified but not written (a dry run of :func:`apply`);
     hand it to :func:`apply` so the files whose edits stay the same are not redone.
     ``index``: the pass's reading of ``root`` (its root), which found the references: each
     file's text is taken from it (the text the references' spans point into), not read
-    again."""
+    again. ``reread=False``: the last step of verifying, reading each new text again, is
+    left to :func:`reread` (the caller's commit of the written files runs meanwhile, and
+    nothing may be pushed before it passed); everything else is checked here."""
     where = _Where(root, index)
-    return {file: _prepare_file(where, file, file_edits, limit=max_file_bytes)
+    return {file: _prepare_file(where, file, file_edits, limit=max_file_bytes, reread=reread)
             for file, file_edits in _by_file(edits).items()}
+
+
+def reread(prepared: Mapping[str, Prepared], result: UpdateResult) -> dict[str, Skipped]:
+    """The re-read :func:`prepare` left owed, for each file ``result`` edited as prepared:
+    the files whose new text does not read as intended, and why (none: all verified)."""
+    failed: dict[str, Skipped] = {}
+    for edited in result.edited:
+        done = prepared.get(edited.file)
+        if done is None or done.expected is None or done.new_text != edited.new:
+            continue  # verified when prepared
+        try:
+            _compare(done.text, done.new_text, done.writes, done.expected)
+        except UnsafeEdit as exc:
+            failed[edited.file] = Skipped(edited.file, str(exc))
+    return failed
 
 
 def apply(root: Path, edits: Sequence[Edit], *, write: bool = True, in_place: bool = False,
@@ -132,7 +153,7 @@ def apply(root: Path, edits: Sequence[Edit], *, write: bool = True, in_place: bo
     for file, file_edits in sorted(_by_file(edits).items()):
         done = (prepared or {}).get(file)
         if done is None or not _same(done.edits, file_edits):
-            done = _prepare_file(where, file, file_edits, limit=max_file_bytes)
+            done = _prepare_file(where, file, file_edits, limit=max_file_bytes, reread=True)
         results.append(_finish(root, done, write=write, in_place=in_place))
     return UpdateResult.joined(results)
 
@@ -170,7 +191,8 @@ class _Where:
         return checkout.read_bounded(path, limit, file)
 
 
-def _prepare_file(where: _Where, file: str, edits: list[Edit], *, limit: int) -> Prepared:
+def _prepare_file(where: _Where, file: str, edits: list[Edit], *, limit: int,
+                  reread: bool) -> Prepared:
     path = where.root / file
     problem, original = _not_editable(where, path), ""
     if problem is None:
@@ -184,13 +206,17 @@ def _prepare_file(where: _Where, file: str, edits: list[Edit], *, limit: int) ->
         return Prepared(file, tuple(edits), skipped=Skipped(file, problem))
     bom = _BOM if original.startswith(_BOM) else ""
     text = original.removeprefix(bom)
+    owed = None
     try:
         writes = plan(text, edits)
         new_text = splice(text, writes)
-        verify(text, new_text, writes)
+        if reread:
+            verify(text, new_text, writes)
+        else:
+            owed = _expected(text, writes)
     except UnsafeEdit as exc:
         return Prepared(file, tuple(edits), skipped=Skipped(file, str(exc)))
-    return Prepared(file, tuple(edits), bom, text, new_text, tuple(writes))
+    return Prepared(file, tuple(edits), bom, text, new_text, tuple(writes), expected=owed)
 
 
 def _finish(root: Path, done: Prepared, *, write: bool, in_place: bool) -> UpdateResult:
@@ -338,6 +364,12 @@ def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
     """The new text must parse to the old documents with exactly the edited values changed.
 
     In a file of several documents only the edited ones are read again (:func:`_reread`)."""
+    _compare(old_text, new_text, writes, _expected(old_text, writes))
+
+
+def _expected(old_text: str, writes: Sequence[_Write]) -> list[Any]:
+    """The old documents (from the scan's parse) with the writes made: what the new text
+    must read as; raises :class:`UnsafeEdit` when the old text is ambiguous."""
     try:
         expected = yamlgraph.load_documents(old_text)
     except YAMLError as exc:  # e.g. duplicate keys: valid to compose, ambiguous to edit
@@ -345,6 +377,12 @@ def verify(old_text: str, new_text: str, writes: Sequence[_Write]) -> None:
     for w in writes:
         for path in w.field.paths:
             _set(expected, path, w.value)
+    return expected
+
+
+def _compare(old_text: str, new_text: str, writes: Sequence[_Write],
+             expected: list[Any]) -> None:
+    """The new text read again (:func:`_reread`) must be ``expected``."""
     try:
         actual = _reread(old_text, new_text, writes, expected)
     except YAMLError as exc:
