@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import copy
 import dataclasses
-import threading
+import functools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -328,7 +327,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                     return _report(name, repo, outcomes, result)
                 try:
                     done = await _publish(engine, ws, mode, key, batch, result, client,
-                                          before_push=_Reread(trial, result).passed)
+                                          owed=trial)
                 except _Unverified as exc:  # nothing was pushed: edit again without them
                     await asyncio.to_thread(ws.reset)
                     outcomes, result, _ = _edited(
@@ -369,15 +368,17 @@ def _held(mode: publishing.Mode, outcomes: Sequence[PolicyOutcome]) -> bool:
 
 async def _publish(engine: Engine, ws: workspaces.Workspace, mode: publishing.Mode, key: str,
                    batch: list[_Planned], result: UpdateResult, forge: forges.Forge | None,
-                   *, before_push: Callable[[], None] = lambda: None,
+                   *, owed: Mapping[str, rewriting.Prepared] | None = None,
                    ) -> publishing.Published:
-    """Publish the edited batch through ``mode``; ``before_push`` runs before it pushes."""
+    """Publish the edited batch through ``mode``; the re-read ``owed`` (the preparation of
+    an edit written before it) is the mode's ``before_push``: it runs while the mode's
+    first commit is made and raises :class:`_Unverified` before any push."""
     rows = _noted(_promoted(batch, await _rows(engine.client, result,
                                                metadata=mode.uses_forge)), batch)
     return await asyncio.to_thread(
         mode.publish, ws, key, result, policies=[p.loaded for p in batch],
         identity=engine.identity, forge=forge, rows=rows, now=engine.clock.now(),
-        before_push=before_push)
+        before_push=functools.partial(_reread, owed or {}, result))
 
 
 def _index(engine: Engine, ws: workspaces.Workspace) -> scanning.Index:
@@ -697,30 +698,13 @@ def _edited(engine: Engine, root: Path, planned: Sequence[_Planned], decision: _
             for o in outcomes], result, trial
 
 
-class _Reread:
-    """The re-read an edit written before it owes (:func:`rewriting.reread`), in a thread of
-    its own while the mode commits the written files: the mode waits for it
-    (:meth:`passed`) before it pushes anything."""
-
-    def __init__(self, trial: Mapping[str, rewriting.Prepared], result: UpdateResult) -> None:
-        self._done: concurrent.futures.Future[dict[str, Skipped]] = concurrent.futures.Future()
-        if any(p.expected is not None for p in trial.values()):
-            threading.Thread(target=self._run, args=(trial, result), daemon=True,
-                             name="image-bot-reread").start()
-        else:
-            self._done.set_result({})
-
-    def _run(self, trial: Mapping[str, rewriting.Prepared], result: UpdateResult) -> None:
-        try:
-            self._done.set_result(rewriting.reread(trial, result))
-        except BaseException as exc:  # handed to the waiting mode
-            self._done.set_exception(exc)
-
-    def passed(self) -> None:
-        """Wait for the re-read; raises :class:`_Unverified` when a file failed it."""
-        failed = self._done.result()
-        if failed:
-            raise _Unverified(failed)
+def _reread(trial: Mapping[str, rewriting.Prepared], result: UpdateResult) -> None:
+    """The re-read an edit written before it owes (:func:`rewriting.reread`), for each file
+    written; raises :class:`_Unverified` naming those that failed it."""
+    failed = {edited.file: skipped for edited in result.edited
+              if (skipped := rewriting.reread(trial, edited)) is not None}
+    if failed:
+        raise _Unverified(failed)
 
 
 class _Unverified(Exception):  # not an ImageBotError: caught by the engine, never reported

@@ -8,7 +8,7 @@ only with a lease on the tip the bot last saw.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 import git
@@ -79,21 +79,29 @@ def written(message: str) -> list[tuple[str, str, str]]:
 
 
 def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
-           identity: Identity) -> str | None:
+           identity: Identity, *, meanwhile: Callable[[], None] | None = None) -> str | None:
     """Commit ``files`` (tracked files, as the work tree has them) on the current HEAD; the
     new commit's sha, or None when nothing changed.
 
     One git process (``commit --only``: those paths staged and committed together, nothing
     else of the index); only when it fails is the work tree asked whether there was
     anything to commit (git says "nothing to commit" with the same exit status as other
-    failures)."""
+    failures). ``meanwhile`` is called while git commits (:meth:`Workspace.run_meanwhile`);
+    what it raises is raised once git is done."""
     if not files:
+        if meanwhile is not None:
+            meanwhile()
         return None
-    try:  # the fetch that began the cycle already ran git's automatic maintenance (gc)
-        ws.run(*identity.options(), "-c", "maintenance.auto=false", "commit", "-q",
-               "--no-verify", "--only", "-m", message,
-               "--", *files, env=identity.environment(),
-               doing="committing (check git.sign / git.signing_key)")
+    # the fetch that began the cycle already ran git's automatic maintenance (gc)
+    command = [*identity.options(), "-c", "maintenance.auto=false", "commit", "-q",
+               "--no-verify", "--only", "-m", message, "--", *files]
+    doing = "committing (check git.sign / git.signing_key)"
+    try:
+        if meanwhile is None:
+            ws.run(*command, env=identity.environment(), doing=doing)
+        else:
+            ws.run_meanwhile(*command, meanwhile=meanwhile, env=identity.environment(),
+                             doing=doing)
     except ImageBotError:
         if not ws.run("status", "--porcelain", "--untracked-files=all", "--ignored", "--",
                       *files).strip():

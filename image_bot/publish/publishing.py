@@ -41,6 +41,20 @@ def _nothing() -> None:
     pass
 
 
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    """``function``, called at most once however often it is asked for (a second call after
+    it raised calls it again)."""
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            function()
+            done = True
+
+    return call
+
+
 class Mode(Protocol):
     """One way of publishing; the engine runs each batch through ``declined`` then ``publish``."""
 
@@ -98,16 +112,17 @@ class CommitMode:
         if push_branch is not None:
             ws.run("checkout", "-q", "--detach")  # the target branch itself never moves
         shas, files = [], []
+        check = _once(before_push)  # while the first commit is made; nothing is pushed
+        # before it passed
         for group in commit_groups(result, policies):
             part = UpdateResult(tuple(c for c in result.changes if c.policy in group))
             message = with_trailers(commit_message(part, policies, repository=ws.url,
                                                    rows=rows), part, rows)
-            sha = committing.commit(ws, part.files, message, identity)
+            sha = committing.commit(ws, part.files, message, identity, meanwhile=check)
             if sha is not None:
                 shas.append(sha)
                 files.append(part.files)
-        if shas:
-            before_push()  # the commits stay local until it passed
+        check()
         if shas and push_branch is not None:
             if not proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email):
                 return Published(branch=push_branch, already=True)  # rebuilt, the same

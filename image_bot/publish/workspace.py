@@ -17,7 +17,7 @@ import shutil
 import stat
 import subprocess
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +161,30 @@ class Workspace:
             return str(self.repo.git.execute(["git", *args], env=env))
         except git.GitCommandError as exc:
             raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+
+    def run_meanwhile(self, *args: str, meanwhile: Callable[[], None],
+                      env: Mapping[str, str] | None = None, doing: str = "") -> None:
+        """:meth:`run` of a command that prints little (its output is read at the end),
+        calling ``meanwhile`` in this thread once git has started: git works in its own
+        process meanwhile. Git is waited for in any case; what ``meanwhile`` raises wins
+        over a failure of git."""
+        try:
+            started = self.repo.git.execute(["git", *args], env=env, as_process=True)
+        except git.GitCommandError as exc:
+            raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+        process = started.proc
+        assert process is not None, "as_process: the process as started"
+        failure: BaseException | None = None
+        try:
+            meanwhile()
+        except BaseException as exc:  # raised once git is done
+            failure = exc
+        _, stderr = process.communicate()  # waits, and closes the pipes
+        if failure is not None:
+            raise failure
+        if process.returncode:
+            failed = git.GitCommandError(["git", *args], process.returncode, stderr)
+            raise translate(failed, self.url, doing or f"git {args[0]}", self._secrets)
 
     def files_at(self, revision: str, files: Sequence[str], *,
                  max_bytes: int) -> dict[str, bytes]:

@@ -121,19 +121,17 @@ def prepare(root: Path, edits: Sequence[Edit], *,
             for file, file_edits in _by_file(edits).items()}
 
 
-def reread(prepared: Mapping[str, Prepared], result: UpdateResult) -> dict[str, Skipped]:
-    """The re-read :func:`prepare` left owed, for each file ``result`` edited as prepared:
-    the files whose new text does not read as intended, and why (none: all verified)."""
-    failed: dict[str, Skipped] = {}
-    for edited in result.edited:
-        done = prepared.get(edited.file)
-        if done is None or done.expected is None or done.new_text != edited.new:
-            continue  # verified when prepared
-        try:
-            _compare(done.text, done.new_text, done.writes, done.expected)
-        except UnsafeEdit as exc:
-            failed[edited.file] = Skipped(edited.file, str(exc))
-    return failed
+def reread(prepared: Mapping[str, Prepared], edited: Edited) -> Skipped | None:
+    """The re-read :func:`prepare` left owed, for a file written as prepared: why its new
+    text does not read as intended, or None (verified now, or when prepared)."""
+    done = prepared.get(edited.file)
+    if done is None or done.expected is None or done.new_text != edited.new:
+        return None  # verified when prepared
+    try:
+        _compare(done.text, done.new_text, done.writes, done.expected)
+    except UnsafeEdit as exc:
+        return Skipped(edited.file, str(exc))
+    return None
 
 
 def apply(root: Path, edits: Sequence[Edit], *, write: bool = True, in_place: bool = False,

@@ -338,6 +338,42 @@ def test_a_commit_is_named_by_the_sha_git_gives_its_head(
     assert ws.head == devservers.git("rev-parse", "main^", cwd=ws.root).strip() != made
 
 
+def test_what_runs_meanwhile_a_commit_runs_while_git_works_and_its_error_wins(
+        git_server: devservers.GitServer, tmp_path: Path) -> None:
+    name = f"meanwhile-{uuid.uuid4().hex[:8]}.git"
+    devservers.create_repo(git_server.root, name, {"deploy/app.yaml": "image: a:1\n"})
+    ws = workspaces.Workspace.open(git_server.url(name), "main", tmp_path / "state")
+    identity = committing.Identity(workspaces.Author("image-bot", "bot@example.com"))
+    seen: list[str] = []
+
+    def meanwhile() -> None:
+        seen.append(ws.head)  # called while git commits (it may not have moved HEAD yet)
+
+    (ws.root / "deploy/app.yaml").write_text("image: a:2\n")
+    made = committing.commit(ws, ["deploy/app.yaml"], "a:2", identity, meanwhile=meanwhile)
+    assert made == devservers.git("rev-parse", "HEAD", cwd=ws.root).strip()
+    assert len(seen) == 1
+    assert committing.commit(ws, [], "nothing", identity, meanwhile=meanwhile) is None
+    assert len(seen) == 2  # asked for even without a commit: it may be waited for
+
+    class Refused(Exception):
+        pass
+
+    def refusing() -> None:
+        raise Refused
+
+    (ws.root / "deploy/app.yaml").write_text("image: a:3\n")
+    with pytest.raises(Refused):  # raised once git is done: the commit is there
+        committing.commit(ws, ["deploy/app.yaml"], "a:3", identity, meanwhile=refusing)
+    assert devservers.git("log", "-1", "--format=%s", cwd=ws.root).strip() == "a:3"
+    (ws.root / "other.yaml").write_text("x: 1\n")  # untracked: git fails
+    with pytest.raises(ImageBotError, match="committing"):
+        committing.commit(ws, ["other.yaml"], "new", identity, meanwhile=meanwhile)
+    assert len(seen) == 3
+    with pytest.raises(Refused):  # git failed too; what ran meanwhile says why
+        committing.commit(ws, ["other.yaml"], "new", identity, meanwhile=refusing)
+
+
 def test_a_workspace_knows_whether_head_is_still_where_its_reset_left_it(
         git_server: devservers.GitServer, tmp_path: Path) -> None:
     """Two branches of one URL share a clone: opening the second moves HEAD away from the
