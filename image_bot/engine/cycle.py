@@ -160,18 +160,21 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     name = workspaces.redact(repo.url)
     forge = _Forge(repo, enabled=not dry_run)
     followed = RepositoryReport(name, repo.branch)
+    last_writes: asyncio.Task[dict[tuple[str, str], committing.Write]] | None = None
     try:
         # 1. the config repository at its remote tip, and its policies
         checkout = checkout or await open_repository(engine, repo)
         ws = checkout.workspace
-        # 1b. the deploy loop: agents' reports judge earlier commits; degraded ones are
-        # rolled back in Git and declined (before the policies below choose)
-        if not dry_run:
-            followed = await _follow(engine, repo, checkout, forge)
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),
                                           repo.branch)
         planned, suspended = _operated(planned, overrides)
+        # 5 (asked now, used below). the bot's last writes: one `git log`, run meanwhile
+        last_writes = asyncio.create_task(asyncio.to_thread(_bot_writes, engine, ws, planned))
+        # 1b. the deploy loop: agents' reports judge earlier commits; degraded ones are
+        # rolled back in Git and declined (before the policies below choose)
+        if not dry_run:
+            followed = await _follow(engine, repo, checkout, forge)
         async with registry.scan_deadline(repo.registry_deadline, repository=name):
             # 3. tags, once per image, concurrently: here for the policies that need them
             # before deciding (publish rules, metadata, promotions, operators); the others'
@@ -183,11 +186,15 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
             # 4. image metadata, only for policies whose `needs` ask for it
             planned = await _fetch_metadata(engine.client, planned)
         # 5. versions humans declined: the bot's last writes, each checked for a human's
-        # rollback when its policy is decided (no registry: a thread must not outlive the
-        # deadline above)
-        planned = await asyncio.to_thread(_with_bot_writes, engine, ws, planned)
+        # rollback when its policy is decided (the deploy loop's rollbacks are no writes:
+        # they decline what they roll back themselves)
+        planned = _with_bot_writes(engine, planned, await last_writes)
     except ImageBotError as exc:
         return followed.combined(RepositoryReport(name, repo.branch, errors=(exc,)))
+    finally:  # after a failure before it was waited for: its git log is left to finish
+        if last_writes is not None and not last_writes.cancel() \
+                and not last_writes.cancelled():
+            last_writes.exception()  # done: what it raised is not "never retrieved"
     report = followed.combined(RepositoryReport(name, repo.branch,
                                                 outcomes=(*failed, *suspended)))
     # 6. the dashboard (opt-in) is read first (its ticked boxes) and written last; a cleared
@@ -850,14 +857,20 @@ def _report(name: str, repo: models.RepositoryConfig, outcomes: list[PolicyOutco
 # --- declined versions: human rollbacks on the target branch ------------------------------
 
 
-def _with_bot_writes(engine: Engine, ws: workspaces.Workspace,
-                     planned: Sequence[_Planned]) -> list[_Planned]:
-    """Each policy's last write by the bot on the target branch (one ``git log``), to be
-    checked for a human's rollback when the policy is decided (:func:`_with_rollback`: from
-    the scan its decision reads anyway), and its declined set."""
+def _bot_writes(engine: Engine, ws: workspaces.Workspace, planned: Sequence[_Planned],
+                ) -> dict[tuple[str, str], committing.Write]:
+    """Each policy's last write by the bot on the target branch (one ``git log``), by
+    (policy, image)."""
     wanted = {(p.name, p.loaded.policy.spec.image_ref.name) for p in planned}
-    writes = {(w.policy, w.image): w for w in committing.bot_writes(
+    return {(w.policy, w.image): w for w in committing.bot_writes(
         ws, engine.identity.author.email, wanted=wanted)}
+
+
+def _with_bot_writes(engine: Engine, planned: Sequence[_Planned],
+                     writes: Mapping[tuple[str, str], committing.Write]) -> list[_Planned]:
+    """Each policy with its last write by the bot (:func:`_bot_writes`), to be checked for a
+    human's rollback when the policy is decided (:func:`_with_rollback`: from the scan its
+    decision reads anyway), and its declined set."""
     return _attach_declined([dataclasses.replace(p, bot_write=writes.get(
         (p.name, p.loaded.policy.spec.image_ref.name))) for p in planned], engine)
 

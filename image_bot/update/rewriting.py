@@ -6,7 +6,9 @@ A file is either fully edited and verified, or left untouched and reported. File
 written only when their bytes change, and replaced atomically (temporary file + rename), so
 a reader or a crash never meets a half-edited file; in the bot's own clone (``in_place``)
 they are overwritten where they are instead: there the commit is the atomic step, made
-only after every file was written, and the clone is hard-reset before each edit. Only
+only after every file was written, and the clone is hard-reset before each edit. There the
+last check, each new text read again, may be left to :func:`reread` (``prepare(reread=
+False)``), which the engine runs while the commit is made and before anything is pushed. Only
 regular files are edited: a symbolic link (or a file reached through a linked folder) is
 never replaced, and nothing larger than the size cap is read.
 """
