@@ -646,7 +646,7 @@ async def _update(engine: Engine, root: Path, planned: Sequence[_Planned], *,
 @dataclass(frozen=True, slots=True)
 class _Decision:
     """What the policies of a batch decided: their outcomes before the edit, the edits, and
-    the policies whose digest could not be pinned."""
+    the files whose edit lacks a digest that could not be pinned (file → why)."""
 
     outcomes: list[PolicyOutcome]
     edits: list[rewriting.Edit]
