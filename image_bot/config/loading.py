@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +122,7 @@ class Documents:
     def of(self, text: str, shown: str) -> list[Any]:
         """The documents of ``text`` (the file ``shown``): kept, or parsed (raises
         :class:`ConfigError`)."""
-        key = hashlib.sha256(text.encode()).hexdigest()
+        key = _key(text)
         found = self._used.get(key)
         if found is None:
             found = self._known.get(key)
@@ -137,7 +136,7 @@ class Documents:
     def keep(self, text: str) -> None:
         """Keep the documents of ``text`` without asking for them (a file whose policies the
         caller has at hand); never parses."""
-        key = hashlib.sha256(text.encode()).hexdigest()
+        key = _key(text)
         if key not in self._used and key in self._known:
             self._used[key] = self._known[key]
 
@@ -152,6 +151,8 @@ class Documents:
         are not what the file holds)."""
         if self.path is None or self._used.keys() == self._saved:
             return
+        import tempfile  # here: `validate` never keeps documents (~4 ms to import)
+
         data = json.dumps({"format": _DOCUMENTS_FORMAT, "documents": self._used},
                           separators=(",", ":"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +171,10 @@ class Documents:
 # (bump the number when what a text loads to changes)
 _DOCUMENTS_FORMAT = f"1 ruamel.yaml {ruamel.yaml.__version__} {'c' if CParser else 'pure'}"
 _DOCUMENTS_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_documents_file(path: Path) -> dict[str, list[Any]]:
