@@ -107,18 +107,24 @@ def test_policy_documents_are_kept_between_runs_and_parsed_again_only_when_chang
     assert len(json.loads(kept.read_text())["documents"]) == 3
 
 
-def test_only_documents_json_keeps_exactly_are_kept(tmp_path: Path) -> None:
+def test_only_documents_json_keeps_exactly_are_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "kept.json"
     documents = loading.Documents(path)
-    plain = documents.of("a: [1, 1.5, true, null, x]\nb: {c: d}\n", "plain.yaml")
+    text = "a: [1, 1.5, true, null, x]\nb: {c: d}\n"
+    plain = documents.of(text, "plain.yaml")
     dated = documents.of("when: 2024-01-01\n", "dated.yaml")
     keyed = documents.of("1: one\n", "keyed.yaml")
     documents.save()
+    parsed = testing.recorded(monkeypatch, loading, "_parse_documents")
 
-    again = loading.Documents(path)
-    assert again.of("a: [1, 1.5, true, null, x]\nb: {c: d}\n", "plain.yaml") == plain
-    assert [type(v) for v in plain[0]["a"]] == [int, float, bool, type(None), str]
+    again = loading.Documents(path).of(text, "plain.yaml")
+
+    assert parsed == []  # read from the file
+    assert again == plain == [{"a": [1, 1.5, True, None, "x"], "b": {"c": "d"}}]
+    assert [type(v) for v in again[0]["a"]] == [int, float, bool, type(None), str]
     assert len(json.loads(path.read_text())["documents"]) == 1  # the date and int key: not
     assert dated[0]["when"].year == 2024 and keyed == [{1: "one"}]
     with pytest.raises(loading.ConfigError, match="invalid YAML"):
-        again.of("a: [\n", "broken.yaml")
+        loading.Documents(path).of("a: [\n", "broken.yaml")
+    assert parsed == ["a: [\n"]
