@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,7 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
     loaded: list[LoadedPolicy] = []
     errors: list[ConfigError] = []
     seen: dict[str, str] = {}
+    parse = documents.of if documents is not None else _parse_documents
     files = _policy_files(directory, files_of, _display(directory, shown_root))
     errors += [ConfigError(f"{breadcrumb(_display(files_of.root / r.file, shown_root))}: "
                            f"{r.reason}") for r in files_of.refused]
@@ -239,7 +240,7 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
             continue
         found = parsed.get((shown, text)) if parsed is not None else None
         if found is None:
-            found = _policies_in(text, shown, documents or Documents())
+            found = _policies_in(text, shown, parse)
             if parsed is not None:
                 parsed[shown, text] = found
         elif documents is not None:
@@ -263,10 +264,11 @@ def load_policies(directory: Path, *, display_root: Path | None = None,
 
 
 def _policies_in(text: str, shown: str,
-                 parser: Documents) -> list[models.ImagePolicy | ConfigError | None]:
+                 parse: Callable[[str, str], list[Any]],
+                 ) -> list[models.ImagePolicy | ConfigError | None]:
     """Each document of a policy file: its policy, its error, or None (not a policy)."""
     try:
-        documents = parser.of(text, shown)
+        documents = parse(text, shown)
     except ConfigError as exc:
         return [exc]
     found: list[models.ImagePolicy | ConfigError | None] = []
