@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -245,6 +246,26 @@ def test_an_edit_given_the_pass_index_reads_no_file_again(
     assert (tmp_path / "b.yaml").read_text() == "image: ghcr.io/team/app:1.1.0  # b\n"
     with pytest.raises(ValueError, match="the index reads"):
         rewriting.prepare(tmp_path / "elsewhere", edits, index=index)
+
+
+def test_a_file_already_as_decided_is_not_read_again_but_still_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.yaml").write_text("image: ghcr.io/team/app:1.1.0\n")
+    (tmp_path / "twice.yaml").write_text("image: ghcr.io/team/app:1.1.0\nimage: x\n")
+    edits = [rewriting.Edit(r, "1.1.0", "p")
+             for r in scanning.find(tmp_path, APP, ["a.yaml"]).references]
+    reread = testing.recorded(monkeypatch, rewriting, "_reread")
+
+    trial = rewriting.prepare(tmp_path, edits)
+
+    assert reread == []  # nothing to write: the text reads as it did
+    assert trial["a.yaml"].new_text == trial["a.yaml"].text and not trial["a.yaml"].skipped
+    ambiguous = [rewriting.Edit(r, "1.1.0", "p")
+                 for r in scanning.find(tmp_path, APP, ["twice.yaml"]).references]
+    [skipped] = [p.skipped for p in rewriting.prepare(tmp_path, ambiguous).values()]
+    assert skipped is not None and "ambiguous YAML" in skipped.reason
+    rewriting.prepare(tmp_path, [dataclasses.replace(edits[0], tag="1.2.0")])
+    assert len(reread) == 1  # a write: read again
 
 
 def test_alias_bombs_are_refused_not_expanded(tmp_path: Path) -> None:
