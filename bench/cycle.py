@@ -30,13 +30,15 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
     every round is the same first cycle, and the bot's checkout also moves every file
     back (a human's forced push, each round). (A revert would be a human rollback: the
     next round would decline 200 tags and measure that instead.)
+  - ``idle``: nothing changes (one untimed run first updates every policy): every policy
+    is current and ``run --once`` has nothing to publish, as in most scheduled runs.
 
 Prints every round, the medians, the ratios to the floor (goal ≤ 1.5; also each round's
 against the floor measured just before it, which a drifting host moves less) and how often
 YAML was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
-                                    [--between new-tags|restore] [--history 0]
+                                    [--between new-tags|restore|idle] [--history 0]
 
 ``--history N`` (with ``new-tags``): N cycles, not timed, before the first round, so the
 timed ones run behind N bot commits of POLICIES updates each (the deploy loop follows the
@@ -67,7 +69,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import devservers  # noqa: E402
 import testing  # noqa: E402
-from image_bot import cli  # noqa: E402
+from image_bot import cli, refs  # noqa: E402
+from image_bot.config import yamlio  # noqa: E402
+from image_bot.policy import ranges, strategies  # noqa: E402
 from image_bot.update import yamlgraph  # noqa: E402
 
 
@@ -168,6 +172,18 @@ def _per_round(times: list[float], floors: list[float]) -> str:
             f"{ratios[0]:.2f}–{ratios[-1]:.2f})")
 
 
+def cold() -> None:
+    """Forget what this process remembers from the commands before: each command starts as
+    a new process would (the CLI runs here, so imports are not counted: `bench/startup.py`
+    measures them). The plan before a `run --once` parsed the same files and tags."""
+    yamlgraph.trees.cache_clear()  # composed documents, by text
+    strategies.forget()  # tag readings and parses
+    refs._parse_short.cache_clear()  # image references
+    ranges._parse_short.cache_clear()  # semver ranges
+    yamlgraph.plain_tag.cache_clear()  # the types of plain scalars
+    yamlio._PLAIN_TAGS.clear()  # the resolver's memo
+
+
 def timed(action: Callable[[], None]) -> float:
     started = time.perf_counter()
     action()
@@ -180,7 +196,8 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parser", choices=yamlgraph.PARSERS, default=yamlgraph.parser())
-    parser.add_argument("--between", choices=["new-tags", "restore"], default="new-tags",
+    parser.add_argument("--between", choices=["new-tags", "restore", "idle"],
+                        default="new-tags",
                         help="what happens between rounds (see above)")
     parser.add_argument("--history", type=int, default=0,
                         help="cycles before the timed rounds (new-tags): bot commits behind")
@@ -228,6 +245,9 @@ def main() -> int:
                                capture_output=True, text=True).stdout.strip()
 
         def between(round_: int) -> None:
+            if args.between == "idle":
+                subprocess.run(["git", "fetch", "-q", "origin"], cwd=clone, check=True)
+                return
             if args.between == "restore":
                 subprocess.run(["git", "push", "-q", "--force", "origin", f"{start}:main"],
                                cwd=clone, check=True)
@@ -236,6 +256,9 @@ def main() -> int:
             subprocess.run(["git", "fetch", "-q", "origin"], cwd=clone, check=True)
 
         invoke("plan")  # warm: the first clone of the workspace is not a cycle's cost
+        if args.between == "idle":  # every policy current from the first timed round on
+            invoke("run", "--once")
+            between(0)
         for round_ in range(1, args.history + 1):
             invoke("run", "--once")
             between(round_)
@@ -244,10 +267,11 @@ def main() -> int:
         for round_ in range(args.history + 1, args.history + args.rounds + 1):
             floors.append(floor(registry, clone, args.policies))
             pushing.append(floors[-1] + publish_floor(pusher, args.policies, round_))
-            yamlgraph.trees.cache_clear()
+            cold()
             composed.clear()
             plans.append(timed(lambda: invoke("plan")))
             parses.append((len(composed), len(set(composed))))
+            cold()
             runs.append(timed(lambda: invoke("run", "--once")))
             between(round_)
         if args.profile:
