@@ -17,8 +17,12 @@ POLICIES policies (semver ``^1.0``), each for its own image, and one Deployment 
   the POLICIES manifests rewritten in place, ``git commit -a``, ``git push`` to a ref of
   its own that no fetch brings), the I/O a run that commits and pushes needs. The issue's
   target is the ratio to the floor; this one says how much of the rest is git's;
-* **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing);
-* **run --once**: ``image-bot run --once`` (edits every file, commits, pushes). Between
+* **plan**: ``image-bot plan`` in this process (decides every policy, edits nothing),
+  started cold: what the commands before left in the process's memos (composed
+  documents, parsed tags, references) is forgotten first, as a new process would start
+  (imports aside: ``bench/startup.py`` measures them);
+* **run --once**: ``image-bot run --once`` (edits every file, commits, pushes), cold as
+  well (the ``plan`` just before parsed the same files and tags). Between
   rounds (not timed), ``--between``:
 
   - ``new-tags`` (default, the bot's steady state): every repository gets a newer tag and
