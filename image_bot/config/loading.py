@@ -151,19 +151,10 @@ class Documents:
         are not what the file holds)."""
         if self.path is None or self._used.keys() == self._saved:
             return
-        import tempfile  # here: `validate` never keeps documents (~4 ms to import)
-
         data = json.dumps({"format": _DOCUMENTS_FORMAT, "documents": self._used},
                           separators=(",", ":"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(data)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        checkout.replace_atomically(self.path, data.encode())
         self._saved = frozenset(self._used)
 
 

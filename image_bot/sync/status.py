@@ -7,11 +7,11 @@ and a restarted agent see it; reading never needs Docker or Git.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from image_bot import checkout
 
 SyncState = Literal["Synced", "OutOfSync"]
 Health = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown"]
@@ -115,14 +115,8 @@ def folder(state_dir: Path) -> Path:
 def write(path: Path, report: SyncReport) -> None:
     """Replace the status file atomically (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".status-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(report.to_dict(), handle, indent=2, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    checkout.replace_atomically(path, json.dumps(report.to_dict(), indent=2,
+                                                 sort_keys=True).encode("utf-8"))
 
 
 def read(path: Path) -> SyncReport | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +226,8 @@ def _finish(root: Path, done: Prepared, *, write: bool, in_place: bool) -> Updat
     if write:
         data = (done.bom + done.new_text).encode("utf-8")
         if not (in_place and _overwritten(root / done.file, data)):
-            _replace_atomically(root / done.file, data)
+            checkout.replace_atomically(root / done.file, data,
+                                        mode=os.lstat(root / done.file).st_mode)
     return UpdateResult(changes=tuple(_change(w) for w in done.writes),
                         edited=(Edited(done.file, done.text, done.new_text),))
 
@@ -507,14 +507,3 @@ def _overwritten(path: Path, data: bytes) -> bool:
     return True
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    mode = os.lstat(path).st_mode
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
