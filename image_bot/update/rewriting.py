@@ -169,13 +169,15 @@ def _same(a: Sequence[Edit], b: Sequence[Edit]) -> bool:
 
 
 class _Where:
-    """The folder an edit writes into: its real path and its folders' real paths, each
-    worked out once for all the files of the edit, and the index that read it (if any)."""
+    """The folder an edit writes into: its absolute and real paths and its folders' real
+    paths, each worked out once for all the files of the edit, and the index that read it
+    (if any)."""
 
     def __init__(self, root: Path, index: checkout.Index | None) -> None:
         if index is not None and index.root != root:
             raise ValueError(f"the index reads {index.root}, not {root}")
         self.root, self.index = root, index
+        self.absolute_root = os.path.abspath(root)
         self.real_root = os.path.realpath(root)
         self._folders: dict[str, str] = {}
 
@@ -481,7 +483,7 @@ def _not_editable(where: _Where, path: Path) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file; not edited"
     absolute = os.path.abspath(path)
-    relative = os.path.relpath(absolute, os.path.abspath(where.root))
+    relative = os.path.relpath(absolute, where.absolute_root)
     folder, name = os.path.split(absolute)
     if not relative.startswith("..") and (
             os.path.join(where.real_folder(folder), name)
