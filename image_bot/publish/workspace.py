@@ -160,7 +160,7 @@ class Workspace:
         try:
             return str(self.repo.git.execute(["git", *args], env=env))
         except git.GitCommandError as exc:
-            raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+            raise self._failed(exc, args, doing) from None
 
     def run_meanwhile(self, *args: str, meanwhile: Callable[[], None],
                       env: Mapping[str, str] | None = None, doing: str = "") -> None:
@@ -171,7 +171,7 @@ class Workspace:
         try:
             started = self.repo.git.execute(["git", *args], env=env, as_process=True)
         except git.GitCommandError as exc:
-            raise translate(exc, self.url, doing or f"git {args[0]}", self._secrets) from None
+            raise self._failed(exc, args, doing) from None
         process = started.proc
         assert process is not None, "as_process: the process as started"
         failure: BaseException | None = None
@@ -183,8 +183,12 @@ class Workspace:
         if failure is not None:
             raise failure
         if process.returncode:
-            failed = git.GitCommandError(["git", *args], process.returncode, stderr)
-            raise translate(failed, self.url, doing or f"git {args[0]}", self._secrets)
+            raise self._failed(git.GitCommandError(["git", *args], process.returncode, stderr),
+                               args, doing)
+
+    def _failed(self, exc: git.GitCommandError, args: Sequence[str], doing: str) -> Exception:
+        """A failed git command of :meth:`run` as our error, scrubbed."""
+        return translate(exc, self.url, doing or f"git {args[0]}", self._secrets)
 
     def files_at(self, revision: str, files: Sequence[str], *,
                  max_bytes: int) -> dict[str, bytes]:
