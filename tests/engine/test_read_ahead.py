@@ -26,6 +26,24 @@ def _plan(config: Path) -> dict[str, dict[str, str]]:
     return {o["policy"]: o for o in report["outcomes"]}
 
 
+def _narrowed(registry: devservers.Registry, prefix: str) -> str:
+    """Policy b of ``prefix``, narrowed to patches."""
+    return testing.policy("b", f"{registry.host}/{prefix}/b",
+                          select={"semver": {"range": "~1.0.0"}})
+
+
+def _push_as_a_human(url: str, tmp_path: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` in a clone of ``url`` of its own, commit and push them; the clone."""
+    clone = tmp_path / "human"
+    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
+    for name, text in files.items():
+        (clone / name).write_text(text)
+    devservers.git("add", "-A", cwd=clone)
+    devservers.git("commit", "-qm", "a human's change", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    return clone
+
+
 def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -38,16 +56,10 @@ def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
     assert {name: o["latest"] for name, o in first.items()} == dict.fromkeys("abc", "1.1.0")
 
     # a human narrows b to patches and adds a broken policy, after the bot's clone
-    clone = tmp_path / "human"
-    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
-    narrowed = testing.policy("b", f"{registry.host}/ahead/b", select={"semver": {
-        "range": "~1.0.0"}})
-    (clone / "policies/b.yaml").write_text(narrowed)
-    (clone / "policies/d.yaml").write_text("apiVersion: image-bot/v1\nkind: ImagePolicy\n"
-                                           "metadata: {name: d}\nspec: {image: [}\n")
-    devservers.git("add", "-A", cwd=clone)
-    devservers.git("commit", "-qm", "narrow b", cwd=clone)
-    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    narrowed = _narrowed(registry, "ahead")
+    broken = "apiVersion: image-bot/v1\nkind: ImagePolicy\nmetadata: {name: d}\nspec: {image: [}\n"
+    clone = _push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed,
+                                             "policies/d.yaml": broken})
     parsed = testing.recorded(monkeypatch, loading, "_policies_in")
 
     second = _plan(config)
@@ -88,13 +100,8 @@ def test_policy_documents_are_kept_between_runs_and_parsed_again_only_when_chang
     assert _plan(config) == first  # a new run (a new process would do the same)
     assert parsed() == []  # each file's documents came from the state dir
 
-    clone = tmp_path / "human"
-    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
-    narrowed = testing.policy("b", f"{registry.host}/kept/b", select={"semver": {
-        "range": "~1.0.0"}})
-    (clone / "policies/b.yaml").write_text(narrowed)
-    devservers.git("commit", "-qam", "narrow b", cwd=clone)
-    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    narrowed = _narrowed(registry, "kept")
+    _push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed})
     assert {n: o["latest"] for n, o in _plan(config).items()} == {
         "a": "1.1.0", "b": "1.0.1", "c": "1.1.0"}
     assert parsed() == [narrowed]  # after the fetch; the old b is no longer kept
