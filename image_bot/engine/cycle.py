@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,36 +102,53 @@ async def run_once(engine: Engine, *, dry_run: bool = False,
                        registry_requests=engine.client.requests - before)
 
 
-async def open_repository(engine: Engine, repo: models.RepositoryConfig) -> Checkout:
+async def open_repository(
+        engine: Engine, repo: models.RepositoryConfig, *,
+        ahead: Callable[[loading.PolicySet], None] | None = None) -> Checkout:
     """Fetch the repository (with its credentials) and read its policies.
 
     While the fetch waits on the network, the policies of the clone as the last cycle left
-    it are parsed (read ahead); once fetched, every policy file is read again and only one
-    whose text changed is parsed again."""
+    it are parsed (read ahead) and given to ``ahead`` (which may start work they will
+    likely need); once fetched, every policy file is read again and only one whose text
+    changed is parsed again."""
     parsed: loading.Parsed = {}
     limit = engine.config.limits.max_file_bytes
     clone = workspaces.location(repo.url, engine.config.state_dir)
     documents = loading.Documents(clone.with_name(f"{clone.name}.policies.json"))
-    ahead = asyncio.create_task(asyncio.to_thread(
-        _read_ahead, clone, repo.policies, parsed, documents, limit))
+    fetching = asyncio.create_task(asyncio.to_thread(engine.workspace, repo))
     try:
-        ws = await asyncio.to_thread(engine.workspace, repo)
+        early = await asyncio.to_thread(_read_ahead, clone, repo.policies, parsed, documents,
+                                        limit)
+        if early is not None and ahead is not None:
+            ahead(early)
     finally:
-        await ahead
+        ws = await fetching
     policies = await asyncio.to_thread(_load, ws.root, repo.policies, parsed, documents,
                                        limit)
     return Checkout(ws, policies)
 
 
 def _read_ahead(clone: Path, policies: str, parsed: loading.Parsed,
-                documents: loading.Documents, limit: int) -> None:
-    """Fill ``parsed`` from the policy files of an existing clone, before its fetch. Only a
-    head start: whatever goes wrong here (no clone yet, a file being replaced) is found
-    again, and reported, when the fetched files are loaded."""
+                documents: loading.Documents, limit: int) -> loading.PolicySet | None:
+    """Fill ``parsed`` from the policy files of an existing clone, before its fetch; its
+    policies (None without a clone). Only a head start: whatever goes wrong here (no clone
+    yet, a file being replaced) is found again, and reported, when the fetched files are
+    loaded."""
     if (clone / ".git").is_dir():
         with contextlib.suppress(ImageBotError, OSError):
-            loading.load_policies(clone / policies, display_root=clone, max_file_bytes=limit,
-                                  parsed=parsed, documents=documents)
+            return loading.load_policies(clone / policies, display_root=clone,
+                                         max_file_bytes=limit, parsed=parsed,
+                                         documents=documents)
+    return None
+
+
+def _images_ahead(policy_set: loading.PolicySet) -> list[refs.ImageRef]:
+    """The images whose tags are listed while the repository is fetched: those of the first
+    policies as the clone had them (suspended ones list nothing), as many as are listed at
+    once. A fetch rarely changes them; a policy it removed costs one list for nothing."""
+    images = dict.fromkeys(p.policy.spec.image_ref for p in policy_set.policies
+                           if not p.policy.spec.suspend)
+    return list(itertools.islice(images, _TAG_LISTS_AT_ONCE))
 
 
 def _load(clone: Path, policies: str, parsed: loading.Parsed, documents: loading.Documents,
@@ -155,15 +173,32 @@ async def run_repository(engine: Engine, repo: models.RepositoryConfig, *,
     ``checkout`` reuses a clone and policies the caller just read (the daemon's reload).
     ``overrides``: policy name → the tag an operator writes instead of the policy's choice
     (``image-bot promote``/``rollback``); it publishes now, even for a suspended policy.
+    Without ``checkout``, the tags of the first images are listed while the repository is
+    fetched (:func:`_images_ahead`).
     """
-    overrides = overrides or {}
+    name = workspaces.redact(repo.url)
+    async with engine.client.listing_ahead() as start:
+        def ahead(early: loading.PolicySet) -> None:
+            start(_images_ahead(_select(early, name, selection)))
+
+        if checkout is None:  # 1. the config repository at its remote tip, and its policies
+            try:
+                checkout = await open_repository(engine, repo, ahead=ahead)
+            except ImageBotError as exc:
+                return RepositoryReport(name, repo.branch, errors=(exc,))
+        return await _scan(engine, repo, checkout, selection=selection, dry_run=dry_run,
+                           overrides=overrides or {})
+
+
+async def _scan(engine: Engine, repo: models.RepositoryConfig, checkout: Checkout, *,
+                selection: selecting.Selection, dry_run: bool,
+                overrides: Mapping[str, Override]) -> RepositoryReport:
+    """:func:`run_repository` once the repository is open."""
     name = workspaces.redact(repo.url)
     forge = _Forge(repo, enabled=not dry_run)
     followed = RepositoryReport(name, repo.branch)
     last_writes: asyncio.Task[dict[tuple[str, str], committing.Write]] | None = None
     try:
-        # 1. the config repository at its remote tip, and its policies
-        checkout = checkout or await open_repository(engine, repo)
         ws = checkout.workspace
         # 2. the selected policies; broken ones become failed outcomes
         planned, failed = _build_policies(_select(checkout.policies, name, selection),

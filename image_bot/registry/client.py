@@ -111,6 +111,7 @@ class RegistryClient:
         self._hosts: dict[str, _Host] = {}
         self._tokens = auth.TokenCache()
         self._declared: contextvars.Token[str | None] | None = None  # see __aenter__
+        self._ahead: dict[tuple[str, str], asyncio.Task[list[str]]] = {}  # listing_ahead
         self.requests = 0  # every HTTP request sent, for benchmarks and status
         self.counts: collections.Counter[str] = collections.Counter()  # by kind
 
@@ -139,7 +140,39 @@ class RegistryClient:
 
     async def list_tags(self, image: refs.ImageRef) -> list[str]:
         """Every tag of ``image``, each once, in ascending order (Python's string order, in
-        which the distribution registry already sends them: sorting is then one pass)."""
+        which the distribution registry already sends them: sorting is then one pass).
+
+        A list started ahead (:meth:`listing_ahead`) and not taken yet is taken (once)
+        instead of asking again."""
+        if (early := self._ahead.pop((image.host, image.repository), None)) is not None:
+            return await early
+        return await self._list_tags(image)
+
+    @contextlib.asynccontextmanager
+    async def listing_ahead(self) -> AsyncIterator[Callable[[Iterable[refs.ImageRef]], None]]:
+        """A head start for lists that will be asked for soon (while the caller waits on
+        something else, such as a git fetch): inside the block, ``start(images)`` lists
+        their tags in the background, and the first :meth:`list_tags` of each takes that
+        list. The lists not taken when the block ends are cancelled and dropped: none
+        outlives the block, so no list is older than the work that asked for it."""
+        mine: dict[tuple[str, str], asyncio.Task[list[str]]] = {}
+
+        def start(images: Iterable[refs.ImageRef]) -> None:
+            for image in images:
+                key = (image.host, image.repository)
+                if key not in self._ahead:  # another block's, not taken yet: theirs serves
+                    mine[key] = self._ahead[key] = asyncio.create_task(self._list_tags(image))
+
+        try:
+            yield start
+        finally:
+            left = [task for key, task in mine.items()
+                    if self._ahead.get(key) is task and self._ahead.pop(key)]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)  # each ended, none unread
+
+    async def _list_tags(self, image: refs.ImageRef) -> list[str]:
         host = self._host(image.host)
         url: str | None = f"{host.base}/v2/{image.repository}/tags/list"
         if size := _page_size(host):

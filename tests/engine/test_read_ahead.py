@@ -5,6 +5,7 @@ a file whose text changed is parsed again (real registry and git server)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from click.testing import CliRunner
 
 import devservers
 import testing
-from image_bot import cli
-from image_bot.config import loading
+from image_bot import cli, refs
+from image_bot.config import loading, models
+from image_bot.engine.context import Engine
+from image_bot.publish import workspace as workspaces
+from image_bot.registry import client as registry_client
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +81,61 @@ def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
 
     assert third == second
     assert len(parsed) == 5 + 4
+
+
+def test_the_tags_of_the_policies_read_ahead_are_listed_during_the_fetch_each_once(
+    registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
+    bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    files = testing.one_image_each(registry, "early", {name: {} for name in "abc"},
+                                   tags=["1.0.0", "1.0.1", "1.1.0"])
+    url = config_repo(files)
+    config = bot_config(url, registries=[{"host": registry.host, "insecure": True}])
+    _plan(config)  # clones: nothing to read ahead
+    # a human points c at another image, after the bot's clone
+    other = f"{registry.host}/early/d"
+    testing.push_tags(registry, "early/d", ["1.0.0", "1.2.0"])
+    _push_as_a_human(url, tmp_path, {
+        "policies/c.yaml": testing.policy("c", other),
+        "deploy/c.yaml": testing.deployment("c", {"app": f"{other}:1.0.0"})})
+    listed: list[str] = []
+    ahead = {"early/a", "early/b", "early/c"}  # the images of the clone's policies
+    all_three = threading.Event()
+    list_tags = registry_client.RegistryClient._list_tags
+
+    async def listing(client: registry_client.RegistryClient, image: refs.ImageRef
+                      ) -> list[str]:
+        try:
+            return await list_tags(client, image)
+        finally:
+            listed.append(image.repository)
+            if ahead <= set(listed):
+                all_three.set()
+
+    fetched_after_the_lists: list[bool] = []
+    workspace = Engine.workspace
+
+    def fetching(engine: Engine, repo: models.RepositoryConfig) -> workspaces.Workspace:
+        opened = workspace(engine, repo)
+        fetched_after_the_lists.append(all_three.wait(timeout=30))  # else: never started
+        return opened
+
+    monkeypatch.setattr(registry_client.RegistryClient, "_list_tags", listing)
+    monkeypatch.setattr(Engine, "workspace", fetching)
+
+    second = _plan(config)
+
+    assert fetched_after_the_lists == [True]  # the clone's a, b, c: listed while fetching
+    assert {name: o["latest"] for name, o in second.items()} == {
+        "a": "1.1.0", "b": "1.1.0", "c": "1.2.0"}  # d's tags
+    assert sorted(listed) == ["early/a", "early/b", "early/c", "early/d"]  # c for nothing
+
+    listed.clear()
+    ahead = {"early/a", "early/b", "early/d"}
+    all_three.clear()
+    assert _plan(config) == second
+    assert fetched_after_the_lists == [True, True]
+    assert sorted(listed) == ["early/a", "early/b", "early/d"]  # each image once
 
 
 def test_policy_documents_are_kept_between_runs_and_parsed_again_only_when_changed(

@@ -18,7 +18,13 @@ import pytest
 
 from image_bot import refs
 from image_bot.config import models
-from image_bot.errors import AuthError, RegistryError, RegistryLimitExceeded, RegistryUnavailable
+from image_bot.errors import (
+    AuthError,
+    ImageNotFound,
+    RegistryError,
+    RegistryLimitExceeded,
+    RegistryUnavailable,
+)
 from image_bot.registry import client as registry_client
 from image_bot.registry import limits, manifests
 
@@ -179,6 +185,45 @@ def test_docker_hub_names_and_mirror_hosts() -> None:
 
     assert hub.urls()[-1] == "https://registry-1.docker.io/v2/library/nginx/tags/list"
     assert mirrored.urls()[-1] == "http://mirror.internal:5000/v2/team/app/tags/list"
+
+
+def test_a_list_started_ahead_is_taken_once_and_those_not_taken_end_with_the_block() -> None:
+    ended: list[str] = []
+    arrived = asyncio.Event()
+
+    async def never(request: httpx.Request) -> httpx.Response:  # until cancelled
+        arrived.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append(request.url.path)
+        raise AssertionError("unreachable")
+
+    fake = FakeRegistry({
+        **PING,
+        ("GET", "/v2/team/a/tags/list"): [lambda _: _ok({"tags": ["1.0.0", "1.1.0"]})],
+        ("GET", "/v2/team/b/tags/list"): [never],
+        ("GET", "/v2/team/c/tags/list"): [lambda _: httpx.Response(404)],
+    })
+    a, b, c = (refs.parse(f"reg.example/team/{name}") for name in "abc")
+
+    async def call(client: registry_client.RegistryClient) -> list[list[str]]:
+        async with asyncio.timeout(5), client.listing_ahead() as start:
+            start([a, b, c])
+            start([a])  # already started: not again
+            await arrived.wait()  # b's list went out on its own
+            taken = await client.list_tags(a)
+            again = await client.list_tags(a)  # taken once: a new list
+            with pytest.raises(ImageNotFound, match="team/c"):
+                await client.list_tags(c)  # what the list ahead met
+        assert ended == ["/v2/team/b/tags/list"]  # not taken: cancelled, and waited for
+        after = await client.list_tags(a)  # outside the block: no list is waiting
+        return [taken, again, after]
+
+    patient = models.RegistryConfig(host="reg.example", request_deadline=3600)
+    assert _run(fake, call, patient) == [["1.0.0", "1.1.0"]] * 3
+    assert fake.urls().count("https://reg.example/v2/team/a/tags/list") == 3
+    assert fake.urls().count("https://reg.example/v2/team/c/tags/list") == 1
 
 
 # --- retries, 429, rate limits ---------------------------------------------------------------
