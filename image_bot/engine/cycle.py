@@ -257,6 +257,7 @@ async def _scan(engine: Engine, repo: models.RepositoryConfig, checkout: Checkou
     # never changes it: every batch reads it through the same index)
     first = True
     parents: dict[str, tracking.Before] = {}  # commit pushed → its files before it
+    registration = tracking.Registration(engine, repo, ws, checkout.policies)
     for mode_name, mode in publishing.MODES.items():
         members = [p for p in planned if p.publish.mode == mode_name]
         for key, names in mode.batches([p.loaded for p in members]).items():
@@ -265,11 +266,11 @@ async def _scan(engine: Engine, repo: models.RepositoryConfig, checkout: Checkou
             report = report.combined(await _publish_batch(
                 engine, ws, repo, mode, key, batch, forge=forge, dry_run=dry_run,
                 approved=approved, reset=not first,
-                index=index if first or dry_run else None, parents=parents))
+                index=index if first or dry_run else None, parents=parents,
+                registration=registration))
             first = False
     if report.commits and not dry_run:  # followed from now on (committed)
-        await tracking.register(engine, repo, ws, checkout.policies, pushed=report.commits,
-                                parents=parents)
+        await registration.finish(pushed=report.commits, parents=parents)
     if board is not None:  # its failure is reported; it undoes nothing that was published
         try:
             done = await asyncio.to_thread(
@@ -331,6 +332,7 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                          reset: bool = True,
                          index: scanning.Index | None = None,
                          parents: dict[str, tracking.Before] | None = None,
+                         registration: tracking.Registration,
                          ) -> RepositoryReport:
     """Edit on the target tip and publish one batch; a moved branch means: refresh, redo the
     edit on the new tip, back off (modes that allow it). ``reset``: the checkout may hold
@@ -338,7 +340,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
     checked with :meth:`Workspace.on_reset_tip`). ``index``: the checkout as it is now, read
     by the stages before; the edit reads it anew after a reset or refresh. ``parents`` is
     given, for each commit pushed to the target branch, the files it changed as they were
-    before it (as the edit read them), when the batch's earlier commits left them alone."""
+    before it (as the edit read them), when the batch's earlier commits left them alone;
+    ``registration`` reads ahead, while they are pushed, what registering them will store."""
     name = workspaces.redact(repo.url)
     label = proposing.branch_name(key) if mode.uses_forge else None
     outcomes: list[PolicyOutcome] = []
@@ -367,9 +370,10 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                                                   dry_run=dry_run, index=index, reread=False)
                 if dry_run or _held(mode, outcomes):
                     return _report(name, repo, outcomes, result)
+                pushing = functools.partial(_registering, registration, index)
                 try:
                     done = await _publish(engine, ws, mode, key, batch, result, client,
-                                          owed=trial)
+                                          owed=trial, while_pushing=pushing)
                 except _Unverified as exc:  # nothing was pushed: edit again without them
                     await asyncio.to_thread(ws.reset)
                     outcomes, result, _ = _edited(
@@ -377,7 +381,8 @@ async def _publish_batch(engine: Engine, ws: workspaces.Workspace,
                         unsafe={f: UpdateError(s.reason) for f, s in exc.failed.items()})
                     if _held(mode, outcomes):
                         return _report(name, repo, outcomes, result)
-                    done = await _publish(engine, ws, mode, key, batch, result, client)
+                    done = await _publish(engine, ws, mode, key, batch, result, client,
+                                          while_pushing=pushing)
                 if parents is not None and done.branch is None:
                     parents.update(_parents(done, index))
             except PushRejected as exc:
@@ -411,16 +416,25 @@ def _held(mode: publishing.Mode, outcomes: Sequence[PolicyOutcome]) -> bool:
 async def _publish(engine: Engine, ws: workspaces.Workspace, mode: publishing.Mode, key: str,
                    batch: list[_Planned], result: UpdateResult, forge: forges.Forge | None,
                    *, owed: Mapping[str, rewriting.Prepared] | None = None,
+                   while_pushing: Callable[[publishing.Published], None],
                    ) -> publishing.Published:
     """Publish the edited batch through ``mode``; the re-read ``owed`` (the preparation of
     an edit written before it) is the mode's ``before_push``: it runs while the mode's
-    first commit is made and raises :class:`_Unverified` before any push."""
+    first commit is made and raises :class:`_Unverified` before any push. The mode calls
+    ``while_pushing`` while git pushes commits to the target branch."""
     rows = _noted(_promoted(batch, await _rows(engine.client, result,
                                                metadata=mode.uses_forge)), batch)
     return await asyncio.to_thread(
         mode.publish, ws, key, result, policies=[p.loaded for p in batch],
         identity=engine.identity, forge=forge, rows=rows, now=engine.clock.now(),
-        before_push=functools.partial(_reread, owed or {}, result))
+        before_push=functools.partial(_reread, owed or {}, result),
+        while_pushing=while_pushing)
+
+
+def _registering(registration: tracking.Registration, index: scanning.Index,
+                 done: publishing.Published) -> None:
+    """While ``done``'s commits are pushed: what registering them will store, read ahead."""
+    registration.prepare(done.commits, _parents(done, index))
 
 
 def _index(engine: Engine, ws: workspaces.Workspace) -> scanning.Index:

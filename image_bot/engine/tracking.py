@@ -84,18 +84,103 @@ async def register(engine: Engine, repo: models.RepositoryConfig, ws: workspaces
     Only the commits since the tip the last registration of this branch saw are read (at
     that tip: nothing to read); the first one, or one whose tip Git no longer knows, reads
     the last ``HISTORY`` commits."""
-    repository = workspaces.redact(repo.url)
-    tip = await asyncio.to_thread(ws.target_sha)
-    since = engine.state.registered(repository, ws.branch)
-    if tip is None or tip == since:
-        return
-    writes = await asyncio.to_thread(_bot_writes, ws, engine.identity.author.email, tip,
-                                     since=since)
-    now = engine.clock.now().timestamp()
-    writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
-              for w in writes]
-    by_policy = {p.policy.name: p for p in policies.policies}
-    await _register(engine, ws, repository, writes, by_policy, tip=tip, parents=parents or {})
+    await Registration(engine, repo, ws, policies).finish(pushed=pushed, parents=parents)
+
+
+class Registration:
+    """:func:`register`, whose reading can be done ahead: while git pushes the bot's commit
+    (:meth:`prepare`, in the pushing thread), so that once the push is through only the
+    storing is left (:meth:`finish`)."""
+
+    def __init__(self, engine: Engine, repo: models.RepositoryConfig,
+                 ws: workspaces.Workspace, policies: loading.PolicySet) -> None:
+        self._engine, self._ws = engine, ws
+        self._repository = workspaces.redact(repo.url)
+        self._by_policy = {p.policy.name: p for p in policies.policies}
+        self._ready: _Registered | None = None
+
+    def prepare(self, pushed: Sequence[str], parents: Mapping[str, Before]) -> None:
+        """Read what registering would store if the target branch's tip became
+        ``pushed[-1]`` (the commits being pushed, the last one on top). Only a head start:
+        :meth:`finish` uses it only if the push moved the tip there and nothing was
+        registered meanwhile; whatever fails here is done again, and reported, there."""
+        try:
+            since = self._engine.state.registered(self._repository, self._ws.branch)
+            self._ready = self._read(pushed[-1], since, pushed, parents)
+        except Exception:  # a head start only: finish reads again, and reports what fails
+            self._ready = None
+
+    async def finish(self, *, pushed: Sequence[str] = (),
+                     parents: Mapping[str, Before] | None = None) -> None:
+        """Register up to the target branch's tip: what :meth:`prepare` read, if it read
+        for this tip from the same start; else read now."""
+        tip = await asyncio.to_thread(self._ws.target_sha)
+        since = self._engine.state.registered(self._repository, self._ws.branch)
+        if tip is None or tip == since:
+            return
+        ready = self._ready
+        if ready is None or (ready.tip, ready.since) != (tip, since):
+            ready = await asyncio.to_thread(self._read, tip, since, pushed, parents or {})
+        for policy, image, tag, reason in ready.declines:
+            self._engine.state.decline(policy, image, tag, reason)
+        self._engine.state.put_updates(ready.updates,
+                                       registered=(self._repository, self._ws.branch, tip))
+
+    def _read(self, tip: str, since: str | None, pushed: Sequence[str],
+              parents: Mapping[str, Before]) -> _Registered:
+        """The updates to store for the bot's writes in ``since..tip`` (blocking)."""
+        engine, ws, repository = self._engine, self._ws, self._repository
+        now = engine.clock.now().timestamp()
+        writes = [dataclasses.replace(w, committed_at=now) if w.commit in pushed else w
+                  for w in _bot_writes(ws, engine.identity.author.email, tip, since=since)]
+        keys = {w: key(repository, w.commit, w.policy, w.image) for w in writes}
+        # looked up by key: the most recent updates (``updates()``) may not reach back to
+        # every commit of the log (other repositories, per-cycle commits of many policies)
+        known = engine.state.updates_at(keys.values())
+        fresh = [w for w in writes if keys[w] not in known]
+        changed = _what_changed(ws, fresh, self._by_policy, parents)
+        newest: dict[tuple[str, str], str] = {}  # (policy, image) → its newest write's key
+        for write in writes:  # newest first
+            newest.setdefault((write.policy, write.image), keys[write])
+        put: list[tuple[str, dict[str, Any]]] = []  # stored at the end, in one transaction
+        declines: list[tuple[str, str, str, str]] = []
+        # a newer commit took over from the latest update known of its policy and image
+        # (read before, or now in an older commit of these)
+        for update_key, seen in engine.state.latest_updates(repository, ws.branch).items():
+            if newest.get((seen["policy"], seen["image"]), update_key) != update_key:
+                state = seen["state"] if seen["state"] not in ("committed", "degraded") \
+                    else "superseded"
+                put.append((update_key, {**seen, "state": state, "latest": False}))
+        for write in fresh:  # newest first
+            update_key = keys[write]
+            latest = newest[(write.policy, write.image)] == update_key
+            files, old = changed[write]
+            rollback = write.override
+            if rollback and (rollback.action, rollback.policy) == ("rollback", write.policy) \
+                    and old and old[0] and old[0] != write.tag:
+                # `image-bot rollback`, run anywhere: its "no" reaches every state from Git
+                declines.append((write.policy, write.image, old[0], rollback.decline_reason))
+            put.append((update_key, {
+                "repository": repository, "branch": ws.branch, "commit": write.commit,
+                "policy": write.policy, "image": write.image, "tag": write.tag,
+                "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
+                "files": files, "committed_at": write.committed_at,
+                # a webhook's time, if one came; else the image's creation time, asked for
+                # when an agent deploys it (a cycle may commit hundreds of updates)
+                "pushed_at": engine.state.pushed_at(write.image, write.tag),
+                "state": "committed" if latest else "superseded", "latest": latest,
+                "agents": {}, "reason": "", "rollback": None, "degraded_by": None}))
+        return _Registered(tip, since, tuple(put), tuple(declines))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Registered:
+    """What registering the bot's writes in ``since..tip`` stores."""
+
+    tip: str
+    since: str | None
+    updates: tuple[tuple[str, dict[str, Any]], ...]
+    declines: tuple[tuple[str, str, str, str], ...]  # policy, image, tag, reason
 
 
 async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.Workspace,
@@ -177,48 +262,6 @@ def _bot_writes(ws: workspaces.Workspace, email: str, tip: str, *,
         found += [_Write(sha, committed, policy, image, tag, override)
                   for policy, image, tag in committing.written(body)]
     return found
-
-
-async def _register(engine: Engine, ws: workspaces.Workspace, repository: str,
-                    writes: Sequence[_Write], by_policy: dict[str, loading.LoadedPolicy], *,
-                    tip: str, parents: Mapping[str, Before]) -> None:
-    keys = {w: key(repository, w.commit, w.policy, w.image) for w in writes}
-    # looked up by key: the most recent updates (``updates()``) may not reach back to
-    # every commit of the log (other repositories, per-cycle commits of many policies)
-    known = engine.state.updates_at(keys.values())
-    fresh = [w for w in writes if keys[w] not in known]
-    changed = await asyncio.to_thread(_what_changed, ws, fresh, by_policy, parents)
-    newest: dict[tuple[str, str], str] = {}  # (policy, image) → its newest write's key
-    for write in writes:  # newest first
-        newest.setdefault((write.policy, write.image), keys[write])
-    put: list[tuple[str, dict[str, Any]]] = []  # stored at the end, in one transaction
-    # a newer commit took over from the latest update known of its policy and image (read
-    # before, or now in an older commit of these)
-    for update_key, seen in engine.state.latest_updates(repository, ws.branch).items():
-        if newest.get((seen["policy"], seen["image"]), update_key) != update_key:
-            state = seen["state"] if seen["state"] not in ("committed", "degraded") \
-                else "superseded"
-            put.append((update_key, {**seen, "state": state, "latest": False}))
-    for write in fresh:  # newest first
-        update_key = keys[write]
-        latest = newest[(write.policy, write.image)] == update_key
-        files, old = changed[write]
-        rollback = write.override
-        if rollback and (rollback.action, rollback.policy) == ("rollback", write.policy) \
-                and old and old[0] and old[0] != write.tag:
-            # `image-bot rollback`, run anywhere: its "no" reaches every state from Git
-            engine.state.decline(write.policy, write.image, old[0], rollback.decline_reason)
-        put.append((update_key, {
-            "repository": repository, "branch": ws.branch, "commit": write.commit,
-            "policy": write.policy, "image": write.image, "tag": write.tag,
-            "old_tag": old[0] if old else None, "old_digest": old[1] if old else None,
-            "files": files, "committed_at": write.committed_at,
-            # a webhook's time, if one came; else the image's creation time, asked for
-            # when an agent deploys it (a cycle may commit hundreds of updates)
-            "pushed_at": engine.state.pushed_at(write.image, write.tag),
-            "state": "committed" if latest else "superseded", "latest": latest, "agents": {},
-            "reason": "", "rollback": None, "degraded_by": None}))
-    engine.state.put_updates(put, registered=(repository, ws.branch, tip))
 
 
 _Changed = tuple[list[str], tuple[str | None, str | None] | None]

@@ -78,6 +78,10 @@ def written(message: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def _nothing() -> None:
+    pass
+
+
 def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
            identity: Identity, *, meanwhile: Callable[[], None] | None = None) -> str | None:
     """Commit ``files`` (tracked files, as the work tree has them) on the current HEAD; the
@@ -110,9 +114,10 @@ def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
     return ws.head
 
 
-def push(ws: workspaces.Workspace) -> None:
-    """Push HEAD to the target branch; a moved branch is a :class:`PushRejected`."""
-    _push(ws, f"HEAD:refs/heads/{ws.branch}", branch=ws.branch)
+def push(ws: workspaces.Workspace, *, meanwhile: Callable[[], None] = _nothing) -> None:
+    """Push HEAD to the target branch; a moved branch is a :class:`PushRejected`.
+    ``meanwhile`` is called while git pushes (:meth:`Workspace.run_meanwhile`)."""
+    _push(ws, f"HEAD:refs/heads/{ws.branch}", branch=ws.branch, meanwhile=meanwhile)
 
 
 def push_leased(ws: workspaces.Workspace, branch: str, sha: str | None,
@@ -128,11 +133,10 @@ def push_leased(ws: workspaces.Workspace, branch: str, sha: str | None,
     _push(ws, lease, f"{sha or ''}:refs/heads/{branch}", branch=branch)
 
 
-def _push(ws: workspaces.Workspace, *refspecs: str, branch: str) -> None:
-    try:
-        ws.repo.git.push("--porcelain", "origin", *refspecs)
-    except git.GitCommandError as exc:
-        raise _push_error(ws, exc, branch) from None
+def _push(ws: workspaces.Workspace, *refspecs: str, branch: str,
+          meanwhile: Callable[[], None] = _nothing) -> None:
+    ws.run_meanwhile("push", "--porcelain", "origin", *refspecs, meanwhile=meanwhile,
+                     failed=lambda exc: _push_error(ws, exc, branch))
 
 
 def _push_error(ws: workspaces.Workspace, exc: git.GitCommandError, branch: str) -> Exception:

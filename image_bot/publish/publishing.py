@@ -12,6 +12,7 @@ Adding a mode is one class and one line in :data:`MODES`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import textwrap
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -38,6 +39,10 @@ class Published:
 
 
 def _nothing() -> None:
+    pass
+
+
+def _unheeded(done: Published) -> None:
     pass
 
 
@@ -75,10 +80,13 @@ class Mode(Protocol):
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
+                now: datetime, before_push: Callable[[], None] = _nothing,
+                while_pushing: Callable[[Published], None] = _unheeded) -> Published:
         """Turn the edits in the working tree into commits or a pull request.
         ``before_push`` is called once before anything leaves the clone (a push, a
-        forge call); what it raises ends the publish there."""
+        forge call); what it raises ends the publish there. ``while_pushing`` is given
+        what the publish returns if commits are pushed to the target branch, while git
+        pushes them (it must not raise; the push may still fail)."""
 
 
 class CommitMode:
@@ -105,7 +113,8 @@ class CommitMode:
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
+                now: datetime, before_push: Callable[[], None] = _nothing,
+                while_pushing: Callable[[Published], None] = _unheeded) -> Published:
         if not result:
             return Published()
         push_branch = key.partition(":")[2] or None
@@ -127,9 +136,10 @@ class CommitMode:
             if not proposing.replace_branch(ws, push_branch, shas[-1], identity.author.email):
                 return Published(branch=push_branch, already=True)  # rebuilt, the same
             return Published(commits=tuple(shas), branch=push_branch)
+        done = Published(commits=tuple(shas), files=tuple(files))
         if shas:
-            committing.push(ws)
-        return Published(commits=tuple(shas), files=tuple(files))
+            committing.push(ws, meanwhile=functools.partial(while_pushing, done))
+        return done
 
 
 class PullRequestMode:
@@ -156,8 +166,9 @@ class PullRequestMode:
     def publish(self, ws: workspaces.Workspace, key: str, result: UpdateResult, *,
                 policies: Sequence[loading.LoadedPolicy], identity: committing.Identity,
                 forge: forges.Forge | None, rows: Sequence[messages.Row],
-                now: datetime, before_push: Callable[[], None] = _nothing) -> Published:
-        before_push()
+                now: datetime, before_push: Callable[[], None] = _nothing,
+                while_pushing: Callable[[Published], None] = _unheeded) -> Published:
+        before_push()  # nothing is pushed to the target branch: while_pushing unused
         branch = proposing.branch_name(key)
         if forge is None:
             return Published(branch=branch)

@@ -163,11 +163,14 @@ class Workspace:
             raise self._failed(exc, args, doing) from None
 
     def run_meanwhile(self, *args: str, meanwhile: Callable[[], None],
-                      env: Mapping[str, str] | None = None, doing: str = "") -> None:
+                      env: Mapping[str, str] | None = None, doing: str = "",
+                      failed: Callable[[git.GitCommandError], Exception] | None = None,
+                      ) -> None:
         """:meth:`run` of a command that prints little (its output is read at the end),
         calling ``meanwhile`` in this thread once git has started: git works in its own
         process meanwhile. Git is waited for in any case; what ``meanwhile`` raises wins
-        over a failure of git."""
+        over a failure of git. ``failed`` turns a failure of git (its output in the error)
+        into the error raised, instead of :meth:`run`'s translation."""
         try:
             started = self.repo.git.execute(["git", *args], env=env, as_process=True)
         except git.GitCommandError as exc:
@@ -179,12 +182,12 @@ class Workspace:
             meanwhile()
         except BaseException as exc:  # raised once git is done
             failure = exc
-        _, stderr = process.communicate()  # waits, and closes the pipes
+        stdout, stderr = process.communicate()  # waits, and closes the pipes
         if failure is not None:
             raise failure
         if process.returncode:
-            raise self._failed(git.GitCommandError(["git", *args], process.returncode, stderr),
-                               args, doing)
+            error = git.GitCommandError(["git", *args], process.returncode, stderr, stdout)
+            raise failed(error) if failed else self._failed(error, args, doing)
 
     def _failed(self, exc: git.GitCommandError, args: Sequence[str], doing: str) -> Exception:
         """A failed git command of :meth:`run` as our error, scrubbed."""

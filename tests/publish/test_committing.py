@@ -76,11 +76,11 @@ def test_push_race_redoes_the_edit_on_the_new_tip(repo: Repo,
     real_push = committing.push
     raced: list[int] = []
 
-    def racing_push(ws: Any) -> None:
+    def racing_push(ws: Any, **options: Any) -> None:
         if not raced:  # someone else pushes between our fetch and our push
             raced.append(1)
             repo.human_commit(lambda text: "# owned by team A\n" + text, "human: add owner")
-        real_push(ws)
+        real_push(ws, **options)
 
     monkeypatch.setattr(committing, "push", racing_push)
 
@@ -99,10 +99,10 @@ def test_a_branch_that_keeps_moving_gives_up_with_a_clear_error(
     real_push = committing.push
     races = []
 
-    def always_racing(ws: Any) -> None:
+    def always_racing(ws: Any, **options: Any) -> None:
         races.append(1)
         repo.human_commit(lambda text: text + f"# race {len(races)}\n", f"race {len(races)}")
-        real_push(ws)
+        real_push(ws, **options)
 
     monkeypatch.setattr(committing, "push", always_racing)
 
