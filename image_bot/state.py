@@ -93,6 +93,11 @@ _DEPLOY_LOOP_TABLES = """
 """
 
 
+def encode_updates(updates: Iterable[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """Tracked updates as :meth:`State.put_updates` stores them: (key, its data's JSON)."""
+    return [(key, json.dumps(data, sort_keys=True)) for key, data in updates]
+
+
 class State:
     """A thread-safe handle on ``state.db`` inside the state dir."""
 
@@ -296,13 +301,15 @@ class State:
         """Insert or replace one tracked update (``key``: repository, commit, policy, image)."""
         self.put_updates([(key, data)])
 
-    def put_updates(self, updates: Iterable[tuple[str, dict[str, Any]]], *,
+    def put_updates(self, updates: Iterable[tuple[str, dict[str, Any] | str]], *,
                     registered: tuple[str, str, str] | None = None) -> None:
         """:meth:`put_update` for each, in order, in one transaction (a commit of 200
-        updates took 200); ``registered``: (repository, branch, tip) the bot's commits on
-        that branch are now registered up to (:meth:`registered`), in the same one."""
+        updates took 200); data given as text was encoded ahead (:func:`encode_updates`).
+        ``registered``: (repository, branch, tip) the bot's commits on that branch are now
+        registered up to (:meth:`registered`), in the same one."""
         now = self._clock()
-        rows = [(key, json.dumps(data, sort_keys=True), now) for key, data in updates]
+        rows = [(key, data if isinstance(data, str) else json.dumps(data, sort_keys=True), now)
+                for key, data in updates]
         with self.transaction() as db:
             db.executemany("INSERT INTO updates (key, data, at) VALUES (?, ?, ?) ON "
                            "CONFLICT(key) DO UPDATE SET data = excluded.data, at = excluded.at",

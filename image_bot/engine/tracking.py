@@ -35,6 +35,7 @@ from image_bot.engine.report import Transition
 from image_bot.errors import ImageBotError
 from image_bot.publish import committing, forges, proposing
 from image_bot.publish import workspace as workspaces
+from image_bot.state import encode_updates
 from image_bot.sync import status
 from image_bot.update import rewriting, scanning
 
@@ -170,7 +171,7 @@ class Registration:
                 "pushed_at": engine.state.pushed_at(write.image, write.tag),
                 "state": "committed" if latest else "superseded", "latest": latest,
                 "agents": {}, "reason": "", "rollback": None, "degraded_by": None}))
-        return _Registered(tip, since, tuple(put), tuple(declines))
+        return _Registered(tip, since, tuple(encode_updates(put)), tuple(declines))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -179,7 +180,7 @@ class _Registered:
 
     tip: str
     since: str | None
-    updates: tuple[tuple[str, dict[str, Any]], ...]
+    updates: tuple[tuple[str, str], ...]  # key, data: encoded (encode_updates)
     declines: tuple[tuple[str, str, str, str], ...]  # policy, image, tag, reason
 
 
