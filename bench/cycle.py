@@ -43,6 +43,11 @@ YAML was composed (each file at most once a cycle):
 
     .venv/bin/python bench/cycle.py [--policies 200] [--tags 60] [--rounds 5] [--parser c]
                                     [--between new-tags|restore|idle] [--history 0]
+                                    [--latency 0]
+
+``--latency MS``: the registry and the git server behind proxies (each in a process of its
+own, ``tools/delayproxy.py``) that add MS to every round trip, floor and bot alike: servers
+on other machines, where waiting rather than CPU is what overlapping work saves.
 
 ``--history N`` (with ``new-tags``): N cycles, not timed, before the first round, so the
 timed ones run behind N bot commits of POLICIES updates each (the deploy loop follows the
@@ -54,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import os
 import pstats
 import shutil
@@ -188,6 +194,15 @@ def cold() -> None:
     yamlio._PLAIN_TAGS.clear()  # the resolver's memo
 
 
+def _delayed(port: int, latency_ms: float, proxies: list[subprocess.Popen[str]]) -> int:
+    """The port of a proxy to ``port`` that adds ``latency_ms`` to each round trip."""
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "tools" / "delayproxy.py"), str(port),
+                              str(latency_ms / 2000)], stdout=subprocess.PIPE, text=True)
+    proxies.append(proxy)
+    assert proxy.stdout is not None
+    return int(proxy.stdout.readline())
+
+
 def timed(action: Callable[[], None]) -> float:
     started = time.perf_counter()
     action()
@@ -205,6 +220,10 @@ def main() -> int:
                         help="what happens between rounds (see above)")
     parser.add_argument("--history", type=int, default=0,
                         help="cycles before the timed rounds (new-tags): bot commits behind")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="a round trip's time added to every exchange with the registry "
+                             "and the git server (half each way, by a proxy in a process of "
+                             "its own): servers on other machines")
     parser.add_argument("--profile", nargs="?", const="plan", choices=["plan", "run"],
                         help="profile one more plan (or run --once) and print where its "
                              "time goes")
@@ -216,9 +235,17 @@ def main() -> int:
     registry = devservers.start_registry(work / "registry")
     (work / "git").mkdir()
     git = devservers.start_git_server(work / "git")
+    proxies: list[subprocess.Popen[str]] = []
     try:
         seed_registry(registry, work / "registry" / "data", args.policies, args.tags)
-        url = seed_repo(git, registry.host, args.policies)
+        served = registry  # what the floor and the bot talk to
+        if args.latency:
+            served = dataclasses.replace(registry, port=_delayed(registry.port, args.latency,
+                                                                 proxies))
+        url = seed_repo(git, served.host, args.policies)
+        if args.latency:
+            url = url.replace(f":{git.port}/",
+                              f":{_delayed(git.port, args.latency, proxies)}/")
         clone = work / "clone"
         subprocess.run(["git", "clone", "-q", url, str(clone)], check=True)
         pusher = work / "pusher"  # publishes the floor's edit on a ref of its own
@@ -228,7 +255,7 @@ def main() -> int:
                 subprocess.run(["git", "config", key, value], cwd=folder, check=True)
         config = testing.write_json(work / "bot.yaml", testing.bot_config(
             [{"url": url, "branch": "main", "policies": "policies/"}],
-            registries=[registry.host], state_dir=work / "state",
+            registries=[served.host], state_dir=work / "state",
             git={"author_name": "image-bot", "author_email": "image-bot@localhost"}))
         runner = CliRunner()
         composed: list[str] = []
@@ -269,7 +296,7 @@ def main() -> int:
         floors, pushing, plans, runs, parses = [], [], [], [], []
         publish_floor(pusher, args.policies, 0)  # the ref exists: later pushes add a commit
         for round_ in range(args.history + 1, args.history + args.rounds + 1):
-            floors.append(floor(registry, clone, args.policies))
+            floors.append(floor(served, clone, args.policies))
             pushing.append(floors[-1] + publish_floor(pusher, args.policies, round_))
             cold()
             composed.clear()
@@ -290,7 +317,7 @@ def main() -> int:
             print(f"{name} rounds (ms): {', '.join(f'{t * 1000:.0f}' for t in times)}")
         print(f"policies: {args.policies}, tags each: {args.tags}, rounds: {args.rounds}, "
               f"YAML parser: {args.parser}, between rounds: {args.between}, bot commits "
-              f"before: {args.history}")
+              f"before: {args.history}, latency added: {args.latency:g} ms")
         print(f"floor (concurrent tags/list + git fetch + read every file), median: "
               f"{base * 1000:.0f} ms")
         print(f"plan, median: {plan * 1000:.0f} ms  ratio to floor: {plan / base:.2f}"
@@ -304,6 +331,8 @@ def main() -> int:
         print(f"YAML texts composed in one plan: {total} ({distinct} distinct)")
         return 0
     finally:
+        for proxy in proxies:
+            proxy.terminate()
         git.stop()
         registry.stop()
         shutil.rmtree(work, ignore_errors=True)
