@@ -115,8 +115,9 @@ async def open_repository(
     limit = engine.config.limits.max_file_bytes
     clone = workspaces.location(repo.url, engine.config.state_dir)
     documents = loading.Documents(clone.with_name(f"{clone.name}.policies.json"))
-    fetching = asyncio.create_task(asyncio.to_thread(engine.workspace, repo))  # first:
-    reading = asyncio.create_task(asyncio.to_thread(  # git's wait is the longest
+    # the fetch's thread first: git's wait is the longest
+    fetching = asyncio.create_task(asyncio.to_thread(engine.workspace, repo))
+    reading = asyncio.create_task(asyncio.to_thread(
         _read_ahead, clone, repo.policies, parsed, documents, limit))
     try:
         early = await reading

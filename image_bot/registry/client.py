@@ -166,10 +166,12 @@ class RegistryClient:
         try:
             yield start
         finally:
-            left = [task for key, task in mine.items()
-                    if self._ahead.get(key) is task and self._ahead.pop(key)]
-            for task in left:
-                task.cancel()
+            left = []
+            for key, task in mine.items():
+                if self._ahead.get(key) is task:  # not taken
+                    del self._ahead[key]
+                    task.cancel()
+                    left.append(task)
             await asyncio.gather(*left, return_exceptions=True)  # each ended, none unread
 
     async def _list_tags(self, image: refs.ImageRef) -> list[str]:
