@@ -83,7 +83,7 @@ def _nothing() -> None:
 
 
 def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
-           identity: Identity, *, meanwhile: Callable[[], None] | None = None) -> str | None:
+           identity: Identity, *, meanwhile: Callable[[], None] = _nothing) -> str | None:
     """Commit ``files`` (tracked files, as the work tree has them) on the current HEAD; the
     new commit's sha, or None when nothing changed.
 
@@ -93,19 +93,15 @@ def commit(ws: workspaces.Workspace, files: Sequence[str], message: str,
     failures). ``meanwhile`` is called while git commits (:meth:`Workspace.run_meanwhile`);
     what it raises is raised once git is done."""
     if not files:
-        if meanwhile is not None:
-            meanwhile()
+        meanwhile()
         return None
     # the fetch that began the cycle already ran git's automatic maintenance (gc)
     command = [*identity.options(), "-c", "maintenance.auto=false", "commit", "-q",
                "--no-verify", "--only", "-m", message, "--", *files]
     doing = "committing (check git.sign / git.signing_key)"
     try:
-        if meanwhile is None:
-            ws.run(*command, env=identity.environment(), doing=doing)
-        else:
-            ws.run_meanwhile(*command, meanwhile=meanwhile, env=identity.environment(),
-                             doing=doing)
+        ws.run_meanwhile(*command, meanwhile=meanwhile, env=identity.environment(),
+                         doing=doing)
     except ImageBotError:
         if not ws.run("status", "--porcelain", "--untracked-files=all", "--ignored", "--",
                       *files).strip():
