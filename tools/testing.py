@@ -82,6 +82,19 @@ def one_image_each(registry: devservers.Registry, prefix: str,
     return files
 
 
+def push_as_a_human(url: str, folder: Path, files: Mapping[str, str]) -> Path:
+    """Write ``files`` in a clone of ``url`` of its own (``folder/human``), commit and push
+    them to main, as someone else than the bot would; the clone."""
+    clone = folder / "human"
+    devservers.git("clone", "-q", url, str(clone), cwd=folder)
+    for name, text in files.items():
+        (clone / name).write_text(text)
+    devservers.git("add", "-A", cwd=clone)
+    devservers.git("commit", "-qm", "a human's change", cwd=clone)
+    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    return clone
+
+
 # --- the bot's own config ------------------------------------------------------------------
 
 

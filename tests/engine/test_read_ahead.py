@@ -36,18 +36,6 @@ def _narrowed(registry: devservers.Registry, prefix: str) -> str:
                           select={"semver": {"range": "~1.0.0"}})
 
 
-def _push_as_a_human(url: str, tmp_path: Path, files: dict[str, str]) -> Path:
-    """Write ``files`` in a clone of ``url`` of its own, commit and push them; the clone."""
-    clone = tmp_path / "human"
-    devservers.git("clone", "-q", url, str(clone), cwd=tmp_path)
-    for name, text in files.items():
-        (clone / name).write_text(text)
-    devservers.git("add", "-A", cwd=clone)
-    devservers.git("commit", "-qm", "a human's change", cwd=clone)
-    devservers.git("push", "-q", "origin", "HEAD:main", cwd=clone)
-    return clone
-
-
 def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
     registry: devservers.Registry, config_repo: Callable[[dict[str, str]], str],
     bot_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -62,7 +50,7 @@ def test_a_fetched_change_is_parsed_and_the_rest_taken_from_the_read_ahead(
     # a human narrows b to patches and adds a broken policy, after the bot's clone
     narrowed = _narrowed(registry, "ahead")
     broken = "apiVersion: image-bot/v1\nkind: ImagePolicy\nmetadata: {name: d}\nspec: {image: [}\n"
-    clone = _push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed,
+    clone = testing.push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed,
                                              "policies/d.yaml": broken})
     parsed = testing.recorded(monkeypatch, loading, "_policies_in")
 
@@ -95,7 +83,7 @@ def test_the_tags_of_the_policies_read_ahead_are_listed_during_the_fetch_each_on
     # a human points c at another image, after the bot's clone
     other = f"{registry.host}/early/d"
     testing.push_tags(registry, "early/d", ["1.0.0", "1.2.0"])
-    _push_as_a_human(url, tmp_path, {
+    testing.push_as_a_human(url, tmp_path, {
         "policies/c.yaml": testing.policy("c", other),
         "deploy/c.yaml": testing.deployment("c", {"app": f"{other}:1.0.0"})})
     listed: list[str] = []
@@ -160,7 +148,7 @@ def test_policy_documents_are_kept_between_runs_and_parsed_again_only_when_chang
     assert parsed() == []  # each file's documents came from the state dir
 
     narrowed = _narrowed(registry, "kept")
-    _push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed})
+    testing.push_as_a_human(url, tmp_path, {"policies/b.yaml": narrowed})
     assert {n: o["latest"] for n, o in _plan(config).items()} == {
         "a": "1.1.0", "b": "1.0.1", "c": "1.1.0"}
     assert parsed() == [narrowed]  # after the fetch; the old b is no longer kept

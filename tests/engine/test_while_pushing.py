@@ -117,12 +117,7 @@ def test_what_was_read_for_a_rejected_push_is_never_stored(
 
     def racing(ws: workspaces.Workspace, **options: Any) -> None:
         if not humans:  # someone else pushes between the bot's fetch and its push
-            human = tmp_path / "human"
-            devservers.git("clone", "-q", ws.url, str(human), cwd=tmp_path)
-            (human / "README.md").write_text("a human's change\n")
-            devservers.git("add", "-A", cwd=human)
-            devservers.git("commit", "-qm", "a human's change", cwd=human)
-            devservers.git("push", "-q", "origin", "HEAD:main", cwd=human)
+            human = testing.push_as_a_human(ws.url, tmp_path, {"README.md": "a change\n"})
             humans.append(devservers.git("rev-parse", "HEAD", cwd=human).strip())
         push(ws, **options)
 
