@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import itertools
 import logging
 import operator
@@ -31,7 +30,6 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
-import sniffio
 import tenacity
 
 from image_bot import logs, refs
@@ -110,27 +108,16 @@ class RegistryClient:
         self._on_request = on_request
         self._hosts: dict[str, _Host] = {}
         self._tokens = auth.TokenCache()
-        self._declared: contextvars.Token[str | None] | None = None  # see __aenter__
         self._ahead: dict[tuple[str, str], asyncio.Task[list[str]]] = {}  # listing_ahead
         self.requests = 0  # every HTTP request sent, for benchmarks and status
         self.counts: collections.Counter[str] = collections.Counter()  # by kind
 
     async def __aenter__(self) -> RegistryClient:
-        # httpcore and anyio ask sniffio which event loop runs at every lock and cancel
-        # scope of a request; undeclared, sniffio finds out through asyncio.current_task()
-        # each time (~0.1 ms a request). The client runs on asyncio only (its semaphores
-        # and timeouts are asyncio's), so it says so for the task that enters it.
-        self._declared = sniffio.current_async_library_cvar.set("asyncio")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            await self.aclose()
-        finally:
-            if self._declared is not None:
-                sniffio.current_async_library_cvar.reset(self._declared)
-                self._declared = None
+        await self.aclose()
 
     async def aclose(self) -> None:
         for host in self._hosts.values():

@@ -1,24 +1,23 @@
-"""The HTTP transport of the registry client: httpx's own, over httpcore's connection pool,
-with three changes: the pool's connections are asyncio streams (:class:`Backend`), the pool
-asks cheaply whether an idle connection was closed by the server, and it hands free
-connections to waiting requests one each (:class:`Pool`).
+"""The HTTP transport of the registry client: HTTP/1.1 with h11 over asyncio's streams, and
+a pool of kept-alive connections (:class:`Transport`); :func:`send` sends through it.
 
-httpcore's default network backend goes through anyio: a cancel scope per read and write on
-top of asyncio's own timeout, and a table of socket attributes (a dict of lambdas and a
-``getpeername`` system call) built each time the pool asks whether a pooled connection is
-readable (an idle socket that is readable is one the server closed): ~16 µs, up to ~24
-times per request with a dozen pooled connections (bench/fleet_memory.py measured 13 % of a
-fleet's CPU there). :class:`Backend` uses asyncio's streams and timeouts directly, and its
-streams answer from what asyncio saw (the end of the stream) and one ``poll``.
+httpx's own transport goes through httpcore: its connection pool (a lock and a shielded
+cancel scope per request, every pooled connection asked whether it is readable each time a
+request is assigned), its anyio network backend (a cancel scope per read and write on top
+of asyncio's timeout) and a request and response model of its own, converted from and to
+httpx's. For a tag list on loopback that was ~0.7 ms of the client's CPU (200 lists:
+~160 ms, a third of a ``run --once``'s main thread), after four passes of trimming it;
+h11, the HTTP/1.1 state machine httpcore itself uses, over asyncio's streams, does the same
+exchange for ~0.25 ms. The registry client needs no more than this transport does: GET and
+HEAD (a token ``POST`` with a form), HTTP/1.1, TLS, connections kept alive and bounded, a
+timeout per phase; httpx still builds the requests and responses, decodes bodies, follows
+redirects and runs the event hooks (see :func:`send`). No proxy: httpx reads none from the
+environment for a client given a transport, which this client always is.
 
-httpx has no parameter for a network backend yet (encode/httpx#3749 adds one); until it
-does, :class:`Transport` builds httpx's transport and gives it a pool with this backend,
-made with the same settings. ``tests/registry/test_transport.py`` fails if a new httpx
-stops sending requests through it.
-
-:func:`send` is ``AsyncClient.send(request, stream=True)`` for the registry's clients, which
-use no auth flow (the registry client writes its own ``Authorization``) and no cookie jar:
-the event hooks, the transport, and redirects followed by httpx itself.
+Failures are httpx's exceptions, as httpx's transport raises them, with their cause chained
+(what ``network.unreachable`` reads): ``ConnectError``/``ConnectTimeout``, ``ReadError``/
+``ReadTimeout``, ``WriteError``/``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``
+(a garbled answer, or none before the server closed), ``UnsupportedProtocol``.
 """
 
 from __future__ import annotations
@@ -28,10 +27,10 @@ import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Iterator
 
-import httpcore
+import h11
 import httpx
 
 
@@ -63,193 +62,245 @@ async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Respo
     return response
 
 
-class Transport(httpx.AsyncHTTPTransport):
-    """``httpx.AsyncHTTPTransport(verify=…, limits=…)`` with :class:`Backend` as its pool's
-    network backend."""
-
-    def __init__(self, *, verify: ssl.SSLContext | bool = True,
-                 limits: httpx.Limits | None = None,
-                 backend: Backend | None = None) -> None:
-        limits = limits or httpx.Limits()  # httpx's defaults
-        # the parent's pool is replaced below and never connects: a bare TLS context spares
-        # it loading the CA certificates (~25 ms)
-        super().__init__(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), limits=limits)
-        self._pool = Pool(
-            verify=verify, max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=backend or Backend())
-
-
-class Pool(httpcore.AsyncConnectionPool):
-    """httpcore's pool (HTTP/1.1), except that a free connection goes to one waiting request.
-
-    httpcore hands each waiting request the first connection that is free, and a connection
-    stays free until its request starts on it: requests that arrive together (a scan's
-    ``gather``) are all given the same one, all but one find it busy, and each goes round
-    the pool again (bench/fleet_memory.py: 1.4 extra rounds a request, ~10 % of the
-    client's CPU). Here a connection promised to a request that has not started yet is not
-    offered again. Closed and expired connections leave the pool as in httpcore, and idle
-    ones beyond ``max_keepalive_connections`` (httpcore counts every connection there);
-    HTTP/2 (several requests a connection) is not enabled on this pool.
-
-    ``verify`` (httpx's meaning) becomes a TLS context at the first ``https`` connection:
-    loading the CA certificates costs ~25 ms, which a registry on plain HTTP never needs.
-    """
-
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, **options: Any) -> None:
-        super().__init__(ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
-                         **options)
-        self._verify = verify
-
-    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
-        if self._ssl_context is None and origin.scheme == b"https":
-            self._ssl_context = httpx.create_ssl_context(verify=self._verify)
-        return super().create_connection(origin)
-
-    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
-        closing = []
-        for connection in list(self._connections):
-            if connection.is_closed():
-                self._connections.remove(connection)
-            elif connection.has_expired():
-                self._connections.remove(connection)
-                closing.append(connection)
-        idle = [c for c in self._connections if c.is_idle()]
-        for connection in idle[self._max_keepalive_connections:]:  # kept alive: the first
-            self._connections.remove(connection)
-            closing.append(connection)
-        promised = {id(r.connection) for r in self._requests if r.connection is not None}
-        for waiting in self._requests:
-            if waiting.connection is not None:
-                continue
-            origin = waiting.request.url.origin
-            free = [c for c in self._connections if id(c) not in promised
-                    and c.can_handle_request(origin) and c.is_available()]
-            if free:
-                connection = free[0]
-            else:
-                if len(self._connections) >= self._max_connections:
-                    spare = [c for c in self._connections
-                             if id(c) not in promised and c.is_idle()]
-                    if not spare:
-                        continue  # waits for a connection to come back
-                    self._connections.remove(spare[0])  # idle, to another origin
-                    closing.append(spare[0])
-                connection = self.create_connection(origin)
-                self._connections.append(connection)
-            promised.add(id(connection))
-            waiting.assign_to_connection(connection)
-        return closing
-
-
-class Backend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend over asyncio's own streams.
-
-    httpcore's default backend goes through anyio, which wraps every read and write in a
-    cancel scope of its own (for the timeout) on top of asyncio's: ~0.05 ms of a request's
-    CPU (200 ``tags/list`` on loopback: 148 → 137 ms). Here a timeout is
-    ``asyncio.timeout`` and a connection an ``asyncio.StreamReader``/``StreamWriter``;
-    failures become httpcore's exceptions as in its anyio backend (``ConnectError``,
-    ``ReadTimeout``…, the cause chained), which httpx maps to its own. The registry client
-    runs on asyncio only (see ``RegistryClient.__aenter__``)."""
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
-        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=_READ_LIMIT, happy_eyeballs_delay=_HAPPY_EYEBALLS,
-                    local_addr=(local_address, 0) if local_address else None)
-        return _Stream.opened(reader, writer, socket_options)
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path, limit=_READ_LIMIT)
-        return _Stream.opened(reader, writer, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-_READ_LIMIT = 2 ** 16  # asyncio's buffer of one connection (httpcore reads 64 KiB at most)
+_Origin = tuple[str, str, int]  # scheme, host, port
+_PORTS = {"http": 80, "https": 443}
+_READ_LIMIT = 2 ** 16  # bytes asked of a connection at once (as httpcore reads)
+_MAX_HEAD = 100 * 1024  # bytes of an answer's head at most (as httpcore has it)
 _HAPPY_EYEBALLS = 0.25  # seconds before trying a host's next address, as anyio does
 
 
-@contextlib.contextmanager
-def _mapped(timeout: type[Exception], failure: type[Exception]) -> Iterator[None]:
-    """asyncio's timeout and socket errors (TLS errors are ``OSError`` too) as httpcore's."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise timeout(str(exc) or "timed out") from exc
-    except OSError as exc:
-        raise failure(str(exc) or type(exc).__name__) from exc
+class Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio's streams, h11 reading and writing each exchange.
 
+    ``limits``: at most ``max_connections`` open (in use and idle: an idle one is closed to
+    open one to another origin), ``max_keepalive_connections`` idle, each idle at most
+    ``keepalive_expiry`` seconds; a request waits for a free one (the ``pool`` timeout). An
+    idle connection is reused only if the server has not closed it meanwhile (asyncio saw
+    its end, or a ``poll`` finds it readable: an idle connection never is otherwise), the
+    most recently used first. ``verify`` (httpx's meaning) becomes a TLS context at the
+    first ``https`` connection: loading the CA certificates costs ~25 ms, which a registry
+    on plain HTTP never needs."""
 
-class _Stream(httpcore.AsyncNetworkStream):
-    """One connection: asyncio's reader and writer, and the socket under them (TLS runs
-    over the same one)."""
+    def __init__(self, *, verify: ssl.SSLContext | bool = True,
+                 limits: httpx.Limits | None = None) -> None:
+        limits = limits or httpx.Limits()  # httpx's defaults
+        self._verify = verify
+        self._tls: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) \
+            else None
+        self._most = limits.max_connections
+        self._room = asyncio.Semaphore(self._most) if self._most else None
+        self._keep = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._idle: dict[_Origin, list[_Connection]] = {}  # the most recent last
+        self._open = 0
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-        self._socket: socket.socket | None = writer.get_extra_info("socket")
-
-    @classmethod
-    def opened(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               socket_options: Iterable[Any] | None) -> _Stream:
-        stream = cls(reader, writer)
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        origin = _origin(request.url)
+        await self._enter(timeouts.get("pool"))
         try:
-            for option in socket_options or ():
-                writer.get_extra_info("socket").setsockopt(*option)
-        except OSError as exc:
-            writer.transport.abort()
-            raise httpcore.ConnectError(str(exc)) from exc
-        return stream
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
-            self._writer.write(buffer)
-            async with asyncio.timeout(timeout):
-                await self._writer.drain()
+            connection = self._reuse(origin) or await self._connect(
+                origin, timeouts.get("connect"))
+        except BaseException:
+            self._leave(None)
+            raise
+        try:
+            head = await connection.exchange(request, timeouts.get("read"),
+                                             timeouts.get("write"))
+        except BaseException:
+            self._leave(connection)
+            raise
+        return httpx.Response(
+            head.status_code, headers=head.headers,
+            stream=_Body(self, connection, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/" + head.http_version,
+                        "reason_phrase": head.reason})
 
     async def aclose(self) -> None:
-        # at once, without TLS's close_notify exchange (as httpcore's anyio streams close)
-        self._writer.transport.abort()
+        for idle in self._idle.values():
+            for connection in idle:
+                self._close(connection)
+        self._idle.clear()
 
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+    async def _enter(self, timeout: float | None) -> None:
+        if self._room is None:
+            return
         try:
-            with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
-                async with asyncio.timeout(timeout):
-                    await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
+            async with asyncio.timeout(timeout):
+                await self._room.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("no connection free in time") from exc
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # asyncio reads as data comes: its end is seen there
-            return (self._reader.at_eof() or self._reader.exception() is not None
-                    or self._writer.transport.is_closing() or _readable(self._socket))
-        if info in ("ssl_object", "socket"):
-            return self._writer.get_extra_info(info)
-        if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._writer.get_extra_info("peername")
+    def _leave(self, connection: _Connection | None, *, reusable: bool = False) -> None:
+        """The end of a request: its connection kept idle (``reusable``: its exchange ended
+        cleanly, the server keeps it open) or closed."""
+        if connection is not None:
+            if reusable and (self._keep is None
+                             or sum(map(len, self._idle.values())) < self._keep):
+                connection.since = time.monotonic()
+                self._idle.setdefault(connection.origin, []).append(connection)
+            else:
+                self._close(connection)
+        if self._room is not None:
+            self._room.release()
+
+    def _reuse(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if (self._expiry is None or now - connection.since <= self._expiry) \
+                    and connection.usable():
+                return connection
+            self._close(connection)
         return None
+
+    async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        tls = self._context() if scheme == "https" else None
+        if self._most is not None and self._open >= self._most:
+            self._close_oldest_idle()  # one is idle: at most ``_most`` are in use
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None,
+                    limit=_READ_LIMIT, happy_eyeballs_delay=_HAPPY_EYEBALLS)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:  # TLS errors too
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        self._open += 1
+        return _Connection(origin, reader, writer)
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context(verify=self._verify)
+        return self._tls
+
+    def _close_oldest_idle(self) -> None:
+        oldest = min((idle[0] for idle in self._idle.values() if idle),
+                     key=lambda c: c.since, default=None)
+        if oldest is not None:
+            self._idle[oldest.origin].remove(oldest)
+            self._close(oldest)
+
+    def _close(self, connection: _Connection) -> None:
+        # at once, without TLS's close_notify exchange (as httpcore's streams close)
+        connection.writer.transport.abort()
+        self._open -= 1
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    port = _PORTS.get(url.scheme)
+    if port is None or not url.host:
+        raise httpx.UnsupportedProtocol(f"cannot send {url.scheme or 'a relative'} URL "
+                                        f"{url} (http and https only)")
+    return url.scheme, url.host, url.port or port
+
+
+class _Connection:
+    """One kept-alive connection: asyncio's reader and writer, and h11's state of it."""
+
+    __slots__ = ("h11", "origin", "reader", "since", "socket", "writer")
+
+    def __init__(self, origin: _Origin, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.origin, self.reader, self.writer = origin, reader, writer
+        self.socket: socket.socket | None = writer.get_extra_info("socket")
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        self.since = 0.0  # when it became idle
+
+    def usable(self) -> bool:
+        """Idle and still open: the server has not closed it (asyncio read its end, or a
+        read would return at once: data or the end, which an idle connection only gets when
+        the server closed it)."""
+        return not (self.reader.at_eof() or self.reader.exception() is not None
+                    or self.writer.transport.is_closing() or _readable(self.socket))
+
+    async def exchange(self, request: httpx.Request, read: float | None,
+                       write: float | None) -> h11.Response:
+        """Send ``request`` and read the head of its answer (interim ``1xx`` skipped)."""
+        body = await request.aread()
+        with _protocol():
+            data = self.h11.send(h11.Request(method=request.method,
+                                             target=request.url.raw_path,
+                                             headers=request.headers.raw))
+            if body:
+                data += self.h11.send(h11.Data(data=body))
+            data += self.h11.send(h11.EndOfMessage())
+        assert data is not None
+        self.writer.write(data)
+        try:
+            async with asyncio.timeout(write):
+                await self.writer.drain()
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+        while True:
+            event = await self.next_event(read)
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):
+                raise httpx.RemoteProtocolError("Server disconnected without sending a "
+                                                "response.")
+
+    async def next_event(self, read: float | None) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            with _protocol():
+                event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]  # not NEED_DATA, as checked
+            try:
+                async with asyncio.timeout(read):
+                    data = await self.reader.read(_READ_LIMIT)
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(str(exc) or "timed out") from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            with _protocol():
+                self.h11.receive_data(data)  # b"": the server closed it
+
+
+@contextlib.contextmanager
+def _protocol() -> Iterator[None]:
+    try:
+        yield
+    except h11.ProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body, read from its connection as httpx asks; closing it ends the
+    request (the connection kept if the answer was read to its end and the server keeps it
+    open, else closed)."""
+
+    def __init__(self, transport: Transport, connection: _Connection,
+                 read: float | None) -> None:
+        self._transport, self._connection, self._read = transport, connection, read
+        self._ended = self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while not self._ended:
+            event = await self._connection.next_event(self._read)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._ended = True
+            else:
+                raise httpx.RemoteProtocolError("the server closed the connection in the "
+                                                "middle of an answer")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        state = self._connection.h11
+        reusable = self._ended and state.our_state is h11.DONE \
+            and state.their_state is h11.DONE
+        if reusable:
+            state.start_next_cycle()
+        self._transport._leave(self._connection, reusable=reusable)
 
 
 def _readable(sock: socket.socket | None) -> bool:
