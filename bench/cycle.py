@@ -192,6 +192,7 @@ def cold() -> None:
     ranges._parse_short.cache_clear()  # semver ranges
     yamlgraph.plain_tag.cache_clear()  # the types of plain scalars
     yamlio._PLAIN_TAGS.clear()  # the resolver's memo
+    yamlio._TABLES.clear()  # the resolver's patterns, per YAML version
 
 
 def _delayed(port: int, latency_ms: float, proxies: list[subprocess.Popen[str]]) -> int:

@@ -9,6 +9,7 @@ are shown without credentials and webhook bodies are never logged.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sys
@@ -98,15 +99,17 @@ class Metrics:
     def observe_report(self, report: CycleReport, seconds: float) -> None:
         self.cycle_duration.observe(seconds)
         for repo in report.repositories:
-            for outcome in repo.outcomes:
-                self.scans.labels(outcome.status).inc()
-                if outcome.status in ("updated", "planned"):
-                    self.updates.labels("proposed").inc()
-                if outcome.kind is not None:
-                    self.errors.labels(outcome.kind).inc()
+            # counted first, each label's child then found once (not once per policy)
+            statuses = collections.Counter(o.status for o in repo.outcomes)
+            for status, count in statuses.items():
+                self.scans.labels(status).inc(count)
+            if proposed := statuses["updated"] + statuses["planned"]:
+                self.updates.labels("proposed").inc(proposed)
+            for kind, count in collections.Counter(
+                    o.kind for o in repo.outcomes if o.kind is not None).items():
+                self.errors.labels(kind).inc(count)
             if repo.commits:
-                committed = sum(1 for o in repo.outcomes if o.status == "updated")
-                self.updates.labels("committed").inc(committed)
+                self.updates.labels("committed").inc(statuses["updated"])
             for error in repo.errors:
                 self.errors.labels(error.kind).inc()
             self.pull_requests.inc(sum(1 for pr in repo.pull_requests if pr.action == "opened"))

@@ -568,6 +568,8 @@ class _DeadlinePassed(RegistryUnavailable):
 def redact_url(url: str) -> str:
     """``url`` without user info and with every query value but harmless ones hidden
     (blob redirects carry signatures; token requests carry the account name)."""
+    if "?" not in url and "@" not in url and "#" not in url:
+        return url  # nothing to hide (a tag list, a manifest): as it is
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = urlencode([(k, v if k in _SAFE_QUERY_KEYS else "***")

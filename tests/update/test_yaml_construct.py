@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import ruamel.yaml
 from ruamel.yaml.constructor import SafeConstructor
+from ruamel.yaml.resolver import VersionedResolver
 
 import testing
 from conftest import CORPUS
@@ -110,3 +111,37 @@ def test_plain_manifests_never_reach_ruamels_constructor(
     # merge keys, and nodes aliases share (ruamel builds them once: "billion laughs"
     # expand to a few objects, not to billions), go to ruamel's own constructor
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("pure", PARSERS)
+def test_the_resolvers_table_of_a_yaml_version_is_built_once_for_every_text(
+        pure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ruamel builds its table of implicit resolvers per resolver, and with libyaml each
+    text read has a resolver of its own; here each version's table is built once."""
+    built: list[Any] = []
+    add = VersionedResolver.add_version_implicit_resolver
+
+    def counting(self: VersionedResolver, version: Any, *args: Any) -> None:
+        built.append(version)
+        add(self, version, *args)
+
+    monkeypatch.setattr(VersionedResolver, "add_version_implicit_resolver", counting)
+    monkeypatch.setattr(yamlio, "_TABLES", {})
+    monkeypatch.setattr(yamlio, "_PLAIN_TAGS", {})  # every scalar new: each text resolves
+    def read(i: int) -> list[Any]:
+        return list(yamlio.YAML(typ="safe", pure=pure).load_all(f"a{i}: yes\nb{i}: {i}.5\n"))
+
+    first = read(0)
+    once = len(built)
+    others = [read(i) for i in range(1, 20)]
+    old = list(yamlio.YAML(typ="safe", pure=pure).load_all("%YAML 1.1\n---\nc: yes\n"))
+
+    assert [first, *others] == [[{f"a{i}": "yes", f"b{i}": i + 0.5}] for i in range(20)]
+    assert once > 0 and set(built[:once]) == {(1, 2)}  # one table, once
+    assert len(built) == once or not set(built[once:]) & {(1, 2)}  # not for the others
+    if pure:  # the directive's version: its own table, once
+        assert old == [{"c": True}]
+        assert built[once:] and set(built[once:]) == {(1, 1)}
+    else:  # libyaml reports no directive: the table already built
+        assert old == [{"c": "yes"}]
+        assert len(built) == once
