@@ -125,6 +125,9 @@ class Transport(httpx.AsyncBaseTransport):
     async def _enter(self, timeout: float | None) -> None:
         if self._room is None:
             return
+        if not self._room.locked():  # free now: taken without waiting (nor a timer)
+            await self._room.acquire()
+            return
         try:
             async with asyncio.timeout(timeout):
                 await self._room.acquire()
@@ -231,8 +234,11 @@ class _Connection:
         assert data is not None
         self.writer.write(data)
         try:
-            async with asyncio.timeout(write):
-                await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # not all sent at once
+                async with asyncio.timeout(write):
+                    await self.writer.drain()
+            else:
+                await self.writer.drain()  # at once (it raises what the write met)
         except TimeoutError as exc:
             raise httpx.WriteTimeout(str(exc) or "timed out") from exc
         except OSError as exc:
