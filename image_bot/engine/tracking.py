@@ -208,20 +208,24 @@ async def follow(engine: Engine, repo: models.RepositoryConfig, ws: workspaces.W
     live = {*local, *(a.report.agent for a in heard if not a.stale)}
     transitions: list[Transition] = []
     # the latest update of each policy and image on this branch, however many others
-    # (other repositories, older commits) were tracked after it
-    judging = {key: update for key, update in engine.state.latest_updates(
-        name, ws.branch).items() if update["state"] in _OPEN}
+    # (other repositories, older commits) were tracked after it; judged only by reports
+    latest = engine.state.latest_updates(name, ws.branch)
+    judging = {key: update for key, update in latest.items()
+               if update["state"] in _OPEN} if reports else {}
     judged = await asyncio.to_thread(  # one hop to the git thread, not one per update
-        lambda: {key: _judge(ws, update, reports, live) for key, update in judging.items()})
+        lambda: {key: _judge(ws, update, reports, live) for key, update in judging.items()}
+    ) if judging else {}
     for update_key, changed in judged.items():
         if changed is not None:
             update, new = await _with_push_time(engine, *changed)
             engine.state.put_update(update_key, update)
             transitions += new
+    if any(changed is not None for changed in judged.values()):
+        latest = engine.state.latest_updates(name, ws.branch)  # as judged now
     # 3. roll back what is degraded and asks for it
     commits: list[str] = []
     errors: list[ImageBotError] = []
-    for update_key, update in engine.state.latest_updates(name, ws.branch).items():
+    for update_key, update in latest.items():
         loaded = by_policy.get(update["policy"])
         if (update["state"] != "degraded"
                 or loaded is None or loaded.policy.spec.rollback.on != "degraded"
