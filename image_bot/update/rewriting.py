@@ -503,7 +503,8 @@ def _overwritten(path: Path, data: bytes) -> bool:
         written = 0
         while written < len(data):
             written += os.pwrite(fd, data[written:], written)
-        os.ftruncate(fd, len(data))  # a shorter text: the old one's tail goes
+        if len(data) < info.st_size:  # a shorter text: the old one's tail goes
+            os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
     return True
