@@ -17,7 +17,8 @@ environment for a client given a transport, which this client always is.
 Failures are httpx's exceptions, as httpx's transport raises them, with their cause chained
 (what ``network.unreachable`` reads): ``ConnectError``/``ConnectTimeout``, ``ReadError``/
 ``ReadTimeout``, ``WriteError``/``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``
-(a garbled answer, or none before the server closed), ``UnsupportedProtocol``.
+(a garbled answer, or none before the server closed), ``LocalProtocolError`` (a request
+h11 refuses to send), ``UnsupportedProtocol``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Transport(httpx.AsyncBaseTransport):
             self._leave(connection)
             raise
         return httpx.Response(
-            head.status_code, headers=head.headers,
+            head.status_code, headers=head.headers.raw_items(),  # names as sent
             stream=_Body(self, connection, timeouts.get("read")),
             extensions={"http_version": b"HTTP/" + head.http_version,
                         "reason_phrase": head.reason})
@@ -270,9 +271,13 @@ class _Connection:
 
 @contextlib.contextmanager
 def _protocol() -> Iterator[None]:
+    """h11's protocol errors as httpx's: ours (a header it refuses to send), or the
+    server's (an answer that is not HTTP/1.1)."""
     try:
         yield
-    except h11.ProtocolError as exc:
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc)) from exc
+    except h11.RemoteProtocolError as exc:
         raise httpx.RemoteProtocolError(str(exc)) from exc
 
 

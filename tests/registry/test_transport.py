@@ -347,6 +347,7 @@ def test_bodies_are_framed_and_decoded_as_httpx_reads_them() -> None:
             head = await http.head(base + "/v2/app/manifests/1.0.0")
             assert (head.status_code, head.content) == (200, b"")
             assert head.headers["Docker-Content-Digest"] == "sha256:abc"
+            assert (b"Docker-Content-Digest", b"sha256:abc") in head.headers.raw  # as sent
             token = await http.post(base + "/token", data={"scope": "repository:app:pull"})
             assert token.json() == {"token": "t"}
             assert connections == [1]  # all of these over one connection
@@ -420,10 +421,13 @@ def test_a_connection_whose_exchange_did_not_end_cleanly_is_closed_not_reused() 
             with pytest.raises(httpx.RemoteProtocolError):
                 await http.get(base + "/garbled")
             assert (await http.get(base + "/ok")).json() == {}
-            assert connections == [1, 2, 3]  # a new one after each failure
+            with pytest.raises(httpx.LocalProtocolError):  # h11 refuses to send it
+                await http.get(base + "/ok", headers={"Authorization": "Bearer a\r\nX: 1"})
+            assert (await http.get(base + "/ok")).json() == {}
+            assert connections == [1, 2, 3, 4]  # a new one after each failure
             await asyncio.sleep(0.3)  # idle past keepalive_expiry
             assert (await http.get(base + "/ok")).json() == {}
-            assert connections == [1, 2, 3, 4]
+            assert connections == [1, 2, 3, 4, 5]
 
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.2):
