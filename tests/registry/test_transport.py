@@ -13,6 +13,7 @@ import gzip
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -367,9 +368,9 @@ def test_bodies_are_framed_and_decoded_as_httpx_reads_them() -> None:
 
 def test_a_connection_whose_exchange_did_not_end_cleanly_is_closed_not_reused() -> None:
     """A request cancelled while waiting for its answer, an answer whose body was not read
-    to its end, an answer cut off in its body, a garbled answer, an idle connection older
-    than ``keepalive_expiry``: none leaves its connection to the next request (which would
-    read the rest of an old answer as its own)."""
+    to its end, an answer cut off in its body, a garbled answer, a request h11 refuses to
+    send: none leaves its connection to the next request (which would read the rest of an
+    old answer as its own)."""
     seen: list[tuple[str, dict[str, str]]] = []
     connections: list[int] = []
     late = asyncio.Event()
@@ -409,9 +410,8 @@ def test_a_connection_whose_exchange_did_not_end_cleanly_is_closed_not_reused() 
         slow = await asyncio.start_server(silent, "127.0.0.1", 0)
         cutting = await asyncio.start_server(cut, "127.0.0.1", 0)
         slow_url = f"http://127.0.0.1:{slow.sockets[0].getsockname()[1]}/slow"
-        limits = httpx.Limits(keepalive_expiry=0.2)
         async with server, slow, cutting, httpx.AsyncClient(
-                transport=transport.Transport(limits=limits)) as http:
+                transport=transport.Transport()) as http:
             assert (await http.get(base + "/ok")).json() == {}
             async with http.stream("GET", base + "/big") as streamed:  # left unread
                 assert streamed.status_code == 200
@@ -425,9 +425,6 @@ def test_a_connection_whose_exchange_did_not_end_cleanly_is_closed_not_reused() 
                 await http.get(base + "/ok", headers={"Authorization": "Bearer a\r\nX: 1"})
             assert (await http.get(base + "/ok")).json() == {}
             assert connections == [1, 2, 3, 4]  # a new one after each failure
-            await asyncio.sleep(0.3)  # idle past keepalive_expiry
-            assert (await http.get(base + "/ok")).json() == {}
-            assert connections == [1, 2, 3, 4, 5]
 
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.2):
@@ -436,5 +433,30 @@ def test_a_connection_whose_exchange_did_not_end_cleanly_is_closed_not_reused() 
             # on the first connection this would read the first request's answer
             assert (await http.get(slow_url)).json() == {"late": 2}
             assert slow_connections == [1, 2]
+
+    asyncio.run(go())
+
+
+def test_an_idle_connection_older_than_keepalive_expiry_is_closed_not_reused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]  # the transport's clock (asyncio's own is left alone)
+    monkeypatch.setattr(transport, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    seen: list[tuple[str, dict[str, str]]] = []
+    connections: list[int] = []
+
+    async def go() -> None:
+        server = await _http_server(lambda line, headers: _answer("200 OK", b"{}"), seen,
+                                    None, connections)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v2/"
+        limits = httpx.Limits(keepalive_expiry=5.0)
+        async with server, httpx.AsyncClient(
+                transport=transport.Transport(limits=limits)) as http:
+            assert (await http.get(url)).json() == {}
+            now[0] += 4.9
+            assert (await http.get(url)).json() == {}  # idle 4.9 s: kept
+            assert connections == [1]
+            now[0] += 5.1
+            assert (await http.get(url)).json() == {}  # idle 5.1 s: a new one
+            assert connections == [1, 2]
 
     asyncio.run(go())
